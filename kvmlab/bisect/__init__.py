@@ -1,0 +1,1 @@
+"""Bisection: a pure engine over a repository seam and a tester seam."""

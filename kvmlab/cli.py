@@ -1,0 +1,68 @@
+"""kvmlab's command line: a thin layer over the library.
+
+Each subcommand lives in a module of :mod:`kvmlab.commands` that exports
+``register(subparsers)``; the module sets ``func`` on its parser, a callable
+taking the parsed namespace and returning an exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from kvmlab.errors import InfraError, KvmlabError, UserError
+
+#: Subcommand modules, in the order ``--help`` lists them.
+COMMANDS: tuple[str, ...] = (
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kvmlab",
+        description="Reproduce and bisect Linux kernel crashes in QEMU/KVM virtual machines.",
+    )
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMANDS:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def _setup_logging(verbosity: int) -> None:
+    level = logging.WARNING
+    if verbosity == 1:
+        level = logging.INFO
+    elif verbosity >= 2:
+        level = logging.DEBUG
+    logging.basicConfig(level=level, format="%(levelname)s: %(name)s: %(message)s", stream=sys.stderr)
+    # Our own info lines (progress, the accel fallback) are always shown.
+    logging.getLogger("kvmlab").setLevel(min(level, logging.INFO))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _setup_logging(args.verbose)
+    try:
+        rc: int = args.func(args)
+        return rc
+    except UserError as e:
+        print(f"kvmlab: error: {e}", file=sys.stderr)
+        return 2
+    except InfraError as e:
+        print(f"kvmlab: infrastructure error: {e}", file=sys.stderr)
+        return 3
+    except KvmlabError as e:
+        print(f"kvmlab: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("kvmlab: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

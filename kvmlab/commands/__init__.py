@@ -1,0 +1,1 @@
+"""Subcommands of the kvmlab CLI; each module exports register(subparsers)."""

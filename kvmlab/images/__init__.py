@@ -1,0 +1,1 @@
+"""Guest disk images built from recipes, cached."""

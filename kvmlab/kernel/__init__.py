@@ -1,0 +1,1 @@
+"""Kernel builds at any commit, cached; the demo history."""

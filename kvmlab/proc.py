@@ -1,0 +1,131 @@
+"""The one place kvmlab starts host processes.
+
+Every call passes an explicit ``timeout`` (seconds), runs without a shell and
+without stdin, in its own session so that a timeout or an interrupt kills the
+whole process group and nothing is left behind.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import signal
+import subprocess
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from kvmlab.errors import HostToolError, ProcessError
+
+log = logging.getLogger(__name__)
+
+_TAIL_CHARS = 4000
+
+
+@dataclass(frozen=True)
+class Completed:
+    """A finished process: argv, exit code, combined or split output."""
+
+    argv: list[str]
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+
+def _fmt(argv: Sequence[str | Path]) -> list[str]:
+    return [str(a) for a in argv]
+
+
+def kill_group(proc: subprocess.Popen[bytes] | subprocess.Popen[str], grace: float = 2.0) -> None:
+    """Terminate a process started by :func:`spawn` or :func:`run` and its group."""
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            return
+        proc.wait(timeout=grace)
+
+
+def spawn(
+    argv: Sequence[str | Path],
+    *,
+    cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    stdout: int | None = subprocess.DEVNULL,
+    stderr: int | None = subprocess.STDOUT,
+    stdin: int | None = subprocess.DEVNULL,
+    text: bool = False,
+) -> subprocess.Popen[bytes]:
+    """Start a long-running process in its own session; the caller must stop it
+    with :func:`kill_group`."""
+    args = _fmt(argv)
+    log.debug("spawn: %s", shlex.join(args))
+    try:
+        return subprocess.Popen(  # the one Popen in kvmlab
+            args,
+            cwd=cwd,
+            env=None if env is None else dict(env),
+            stdin=stdin,
+            stdout=stdout,
+            stderr=stderr,
+            start_new_session=True,
+            text=text,
+        )
+    except FileNotFoundError as e:
+        raise HostToolError(f"{args[0]}: not found on this host") from e
+
+
+def run(
+    argv: Sequence[str | Path],
+    *,
+    timeout: float,
+    cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    check: bool = True,
+    input_text: str | None = None,
+) -> Completed:
+    """Run ``argv`` to completion within ``timeout`` seconds.
+
+    Raises :class:`ProcessError` on a non-zero exit (when ``check``) or on a
+    timeout (always), after killing the whole process group.
+    """
+    args = _fmt(argv)
+    proc = spawn(
+        args,
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.PIPE if input_text is not None else subprocess.DEVNULL,
+    )
+    try:
+        out, err = proc.communicate(
+            input=input_text.encode() if input_text is not None else None, timeout=timeout
+        )
+    except subprocess.TimeoutExpired as e:
+        kill_group(proc)
+        partial = (e.stdout or b"") + (e.stderr or b"")
+        tail = partial.decode(errors="replace")[-_TAIL_CHARS:]
+        raise ProcessError(args, None, tail, timed_out=True) from None
+    except BaseException:
+        kill_group(proc)
+        raise
+    stdout = out.decode(errors="replace")
+    stderr = err.decode(errors="replace")
+    done = Completed(args, proc.returncode, stdout, stderr)
+    if check and proc.returncode != 0:
+        raise ProcessError(args, proc.returncode, (stdout + stderr)[-_TAIL_CHARS:])
+    return done

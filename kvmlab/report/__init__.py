@@ -1,0 +1,1 @@
+"""Crash reports: console text to syzbot-compatible titles."""

@@ -1,0 +1,1 @@
+"""Run reproducers on pools of VMs and return per-run verdicts."""

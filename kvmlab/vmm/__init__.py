@@ -1,0 +1,1 @@
+"""VM manager: backends (qemu, libvirt), pools, console watching, SSH."""

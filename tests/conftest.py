@@ -1,0 +1,84 @@
+"""Shared fixtures: isolated HOME/XDG dirs, and a session check that no qemu
+process or libvirt domain started by the tests survives them."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+#: Heavy artifacts (unpacked kernels, built kernels, images, the demo tree)
+#: shared by every test of a run. Empty in a fresh checkout, so CI builds each
+#: once per run; kept between runs in a developer's checkout.
+TEST_CACHE = Path(os.environ.get("KVMLAB_TEST_CACHE", REPO / ".test-cache"))
+
+_CCACHE_DIR = os.environ.get("CCACHE_DIR") or str(Path.home() / ".cache" / "ccache")
+
+pytest_plugins: list[str] = []
+
+
+def _qemu_pids() -> set[int]:
+    pids = set()
+    for p in psutil.process_iter(["name", "cmdline"]):
+        try:
+            name = p.info["name"] or ""
+            cmd = " ".join(p.info["cmdline"] or [])
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        if name.startswith("qemu-system") or "qemu-system-" in cmd.split(" ")[0]:
+            pids.add(p.pid)
+    return pids
+
+
+def _libvirt_domains() -> set[str]:
+    try:
+        import libvirt
+    except ImportError:
+        return set()
+    try:
+        conn = libvirt.open("qemu:///system")
+    except libvirt.libvirtError:
+        return set()
+    try:
+        return {d.name() for d in conn.listAllDomains()}
+    finally:
+        conn.close()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_leftovers() -> Iterator[None]:
+    qemu_before = _qemu_pids()
+    doms_before = _libvirt_domains()
+    yield
+    left_qemu = _qemu_pids() - qemu_before
+    left_doms = _libvirt_domains() - doms_before
+    for pid in left_qemu:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            psutil.Process(pid).kill()
+    if left_qemu or left_doms:
+        pytest.fail(
+            f"tests left behind qemu processes {sorted(left_qemu)} "
+            f"and libvirt domains {sorted(left_doms)}"
+        )
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test gets its own HOME and XDG dirs so nothing leaks into the user's."""
+    home = tmp_path_factory.mktemp("home")
+    monkeypatch.setenv("HOME", str(home))
+    for var, sub in (
+        ("XDG_CACHE_HOME", ".cache"),
+        ("XDG_CONFIG_HOME", ".config"),
+        ("XDG_DATA_HOME", ".local/share"),
+        ("XDG_STATE_HOME", ".local/state"),
+    ):
+        monkeypatch.setenv(var, str(home / sub))
+    # Real compiles in tests still share the host's ccache between runs.
+    monkeypatch.setenv("CCACHE_DIR", _CCACHE_DIR)
