@@ -1,0 +1,101 @@
+"""A :class:`~kvmlab.bisect.seams.Repository` backed by the ``git`` command.
+
+Each question is one git call, however many commits it covers: the whole
+range comes from a single ``git log`` with parents and subjects.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+from kvmlab import proc
+from kvmlab.bisect.graph import CommitGraph
+from kvmlab.bisect.seams import CommitInfo, Tag, parse_trailers
+from kvmlab.errors import MissingFileError, ProcessError, UnknownCommitError
+
+log = logging.getLogger(__name__)
+
+#: Seconds for one git call; a range log of a kernel tree takes a few seconds.
+GIT_TIMEOUT = 300.0
+
+_RELEASE = re.compile(r"^v(\d+)\.(\d+)(?:\.(\d+))?$")
+
+
+def release_version(name: str) -> tuple[int, int, int] | None:
+    """``v4.18`` -> (4, 18, 0); None for anything that is not a release (``-rc`` tags too)."""
+    m = _RELEASE.match(name)
+    if not m:
+        return None
+    return int(m[1]), int(m[2]), int(m[3] or 0)
+
+
+class GitRepository:
+    """A git working tree or bare repository at ``path``."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        if not self.path.is_dir():
+            raise MissingFileError(f"{self.path}: no such git tree")
+
+    def _git(self, *args: str, check: bool = True) -> proc.Completed:
+        return proc.run(["git", "-C", str(self.path), *args], timeout=GIT_TIMEOUT, check=check)
+
+    def resolve(self, rev: str) -> str:
+        done = self._git("rev-parse", "--verify", "--quiet", "--end-of-options", f"{rev}^{{commit}}",
+                         check=False)
+        if done.returncode != 0 or not done.stdout.strip():
+            raise UnknownCommitError(f"{rev}: unknown revision in {self.path}")
+        return done.stdout.strip()
+
+    def graph(self, bad: str, good: Sequence[str]) -> CommitGraph:
+        args = ["log", "--topo-order", "--reverse", "--format=%H%x00%P%x00%s", bad,
+                *(f"^{g}" for g in good), "--"]
+        rows: list[tuple[str, list[str], str]] = []
+        for line in self._git(*args).stdout.splitlines():
+            if not line:
+                continue
+            h, parents, subject = line.split("\x00", 2)
+            rows.append((h, parents.split(), subject))
+        return CommitGraph.from_parents(rows, tip=bad, boundary=good)
+
+    def is_ancestor(self, a: str, b: str) -> bool:
+        done = self._git("merge-base", "--is-ancestor", a, b, check=False)
+        if done.returncode not in (0, 1):
+            raise ProcessError(done.argv, done.returncode, done.output)
+        return done.returncode == 0
+
+    def release_tags(self, tip: str, floor: str | None = None) -> list[Tag]:
+        floor_v = None
+        if floor is not None:
+            floor_v = release_version(floor)
+            if floor_v is None:
+                raise UnknownCommitError(f"{floor}: not a release tag name (vX.Y)")
+        out = self._git(
+            "for-each-ref", "--merged", tip,
+            "--format=%(refname:short)%00%(objectname)%00%(*objectname)", "refs/tags/v*",
+        ).stdout
+        found: list[tuple[tuple[int, int, int], Tag]] = []
+        for line in out.splitlines():
+            name, obj, peeled = [*line.split("\x00"), "", ""][:3]
+            v = release_version(name)
+            if v is None or (floor_v is not None and v < floor_v):
+                continue
+            found.append((v, Tag(name, peeled or obj)))
+        found.sort(key=lambda t: t[0], reverse=True)
+        return [t for _, t in found]
+
+    def commit_info(self, commit: str) -> CommitInfo:
+        fmt = "%H%x00%P%x00%an%x00%ae%x00%ad%x00%s%x00%B"
+        out = self._git("show", "-s", "--date=default", f"--format={fmt}", commit, "--").stdout
+        h, parents, name, email, date, subject, body = out.split("\x00", 6)
+        message = body.rstrip("\n")
+        return CommitInfo(
+            hash=h, parents=tuple(parents.split()), subject=subject, author_name=name,
+            author_email=email, date=date, message=message, trailers=parse_trailers(message),
+        )
+
+    def tree_hash(self, commit: str) -> str:
+        return self._git("rev-parse", f"{commit}^{{tree}}").stdout.strip()

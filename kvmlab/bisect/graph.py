@@ -1,0 +1,120 @@
+"""The commit graph of a bisection range, as plain data with ancestor bitsets.
+
+A range is every commit reachable from the tip but not from the boundary
+(``git rev-list tip ^boundary``). Commits are numbered in topological order
+(parents before children); ``closure[i]`` is a Python int whose bit ``j`` is
+set when commit ``j`` is commit ``i`` or one of its ancestors inside the range.
+A commit is *changed* (contains the culprit) iff the culprit's bit is set in
+its closure; this holds with merges, no linear order is assumed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class RangeCommit:
+    """One commit of the range: full hash, parents (full hashes), subject."""
+
+    hash: str
+    parents: tuple[str, ...]
+    subject: str = ""
+
+
+@dataclass(frozen=True)
+class CommitGraph:
+    """Commits between a boundary and a tip, numbered parents-first."""
+
+    commits: tuple[RangeCommit, ...]
+    tip: str
+    """The newest commit of the range (the bad commit of a cause bisection)."""
+    boundary: tuple[str, ...]
+    """The commits the range starts after (excluded, with their ancestors)."""
+    index: dict[str, int] = field(init=False, repr=False, compare=False)
+    closure: tuple[int, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        index = {c.hash: i for i, c in enumerate(self.commits)}
+        closure: list[int] = []
+        for i, c in enumerate(self.commits):
+            bits = 1 << i
+            for p in c.parents:
+                j = index.get(p)
+                if j is not None:
+                    if j >= i:
+                        raise ValueError(f"commit {c.hash} listed before its parent {p}")
+                    bits |= closure[j]
+            closure.append(bits)
+        if self.commits and self.tip not in index:
+            raise ValueError(f"tip {self.tip} is not in the range")
+        object.__setattr__(self, "index", index)
+        object.__setattr__(self, "closure", tuple(closure))
+
+    @classmethod
+    def from_parents(
+        cls,
+        rows: Sequence[tuple[str, Sequence[str], str]],
+        *,
+        tip: str,
+        boundary: Sequence[str],
+    ) -> CommitGraph:
+        """Build from ``(hash, parents, subject)`` rows in any order; sorts them
+        topologically (parents first, ties by input order)."""
+        by_hash = {h: (tuple(ps), s) for h, ps, s in rows}
+        order: list[str] = []
+        state: dict[str, int] = {}
+        for start, _, _ in rows:
+            if start in state:
+                continue
+            stack: list[tuple[str, int]] = [(start, 0)]
+            while stack:
+                h, k = stack.pop()
+                parents = by_hash[h][0]
+                if k == 0:
+                    if state.get(h) == 2:
+                        continue
+                    state[h] = 1
+                while k < len(parents) and (parents[k] not in by_hash or state.get(parents[k]) == 2):
+                    k += 1
+                if k < len(parents):
+                    stack.append((h, k + 1))
+                    if state.get(parents[k]) == 1:
+                        raise ValueError(f"cycle through commit {parents[k]}")
+                    stack.append((parents[k], 0))
+                    continue
+                state[h] = 2
+                order.append(h)
+        commits = tuple(RangeCommit(h, by_hash[h][0], by_hash[h][1]) for h in order)
+        return cls(commits=commits, tip=tip, boundary=tuple(boundary))
+
+    def __len__(self) -> int:
+        return len(self.commits)
+
+    @property
+    def all_mask(self) -> int:
+        return (1 << len(self.commits)) - 1
+
+    def closure_of(self, commit: str) -> int:
+        """Ancestor bitset of ``commit``; 0 for a commit outside the range
+        (a boundary commit or one of its ancestors: it contains no candidate)."""
+        i = self.index.get(commit)
+        return 0 if i is None else self.closure[i]
+
+    def members(self, bits: int) -> list[str]:
+        """Hashes of the commits whose bits are set, parents first."""
+        out = []
+        while bits:
+            low = bits & -bits
+            out.append(self.commits[low.bit_length() - 1].hash)
+            bits ^= low
+        return out
+
+    def is_merge(self, commit: str) -> bool:
+        i = self.index.get(commit)
+        return i is not None and len(self.commits[i].parents) > 1
+
+    def subject(self, commit: str) -> str:
+        i = self.index.get(commit)
+        return "" if i is None else self.commits[i].subject

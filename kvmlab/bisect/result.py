@@ -1,0 +1,128 @@
+"""What a bisection found, and the evidence behind it."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+from kvmlab.outcome import BuildOutcome, BuildStatus, RunOutcome, RunStatus
+
+
+class Verdict(enum.Enum):
+    """A commit's state as ``git bisect`` would be told."""
+
+    GOOD = "good"
+    BAD = "bad"
+    SKIP = "skip"
+
+
+@dataclass
+class CommitEvidence:
+    """Every build and run outcome of one commit (runs in the order they came)."""
+
+    commit: str
+    build: BuildOutcome | None = None
+    runs: list[RunOutcome] = field(default_factory=list)
+    target: list[bool] = field(default_factory=list)
+    """Per run: True when the run's crash is the target bug."""
+
+    @property
+    def build_failed(self) -> bool:
+        return self.build is not None and self.build.status is BuildStatus.FAILED
+
+    @property
+    def target_crashes(self) -> int:
+        return sum(self.target)
+
+    @property
+    def oks(self) -> int:
+        return sum(1 for r in self.runs if r.status is RunStatus.OK)
+
+    @property
+    def boot_failures(self) -> int:
+        return sum(1 for r in self.runs if r.status is RunStatus.BOOT_FAILED)
+
+    @property
+    def vm_runs(self) -> int:
+        """Runs that got an answer from the VM (infra errors excluded)."""
+        return sum(1 for r in self.runs if r.status is not RunStatus.INFRA)
+
+    @property
+    def other_crashes(self) -> list[str]:
+        """Titles of crashes that were not the target bug."""
+        return [r.title or "?" for r, t in zip(self.runs, self.target, strict=True) if r.crashed and not t]
+
+    @property
+    def untestable(self) -> bool:
+        return self.build_failed or self.boot_failures > 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "commit": self.commit,
+            "build": None if self.build is None else {
+                "status": self.build.status.value, "compiler": self.build.compiler,
+                "error": self.build.error, "duration": self.build.duration,
+            },
+            "runs": [r.to_json() for r in self.runs],
+            "target": list(self.target),
+        }
+
+
+class Outcome(enum.Enum):
+    FOUND = "found"
+    """``culprit`` is set; ``confidence`` says how sure (None for the syzbot policy)."""
+    INCONCLUSIVE = "inconclusive"
+    """``candidates`` holds the commits the culprit may be."""
+    NO_REPRO = "no-repro"
+    """The bad commit did not reproduce the crash."""
+    OLDEST_RELEASE_BAD = "oldest-release-bad"
+    """No good commit was given and every tested release had the bug."""
+
+
+@dataclass
+class BisectResult:
+    """The answer of :func:`kvmlab.bisect.bisect` and how it was reached."""
+
+    outcome: Outcome
+    fix: bool
+    policy: str
+    bad: str
+    good: str | None
+    culprit: str | None = None
+    confidence: float | None = None
+    candidates: list[str] = field(default_factory=list)
+    target_title: str | None = None
+    message: str = ""
+    """One line for humans: what was found or why not."""
+    evidence: dict[str, CommitEvidence] = field(default_factory=dict)
+    builds: int = 0
+    """Builds done (cached builds included, replayed ones from a journal too)."""
+    build_seconds: float = 0.0
+    test_seconds: float = 0.0
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def commits_tested(self) -> int:
+        return sum(1 for e in self.evidence.values() if e.build is not None)
+
+    @property
+    def vm_runs(self) -> int:
+        return sum(e.vm_runs for e in self.evidence.values())
+
+    @property
+    def uncounted_crashes(self) -> list[tuple[str, str]]:
+        """(commit, title) of every crash that was not the target bug."""
+        return [(c, t) for c, e in self.evidence.items() for t in e.other_crashes]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "outcome": self.outcome.value, "fix": self.fix, "policy": self.policy,
+            "bad": self.bad, "good": self.good, "culprit": self.culprit,
+            "confidence": self.confidence, "candidates": self.candidates,
+            "target_title": self.target_title, "message": self.message,
+            "commits_tested": self.commits_tested, "vm_runs": self.vm_runs, "builds": self.builds,
+            "build_seconds": self.build_seconds, "test_seconds": self.test_seconds,
+            "warnings": self.warnings,
+            "evidence": [e.to_json() for e in self.evidence.values()],
+        }

@@ -1,0 +1,122 @@
+"""The two seams the bisection engine depends on: a repository and a tester.
+
+The engine never runs git, builds a kernel or boots a VM itself; it asks these.
+Tests drive it with a real throwaway git repository and a fake tester.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+from kvmlab.bisect.graph import CommitGraph
+from kvmlab.outcome import BuildOutcome, RunOutcome
+
+#: Decides whether one run's crash is the bug being bisected.
+IsTarget = Callable[[RunOutcome], bool]
+
+#: Trailers whose people get cc'ed on a culprit.
+CC_TRAILERS: tuple[str, ...] = ("Signed-off-by", "Acked-by", "Reviewed-by", "Tested-by")
+
+
+@dataclass(frozen=True)
+class Tag:
+    """A release tag and the commit it points to (peeled)."""
+
+    name: str
+    commit: str
+
+
+@dataclass(frozen=True)
+class CommitInfo:
+    """What the closing block of the log says about a commit."""
+
+    hash: str
+    parents: tuple[str, ...]
+    subject: str
+    author_name: str
+    author_email: str
+    date: str
+    """As ``git log`` prints it by default, e.g. ``Thu Aug 16 21:49:07 2018 +0200``."""
+    message: str
+    """The full message, subject line included."""
+    trailers: tuple[tuple[str, str], ...] = field(default=())
+    """``(key, value)`` for Signed-off-by / Acked-by / Reviewed-by / Tested-by, in order."""
+
+    @property
+    def is_merge(self) -> bool:
+        return len(self.parents) > 1
+
+
+class Repository(Protocol):
+    """A kernel tree as the bisection sees it."""
+
+    def resolve(self, rev: str) -> str:
+        """Full hash of ``rev``; raises :class:`kvmlab.errors.UnknownCommitError`."""
+        ...
+
+    def graph(self, bad: str, good: Sequence[str]) -> CommitGraph:
+        """Commits reachable from ``bad`` and not from any of ``good``, with parents."""
+        ...
+
+    def is_ancestor(self, a: str, b: str) -> bool:
+        """True when ``a`` is ``b`` or an ancestor of it."""
+        ...
+
+    def release_tags(self, tip: str, floor: str | None = None) -> list[Tag]:
+        """Release tags (``vX.Y``) reachable from ``tip``, newest first, down to
+        ``floor`` included (all when None)."""
+        ...
+
+    def commit_info(self, commit: str) -> CommitInfo:
+        ...
+
+
+@runtime_checkable
+class TreeHashes(Protocol):
+    """Optional ability: the tree object of a commit (equal trees build equal kernels)."""
+
+    def tree_hash(self, commit: str) -> str: ...
+
+
+class Tester(Protocol):
+    """Builds kernels and runs the reproducer on them."""
+
+    def build(self, commit: str) -> BuildOutcome:
+        """Check out and build ``commit``. A failed build is a result, not an exception."""
+        ...
+
+    def test(self, build: BuildOutcome, runs: int) -> list[RunOutcome]:
+        """Run the reproducer ``runs`` times on a successful build; may be called
+        again on the same build for more runs."""
+        ...
+
+
+def cc_list(info: CommitInfo) -> list[str]:
+    """Sorted unique e-mail addresses of the author and the cc trailers."""
+    emails = {info.author_email.strip().lower()} if info.author_email.strip() else set()
+    for key, value in info.trailers:
+        if key in CC_TRAILERS:
+            email = _email_of(value)
+            if email:
+                emails.add(email)
+    return sorted(emails)
+
+
+def _email_of(value: str) -> str:
+    lt, gt = value.find("<"), value.rfind(">")
+    if 0 <= lt < gt:
+        return value[lt + 1 : gt].strip().lower()
+    value = value.strip()
+    return value.lower() if "@" in value and " " not in value else ""
+
+
+def parse_trailers(message: str) -> tuple[tuple[str, str], ...]:
+    """The cc trailers of a commit message, in order (other lines ignored)."""
+    out = []
+    for line in message.splitlines():
+        key, sep, value = line.strip().partition(":")
+        if sep and key in CC_TRAILERS and value.strip():
+            out.append((key, value.strip()))
+    return tuple(out)
