@@ -1,0 +1,525 @@
+"""Find the first crash in a kernel console text and give it a title.
+
+The steps, all pure:
+
+1. :func:`crash_start` finds the first line that carries an oops header from
+   :data:`~kvmlab.report.rules.OOPSES` and is not one of its look-alikes. It
+   uses ``str.find`` per header, so it costs a few µs per KB and can run on
+   every chunk of a live console stream.
+2. The report is cut out around it: a few lines before it from the same
+   printk context, then the lines after it from the same context (``[ T123]``
+   task or ``[ C0]`` CPU caller ids, when the kernel prints them), up to the
+   next report when there is no caller id to separate interleaved output.
+3. The earliest-matching :class:`~kvmlab.report.rules.TitleFormat` of that oops
+   makes the title; its :class:`~kvmlab.report.rules.StackFormat` picks the
+   guilty frame, skipping frames that are never the culprit.
+4. The report is *corrupted* when its title cannot be trusted: the header was
+   lost, a stack trace has no frames, or other output got into the title.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+from kvmlab.report import rules
+from kvmlab.report.rules import STACK, Oops, StackFormat, TitleFormat
+
+_CONSOLE = "console"
+"""Context of lines with a timestamp but no caller id."""
+
+_LINE_PREFIX = re.compile(
+    r"(?:\*\* [0-9]+ printk messages dropped \*\* )?(?:.* login: )?(?:<[0-9]+>)?"
+    r"\[ *[0-9]+\.[0-9]+\](\[ *(?:C|T)[0-9]+\])? "
+)
+_CPU_CONTEXT = re.compile(r"\[ *C[0-9]+\]")
+_TASK_CONTEXT = re.compile(r"\[ *T[0-9]+\]")
+_QUESTIONABLE = re.compile(r"(\[\<[0-9a-f]+\>\])? \? ")
+_REPLAY = re.compile(r"\n[^\n]*\*\* replaying previous printk message \*\*")
+
+#: A header on a line cut short by printk and replayed whole on the next line
+#: is not a report start: the replayed line is.
+_HEADERS = tuple(sorted({o.header for o in rules.OOPSES}))
+
+_PANIC_SYNCING = "Kernel panic - not syncing"
+_CIRCULAR = "WARNING: possible circular locking dependency detected"
+_SKIP_LINE = "Disabling lock debugging due to kernel taint"
+_NMI_ALL = "Sending NMI from CPU"
+_CORRUPTED_TITLE = re.compile(r"\[ *[0-9]+\.[0-9]+\]")
+
+
+@dataclass(frozen=True)
+class RawReport:
+    """What the parser found, before title normalisation."""
+
+    title: str
+    alt_titles: tuple[str, ...]
+    corrupted: bool
+    corrupted_reason: str
+    report: str
+    start: int
+    end: int
+
+
+# -- finding report starts -----------------------------------------------------
+
+
+def _line_bounds(text: str, pos: int) -> tuple[int, int]:
+    start = text.rfind("\n", 0, pos) + 1
+    end = text.find("\n", pos)
+    return start, len(text) if end < 0 else end
+
+
+def _truncated_by_replay(text: str, line_end: int) -> bool:
+    return _REPLAY.match(text, line_end) is not None
+
+
+def iter_oops_lines(text: str, pos: int = 0, end: int | None = None) -> Iterator[tuple[int, int, Oops]]:
+    """Every (line start, line end, oops) of a crash line in ``text[pos:end]``, in order.
+
+    Each header is searched with ``str.find`` (C speed); only lines holding one
+    are looked at more closely.
+    """
+    stop = len(text) if end is None else end
+    nxt: dict[str, int] = {}
+    for h in _HEADERS:
+        i = text.find(h, pos, stop)
+        if i >= 0:
+            nxt[h] = i
+    last_line = -1
+    while nxt:
+        h = min(nxt, key=nxt.__getitem__)
+        i = nxt[h]
+        ls, le = _line_bounds(text, i)
+        # advance every header past this line: one verdict per line
+        for h2 in list(nxt):
+            if nxt[h2] <= le:
+                j = text.find(h2, le + 1, stop)
+                if j < 0:
+                    del nxt[h2]
+                else:
+                    nxt[h2] = j
+        if ls == last_line:
+            continue
+        last_line = ls
+        line = text[ls:le].rstrip("\r")
+        found = _first_oops_on_line(line)
+        if found is not None and not _truncated_by_replay(text, le):
+            yield ls, le, found
+
+
+def _first_oops_on_line(line: str) -> Oops | None:
+    # In table order: the first kind whose header is on the line and that is
+    # not one of its look-alikes.
+    for oops in rules.OOPSES:
+        if oops.header in line and not any(r.search(line) for r in oops.not_crash):
+            return oops
+    return None
+
+
+def crash_start(text: str) -> int | None:
+    """Offset of the start of the line where the first crash report begins, or None.
+
+    Cheap enough for every chunk of a live console stream (a few µs per KB of
+    text without a crash). Offsets refer to ``text``; a caller that feeds a
+    growing buffer should re-check from the start of the last incomplete line.
+    """
+    for start, _end, _oops in iter_oops_lines(text):
+        return start
+    return None
+
+
+# -- cutting the report out ----------------------------------------------------
+
+
+def _context(line: str) -> str:
+    m = _LINE_PREFIX.match(line)
+    if m is None:
+        return ""
+    return m.group(1) or _CONSOLE
+
+
+def _strip_prefix(line: str, context: str) -> tuple[str, bool]:
+    """The line without its timestamp, and whether it is a ``?`` (unreliable) frame."""
+    if context == "":
+        return line, False
+    line = line[line.find("] ") + 2 :]
+    if "<EOI>" not in line:
+        if _QUESTIONABLE.search(line):
+            return line[line.find(" ? ") + 2 :], True
+        if line.endswith(" (unreliable)"):  # powerpc
+            return line[:-13], True
+    return line, False
+
+
+def _min_lines(oops_line: str) -> int:
+    # KMSAN reports are short; a panic after fewer lines than this is part of the report.
+    return 16 if "BUG: KMSAN:" in oops_line else 22
+
+
+@dataclass
+class _Cut:
+    prefix: list[str] = field(default_factory=list)
+    body: list[str] = field(default_factory=list)
+    body_end: int = 0
+    """Number of ``body`` lines that make the report (all of them with caller
+    ids; without, those before a second report starts)."""
+    end: int = 0
+    """Offset in the text just after the last line of those."""
+
+
+def _cut_report(text: str, start: int, context: str) -> _Cut:
+    cut = _Cut()
+    has_caller = context not in ("", _CONSOLE)
+    # Lines before the report from the same context often say what led to it
+    # (the kernel's "sysrq: Trigger a crash", a fault injection, a lockdep hint).
+    max_prefix = 50 if _TASK_CONTEXT.fullmatch(context) else 5
+    pos = start
+    scanned = 0
+    while pos > 0 and len(cut.prefix) < max_prefix and scanned < 2000:
+        ls = text.rfind("\n", 0, pos - 1) + 1
+        line = text[ls : pos - 1].rstrip("\r")
+        pos = ls
+        scanned += 1
+        if _context(line) != context:
+            continue
+        stripped, questionable = _strip_prefix(line, context)
+        if stripped and not questionable:
+            cut.prefix.append(stripped)
+    cut.prefix.reverse()
+
+    # Where a second report (or an info message with its own stack) starts.
+    _s, first_end = _line_bounds(text, start)
+    second = len(text)
+    for ls, _le, _oops in iter_oops_lines(text, first_end + 1):
+        line = text[ls:_le]
+        if not any(r.search(line) for r in rules.NOT_A_NEW_REPORT):
+            second = ls
+            break
+    for marker in rules.INFO_WITH_STACK:
+        i = text.find(marker, first_end + 1, second)
+        if i >= 0:
+            second = text.rfind("\n", 0, i) + 1
+    # Without caller ids nothing separates the second report from the first.
+    stop = len(text) if has_caller else second
+
+    oops_line = text[start:first_end]
+    text_lines = 0
+    skip_rest = False
+    cpu_traceback = False
+    pos = start
+    cut.end = first_end
+    while pos < stop:
+        le = text.find("\n", pos)
+        if le < 0:
+            le = len(text)
+        line = text[pos:le].rstrip("\r")
+        line_start, pos = pos, le + 1
+        ctx = _context(line)
+        stripped, questionable = _strip_prefix(line, ctx)
+        is_first = line_start == start
+        if not is_first and (
+            questionable or (ctx != context and not (cpu_traceback and _CPU_CONTEXT.fullmatch(ctx)))
+        ):
+            continue
+        text_lines += 1
+        skip = skip_rest
+        if _SKIP_LINE in line:
+            skip = True
+        elif _NMI_ALL in line:
+            # a backtrace of all CPUs belongs to the report whatever their context
+            cpu_traceback = True
+        elif (_PANIC_SYNCING in line or _CIRCULAR in line) and text_lines > _min_lines(oops_line):
+            # The panic_on_warn panic (or a lockdep splat caused by oops printing)
+            # only repeats the stack of a report that is long enough already.
+            skip_rest = skip = True
+        if not is_first and skip:
+            continue
+        cut.body.append(stripped)
+        if has_caller or line_start < second:
+            cut.body_end = len(cut.body)
+            cut.end = le
+    return cut
+
+
+# -- titles ---------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=256)
+def _skip_re(extra: tuple[str, ...]) -> re.Pattern[str]:
+    return re.compile("|".join(rules.SKIP_FRAMES + extra))
+
+
+def _strip_syscall_prefix(frame: str) -> str:
+    best = frame
+    for p in rules.STRIP_FRAME_PREFIXES:
+        if frame.startswith(p) and len(frame) - len(p) < len(best):
+            best = frame[len(p) :]
+    return best
+
+
+def _stall_frame(frames: Sequence[str]) -> tuple[str, int]:
+    """Stalls loop over several functions: name the stall by the function that
+    entered the loop (the frame above a generic dispatcher such as a syscall
+    entry, the workqueue or a timer), not by a random frame inside it."""
+    prev, prev_i = frames[0], 0
+    for i, frame in enumerate(frames):
+        if any(a.search(frame) for a in rules.STALL_ANCHORS):
+            if "smp_call_function" in frame:
+                return "smp_call_function", i
+            return prev, prev_i
+        prev, prev_i = frame, i
+    return "", -1
+
+
+_HANG_BUCKETS = (("rtnl_lock", ""), ("synchronize_rcu", "synchronize_rcu"),
+                 ("synchronize_srcu", "synchronize_rcu"), ("synchronize_net", "synchronize_rcu"),
+                 ("synchronize_sched", "synchronize_rcu"))  # fmt: skip
+_HANG_SKIP = ("sched", "_lock", "_slowlock", "down", "rwsem", "completion", "kthread", "wait",
+              "synchronize", "context_switch", "__switch_to", "cancel_delayed_work", "rcu_barrier")  # fmt: skip
+
+
+def _hang_frame(frames: Sequence[str]) -> tuple[str, int]:
+    """Hung tasks are victims: group the common waits (RCU grace periods, rtnl)
+    together, otherwise name the first frame that is not a wait primitive."""
+    for i, frame in enumerate(frames):
+        for anchor, bucket in _HANG_BUCKETS:
+            if anchor in frame:
+                return bucket or frame, i
+    for i, frame in enumerate(frames):
+        if not any(s in frame for s in _HANG_SKIP):
+            return frame, i
+    return "", -1
+
+
+def _key_frame(raw: list[str], stack: StackFormat) -> tuple[str, str]:
+    """(canonical, raw) guilty frame of one stack section; ("", "") if none."""
+    if not raw:
+        return "", ""
+    stripped = [_strip_syscall_prefix(f) for f in raw]
+    if stack.extractor == "stall":
+        frame, i = _stall_frame(stripped)
+    elif stack.extractor == "hang":
+        frame, i = _hang_frame(stripped)
+    else:
+        frame, i = stripped[0], 0
+    return (frame, raw[i]) if frame else ("", "")
+
+
+def _add_frames(frames: list[str], match: re.Match[str] | None, skip: re.Pattern[str]) -> None:
+    if match is None:
+        return
+    for g in match.groups():
+        if g is not None and not skip.search(g):
+            frames.append(g)
+
+
+def _stack_frames(lines: list[str], parts: Sequence[rules.Part], skip: re.Pattern[str],
+                  stack: StackFormat) -> tuple[list[tuple[str, str]], bool]:  # fmt: skip
+    """Walk ``parts`` over ``lines``: one guilty frame per stack section."""
+    results: list[tuple[str, str]] = []
+    raw: list[str] = []
+    ok = True
+    n_stacks = 0
+    li = 0
+    pi = 0
+    while True:
+        if pi == len(parts) or (parts[pi] is STACK and n_stacks > 0):
+            canonical, rawf = _key_frame(raw, stack)
+            if not canonical:
+                canonical, rawf, ok = "corrupted", "corrupted", False
+            results.append((canonical, rawf))
+            raw = []
+        if pi == len(parts):
+            break
+        part = parts[pi]
+        if part is STACK:
+            n_stacks += 1
+            nxt = parts[pi + 1] if pi + 1 < len(parts) else None
+            while li < len(lines):
+                ln = lines[li]
+                li += 1
+                if any(r.search(ln) for r in rules.CORRUPTING_LINES):
+                    ok = False
+                    break
+                if any(r.search(ln) for r in rules.STACK_START):
+                    break
+                if isinstance(nxt, re.Pattern):
+                    m = nxt.search(ln)
+                    if m is not None:
+                        _add_frames(raw, m, skip)
+                        pi += 1
+                        break
+                for fr in rules.FRAME_LINES:
+                    m = fr.search(ln)
+                    if m is not None:
+                        _add_frames(raw, m, skip)
+                        break
+        else:
+            assert isinstance(part, re.Pattern)
+            while li < len(lines):
+                ln = lines[li]
+                li += 1
+                if any(r.search(ln) for r in rules.CORRUPTING_LINES):
+                    ok = False
+                    break
+                m = part.search(ln)
+                if m is not None:
+                    _add_frames(raw, m, skip)
+                    break
+        pi += 1
+    return results, ok
+
+
+def _extract_frames(stack: StackFormat, text: str) -> tuple[list[tuple[str, str]], bool]:
+    skip = _skip_re(stack.skip)
+    lines = text.split("\n")
+    frames, ok = _stack_frames(lines, stack.parts, skip, stack)
+    if ok or not stack.parts2:
+        return frames, ok
+    return _stack_frames(lines, stack.parts2, skip, stack)
+
+
+def _fmt(fmt: str, args: Sequence[str]) -> str:
+    try:
+        return fmt.format(*args)
+    except IndexError:
+        return fmt
+
+
+@dataclass(frozen=True)
+class _Description:
+    title: str
+    alt_titles: tuple[str, ...]
+    corrupted_reason: str
+    fmt: TitleFormat | None
+
+
+def _describe(report: str, oops: Oops) -> _Description:
+    """Title the report with the oops shape whose title regex matches earliest."""
+    best_pos = len(report) + 1
+    title = ""
+    alts: list[str] = []
+    reason = ""
+    chosen: TitleFormat | None = None
+    matched_title = False
+    for f in oops.formats:
+        m = f.title.search(report)
+        if m is None or m.start() > best_pos or (m.start() == best_pos and title):
+            continue
+        if m.start() < best_pos:
+            title, alts, chosen, best_pos = "", [], None, m.start()
+        matched_title = True
+        if f.report is not None:
+            m = f.report.search(report)
+            if m is None:
+                continue
+        prefix = [g or "" for g in m.groups()]
+        frames: list[tuple[str, str]] = []
+        reason = ""
+        if f.stack is not None:
+            frames, ok = _extract_frames(f.stack, report[m.start() :])
+            if not ok:
+                reason = "extracted no frames"
+        title = _fmt(f.fmt, prefix + [c for c, _ in frames])
+        alts = [_fmt(a, prefix + [c for c, _ in frames]) for a in f.alt]
+        # The same titles with the frame spelled as printed, and with each
+        # syscall-wrapper prefix stripped on its own: other kernels inline
+        # the wrappers differently.
+        for i in range(len(rules.STRIP_FRAME_PREFIXES) + 1):
+            p = rules.STRIP_FRAME_PREFIXES[i - 1] if i else ""
+            names = [r.removeprefix(p) if p else r for _, r in frames]
+            if p and names == [r for _, r in frames]:
+                continue
+            alt_title = _fmt(f.fmt, prefix + names)
+            if alt_title != title:
+                alts.append(alt_title)
+            alts.extend(_fmt(a, prefix + names) for a in f.alt)
+        chosen = f
+    if not title:
+        if matched_title:
+            reason = "matched title but not report regexp"
+        i = report.find(oops.header)
+        if i < 0:
+            return _Description("", (), reason, None)
+        e = report.find("\n", i)
+        title = report[i : e if e >= 0 else len(report)]
+    if not reason and chosen is not None and chosen.corrupted:
+        reason = "report format is marked as corrupted"
+    return _Description(title, tuple(dict.fromkeys(alts)), reason, chosen)
+
+
+def _trace_window(text: str, pos: int, context: str, raw: bool) -> list[str]:
+    """Up to 16 report lines from the one at ``pos`` on (prefixes stripped when ``raw``)."""
+    out: list[str] = []
+    while pos < len(text) and len(out) < 16:
+        e = text.find("\n", pos)
+        if e < 0:
+            e = len(text)
+        line = text[pos:e].rstrip("\r")
+        pos = e + 1
+        if raw:
+            ctx = _context(line)
+            if ctx != context and out:
+                continue
+            line, questionable = _strip_prefix(line, ctx)
+            if questionable:
+                continue
+        out.append(line)
+    return out
+
+
+def _corruption(title: str, report: str, fmt: TitleFormat | None, context: str, raw: bool) -> str:
+    """Why the title of a well-formed-looking report still cannot be trusted ("" if it can).
+
+    ``report`` is the report with prefixes stripped, or (``raw``) the console
+    text from the report start on.
+    """
+    if _CORRUPTED_TITLE.search(title):
+        return "title contains a timestamp"
+    if fmt is None or fmt.no_stack_trace:
+        return ""
+    has_trace = False
+    for key in rules.STACK_START:
+        m = key.search(report)
+        if m is None:
+            continue
+        after = _trace_window(report, report.rfind("\n", 0, m.start()) + 1, context, raw)
+        if len(after) < 4:
+            return "call trace is missed"
+        found = False
+        for ln in after[1:]:
+            if any(k.search(ln) for k in rules.STACK_START):
+                break
+            if "(stack is not available)" in ln or any(r.search(ln) for r in rules.FRAME_LINES):
+                found = has_trace = True
+                break
+        if not found:
+            return "no frames in a stack trace"
+    return "" if has_trace else "no stack trace in report"
+
+
+def parse_raw(text: str) -> RawReport | None:
+    """The first crash in ``text`` with its raw (not yet normalised) title."""
+    for start, first_end, oops in iter_oops_lines(text):
+        context = _context(text[start:first_end].rstrip("\r"))
+        cut = _cut_report(text, start, context)
+        body = "\n".join(cut.body[: cut.body_end]) + "\n"
+        desc = _describe(body, oops)
+        if not desc.title:
+            body = text[start : cut.end]
+            desc = _describe(body, oops)
+            if not desc.title:
+                continue
+        reason = desc.corrupted_reason
+        if not reason:
+            if context in ("", _CONSOLE):
+                reason = _corruption(desc.title, text[start:], desc.fmt, context, raw=True)
+            else:
+                reason = _corruption(desc.title, "\n".join(cut.body), desc.fmt, context, raw=False)
+        report = "\n".join([*cut.prefix, *cut.body[: cut.body_end]]) + "\n"
+        return RawReport(desc.title, desc.alt_titles, bool(reason), reason, report, start, cut.end)
+    return None
+

@@ -1,0 +1,4 @@
+"""placeholder"""
+from pathlib import Path
+def symbolize(report_text: str, vmlinux: Path) -> str:
+    raise NotImplementedError
