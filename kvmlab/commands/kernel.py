@@ -1,0 +1,86 @@
+"""``kvmlab kernel build``: build a kernel at a commit, cached."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from kvmlab.errors import ConfigError
+from kvmlab.kernel.builder import KernelBuilder, Manifest, Progress
+from kvmlab.kernel.config import ConfigRequest, available_fragments
+from kvmlab.outcome import BuildStatus
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser("kernel", help="build kernels at any commit (cached)")
+    sub = parser.add_subparsers(dest="kernel_command", metavar="ACTION", required=True)
+    build = sub.add_parser(
+        "build",
+        help="build a kernel at a commit without touching your checkout",
+        description="Build REV of the kernel git tree PATH in a kvmlab-owned worktree. "
+        f"Config fragments: {', '.join(available_fragments()) or 'none found'}.",
+    )
+    build.add_argument("--tree", type=Path, required=True, help="kernel git tree (only read)")
+    build.add_argument("--commit", required=True, help="revision to build (commit, tag, branch)")
+    how = build.add_mutually_exclusive_group()
+    how.add_argument("--config", default=None, help="comma-separated config fragments (default: base)")
+    how.add_argument("--config-file", type=Path, default=None, help="a complete .config to build with")
+    build.add_argument("-o", "--output", type=Path, default=None, help="copy the artifacts here")
+    build.add_argument("--jobs", "-j", type=int, default=None, help="parallel jobs (default: core count)")
+    build.add_argument("--compiler", default=None, help="compiler to use instead of the compiler table's")
+    build.add_argument(
+        "--work-dir", type=Path, default=None, help="worktrees, object dirs and build cache "
+        "(default: $XDG_CACHE_HOME/kvmlab/kernel)"
+    )
+    build.set_defaults(func=_build)
+
+
+class _Ticker:
+    """One status line, redrawn at most every half second on a terminal."""
+
+    def __init__(self) -> None:
+        self.tty = sys.stderr.isatty()
+        self.last = 0.0
+        self.phase = ""
+
+    def __call__(self, p: Progress) -> None:
+        now = time.monotonic()
+        if p.phase != self.phase and not self.tty:
+            print(f"kvmlab: {p.phase} ({p.elapsed:.0f} s)", file=sys.stderr)
+        self.phase = p.phase
+        if not self.tty or (now - self.last < 0.5 and p.phase == "compile"):
+            return
+        self.last = now
+        line = f"[{p.elapsed:5.0f}s] {p.phase}: {p.objects} objects  {p.line.strip()}"
+        width = os.get_terminal_size(sys.stderr.fileno()).columns - 1
+        end = "\n" if p.phase == "done" else ""
+        print(f"\r{line[:width]:<{width}}", end=end, file=sys.stderr, flush=True)
+
+
+def _build(args: argparse.Namespace) -> int:
+    if args.jobs is not None and args.jobs < 1:
+        raise ConfigError(f"--jobs must be at least 1, got {args.jobs}")
+    if args.config_file is not None:
+        request = ConfigRequest.from_file(args.config_file)
+    else:
+        names = [n.strip() for n in (args.config or "base").split(",") if n.strip()]
+        request = ConfigRequest.from_fragments(names)
+    builder = KernelBuilder(args.work_dir, jobs=args.jobs, compiler=args.compiler)
+    outcome = builder.build(
+        args.tree, args.commit, request, out_dir=args.output, progress=_Ticker(), argv=sys.argv
+    )
+    manifest = Manifest.load(Path(outcome.artifacts["manifest"]))
+    for d in manifest.dropped:
+        print(f"warning: Kconfig dropped {d}", file=sys.stderr)
+    how = "cached" if outcome.cached else f"{outcome.duration:.0f} s, {manifest.objects_compiled} objects"
+    print(f"commit {outcome.commit[:12]} with {outcome.compiler}: {outcome.status.value} ({how})")
+    if outcome.status is BuildStatus.FAILED:
+        print(f"error: {outcome.error}")
+        print(f"log:   {outcome.artifacts.get('build.log', '')}")
+        return 1
+    for name in ("bzImage", "vmlinux", "System.map", "config", "manifest"):
+        print(f"{name + ':':12} {outcome.artifacts[name]}")
+    return 0

@@ -1,0 +1,483 @@
+"""Build a kernel at any commit: worktree, config, make, artifacts, cache.
+
+Layout of the work directory (default ``$XDG_CACHE_HOME/kvmlab/kernel``)::
+
+    slots/<repo-id>-<n>/src      detached git worktree of the user's tree
+    slots/<repo-id>-<n>/obj      O= object directory, reused between commits
+    slots/<repo-id>-<n>.lock     held while a build uses the slot
+    builds/<key>/                one finished build: artifacts + manifest.json
+    requests/<key>.json          (tree, asked-for config, compiler) -> build key
+
+A build is keyed by (source tree hash, final config hash, compiler version):
+the same key never builds twice, and two commits with one tree share a build.
+A failed compile is a :class:`~kvmlab.outcome.BuildOutcome` with status
+FAILED; kvmlab's own and the host's failures are exceptions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import subprocess
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from kvmlab import proc
+from kvmlab.errors import DiskFullError, InfraError, ProcessError
+from kvmlab.kernel import compilers
+from kvmlab.kernel.config import (
+    DEFAULT_FRAGMENTS_DIR,
+    ConfigRequest,
+    Dropped,
+    config_hash,
+    dropped_options,
+    parse_config,
+    render_config,
+)
+from kvmlab.kernel.tree import KernelTree
+from kvmlab.outcome import BuildOutcome, BuildStatus
+
+log = logging.getLogger(__name__)
+
+#: Seconds one ``make`` of the kernel may take before kvmlab kills it.
+BUILD_TIMEOUT = 3 * 3600.0
+#: Seconds for a Kconfig run (allnoconfig / olddefconfig).
+CONFIG_TIMEOUT = 600.0
+#: Refuse to start a build with less free space than this in the work dir (bytes).
+MIN_FREE_BYTES = 3 * 1024**3
+#: Lines of build log kept in a FAILED outcome.
+LOG_TAIL_LINES = 60
+
+ARTIFACTS = {
+    "bzImage": "arch/x86/boot/bzImage",
+    "vmlinux": "vmlinux",
+    "System.map": "System.map",
+    "config": ".config",
+}
+
+# Fixed build identity, so that a rebuild of one tree is byte-for-byte the
+# same where the toolchain allows it and ccache can hit.
+_REPRO_ENV = {
+    "KBUILD_BUILD_TIMESTAMP": "1970-01-01 00:00:00 UTC",
+    "KBUILD_BUILD_USER": "kvmlab",
+    "KBUILD_BUILD_HOST": "kvmlab",
+    "LOCALVERSION": "",
+}
+
+_COMPILE_LINE = re.compile(r"^\s+(CC|AS)\s+\S+\.o$")
+
+
+def default_work_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "kvmlab" / "kernel"
+
+
+@dataclass(frozen=True)
+class Progress:
+    """A progress report from a running build."""
+
+    phase: str
+    """``checkout``, ``config``, ``compile`` or ``done``."""
+    objects: int = 0
+    """Objects compiled so far in this build."""
+    line: str = ""
+    """The last line make printed."""
+    elapsed: float = 0.0
+    """Seconds since the build started."""
+
+
+ProgressCallback = Callable[[Progress], None]
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """What one build was (``manifest.json``): enough to reproduce and to report it."""
+
+    commit: str
+    tree_hash: str
+    config_hash: str
+    config_request: str
+    compiler: str
+    """First line of ``cc --version``."""
+    cc: str
+    status: str
+    duration: float
+    """Seconds of the build that made this entry (0 never; cache hits keep it)."""
+    objects_compiled: int
+    ccache_hits: int
+    ccache_misses: int
+    dropped: list[str]
+    """Requested options Kconfig did not keep, ``NAME=wanted (got x)``."""
+    argv: list[str]
+    """kvmlab's own command line (or the caller's argv)."""
+    make_argv: list[str]
+    kernel_sha256: str = ""
+    error: str = ""
+    key: str = ""
+    slot: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+    @classmethod
+    def load(cls, path: Path) -> Manifest:
+        return cls(**json.loads(path.read_text()))
+
+
+def build_key(tree_hash: str, final_config_hash: str, compiler_version: str) -> str:
+    """The cache key of a build (hex, 24 chars)."""
+    h = hashlib.sha256(f"{tree_hash}\0{final_config_hash}\0{compiler_version}".encode())
+    return h.hexdigest()[:24]
+
+
+def request_key(
+    tree_hash: str, config: ConfigRequest, requested: dict[str, str], compiler_version: str
+) -> str:
+    """Key of what was *asked* (before Kconfig): lets a repeated request find
+    its build without a checkout."""
+    text = render_config(requested) if config.full_config is None else config.full_config
+    h = hashlib.sha256(f"{tree_hash}\0{config.describe()}\0{text}\0{compiler_version}".encode())
+    return h.hexdigest()[:24]
+
+
+def first_error(log_text: str) -> str:
+    """The first compiler/linker error line of a build log, else make's own
+    error, else the last line."""
+    lines = log_text.splitlines()
+    for pat in (r":\d+(:\d+)?: (fatal )?error: ", r"\berror: ", r"undefined reference to", r"^make.*\*\*\*"):
+        for line in lines:
+            if re.search(pat, line):
+                return line.strip()
+    return lines[-1].strip() if lines else "build failed with no output"
+
+
+def ccache_counts(stats_log: str) -> tuple[int, int]:
+    """(hits, misses) from a ccache ``stats_log`` file's text."""
+    hits = misses = 0
+    for line in stats_log.splitlines():
+        word = line.strip()
+        if word in ("direct_cache_hit", "preprocessed_cache_hit"):
+            hits += 1
+        elif word == "cache_miss":
+            misses += 1
+    return hits, misses
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class KernelBuilder:
+    """Builds kernels from a git tree into a shared, cached work directory.
+
+    ``jobs`` defaults to the core count; ``ccache`` puts ccache in front of
+    the compiler when it is installed (keeping ``CCACHE_DIR`` from the
+    environment).
+    """
+
+    def __init__(
+        self,
+        work_dir: Path | None = None,
+        *,
+        fragments_dir: Path = DEFAULT_FRAGMENTS_DIR,
+        compiler_table: Path | None = None,
+        compiler: str | None = None,
+        jobs: int | None = None,
+        ccache: bool = True,
+        timeout: float = BUILD_TIMEOUT,
+        min_free_bytes: int = MIN_FREE_BYTES,
+        max_slots: int = 4,
+    ) -> None:
+        self.work_dir = (work_dir or default_work_dir()).resolve()
+        self.fragments_dir = fragments_dir
+        self.rules = compilers.load_table(compiler_table or fragments_dir / "compilers.yaml")
+        self.compiler_override = compiler
+        self.jobs = jobs or os.cpu_count() or 1
+        self.ccache = shutil.which("ccache") if ccache else None
+        self.timeout = timeout
+        self.min_free_bytes = min_free_bytes
+        self.max_slots = max_slots
+
+    # -- public API -------------------------------------------------------
+
+    def build(
+        self,
+        tree_path: Path,
+        rev: str,
+        config: ConfigRequest,
+        *,
+        out_dir: Path | None = None,
+        progress: ProgressCallback | None = None,
+        argv: Sequence[str] = (),
+        slot: int | None = None,
+    ) -> BuildOutcome:
+        """Build ``rev`` of the kernel at ``tree_path`` with ``config``.
+
+        Returns a BuildOutcome (OK or FAILED; ``cached`` when nothing was
+        built). ``artifacts`` maps names to paths in the cache, or in
+        ``out_dir`` when given (copied there). Raises UserError for bad input
+        (not a kernel tree, unknown commit/fragment), InfraError for the host
+        (compiler missing, disk full, make timing out).
+        """
+        report = progress or (lambda _p: None)
+        started = time.monotonic()
+        tree = KernelTree.open(tree_path)
+        commit = tree.resolve(rev)
+        tree_hash = tree.tree_hash(commit)
+        requested = config.requested(self.fragments_dir)
+        cc = self._compiler_for(tree, commit)
+        rkey = request_key(tree_hash, config, requested, cc.version)
+
+        known = self._lookup_request(rkey)
+        if known is not None:
+            log.info("build cache hit for %s (%s)", commit[:12], known.name)
+            report(Progress("done", elapsed=time.monotonic() - started))
+            return self._outcome(known, commit, cached=True, out_dir=out_dir)
+
+        self._check_disk()
+        with self._slot(tree, slot, config) as (slot_name, src, obj):
+            report(Progress("checkout", elapsed=time.monotonic() - started))
+            tree.ensure_worktree(src)
+            tree.checkout(src, commit)
+            report(Progress("config", elapsed=time.monotonic() - started))
+            env = self._make_env(obj)
+            make_base = self._make_base(src, obj, cc)
+            final_text, dropped = self._configure(make_base, env, obj, config, requested)
+            key = build_key(tree_hash, config_hash(final_text), cc.version)
+            entry = self.work_dir / "builds" / key
+            if (entry / "manifest.json").is_file():
+                log.info("build cache hit for %s (same tree and final config as %s)", commit[:12], key)
+                self._remember_request(rkey, key)
+                report(Progress("done", elapsed=time.monotonic() - started))
+                return self._outcome(entry, commit, cached=True, out_dir=out_dir)
+            for d in dropped:
+                log.warning("config option dropped by Kconfig: %s", d)
+            manifest = self._compile(
+                make_base, env, src, obj, commit, tree_hash, key, config, final_text, dropped, cc,
+                list(argv), slot_name, started, report,
+            )
+        self._remember_request(rkey, key)
+        return self._outcome(entry, commit, cached=False, out_dir=out_dir, manifest=manifest)
+
+    # -- steps ------------------------------------------------------------
+
+    def _compiler_for(self, tree: KernelTree, commit: str) -> compilers.Compiler:
+        if self.compiler_override:
+            return compilers.resolve(self.compiler_override, why="asked for with --compiler")
+        version = compilers.kernel_version(tree.show(commit, "Makefile"))
+        cc = compilers.choose(self.rules, version)
+        return compilers.resolve(cc, why=f"the compiler table's choice for v{version[0]}.{version[1]}")
+
+    def _check_disk(self) -> None:
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        free = shutil.disk_usage(self.work_dir).free
+        if free < self.min_free_bytes:
+            raise DiskFullError(
+                f"disk full: {free / 1024**3:.1f} GiB free in {self.work_dir}, "
+                f"a kernel build needs {self.min_free_bytes / 1024**3:.1f} GiB"
+            )
+
+    @contextlib.contextmanager
+    def _slot(
+        self, tree: KernelTree, want: int | None, config: ConfigRequest
+    ) -> Iterator[tuple[str, Path, Path]]:
+        """Take a free build slot of this repository (slot ``want``, waiting for
+        it, when given).
+
+        Slots whose last build used the same config come first (their
+        objects make the build incremental), then unused slots, then the
+        least recently used one.
+        """
+        repo_id = hashlib.sha256(str(tree.git_dir).encode()).hexdigest()[:12]
+        slots = self.work_dir / "slots"
+        slots.mkdir(parents=True, exist_ok=True)
+
+        def rank(n: int) -> tuple[int, float]:
+            stamp = slots / f"{repo_id}-{n}.last"
+            if not stamp.exists():
+                return (1, 0.0)
+            same = stamp.read_text() == config.describe()
+            return (0 if same else 2, -stamp.stat().st_mtime if same else stamp.stat().st_mtime)
+
+        candidates = [want] if want is not None else sorted(range(self.max_slots), key=rank)
+        for n in candidates:
+            name = f"{repo_id}-{n}"
+            lock: IO[str] = (slots / f"{name}.lock").open("w")
+            try:
+                flags = fcntl.LOCK_EX if want is not None else fcntl.LOCK_EX | fcntl.LOCK_NB
+                fcntl.flock(lock, flags)
+            except BlockingIOError:
+                lock.close()
+                continue
+            try:
+                (slots / name / "obj").mkdir(parents=True, exist_ok=True)
+                yield name, slots / name / "src", slots / name / "obj"
+                (slots / f"{name}.last").write_text(config.describe())
+                return
+            finally:
+                lock.close()
+        raise InfraError(f"all {self.max_slots} build slots in {slots} are busy")
+
+    def _make_env(self, obj: Path) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(_REPRO_ENV)
+        env["CCACHE_STATSLOG"] = str(obj / "ccache-stats.log")
+        # Make objects from different slots share cache entries.
+        env.setdefault("CCACHE_BASEDIR", str(self.work_dir))
+        env["LC_ALL"] = "C"
+        return env
+
+    def _make_base(self, src: Path, obj: Path, cc: compilers.Compiler) -> list[str]:
+        cc_word = f"{self.ccache} {cc.cc}" if self.ccache else cc.cc
+        return ["make", "-C", str(src), f"O={obj}", f"CC={cc_word}", f"HOSTCC={cc.cc}", "LOCALVERSION="]
+
+    def _configure(
+        self, make_base: list[str], env: dict[str, str], obj: Path, config: ConfigRequest,
+        requested: dict[str, str],
+    ) -> tuple[str, list[Dropped]]:
+        try:
+            if config.full_config is not None:
+                (obj / ".config").write_text(config.full_config)
+            else:
+                frag = obj / "kvmlab-fragment.config"
+                frag.write_text(render_config(requested))
+                allno = [*make_base, f"KCONFIG_ALLCONFIG={frag}", "allnoconfig"]
+                proc.run(allno, env=env, timeout=CONFIG_TIMEOUT)
+            proc.run([*make_base, "olddefconfig"], env=env, timeout=CONFIG_TIMEOUT)
+        except ProcessError as e:
+            if "No space left on device" in e.output_tail:
+                raise DiskFullError(f"disk full while configuring in {obj}") from None
+            raise
+        final_text = (obj / ".config").read_text()
+        return final_text, dropped_options(requested, parse_config(final_text, source=str(obj / ".config")))
+
+    def _compile(
+        self, make_base: list[str], env: dict[str, str], src: Path, obj: Path, commit: str, tree_hash: str,
+        key: str, config: ConfigRequest, final_text: str, dropped: list[Dropped], cc: compilers.Compiler,
+        argv: list[str], slot_name: str, started: float, report: ProgressCallback,
+    ) -> Manifest:
+        stats_log = obj / "ccache-stats.log"
+        stats_log.unlink(missing_ok=True)
+        make_argv = [*make_base, f"-j{self.jobs}", "bzImage"]
+        entry = self.work_dir / "builds" / key
+        tmp = entry.with_name(f".{key}.tmp{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        log_path = tmp / "build.log"
+        log.info("building %s in %s with %s", commit[:12], slot_name, cc.version)
+        rc, objects = self._run_make(make_argv, env, log_path, started, report)
+        log_text = log_path.read_text(errors="replace")
+        if "No space left on device" in log_text:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise DiskFullError(f"disk full during the kernel build in {obj}")
+        hits, misses = ccache_counts(stats_log.read_text(errors="replace") if stats_log.exists() else "")
+        status = BuildStatus.OK if rc == 0 else BuildStatus.FAILED
+        kernel_sha = ""
+        error = ""
+        if status is BuildStatus.OK:
+            for name, rel in ARTIFACTS.items():
+                shutil.copy2(obj / rel, tmp / name)
+            kernel_sha = _sha256(tmp / "bzImage")
+        else:
+            (tmp / "config").write_text(final_text)
+            error = first_error(log_text)
+        manifest = Manifest(
+            commit=commit, tree_hash=tree_hash, config_hash=config_hash(final_text),
+            config_request=config.describe(), compiler=cc.version, cc=cc.cc, status=status.value,
+            duration=round(time.monotonic() - started, 3), objects_compiled=objects,
+            ccache_hits=hits, ccache_misses=misses, dropped=[str(d) for d in dropped],
+            argv=argv, make_argv=make_argv, kernel_sha256=kernel_sha, error=error, key=key, slot=slot_name,
+        )
+        (tmp / "manifest.json").write_text(json.dumps(manifest.to_json(), indent=2) + "\n")
+        shutil.rmtree(entry, ignore_errors=True)
+        tmp.rename(entry)
+        report(Progress("done", objects=objects, elapsed=time.monotonic() - started))
+        return manifest
+
+    def _run_make(
+        self, argv: list[str], env: dict[str, str], log_path: Path, started: float, report: ProgressCallback
+    ) -> tuple[int, int]:
+        """Run make, teeing to ``log_path``; (exit code, objects compiled)."""
+        deadline = time.monotonic() + self.timeout
+        objects = 0
+        p = proc.spawn(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        assert p.stdout is not None
+        try:
+            with log_path.open("wb") as out:
+                for raw in p.stdout:
+                    out.write(raw)
+                    line = raw.decode(errors="replace").rstrip()
+                    if _COMPILE_LINE.match(line):
+                        objects += 1
+                    report(Progress("compile", objects, line, time.monotonic() - started))
+                    if time.monotonic() > deadline:
+                        break
+            if time.monotonic() > deadline:
+                proc.kill_group(p)
+                raise ProcessError(argv, None, log_path.read_text(errors="replace")[-4000:], timed_out=True)
+            rc = p.wait(timeout=max(1.0, deadline - time.monotonic()))
+        except BaseException:
+            proc.kill_group(p)
+            raise
+        return rc, objects
+
+    # -- cache ------------------------------------------------------------
+
+    def _lookup_request(self, rkey: str) -> Path | None:
+        path = self.work_dir / "requests" / f"{rkey}.json"
+        if not path.is_file():
+            return None
+        key = json.loads(path.read_text())["build"]
+        entry = self.work_dir / "builds" / key
+        return entry if (entry / "manifest.json").is_file() else None
+
+    def _remember_request(self, rkey: str, key: str) -> None:
+        d = self.work_dir / "requests"
+        d.mkdir(parents=True, exist_ok=True)
+        tmp = d / f".{rkey}.{os.getpid()}"
+        tmp.write_text(json.dumps({"build": key}) + "\n")
+        tmp.rename(d / f"{rkey}.json")
+
+    def _outcome(
+        self,
+        entry: Path,
+        commit: str,
+        *,
+        cached: bool,
+        out_dir: Path | None,
+        manifest: Manifest | None = None,
+    ) -> BuildOutcome:
+        m = manifest or Manifest.load(entry / "manifest.json")
+        src = entry
+        if out_dir is not None:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            for f in entry.iterdir():
+                shutil.copy2(f, out_dir / f.name)
+            src = out_dir
+        artifacts = {
+            name: str(src / name)
+            for name in (*ARTIFACTS, "build.log")
+            if (src / name).exists()
+        }
+        artifacts["manifest"] = str(src / "manifest.json")
+        tail = ""
+        if m.status == BuildStatus.FAILED.value:
+            tail = "\n".join((entry / "build.log").read_text(errors="replace").splitlines()[-LOG_TAIL_LINES:])
+        return BuildOutcome(
+            commit=commit, status=BuildStatus(m.status), compiler=m.compiler, artifacts=artifacts,
+            error=m.error, log_tail=tail, duration=0.0 if cached else m.duration, cached=cached,
+        )

@@ -1,0 +1,177 @@
+"""Kernel configuration: fragments from ``kernel_configs/``, merging, and the
+check that Kconfig kept what was asked for.
+
+Everything here is pure text processing; running Kconfig itself is the
+builder's job. A config is a mapping ``CONFIG_NAME -> value`` where a
+disabled option has the value ``"n"`` (``# CONFIG_X is not set`` and
+``CONFIG_X=n`` mean the same to Kconfig).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from kvmlab.errors import ConfigError, MissingFileError
+
+#: Where the fragment files live unless a caller names another directory:
+#: ``$KVMLAB_KERNEL_CONFIGS`` or the repository's ``kernel_configs/``.
+DEFAULT_FRAGMENTS_DIR = Path(
+    os.environ.get("KVMLAB_KERNEL_CONFIGS", Path(__file__).resolve().parents[2] / "kernel_configs")
+)
+
+FRAGMENT_SUFFIX = ".config"
+
+_SET = re.compile(r"^(CONFIG_[A-Za-z0-9_]+)=(.*)$")
+_UNSET = re.compile(r"^# (CONFIG_[A-Za-z0-9_]+) is not set$")
+
+
+def parse_config(text: str, *, source: str = "config") -> dict[str, str]:
+    """Parse ``.config`` / fragment text into ``{name: value}``; later lines win.
+
+    Comments and blank lines are ignored; any other line is a
+    :class:`ConfigError` naming ``source`` and the line number.
+    """
+    out: dict[str, str] = {}
+    for n, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        m = _SET.match(line)
+        if m:
+            out[m.group(1)] = m.group(2)
+            continue
+        m = _UNSET.match(line)
+        if m:
+            out[m.group(1)] = "n"
+            continue
+        if not line or line.startswith("#"):
+            continue
+        raise ConfigError(f"{source}:{n}: not a kernel config line: {line!r}")
+    return out
+
+
+def render_config(options: Mapping[str, str]) -> str:
+    """Config text for ``options``, one line each, in the given order."""
+    lines = [f"# {k} is not set" if v == "n" else f"{k}={v}" for k, v in options.items()]
+    return "\n".join(lines) + "\n"
+
+
+@dataclass(frozen=True)
+class Fragment:
+    """One named config fragment file."""
+
+    name: str
+    path: Path
+    options: Mapping[str, str]
+
+
+def available_fragments(directory: Path = DEFAULT_FRAGMENTS_DIR) -> list[str]:
+    """Names of the fragments in ``directory`` (file names without ``.config``)."""
+    if not directory.is_dir():
+        return []
+    return sorted(p.name[: -len(FRAGMENT_SUFFIX)] for p in directory.glob(f"*{FRAGMENT_SUFFIX}"))
+
+
+def load_fragment(name: str, directory: Path = DEFAULT_FRAGMENTS_DIR) -> Fragment:
+    """Load fragment ``name`` from ``directory``; an unknown name is a ConfigError
+    that lists the known ones."""
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+        raise ConfigError(f"bad config fragment name {name!r}")
+    path = directory / f"{name}{FRAGMENT_SUFFIX}"
+    if not path.is_file():
+        known = ", ".join(available_fragments(directory)) or "none"
+        raise ConfigError(f"unknown config fragment {name!r} (known in {directory}: {known})")
+    return Fragment(name, path, parse_config(path.read_text(), source=str(path)))
+
+
+def merge(fragments: Iterable[Mapping[str, str]]) -> dict[str, str]:
+    """Merge fragments in order; a later fragment's value wins."""
+    out: dict[str, str] = {}
+    for frag in fragments:
+        for k, v in frag.items():
+            out.pop(k, None)  # keep the winning line in the position of its last mention
+            out[k] = v
+    return out
+
+
+@dataclass(frozen=True)
+class ConfigRequest:
+    """What the user asked for: named fragments (merged on ``allnoconfig``) or a
+    complete ``.config`` (taken as-is, then ``olddefconfig``)."""
+
+    fragments: tuple[str, ...] = ()
+    full_config: str | None = None
+    """Text of a complete .config given by the user."""
+
+    def __post_init__(self) -> None:
+        if bool(self.fragments) == (self.full_config is not None):
+            raise ConfigError("give either config fragments or a full .config, not both or neither")
+
+    @classmethod
+    def from_fragments(cls, names: Sequence[str]) -> ConfigRequest:
+        return cls(fragments=tuple(names))
+
+    @classmethod
+    def from_file(cls, path: Path) -> ConfigRequest:
+        try:
+            text = path.read_text()
+        except OSError as e:
+            raise MissingFileError(f"cannot read kernel config {path}: {e.strerror}") from None
+        parse_config(text, source=str(path))
+        return cls(full_config=text)
+
+    def requested(self, directory: Path = DEFAULT_FRAGMENTS_DIR) -> dict[str, str]:
+        """The merged options the final config must contain."""
+        if self.full_config is not None:
+            return parse_config(self.full_config)
+        return merge(load_fragment(n, directory).options for n in self.fragments)
+
+    def describe(self) -> str:
+        return ",".join(self.fragments) if self.fragments else "full .config"
+
+
+@dataclass(frozen=True)
+class Dropped:
+    """An option Kconfig did not keep as asked."""
+
+    name: str
+    wanted: str
+    got: str
+    """``"n"`` when the option is off or absent."""
+
+    def __str__(self) -> str:
+        return f"{self.name}={self.wanted} (got {self.got})"
+
+
+def dropped_options(requested: Mapping[str, str], final: Mapping[str, str]) -> list[Dropped]:
+    """Options of ``requested`` whose value differs in ``final``.
+
+    An absent option counts as ``n`` (Kconfig omits options whose menu is off).
+    """
+    out = []
+    for name, want in requested.items():
+        got = final.get(name, "n")
+        if _norm(got) != _norm(want):
+            out.append(Dropped(name, want, got))
+    return out
+
+
+def _norm(v: str) -> str:
+    v = v.strip()
+    if len(v) >= 2 and v[0] == v[-1] == '"':
+        return v
+    # Kconfig writes hex in lower case with 0x prefix; compare ints as ints.
+    try:
+        return str(int(v, 0))
+    except ValueError:
+        return v
+
+
+def config_hash(final_text: str) -> str:
+    """sha256 of the option lines of a final .config (comments and the
+    generator's header are ignored), as hex."""
+    canon = render_config(dict(sorted(parse_config(final_text, source="final .config").items())))
+    return hashlib.sha256(canon.encode()).hexdigest()
