@@ -18,6 +18,7 @@ from kvmlab.errors import InfraError, KvmlabError, UserError
 #: Subcommand modules, in the order ``--help`` lists them.
 COMMANDS: tuple[str, ...] = (
     "kvmlab.commands.kernel",
+    "kvmlab.commands.demo_tree",
     "kvmlab.commands.image",
 )
 
