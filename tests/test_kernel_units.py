@@ -1,0 +1,150 @@
+"""Unit tests of the kernel builder's pure parts: configs, compiler table, log
+parsing, demo history data. No builds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from kvmlab.errors import ConfigError
+from kvmlab.kernel import compilers
+from kvmlab.kernel.builder import build_key, ccache_counts, first_error
+from kvmlab.kernel.config import (
+    DEFAULT_FRAGMENTS_DIR,
+    ConfigRequest,
+    available_fragments,
+    config_hash,
+    dropped_options,
+    load_fragment,
+    merge,
+    parse_config,
+    render_config,
+)
+from kvmlab.kernel.demo_tree import Edit, apply_edit, load_history, strip_debian_gitignore
+
+pytestmark = pytest.mark.unit
+
+
+def test_parse_config_handles_set_unset_and_comments() -> None:
+    text = "# header\nCONFIG_A=y\n# CONFIG_B is not set\nCONFIG_C=\"x y\"\nCONFIG_D=0x10\n\nCONFIG_A=n\n"
+    assert parse_config(text) == {"CONFIG_A": "n", "CONFIG_B": "n", "CONFIG_C": '"x y"', "CONFIG_D": "0x10"}
+
+
+def test_parse_config_names_bad_line() -> None:
+    with pytest.raises(ConfigError, match=r"frag:2: not a kernel config line"):
+        parse_config("CONFIG_A=y\nFOO=1\n", source="frag")
+
+
+def test_merge_later_wins_and_render_roundtrips() -> None:
+    merged = merge([{"CONFIG_A": "y", "CONFIG_B": "y"}, {"CONFIG_A": "n", "CONFIG_C": "8"}])
+    assert merged == {"CONFIG_B": "y", "CONFIG_A": "n", "CONFIG_C": "8"}
+    assert parse_config(render_config(merged)) == merged
+    assert "# CONFIG_A is not set" in render_config(merged)
+
+
+def test_dropped_options_normalises_values() -> None:
+    requested = {"CONFIG_A": "y", "CONFIG_B": "n", "CONFIG_C": "0x10", "CONFIG_D": "y", "CONFIG_E": "n"}
+    final = {"CONFIG_A": "y", "CONFIG_C": "16", "CONFIG_D": "n", "CONFIG_E": "n"}
+    assert [str(d) for d in dropped_options(requested, final)] == ["CONFIG_D=y (got n)"]
+
+
+def test_config_hash_ignores_comments_and_order() -> None:
+    a = "# Linux/x86 6.1 Kernel Configuration\nCONFIG_A=y\n# CONFIG_B is not set\n"
+    b = "# CONFIG_B is not set\n# other header\nCONFIG_A=y\n"
+    assert config_hash(a) == config_hash(b)
+    assert config_hash(a) != config_hash("CONFIG_A=y\nCONFIG_B=y\n")
+
+
+def test_shipped_fragments_parse_and_include_the_required_ones() -> None:
+    names = available_fragments()
+    for want in ("base", "kasan", "smp", "preempt", "debug"):
+        assert want in names
+    base = load_fragment("base").options
+    for opt in ("CONFIG_SERIAL_8250_CONSOLE", "CONFIG_VIRTIO_NET", "CONFIG_VIRTIO_BLK", "CONFIG_EXT4_FS",
+                "CONFIG_DEVTMPFS_MOUNT", "CONFIG_BLK_DEV_INITRD", "CONFIG_KALLSYMS", "CONFIG_PACKET",
+                "CONFIG_INIT_ON_FREE_DEFAULT_ON"):
+        assert base[opt] == "y", opt
+    assert load_fragment("kasan").options["CONFIG_KASAN"] == "y"
+
+
+def test_unknown_fragment_lists_known_ones() -> None:
+    with pytest.raises(ConfigError, match=r"unknown config fragment 'nope' \(known in .*base"):
+        ConfigRequest.from_fragments(["base", "nope"]).requested()
+
+
+def test_config_request_needs_exactly_one_source(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError):
+        ConfigRequest()
+    cfg = tmp_path / "my.config"
+    cfg.write_text("CONFIG_A=y\n")
+    assert ConfigRequest.from_file(cfg).requested() == {"CONFIG_A": "y"}
+
+
+def test_compiler_table_ranges(tmp_path: Path) -> None:
+    rules = compilers.load_table(DEFAULT_FRAGMENTS_DIR / "compilers.yaml")
+    assert compilers.choose(rules, (4, 19)) == "gcc-8"
+    assert compilers.choose(rules, (5, 10)) == "gcc"
+    assert compilers.choose(rules, (6, 1)) == "gcc"
+    bad = tmp_path / "c.yaml"
+    bad.write_text("compilers:\n  - cc: gcc\n    sinse: '4.1'\n")
+    with pytest.raises(ConfigError, match=r"unknown key 'sinse'"):
+        compilers.load_table(bad)
+
+
+def test_kernel_version_from_makefile() -> None:
+    assert compilers.kernel_version("VERSION = 6\nPATCHLEVEL = 1\nSUBLEVEL = 192\n") == (6, 1)
+
+
+def test_compiler_resolve_reads_version() -> None:
+    cc = compilers.resolve("gcc")
+    assert cc.version.startswith("gcc") and "\n" not in cc.version
+
+
+def test_first_error_prefers_compiler_error() -> None:
+    log = (
+        "  CC      kernel/panic.o\n"
+        "/src/kernel/panic.c:407:17: error: implicit declaration of function 'foo' [-Werror=...]\n"
+        "  407 |   foo(1);\n"
+        "make[3]: *** [scripts/Makefile.build:250: kernel/panic.o] Error 1\n"
+    )
+    assert first_error(log).startswith("/src/kernel/panic.c:407:17: error: implicit declaration")
+    link = "ld: vmlinux.o: undefined reference to `bar'\nmake: *** [x] Error 1\n"
+    assert first_error(link).startswith("ld:")
+
+
+def test_ccache_counts() -> None:
+    log = "# a.c\ncache_miss\ndirect_cache_miss\n# b.c\ndirect_cache_hit\n# c.c\npreprocessed_cache_hit\n"
+    assert ccache_counts(log) == (2, 1)
+
+
+def test_build_key_depends_on_all_three() -> None:
+    k = build_key("t", "c", "gcc 12")
+    assert k != build_key("t2", "c", "gcc 12") != build_key("t", "c2", "gcc 12")
+    assert k != build_key("t", "c", "gcc 8")
+
+
+def test_apply_edit_needs_exactly_one_match() -> None:
+    assert apply_edit("a b c", Edit("f", "b", "B")) == "a B c"
+    with pytest.raises(ConfigError, match="found 2 times"):
+        apply_edit("b b", Edit("f", "b", "B"))
+
+
+def test_strip_debian_gitignore() -> None:
+    text = "*.o\n\n#\n# Debian packaging: ignore everything at the top level, since ...\n#\n/*\n!/debian/\n"
+    assert strip_debian_gitignore(text) == "*.o\n"
+    assert strip_debian_gitignore("*.o\n") == "*.o\n"
+
+
+def test_demo_history_shape() -> None:
+    h = load_history()
+    assert len(h.steps) >= 42
+    marks = [m for s in h.steps for m in s.marks]
+    assert sorted(marks) == ["breaks", "culprit", "fixes", "flaky_culprit"]
+    idx = {m: i for i, s in enumerate(h.steps) for m in s.marks}
+    assert 2 <= idx["fixes"] - idx["breaks"] <= 3
+    assert idx["fixes"] < idx["culprit"] < idx["flaky_culprit"]
+    assert len({e.file for s in h.steps for e in s.edits}) >= 10
+    for name, bug in h.bugs.items():
+        assert name in idx
+        assert (Path(__file__).parent.parent / "kvmlab/kernel/demo" / bug.reproducer).is_file()
