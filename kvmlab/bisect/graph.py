@@ -34,23 +34,30 @@ class CommitGraph:
     """The commits the range starts after (excluded, with their ancestors)."""
     index: dict[str, int] = field(init=False, repr=False, compare=False)
     closure: tuple[int, ...] = field(init=False, repr=False, compare=False)
+    parent_bits: tuple[tuple[int, ...], ...] = field(init=False, repr=False, compare=False)
+    """Per commit: one-bit ints of its in-range parents (empty for the range's roots)."""
 
     def __post_init__(self) -> None:
         index = {c.hash: i for i, c in enumerate(self.commits)}
         closure: list[int] = []
+        parent_bits: list[tuple[int, ...]] = []
         for i, c in enumerate(self.commits):
             bits = 1 << i
+            mine = []
             for p in c.parents:
                 j = index.get(p)
                 if j is not None:
                     if j >= i:
                         raise ValueError(f"commit {c.hash} listed before its parent {p}")
                     bits |= closure[j]
+                    mine.append(1 << j)
             closure.append(bits)
+            parent_bits.append(tuple(mine))
         if self.commits and self.tip not in index:
             raise ValueError(f"tip {self.tip} is not in the range")
         object.__setattr__(self, "index", index)
         object.__setattr__(self, "closure", tuple(closure))
+        object.__setattr__(self, "parent_bits", tuple(parent_bits))
 
     @classmethod
     def from_parents(

@@ -1,0 +1,58 @@
+"""Bisection policies: how many runs, how a commit is judged, what to test next."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class SyzbotPolicy:
+    """syzbot's published rule, kept as a baseline.
+
+    ``runs`` VM runs a commit (``first_runs`` on the bad commit, ``flaky_runs`` once
+    the bug has not crashed every run of a bad commit). Bad when crashes >=
+    max(2, runs // 6) and at least half the runs answered; good when no run
+    crashed and at least half (three quarters once flaky) were OK; else skip.
+    Any crash counts, whatever its title. Next commit: git bisect's midpoint.
+    """
+
+    runs: int = 10
+    first_runs: int = 20
+    flaky_runs: int = 20
+
+    name = "syzbot"
+
+
+@dataclass(frozen=True)
+class AdaptivePolicy:
+    """Bayesian bisection over the culprit and the bug's crash probability.
+
+    See :mod:`kvmlab.bisect.model`. Counts only target crashes; picks the commit
+    and number of runs with the most expected information per VM run (a build
+    costs ``build_cost`` runs); stops at ``confidence`` or when ``max_runs`` VM
+    runs or ``max_builds`` builds are spent.
+    """
+
+    confidence: float = 0.95
+    """Posterior probability the named culprit must reach."""
+    max_runs: int = 1500
+    """VM runs budget for the whole bisection (bad commit and releases included)."""
+    max_builds: int = 200
+    repro_runs: int = 40
+    """Runs on the bad commit waiting for the first target crash before giving up."""
+    release_confidence: float = 0.95
+    """A release counts as good once P(it has the bug) <= 1 - this."""
+    release_max_runs: int = 80
+    chunk: int = 1
+    """Runs per tester call (runs stop early only between calls)."""
+    build_cost: float = 3.0
+    """What one build costs, in VM runs, when choosing the next commit."""
+    eps: float = 0.002
+    """Probability that a run of a clean commit still shows a crash matched as the target."""
+
+    name = "adaptive"
+
+
+Policy = SyzbotPolicy | AdaptivePolicy
+
+POLICIES: dict[str, Policy] = {"adaptive": AdaptivePolicy(), "syzbot": SyzbotPolicy()}
