@@ -20,6 +20,7 @@ COMMANDS: tuple[str, ...] = (
     "kvmlab.commands.kernel",
     "kvmlab.commands.demo_tree",
     "kvmlab.commands.image",
+    "kvmlab.commands.report",
 )
 
 

@@ -20,7 +20,7 @@ The steps, all pure:
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -31,17 +31,24 @@ _CONSOLE = "console"
 """Context of lines with a timestamp but no caller id."""
 
 _LINE_PREFIX = re.compile(
-    r"(?:\*\* [0-9]+ printk messages dropped \*\* )?(?:.* login: )?(?:<[0-9]+>)?"
+    r"(?:\*\* [0-9]+ printk messages dropped \*\* )?(?:[^[\n]* login: )?(?:<[0-9]+>)?"
     r"\[ *[0-9]+\.[0-9]+\](\[ *(?:C|T)[0-9]+\])? "
+)
+#: One console line: (timestamp prefix)(caller id) rest.
+_LINE = re.compile(
+    r"^((?:\*\* [0-9]+ printk messages dropped \*\* )?(?:[^[\n]* login: )?(?:<[0-9]+>)?"
+    r"\[ *[0-9]+\.[0-9]+\](\[ *(?:C|T)[0-9]+\])? )?(.*)$",
+    re.M,
 )
 _CPU_CONTEXT = re.compile(r"\[ *C[0-9]+\]")
 _TASK_CONTEXT = re.compile(r"\[ *T[0-9]+\]")
 _QUESTIONABLE = re.compile(r"(\[\<[0-9a-f]+\>\])? \? ")
-_REPLAY = re.compile(r"\n[^\n]*\*\* replaying previous printk message \*\*")
-
 #: A header on a line cut short by printk and replayed whole on the next line
 #: is not a report start: the replayed line is.
+_REPLAY = re.compile(r"\n[^\n]*\*\* replaying previous printk message \*\*")
+
 _HEADERS = tuple(sorted({o.header for o in rules.OOPSES}))
+_ANY_HEADER = re.compile("|".join(re.escape(h) for h in _HEADERS))
 
 _PANIC_SYNCING = "Kernel panic - not syncing"
 _CIRCULAR = "WARNING: possible circular locking dependency detected"
@@ -79,33 +86,17 @@ def _truncated_by_replay(text: str, line_end: int) -> bool:
 def iter_oops_lines(text: str, pos: int = 0, end: int | None = None) -> Iterator[tuple[int, int, Oops]]:
     """Every (line start, line end, oops) of a crash line in ``text[pos:end]``, in order.
 
-    Each header is searched with ``str.find`` (C speed); only lines holding one
-    are looked at more closely.
+    One regex over all headers finds candidate lines at C speed; only lines
+    holding a header are looked at more closely.
     """
     stop = len(text) if end is None else end
-    nxt: dict[str, int] = {}
-    for h in _HEADERS:
-        i = text.find(h, pos, stop)
-        if i >= 0:
-            nxt[h] = i
-    last_line = -1
-    while nxt:
-        h = min(nxt, key=nxt.__getitem__)
-        i = nxt[h]
-        ls, le = _line_bounds(text, i)
-        # advance every header past this line: one verdict per line
-        for h2 in list(nxt):
-            if nxt[h2] <= le:
-                j = text.find(h2, le + 1, stop)
-                if j < 0:
-                    del nxt[h2]
-                else:
-                    nxt[h2] = j
-        if ls == last_line:
-            continue
-        last_line = ls
-        line = text[ls:le].rstrip("\r")
-        found = _first_oops_on_line(line)
+    while True:
+        m = _ANY_HEADER.search(text, pos, stop)
+        if m is None:
+            return
+        ls, le = _line_bounds(text, m.start())
+        pos = le + 1
+        found = _first_oops_on_line(text[ls:le].rstrip("\r"))
         if found is not None and not _truncated_by_replay(text, le):
             yield ls, le, found
 
@@ -206,42 +197,97 @@ def _cut_report(text: str, start: int, context: str) -> _Cut:
     stop = len(text) if has_caller else second
 
     oops_line = text[start:first_end]
-    text_lines = 0
-    skip_rest = False
-    cpu_traceback = False
-    pos = start
+    min_lines = _min_lines(oops_line)
     cut.end = first_end
-    while pos < stop:
-        le = text.find("\n", pos)
-        if le < 0:
-            le = len(text)
-        line = text[pos:le].rstrip("\r")
-        line_start, pos = pos, le + 1
-        ctx = _context(line)
-        stripped, questionable = _strip_prefix(line, ctx)
+    if not (has_caller and _NMI_ALL in text[start:stop]):
+        _fast_body(cut, text, start, first_end, stop, context, min_lines)
+        return cut
+    text_lines = 0
+    cpu_traceback = False
+    for m in _LINE.finditer(text, start, stop):
+        line_start = m.start()
         is_first = line_start == start
-        if not is_first and (
-            questionable or (ctx != context and not (cpu_traceback and _CPU_CONTEXT.fullmatch(ctx)))
-        ):
+        rest = m.group(3).rstrip("\r")
+        ctx = m.group(2) or (_CONSOLE if m.group(1) is not None else "")
+        stripped = rest if ctx else m.group(0).rstrip("\r")
+        if ctx and " ? " in rest and "<EOI>" not in rest and _QUESTIONABLE.search(rest):
+            if not is_first:
+                continue
+            stripped = rest[rest.find(" ? ") + 2 :]
+        elif ctx and rest.endswith(" (unreliable)"):  # powerpc's "?"
+            if not is_first:
+                continue
+            stripped = rest[:-13]
+        if not is_first and ctx != context and not (cpu_traceback and _CPU_CONTEXT.fullmatch(ctx)):
             continue
         text_lines += 1
-        skip = skip_rest
-        if _SKIP_LINE in line:
-            skip = True
-        elif _NMI_ALL in line:
-            # a backtrace of all CPUs belongs to the report whatever their context
-            cpu_traceback = True
-        elif (_PANIC_SYNCING in line or _CIRCULAR in line) and text_lines > _min_lines(oops_line):
-            # The panic_on_warn panic (or a lockdep splat caused by oops printing)
-            # only repeats the stack of a report that is long enough already.
-            skip_rest = skip = True
-        if not is_first and skip:
-            continue
+        if not is_first:
+            if _SKIP_LINE in rest:
+                continue
+            if _NMI_ALL in rest:
+                # a backtrace of all CPUs belongs to the report whatever their context
+                cpu_traceback = True
+            elif (_PANIC_SYNCING in rest or _CIRCULAR in rest) and text_lines > min_lines:
+                # The panic_on_warn panic (or a lockdep splat caused by oops
+                # printing) only repeats the stack of a report long enough already.
+                break
         cut.body.append(stripped)
         if has_caller or line_start < second:
             cut.body_end = len(cut.body)
-            cut.end = le
+            cut.end = m.end()
     return cut
+
+
+_PFX = r"(?:\*\* [0-9]+ printk messages dropped \*\* )?(?:[^[\n]* login: )?(?:<[0-9]+>)?\[ *[0-9]+\.[0-9]+\]"
+_CONSOLE_LINES = re.compile(r"^" + _PFX + r" (.*)$", re.M)
+_BARE_LINES = re.compile(r"^(?!" + _PFX + r"(?:\[ *(?:C|T)[0-9]+\])? )(.*)$", re.M)
+
+
+@lru_cache(maxsize=64)
+def _caller_lines(context: str) -> re.Pattern[str]:
+    return re.compile(r"^" + _PFX + re.escape(context) + r" (.*)$", re.M)
+
+
+def _fast_body(cut: _Cut, text: str, start: int, first_end: int, stop: int, context: str,
+               min_lines: int) -> None:  # fmt: skip
+    """The report body with C-level regex scans: the lines of ``context`` in
+    ``text[first_end:stop]`` after the oops line (same rules as the line loop
+    of :func:`_cut_report`, for the common case without an all-CPU backtrace)."""
+    first, _q = _strip_prefix(text[start:first_end].rstrip("\r"), context)
+    if context == "":
+        rests = _BARE_LINES.findall(text, first_end + 1, stop)
+    elif context == _CONSOLE:
+        rests = _CONSOLE_LINES.findall(text, first_end + 1, stop)
+    else:
+        rests = _caller_lines(context).findall(text, first_end + 1, stop)
+    if "\r" in text:
+        rests = [r.rstrip("\r") for r in rests]
+    if context and rests:
+        rests = [
+            r for r in rests
+            if (" ? " not in r or "<EOI>" in r or not _QUESTIONABLE.search(r))
+            and not r.endswith(" (unreliable)")
+        ]  # fmt: skip
+    cut_at = -1
+    region = text[first_end:stop]
+    if _PANIC_SYNCING in region or _CIRCULAR in region:
+        for i in range(max(0, min_lines - 1), len(rests)):
+            r = rests[i]
+            if _PANIC_SYNCING in r or _CIRCULAR in r:
+                # The panic_on_warn panic (or a lockdep splat caused by oops
+                # printing) only repeats the stack of a report long enough already.
+                cut_at = i
+                break
+    if cut_at >= 0:
+        i = text.find(rests[cut_at], first_end, stop)
+        cut.end = text.rfind("\n", 0, i) if i > 0 else stop
+        rests = rests[:cut_at]
+    elif rests:
+        cut.end = stop - 1 if stop > 0 and text[stop - 1] == "\n" else stop
+    if _SKIP_LINE in region:
+        rests = [r for r in rests if _SKIP_LINE not in r]
+    cut.body = [first, *rests]
+    cut.body_end = len(cut.body)
 
 
 # -- titles ---------------------------------------------------------------------------
@@ -266,7 +312,7 @@ def _stall_frame(frames: Sequence[str]) -> tuple[str, int]:
     entry, the workqueue or a timer), not by a random frame inside it."""
     prev, prev_i = frames[0], 0
     for i, frame in enumerate(frames):
-        if any(a.search(frame) for a in rules.STALL_ANCHORS):
+        if rules.STALL_ANCHOR.search(frame):
             if "smp_call_function" in frame:
                 return "smp_call_function", i
             return prev, prev_i
@@ -277,8 +323,8 @@ def _stall_frame(frames: Sequence[str]) -> tuple[str, int]:
 _HANG_BUCKETS = (("rtnl_lock", ""), ("synchronize_rcu", "synchronize_rcu"),
                  ("synchronize_srcu", "synchronize_rcu"), ("synchronize_net", "synchronize_rcu"),
                  ("synchronize_sched", "synchronize_rcu"))  # fmt: skip
-_HANG_SKIP = ("sched", "_lock", "_slowlock", "down", "rwsem", "completion", "kthread", "wait",
-              "synchronize", "context_switch", "__switch_to", "cancel_delayed_work", "rcu_barrier")  # fmt: skip
+_HANG_SKIP = ("sched", "_lock", "_slowlock", "down", "rwsem", "completion", "kthread", "wait", "synchronize",
+              "context_switch", "__switch_to", "cancel_delayed_work", "rcu_barrier")  # fmt: skip
 
 
 def _hang_frame(frames: Sequence[str]) -> tuple[str, int]:
@@ -294,92 +340,143 @@ def _hang_frame(frames: Sequence[str]) -> tuple[str, int]:
     return "", -1
 
 
-def _key_frame(raw: list[str], stack: StackFormat) -> tuple[str, str]:
+class _Frames:
+    """Candidate frames of one stack section; skip patterns are applied lazily,
+    since usually only the first few frames are ever looked at."""
+
+    def __init__(self, skip: re.Pattern[str]) -> None:
+        self.skip = skip
+        self.raw: list[str] = []
+        self._kept: list[str] = []
+        self._next = 0
+
+    def add(self, match: re.Match[str] | None) -> None:
+        if match is not None:
+            self.raw.extend(g for g in match.groups() if g is not None)
+
+    def __iter__(self) -> Iterator[str]:
+        """Frames that may be blamed, in order."""
+        i = 0
+        while True:
+            if i < len(self._kept):
+                yield self._kept[i]
+                i += 1
+                continue
+            if self._next >= len(self.raw):
+                return
+            name = self.raw[self._next]
+            self._next += 1
+            if not _skipped(self.skip, name):
+                self._kept.append(name)
+
+
+@lru_cache(maxsize=65536)
+def _skipped(skip: re.Pattern[str], name: str) -> bool:
+    return skip.search(name) is not None
+
+
+def _key_frame(frames: _Frames, stack: StackFormat) -> tuple[str, str]:
     """(canonical, raw) guilty frame of one stack section; ("", "") if none."""
+    if stack.extractor == "stall":
+        return _pick(frames, _stall_frame)
+    if stack.extractor == "hang":
+        return _pick(frames, _hang_frame)
+    for raw in frames:
+        return _strip_syscall_prefix(raw), raw
+    return "", ""
+
+
+def _pick(frames: _Frames, how: Callable[[Sequence[str]], tuple[str, int]]) -> tuple[str, str]:
+    raw = list(frames)
     if not raw:
         return "", ""
-    stripped = [_strip_syscall_prefix(f) for f in raw]
-    if stack.extractor == "stall":
-        frame, i = _stall_frame(stripped)
-    elif stack.extractor == "hang":
-        frame, i = _hang_frame(stripped)
-    else:
-        frame, i = stripped[0], 0
+    frame, i = how([_strip_syscall_prefix(f) for f in raw])
     return (frame, raw[i]) if frame else ("", "")
 
 
-def _add_frames(frames: list[str], match: re.Match[str] | None, skip: re.Pattern[str]) -> None:
-    if match is None:
-        return
-    for g in match.groups():
-        if g is not None and not skip.search(g):
-            frames.append(g)
+def _frame_line(ln: str) -> re.Match[str] | None:
+    m = rules.FRAME_LINES[0].search(ln)
+    if m is None and " from " in ln:
+        m = rules.FRAME_LINES[1].search(ln)
+    return m
 
 
-def _stack_frames(lines: list[str], parts: Sequence[rules.Part], skip: re.Pattern[str],
+_CORRUPTING_M = re.compile(rules.CORRUPTING_LINE.pattern, re.M)
+
+
+def _line_after(text: str, pos: int) -> int:
+    """Offset of the line after the one holding ``pos``."""
+    e = text.find("\n", pos)
+    return len(text) if e < 0 else e + 1
+
+
+def _stack_frames(text: str, parts: Sequence[rules.Part], skip: re.Pattern[str],
                   stack: StackFormat) -> tuple[list[tuple[str, str]], bool]:  # fmt: skip
-    """Walk ``parts`` over ``lines``: one guilty frame per stack section."""
+    """Walk ``parts`` over the lines of ``text``: one guilty frame per stack section.
+
+    A regex part takes the first line it matches; a :data:`STACK` part takes
+    the frames of the lines up to the next stack start (or up to the line the
+    part after it matches). A fault-injection stack line in the way spoils the
+    report. Each section is scanned with one regex call, not line by line.
+    """
     results: list[tuple[str, str]] = []
-    raw: list[str] = []
+    frames = _Frames(skip)
     ok = True
     n_stacks = 0
-    li = 0
+    pos = 0
     pi = 0
+    n = len(text)
     while True:
         if pi == len(parts) or (parts[pi] is STACK and n_stacks > 0):
-            canonical, rawf = _key_frame(raw, stack)
+            canonical, rawf = _key_frame(frames, stack)
             if not canonical:
                 canonical, rawf, ok = "corrupted", "corrupted", False
             results.append((canonical, rawf))
-            raw = []
+            frames = _Frames(skip)
         if pi == len(parts):
             break
         part = parts[pi]
+        bad = _CORRUPTING_M.search(text, pos) if "should_fail" in text else None
+        bad_at = bad.start() if bad is not None else n
         if part is STACK:
             n_stacks += 1
+            m = rules.STACK_START_ANY.search(text, pos)
+            end = text.rfind("\n", 0, m.start()) + 1 if m is not None else n
             nxt = parts[pi + 1] if pi + 1 < len(parts) else None
-            while li < len(lines):
-                ln = lines[li]
-                li += 1
-                if any(r.search(ln) for r in rules.CORRUPTING_LINES):
-                    ok = False
-                    break
-                if any(r.search(ln) for r in rules.STACK_START):
-                    break
-                if isinstance(nxt, re.Pattern):
-                    m = nxt.search(ln)
-                    if m is not None:
-                        _add_frames(raw, m, skip)
-                        pi += 1
-                        break
-                for fr in rules.FRAME_LINES:
-                    m = fr.search(ln)
-                    if m is not None:
-                        _add_frames(raw, m, skip)
-                        break
+            nm = nxt.search(text, pos, end) if isinstance(nxt, re.Pattern) else None
+            if nm is not None:
+                end = text.rfind("\n", 0, nm.start()) + 1
+            if bad_at < end:
+                end, nm = text.rfind("\n", 0, bad_at) + 1, None
+                ok = False
+            for groups in rules.FRAME_LINES_M.findall(text, pos, end):
+                frames.raw.extend(g for g in groups if g)
+            if nm is not None:
+                frames.add(nm)
+                pi += 1
+            pos = _line_after(text, end) if end < n else n
         else:
             assert isinstance(part, re.Pattern)
-            while li < len(lines):
-                ln = lines[li]
-                li += 1
-                if any(r.search(ln) for r in rules.CORRUPTING_LINES):
-                    ok = False
-                    break
-                m = part.search(ln)
-                if m is not None:
-                    _add_frames(raw, m, skip)
-                    break
+            m = part.search(text, pos)
+            line_start = text.rfind("\n", 0, m.start()) + 1 if m is not None else n
+            if bad_at < line_start:
+                ok = False
+                pos = _line_after(text, bad_at)
+            elif m is not None:
+                frames.add(m)
+                pos = _line_after(text, m.start())
+            else:
+                pos = n
         pi += 1
     return results, ok
 
 
 def _extract_frames(stack: StackFormat, text: str) -> tuple[list[tuple[str, str]], bool]:
     skip = _skip_re(stack.skip)
-    lines = text.split("\n")
-    frames, ok = _stack_frames(lines, stack.parts, skip, stack)
+    frames, ok = _stack_frames(text, stack.parts, skip, stack)
     if ok or not stack.parts2:
         return frames, ok
-    return _stack_frames(lines, stack.parts2, skip, stack)
+    return _stack_frames(text, stack.parts2, skip, stack)
 
 
 def _fmt(fmt: str, args: Sequence[str]) -> str:
@@ -438,6 +535,8 @@ def _describe(report: str, oops: Oops) -> _Description:
                 alts.append(alt_title)
             alts.extend(_fmt(a, prefix + names) for a in f.alt)
         chosen = f
+        if best_pos == 0:
+            break  # no later shape can match earlier
     if not title:
         if matched_title:
             reason = "matched title but not report regexp"
@@ -491,9 +590,9 @@ def _corruption(title: str, report: str, fmt: TitleFormat | None, context: str, 
             return "call trace is missed"
         found = False
         for ln in after[1:]:
-            if any(k.search(ln) for k in rules.STACK_START):
+            if rules.STACK_START_ANY.search(ln):
                 break
-            if "(stack is not available)" in ln or any(r.search(ln) for r in rules.FRAME_LINES):
+            if "(stack is not available)" in ln or _frame_line(ln) is not None:
                 found = has_trace = True
                 break
         if not found:
@@ -522,4 +621,3 @@ def parse_raw(text: str) -> RawReport | None:
         report = "\n".join([*cut.prefix, *cut.body[: cut.body_end]]) + "\n"
         return RawReport(desc.title, desc.alt_titles, bool(reason), reason, report, start, cut.end)
     return None
-

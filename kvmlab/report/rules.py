@@ -1,3 +1,4 @@
+# ruff: noqa: E501  (a table of kernel message regexes reads best one entry per line)
 """The kernel's crash messages and how syzbot titles each of them.
 
 Pure data: every kind of Linux oops is an :class:`Oops` (a literal header that
@@ -108,14 +109,21 @@ STACK_START = (
     re.compile(r"Uninit was stored to memory at"),
 )
 
+STACK_START_ANY = re.compile("|".join(f"(?:{r.pattern})" for r in STACK_START))
+
 #: One call-trace line: x86/arm64 style, and arm's "(callee) from (caller)".
 FRAME_LINES = (
     rx(r"^ *(?:{{PC}} ){0,2}{{FUNC}}"),
     rx(r"^ *{{PC}} \(([a-zA-Z0-9_.]+)\) from {{PC}} \({{FUNC}}"),
 )
+#: Both, for scanning many lines at once (arm's first: x86's never matches its lines).
+FRAME_LINES_M = re.compile(
+    "|".join("(?:" + r.pattern.removeprefix("^") + ")" for r in reversed(FRAME_LINES)).join(("^ *(?:", ")")),
+    re.M,
+)
 
 #: A stack from fault injection mixed into a report: the report is not to be trusted.
-CORRUPTING_LINES = (rx(r"^( \[\<?(?:0x)?[0-9a-f]+\>?\])? should_fail(slab)?(\.[a-z0-9.]+)?\+0x"),)
+CORRUPTING_LINE = rx(r"^(?: \[\<?(?:0x)?[0-9a-f]+\>?\])? should_fail(?:slab)?(?:\.[a-z0-9.]+)?\+0x")
 
 #: Syscall wrappers: the frame names a syscall by its plain name.
 STRIP_FRAME_PREFIXES = (
@@ -189,8 +197,8 @@ SKIP_FRAMES: tuple[str, ...] = (
 
 #: Where a stall's looping code is entered from: the frame just above the first
 #: of these identifies the stall better than the top of the stack does.
-STALL_ANCHORS = tuple(
-    re.compile(p)
+STALL_ANCHOR = re.compile("|".join(
+    f"(?:{p})"
     for p in (
         # generic dispatchers
         "process_one_work", "do_syscall_", "do_fast_syscall_", "sysenter_dispatch",
@@ -214,7 +222,7 @@ STALL_ANCHORS = tuple(
         "__do_fault", "do_page_fault", "^page_fault$", "__fput", "task_work_run",
         "exit_to_usermode", "smp_call_function", "tasklet_action", "tasklet_hi_action",
     )
-)  # fmt: skip
+))  # fmt: skip
 
 # -- the kinds of crash -----------------------------------------------------
 
@@ -238,7 +246,9 @@ def _warning(*skip: str) -> StackFormat:
 
 _BAD_ACCESS = ("bad-access in {0}",)
 _HANG_SKIP = ("schedule",)
-_KASAN_ACCESS = "BUG: KASAN: ([a-z\\-]+) in {{FUNC}}(?:.*\\n)+?.*(Read|Write) (?:of size|at addr) (?:[0-9a-f]+)"
+_KASAN_ACCESS = (
+    "BUG: KASAN: ([a-z\\-]+) in {{FUNC}}(?:.*\\n)+?.*(Read|Write) (?:of size|at addr) (?:[0-9a-f]+)"
+)
 _INVALID_FREE = "BUG: KASAN: (?:double-free or invalid-free|double-free|invalid-free) in {{FUNC}}"
 _LOCKS_HELD_AT = "(?:.*\\n)+?.*leaving the kernel with locks still held(?:.*\\n)+?.*at: (?:{{PC}} +)?{{FUNC}}"
 _KMSAN_ORIGIN = rx("(Local variable .* created at:|Uninit was created at:)")
@@ -248,7 +258,9 @@ OOPSES: tuple[Oops, ...] = (
         "BUG:",
         (
             TitleFormat(
-                rx("BUG: KASAN:"), "KASAN: {0} {2} in {3}", report=rx(_KASAN_ACCESS),
+                rx("BUG: KASAN:"),
+                "KASAN: {0} {2} in {3}",
+                report=rx(_KASAN_ACCESS),
                 alt=("bad-access in {3}",),
                 stack=StackFormat(
                     parts=(rx("BUG: KASAN: (?:[a-z\\-]+) in {{FUNC}}"), CALL_TRACE, STACK),
@@ -257,177 +269,338 @@ OOPSES: tuple[Oops, ...] = (
                 ),
             ),
             TitleFormat(
-                rx("BUG: KASAN:"), "KASAN: invalid-free in {1}", report=rx(_INVALID_FREE),
+                rx("BUG: KASAN:"),
+                "KASAN: invalid-free in {1}",
+                report=rx(_INVALID_FREE),
                 alt=("invalid-free in {1}",),
-                stack=StackFormat(parts=(rx(_INVALID_FREE), CALL_TRACE, STACK),
-                                  skip=("slab_", "kfree", "vunmap", "vfree")),
+                stack=StackFormat(
+                    parts=(rx(_INVALID_FREE), CALL_TRACE, STACK), skip=("slab_", "kfree", "vunmap", "vfree")
+                ),
             ),
-            TitleFormat(rx("BUG: KASAN: ([a-z\\-]+) on address(?:.*\\n)+?.*(Read|Write) of size ([0-9]+)"),
-                        "KASAN: {0} {1}"),
+            TitleFormat(
+                rx("BUG: KASAN: ([a-z\\-]+) on address(?:.*\\n)+?.*(Read|Write) of size ([0-9]+)"),
+                "KASAN: {0} {1}",
+            ),
             TitleFormat(rx("BUG: KASAN: (.*)"), "KASAN: {0}", corrupted=True),
             TitleFormat(
-                rx("BUG: KMSAN: kernel-usb-infoleak"), "KMSAN: kernel-usb-infoleak in {1}",
-                report=rx("BUG: KMSAN: kernel-usb-infoleak in {{FUNC}}"), alt=("KMSAN origin in {2}",),
+                rx("BUG: KMSAN: kernel-usb-infoleak"),
+                "KMSAN: kernel-usb-infoleak in {1}",
+                report=rx("BUG: KMSAN: kernel-usb-infoleak in {{FUNC}}"),
+                alt=("KMSAN origin in {2}",),
                 stack=StackFormat(
                     parts=(STACK, _KMSAN_ORIGIN, STACK),
-                    skip=("alloc_skb", "usb_submit_urb", "usb_start_wait_urb", "usb_bulk_msg",
-                          "usb_interrupt_msg", "usb_control_msg"),
+                    skip=(
+                        "alloc_skb",
+                        "usb_submit_urb",
+                        "usb_start_wait_urb",
+                        "usb_bulk_msg",
+                        "usb_interrupt_msg",
+                        "usb_control_msg",
+                    ),
                 ),
                 no_stack_trace=True,
             ),
             TitleFormat(
-                rx("BUG: KMSAN:"), "KMSAN: {0} in {2}", report=rx("BUG: KMSAN: ([a-z\\-]+) in {{FUNC}}"),
+                rx("BUG: KMSAN:"),
+                "KMSAN: {0} in {2}",
+                report=rx("BUG: KMSAN: ([a-z\\-]+) in {{FUNC}}"),
                 alt=("bad-access in {2}",),
                 stack=StackFormat(
                     parts=(STACK, _KMSAN_ORIGIN, STACK),
                     # generic crypto code hits the uninit bytes; the bug is in its user
-                    skip=("alloc_skb", "netlink_ack", "netlink_rcv_skb", "_encrypt$",
-                          "^(?:crypto|cipher|drbg|rng)_"),
+                    skip=(
+                        "alloc_skb",
+                        "netlink_ack",
+                        "netlink_rcv_skb",
+                        "_encrypt$",
+                        "^(?:crypto|cipher|drbg|rng)_",
+                    ),
                 ),
                 no_stack_trace=True,
             ),
             TitleFormat(rx("BUG: KCSAN:"), "KCSAN: {0}", report=rx("BUG: KCSAN: (.*)"), no_stack_trace=True),
             TitleFormat(
                 rx("BUG: KFENCE: (use-after-free|out-of-bounds) (read|write) in {{FUNC}}"),
-                "KFENCE: {0} {1} in {3}", alt=("bad-access in {3}",),
+                "KFENCE: {0} {1} in {3}",
+                alt=("bad-access in {3}",),
                 stack=StackFormat(parts=(rx("BUG: KFENCE: (?:[a-z\\- ]+) in {{FUNC}}"), STACK)),
             ),
             TitleFormat(
-                rx("BUG: KFENCE: invalid free in {{FUNC}}"), "KFENCE: invalid free in {1}",
-                alt=("invalid-free in {1}",), no_stack_trace=True,
-                stack=StackFormat(parts=(rx("BUG: KFENCE: (?:[a-z\\- ]+) in {{FUNC}}"), STACK)),
-            ),
-            TitleFormat(
-                rx("BUG: KFENCE: invalid (read|write) in {{FUNC}}"), "KFENCE: invalid {0} in {2}",
-                alt=("bad-access in {2}",),
-                stack=StackFormat(parts=(rx("BUG: KFENCE: (?:[a-z\\- ]+) in {{FUNC}}"), STACK)),
-            ),
-            TitleFormat(
-                rx("BUG: KFENCE: memory corruption in {{FUNC}}"), "KFENCE: memory corruption in {1}",
+                rx("BUG: KFENCE: invalid free in {{FUNC}}"),
+                "KFENCE: invalid free in {1}",
+                alt=("invalid-free in {1}",),
                 no_stack_trace=True,
                 stack=StackFormat(parts=(rx("BUG: KFENCE: (?:[a-z\\- ]+) in {{FUNC}}"), STACK)),
             ),
             TitleFormat(
-                rx("BUG: (?:unable to handle kernel paging request|unable to handle page fault for address"
-                   "|Unable to handle kernel data access)"),
-                "BUG: unable to handle kernel paging request in {0}", alt=_BAD_ACCESS, stack=_rip_trace(),
+                rx("BUG: KFENCE: invalid (read|write) in {{FUNC}}"),
+                "KFENCE: invalid {0} in {2}",
+                alt=("bad-access in {2}",),
+                stack=StackFormat(parts=(rx("BUG: KFENCE: (?:[a-z\\- ]+) in {{FUNC}}"), STACK)),
             ),
             TitleFormat(
-                rx("BUG: (?:unable to handle kernel NULL pointer dereference|kernel NULL pointer dereference"
-                   "|Kernel NULL pointer dereference)"),
-                "BUG: unable to handle kernel NULL pointer dereference in {0}", alt=_BAD_ACCESS,
+                rx("BUG: KFENCE: memory corruption in {{FUNC}}"),
+                "KFENCE: memory corruption in {1}",
+                no_stack_trace=True,
+                stack=StackFormat(parts=(rx("BUG: KFENCE: (?:[a-z\\- ]+) in {{FUNC}}"), STACK)),
+            ),
+            TitleFormat(
+                rx(
+                    "BUG: (?:unable to handle kernel paging request|unable to handle page fault for address"
+                    "|Unable to handle kernel data access)"
+                ),
+                "BUG: unable to handle kernel paging request in {0}",
+                alt=_BAD_ACCESS,
+                stack=_rip_trace(),
+            ),
+            TitleFormat(
+                rx(
+                    "BUG: (?:unable to handle kernel NULL pointer dereference|kernel NULL pointer dereference"
+                    "|Kernel NULL pointer dereference)"
+                ),
+                "BUG: unable to handle kernel NULL pointer dereference in {0}",
+                alt=_BAD_ACCESS,
                 stack=_rip_trace(),
             ),
             # x86 prints this header in two printk() calls; the second may be lost.
-            TitleFormat(rx("BUG: (?:unable to handle kernel|Unable to handle kernel)"),
-                        "BUG: unable to handle kernel", corrupted=True),
             TitleFormat(
-                rx("BUG: (spinlock|rwlock) (lockup suspected|already unlocked|recursion|cpu recursion"
-                   "|bad magic|wrong owner|wrong CPU|trylock failure on UP)"),
-                "BUG: {0} {1} in {2}", stack=_trace("spin_", "_lock", "_unlock"),
+                rx("BUG: (?:unable to handle kernel|Unable to handle kernel)"),
+                "BUG: unable to handle kernel",
+                corrupted=True,
             ),
-            TitleFormat(rx("BUG: soft lockup"), "BUG: soft lockup in {0}", alt=("stall in {0}",),
-                        stack=_rip_trace(extractor="stall")),
-            TitleFormat(rx("BUG: .*still has locks held!"), "BUG: still has locks held in {0}",
-                        report=rx("BUG: .*still has locks held!(?:.*\\n)+?.*{{PC}} +{{FUNC}}")),
-            TitleFormat(rx("BUG: scheduling while atomic"), "BUG: scheduling while atomic in {0}",
-                        stack=_trace("schedule")),
-            TitleFormat(rx("BUG: lock held when returning to user space"),
-                        "BUG: lock held when returning to user space in {0}",
-                        report=rx("BUG: lock held when returning to user space" + _LOCKS_HELD_AT),
-                        no_stack_trace=True),
-            TitleFormat(rx("BUG: bad unlock balance detected!"), "BUG: bad unlock balance in {0}",
-                        stack=StackFormat(parts=(rx("{{PC}} +{{FUNC}}"), CALL_TRACE, STACK))),
-            TitleFormat(rx("BUG: held lock freed!"), "BUG: held lock freed in {0}",
-                        report=rx("BUG: held lock freed!(?:.*\\n)+?.*{{PC}} +{{FUNC}}")),
-            TitleFormat(rx("BUG: Bad rss-counter state"), "BUG: Bad rss-counter state", no_stack_trace=True),
-            TitleFormat(rx("BUG: non-zero nr_ptes on freeing mm"), "BUG: non-zero nr_ptes on freeing mm",
-                        no_stack_trace=True),
-            TitleFormat(rx("BUG: non-zero nr_pmds on freeing mm"), "BUG: non-zero nr_pmds on freeing mm",
-                        no_stack_trace=True),
-            # The fs type and block device in the message would split one bug per loop device.
-            TitleFormat(rx("BUG: Dentry .* still in use"), "BUG: Dentry still in use in {0}",
-                        report=rx("BUG: Dentry .* still in use \\([0-9]+\\) \\[(unmount) of ([^\\]]+)\\]"),
-                        alt=("BUG: Dentry still in use [{0} of {1}]",)),
             TitleFormat(
-                rx("BUG: Bad page (state|cache)"), "BUG: Bad page {0} in {1}",
+                rx(
+                    "BUG: (spinlock|rwlock) (lockup suspected|already unlocked|recursion|cpu recursion"
+                    "|bad magic|wrong owner|wrong CPU|trylock failure on UP)"
+                ),
+                "BUG: {0} {1} in {2}",
+                stack=_trace("spin_", "_lock", "_unlock"),
+            ),
+            TitleFormat(
+                rx("BUG: soft lockup"),
+                "BUG: soft lockup in {0}",
+                alt=("stall in {0}",),
+                stack=_rip_trace(extractor="stall"),
+            ),
+            TitleFormat(
+                rx("BUG: .*still has locks held!"),
+                "BUG: still has locks held in {0}",
+                report=rx("BUG: .*still has locks held!(?:.*\\n)+?.*{{PC}} +{{FUNC}}"),
+            ),
+            TitleFormat(
+                rx("BUG: scheduling while atomic"),
+                "BUG: scheduling while atomic in {0}",
+                stack=_trace("schedule"),
+            ),
+            TitleFormat(
+                rx("BUG: lock held when returning to user space"),
+                "BUG: lock held when returning to user space in {0}",
+                report=rx("BUG: lock held when returning to user space" + _LOCKS_HELD_AT),
+                no_stack_trace=True,
+            ),
+            TitleFormat(
+                rx("BUG: bad unlock balance detected!"),
+                "BUG: bad unlock balance in {0}",
+                stack=StackFormat(parts=(rx("{{PC}} +{{FUNC}}"), CALL_TRACE, STACK)),
+            ),
+            TitleFormat(
+                rx("BUG: held lock freed!"),
+                "BUG: held lock freed in {0}",
+                report=rx("BUG: held lock freed!(?:.*\\n)+?.*{{PC}} +{{FUNC}}"),
+            ),
+            TitleFormat(rx("BUG: Bad rss-counter state"), "BUG: Bad rss-counter state", no_stack_trace=True),
+            TitleFormat(
+                rx("BUG: non-zero nr_ptes on freeing mm"),
+                "BUG: non-zero nr_ptes on freeing mm",
+                no_stack_trace=True,
+            ),
+            TitleFormat(
+                rx("BUG: non-zero nr_pmds on freeing mm"),
+                "BUG: non-zero nr_pmds on freeing mm",
+                no_stack_trace=True,
+            ),
+            # The fs type and block device in the message would split one bug per loop device.
+            TitleFormat(
+                rx("BUG: Dentry .* still in use"),
+                "BUG: Dentry still in use in {0}",
+                report=rx("BUG: Dentry .* still in use \\([0-9]+\\) \\[(unmount) of ([^\\]]+)\\]"),
+                alt=("BUG: Dentry still in use [{0} of {1}]",),
+            ),
+            TitleFormat(
+                rx("BUG: Bad page (state|cache)"),
+                "BUG: Bad page {0} in {1}",
                 stack=StackFormat(
                     parts=(rx("page last allocated"), STACK),
-                    skip=("(free|put|get|update|release)_page", "free_unref", "^_*folio",
-                          "truncate_inode_pages", "page_frag_free", "alloc", "vmap", "page_owner"),
+                    skip=(
+                        "(free|put|get|update|release)_page",
+                        "free_unref",
+                        "^_*folio",
+                        "truncate_inode_pages",
+                        "page_frag_free",
+                        "alloc",
+                        "vmap",
+                        "page_owner",
+                    ),
                 ),
             ),
             TitleFormat(rx("BUG: Bad page map"), "BUG: Bad page map"),
             TitleFormat(rx("BUG: workqueue lockup"), "BUG: workqueue lockup", no_stack_trace=True),
-            TitleFormat(rx("BUG: sleeping function called from invalid context at (.*)"),
-                        "BUG: sleeping function called from invalid context in {1}", stack=_trace()),
             TitleFormat(
-                rx("BUG: using ([a-z_]+)\\(\\) in preemptible"), "BUG: using {0}() in preemptible code in {1}",
+                rx("BUG: sleeping function called from invalid context at (.*)"),
+                "BUG: sleeping function called from invalid context in {1}",
+                stack=_trace(),
+            ),
+            TitleFormat(
+                rx("BUG: using ([a-z_]+)\\(\\) in preemptible"),
+                "BUG: using {0}() in preemptible code in {1}",
                 stack=_trace("dump_stack", "preemption", "preempt", "debug_", "processor_id", "this_cpu"),
             ),
-            TitleFormat(rx("BUG: workqueue leaked lock or atomic"),
-                        "BUG: workqueue leaked lock or atomic in {0}",
-                        report=rx("BUG: workqueue leaked lock or atomic(?:.*\\n)+?.*last function: ([a-zA-Z0-9_]+)\\n"),
-                        no_stack_trace=True),
             TitleFormat(
-                rx("BUG: memory leak"), "memory leak in {0}",
+                rx("BUG: workqueue leaked lock or atomic"),
+                "BUG: workqueue leaked lock or atomic in {0}",
+                report=rx(
+                    "BUG: workqueue leaked lock or atomic(?:.*\\n)+?.*last function: ([a-zA-Z0-9_]+)\\n"
+                ),
+                no_stack_trace=True,
+            ),
+            TitleFormat(
+                rx("BUG: memory leak"),
+                "memory leak in {0}",
                 stack=StackFormat(
                     parts=(rx("backtrace(?: \\(crc [0-9a-fA-F]*\\))?:"), STACK),
-                    skip=("kmemleak", "mmap", "kmem", "slab", "alloc", "create_object", "idr_get",
-                          "list_lru_init", "kasprintf", "kvasprintf", "pcpu_create", "strdup",
-                          "strndup", "memdup"),
+                    skip=(
+                        "kmemleak",
+                        "mmap",
+                        "kmem",
+                        "slab",
+                        "alloc",
+                        "create_object",
+                        "idr_get",
+                        "list_lru_init",
+                        "kasprintf",
+                        "kvasprintf",
+                        "pcpu_create",
+                        "strdup",
+                        "strndup",
+                        "memdup",
+                    ),
                 ),
             ),
-            TitleFormat(rx("BUG: .*stack guard page was hit at"), "BUG: stack guard page was hit in {0}",
-                        alt=("stack-overflow in {0}",), stack=_rip_trace(extractor="stall")),
+            TitleFormat(
+                rx("BUG: .*stack guard page was hit at"),
+                "BUG: stack guard page was hit in {0}",
+                alt=("stack-overflow in {0}",),
+                stack=_rip_trace(extractor="stall"),
+            ),
             # arm's wording of lockdep's invalid wait context; titled like x86's
-            TitleFormat(rx("BUG: Invalid wait context"), "WARNING: locking bug in {0}",
-                        stack=_trace("lock_sock", "release_sock")),
+            TitleFormat(
+                rx("BUG: Invalid wait context"),
+                "WARNING: locking bug in {0}",
+                stack=_trace("lock_sock", "release_sock"),
+            ),
             TitleFormat(rx("BUG:\\s*(?:\\n|$)"), "BUG: corrupted", corrupted=True),
         ),
-        (rx("ODEBUG:"), rx("Boot_DEBUG:"), rx("xlog_status:"), rx("DEBUG:"),
-         rx("BUG: no syscalls can create resource")),
+        (
+            rx("ODEBUG:"),
+            rx("Boot_DEBUG:"),
+            rx("xlog_status:"),
+            rx("DEBUG:"),
+            rx("BUG: no syscalls can create resource"),
+        ),
     ),
     Oops(
         "WARNING:",
         (
-            TitleFormat(rx("WARNING: .*lib/debugobjects\\.c.* (?:debug_print|debug_check|at)"),
-                        "WARNING: ODEBUG bug in {0}",
-                        stack=_warning("debug_", "rcu", "hrtimer_", "timer_", "work_", "percpu_", "vunmap",
-                                       "vfree", "__free_", "debug_check", "kobject_")),
-            TitleFormat(rx("WARNING: .*mm/usercopy\\.c.* (?:usercopy_warn|at)"), "WARNING: bad usercopy in {0}",
-                        stack=_warning("usercopy", "__check")),
-            TitleFormat(rx("WARNING: .*lib/kobject\\.c.* (?:kobject_|at)"), "WARNING: kobject bug in {0}",
-                        stack=_warning("kobject_")),
-            TitleFormat(rx("WARNING: .*fs/proc/generic\\.c.* (?:proc_register|at)"),
-                        "WARNING: proc registration bug in {0}", stack=_warning("proc_")),
-            TitleFormat(rx("WARNING: .*lib/refcount\\.c.* (?:refcount_|at)"), "WARNING: refcount bug in {0}",
-                        stack=_warning("refcount", "kobject_")),
-            TitleFormat(rx("WARNING: .*kernel/locking/lockdep\\.c.*lock_"), "WARNING: locking bug in {0}",
-                        stack=_warning("lock_sock", "release_sock")),
-            TitleFormat(rx("WARNING: .*still has locks held!"), "WARNING: still has locks held in {0}",
-                        report=rx("WARNING: .*still has locks held!(?:.*\\n)+?.*at: {{FUNC}}")),
-            TitleFormat(rx("WARNING: Nested lock was not taken"), "WARNING: nested lock was not taken in {0}",
-                        stack=_warning()),
-            TitleFormat(rx("WARNING: lock held when returning to user space"),
-                        "WARNING: lock held when returning to user space in {0}",
-                        report=rx("WARNING: lock held when returning to user space" + _LOCKS_HELD_AT),
-                        no_stack_trace=True),
-            TitleFormat(rx("WARNING: .*mm/.*\\.c.* k?.?malloc"), "WARNING: kmalloc bug in {0}",
-                        stack=_warning("kmalloc", "krealloc", "slab", "kmem")),
-            TitleFormat(rx("WARNING: .*mm/vmalloc.c.*__vmalloc_node"), "WARNING: zero-size vmalloc in {0}",
-                        stack=_warning()),
-            TitleFormat(rx("WARNING: .* usb_submit_urb"), "WARNING in {0}/usb_submit_urb",
-                        stack=_warning("usb_submit_urb", "usb_start_wait_urb", "usb_bulk_msg",
-                                       "usb_interrupt_msg", "usb_control_msg")),
+            TitleFormat(
+                rx("WARNING: .*lib/debugobjects\\.c.* (?:debug_print|debug_check|at)"),
+                "WARNING: ODEBUG bug in {0}",
+                stack=_warning(
+                    "debug_",
+                    "rcu",
+                    "hrtimer_",
+                    "timer_",
+                    "work_",
+                    "percpu_",
+                    "vunmap",
+                    "vfree",
+                    "__free_",
+                    "debug_check",
+                    "kobject_",
+                ),
+            ),
+            TitleFormat(
+                rx("WARNING: .*mm/usercopy\\.c.* (?:usercopy_warn|at)"),
+                "WARNING: bad usercopy in {0}",
+                stack=_warning("usercopy", "__check"),
+            ),
+            TitleFormat(
+                rx("WARNING: .*lib/kobject\\.c.* (?:kobject_|at)"),
+                "WARNING: kobject bug in {0}",
+                stack=_warning("kobject_"),
+            ),
+            TitleFormat(
+                rx("WARNING: .*fs/proc/generic\\.c.* (?:proc_register|at)"),
+                "WARNING: proc registration bug in {0}",
+                stack=_warning("proc_"),
+            ),
+            TitleFormat(
+                rx("WARNING: .*lib/refcount\\.c.* (?:refcount_|at)"),
+                "WARNING: refcount bug in {0}",
+                stack=_warning("refcount", "kobject_"),
+            ),
+            TitleFormat(
+                rx("WARNING: .*kernel/locking/lockdep\\.c.*lock_"),
+                "WARNING: locking bug in {0}",
+                stack=_warning("lock_sock", "release_sock"),
+            ),
+            TitleFormat(
+                rx("WARNING: .*still has locks held!"),
+                "WARNING: still has locks held in {0}",
+                report=rx("WARNING: .*still has locks held!(?:.*\\n)+?.*at: {{FUNC}}"),
+            ),
+            TitleFormat(
+                rx("WARNING: Nested lock was not taken"),
+                "WARNING: nested lock was not taken in {0}",
+                stack=_warning(),
+            ),
+            TitleFormat(
+                rx("WARNING: lock held when returning to user space"),
+                "WARNING: lock held when returning to user space in {0}",
+                report=rx("WARNING: lock held when returning to user space" + _LOCKS_HELD_AT),
+                no_stack_trace=True,
+            ),
+            TitleFormat(
+                rx("WARNING: .*mm/.*\\.c.* k?.?malloc"),
+                "WARNING: kmalloc bug in {0}",
+                stack=_warning("kmalloc", "krealloc", "slab", "kmem"),
+            ),
+            TitleFormat(
+                rx("WARNING: .*mm/vmalloc.c.*__vmalloc_node"),
+                "WARNING: zero-size vmalloc in {0}",
+                stack=_warning(),
+            ),
+            TitleFormat(
+                rx("WARNING: .* usb_submit_urb"),
+                "WARNING in {0}/usb_submit_urb",
+                stack=_warning(
+                    "usb_submit_urb",
+                    "usb_start_wait_urb",
+                    "usb_bulk_msg",
+                    "usb_interrupt_msg",
+                    "usb_control_msg",
+                ),
+            ),
             # the short form of newer kernels: "WARNING: file.c:123 at 0x..., CPU#0"
             TitleFormat(rx("WARNING: {{SRC}} at 0x\\d+, CPU#\\d+"), "WARNING in {1}", stack=_warning()),
             TitleFormat(rx("WARNING: .* at {{SRC}} {{FUNC}}"), "WARNING in {2}", stack=_warning()),
             TitleFormat(rx("WARNING: {{SRC}} at {{FUNC}}"), "WARNING in {2}", stack=_warning()),
             TitleFormat(rx("WARNING: \\[.*\\] {{SRC}} at {{FUNC}}.*"), "WARNING in {2}", stack=_warning()),
             TitleFormat(
-                rx("WARNING: possible circular locking dependency detected"), "possible deadlock in {0}",
-                report=rx("WARNING: possible circular locking dependency detected(?:.*\\n)+?.*is trying to acquire lock"),
+                rx("WARNING: possible circular locking dependency detected"),
+                "possible deadlock in {0}",
+                report=rx(
+                    "WARNING: possible circular locking dependency detected(?:.*\\n)+?.*is trying to acquire lock"
+                ),
                 stack=StackFormat(
                     parts=(rx("at: (?:{{PC}} +)?{{FUNC}}"), rx("at: (?:{{PC}} +)?{{FUNC}}"), STACK),
                     # workqueue flushing takes the work item's lockdep map: not the culprit
@@ -435,220 +608,438 @@ OOPSES: tuple[Oops, ...] = (
                 ),
             ),
             TitleFormat(
-                rx("WARNING: possible irq lock inversion dependency detected"), "possible deadlock in {0}",
-                report=rx("WARNING: possible irq lock inversion dependency detected(?:.*\\n)+?"
-                          ".*just changed the state of lock(?:.*\\n)+?.*at: (?:{{PC}} +)?{{FUNC}}"),
-            ),
-            TitleFormat(rx("WARNING: .*-safe -> .*-unsafe lock order detected"), "possible deadlock in {0}",
-                        stack=StackFormat(parts=(rx("which became (?:.*) at:"), STACK))),
-            TitleFormat(
-                rx("WARNING: possible recursive locking detected"), "possible deadlock in {0}",
-                report=rx("WARNING: possible recursive locking detected(?:.*\\n)+?.*is trying to acquire lock"
-                          "(?:.*\\n)+?.*at: (?:{{PC}} +)?{{FUNC}}"),
+                rx("WARNING: possible irq lock inversion dependency detected"),
+                "possible deadlock in {0}",
+                report=rx(
+                    "WARNING: possible irq lock inversion dependency detected(?:.*\\n)+?"
+                    ".*just changed the state of lock(?:.*\\n)+?.*at: (?:{{PC}} +)?{{FUNC}}"
+                ),
             ),
             TitleFormat(
-                rx("WARNING: inconsistent lock state"), "inconsistent lock state in {1}",
-                report=rx("WARNING: inconsistent lock state(?:.*\\n)+?.*takes(?:.*\\n)+?.*at: (?:{{PC}} +)?{{FUNC}}"),
+                rx("WARNING: .*-safe -> .*-unsafe lock order detected"),
+                "possible deadlock in {0}",
+                stack=StackFormat(parts=(rx("which became (?:.*) at:"), STACK)),
+            ),
+            TitleFormat(
+                rx("WARNING: possible recursive locking detected"),
+                "possible deadlock in {0}",
+                report=rx(
+                    "WARNING: possible recursive locking detected(?:.*\\n)+?.*is trying to acquire lock"
+                    "(?:.*\\n)+?.*at: (?:{{PC}} +)?{{FUNC}}"
+                ),
+            ),
+            TitleFormat(
+                rx("WARNING: inconsistent lock state"),
+                "inconsistent lock state in {1}",
+                report=rx(
+                    "WARNING: inconsistent lock state(?:.*\\n)+?.*takes(?:.*\\n)+?.*at: (?:{{PC}} +)?{{FUNC}}"
+                ),
                 stack=_trace(),
             ),
-            TitleFormat(rx("WARNING: suspicious RCU usage"), "WARNING: suspicious RCU usage in {1}",
-                        report=rx("WARNING: suspicious RCU usage(?:.*\n)+?.*?{{SRC}}"),
-                        stack=_trace("rcu", "kmem", "slab")),
-            TitleFormat(rx("WARNING: kernel stack regs at [0-9a-f]+ in [^ ]* has bad '([^']+)' value"),
-                        "WARNING: kernel stack regs has bad '{0}' value", no_stack_trace=True),
-            TitleFormat(rx("WARNING: kernel stack frame pointer at [0-9a-f]+ in [^ ]* has bad value"),
-                        "WARNING: kernel stack frame pointer has bad value", no_stack_trace=True),
-            TitleFormat(rx("WARNING: bad unlock balance detected!"), "WARNING: bad unlock balance in {0}",
-                        stack=StackFormat(parts=(rx("{{PC}} +{{FUNC}}"), CALL_TRACE, STACK))),
-            TitleFormat(rx("WARNING: held lock freed!"), "WARNING: held lock freed in {0}",
-                        report=rx("WARNING: held lock freed!(?:.*\\n)+?.*at:(?: {{PC}})? +{{FUNC}}")),
-            TitleFormat(rx("WARNING: kernel stack regs .* has bad 'bp' value"),
-                        "WARNING: kernel stack regs has bad value", no_stack_trace=True),
-            TitleFormat(rx("WARNING: kernel stack frame pointer .* has bad value"),
-                        "WARNING: kernel stack regs has bad value", no_stack_trace=True),
+            TitleFormat(
+                rx("WARNING: suspicious RCU usage"),
+                "WARNING: suspicious RCU usage in {1}",
+                report=rx("WARNING: suspicious RCU usage(?:.*\n)+?.*?{{SRC}}"),
+                stack=_trace("rcu", "kmem", "slab"),
+            ),
+            TitleFormat(
+                rx("WARNING: kernel stack regs at [0-9a-f]+ in [^ ]* has bad '([^']+)' value"),
+                "WARNING: kernel stack regs has bad '{0}' value",
+                no_stack_trace=True,
+            ),
+            TitleFormat(
+                rx("WARNING: kernel stack frame pointer at [0-9a-f]+ in [^ ]* has bad value"),
+                "WARNING: kernel stack frame pointer has bad value",
+                no_stack_trace=True,
+            ),
+            TitleFormat(
+                rx("WARNING: bad unlock balance detected!"),
+                "WARNING: bad unlock balance in {0}",
+                stack=StackFormat(parts=(rx("{{PC}} +{{FUNC}}"), CALL_TRACE, STACK)),
+            ),
+            TitleFormat(
+                rx("WARNING: held lock freed!"),
+                "WARNING: held lock freed in {0}",
+                report=rx("WARNING: held lock freed!(?:.*\\n)+?.*at:(?: {{PC}})? +{{FUNC}}"),
+            ),
+            TitleFormat(
+                rx("WARNING: kernel stack regs .* has bad 'bp' value"),
+                "WARNING: kernel stack regs has bad value",
+                no_stack_trace=True,
+            ),
+            TitleFormat(
+                rx("WARNING: kernel stack frame pointer .* has bad value"),
+                "WARNING: kernel stack regs has bad value",
+                no_stack_trace=True,
+            ),
             TitleFormat(rx("WARNING:\\s*(?:\\n|$)"), "WARNING: corrupted", corrupted=True),
         ),
         # userspace and informational messages that say WARNING
-        (rx("WARNING: /etc/ssh/moduli does not exist, using fixed modulus"),
-         rx("WARNING: workqueue cpumask: online intersect > possible intersect"),
-         rx("WARNING: [Tt]he mand mount option"),
-         rx("WARNING: Unsupported flag value\\(s\\) of 0x%x in DT_FLAGS_1"),
-         rx("WARNING: Unprivileged eBPF is enabled with eIBRS"),
-         rx("WARNING: fbcon: Driver '(.*)' missed to adjust virtual screen size"),
-         rx("WARNING: See https.* for mitigation options."),
-         rx("WARNING: kernel not compiled with CPU_SRSO"),
-         rx("EXT4-[Ff][Ss](?: \\(.*\\))?:"),
-         re.compile("(?i)warning: .* uses (deprecated v2 capabilities|wireless extensions)"),
-         rx("XFS \\(\\w+\\): WARNING")),
+        (
+            rx("WARNING: /etc/ssh/moduli does not exist, using fixed modulus"),
+            rx("WARNING: workqueue cpumask: online intersect > possible intersect"),
+            rx("WARNING: [Tt]he mand mount option"),
+            rx("WARNING: Unsupported flag value\\(s\\) of 0x%x in DT_FLAGS_1"),
+            rx("WARNING: Unprivileged eBPF is enabled with eIBRS"),
+            rx("WARNING: fbcon: Driver '(.*)' missed to adjust virtual screen size"),
+            rx("WARNING: See https.* for mitigation options."),
+            rx("WARNING: kernel not compiled with CPU_SRSO"),
+            rx("EXT4-[Ff][Ss](?: \\(.*\\))?:"),
+            re.compile("(?i)warning: .* uses (deprecated v2 capabilities|wireless extensions)"),
+            rx("XFS \\(\\w+\\): WARNING"),
+        ),
     ),
     Oops(
         "INFO:",
         (
-            TitleFormat(rx("INFO: possible circular locking dependency detected"), "possible deadlock in {0}",
-                        report=rx("INFO: possible circular locking dependency detected \\](?:.*\\n)+?"
-                                  ".*is trying to acquire lock(?:.*\\n)+?.*at: {{PC}} +{{FUNC}}")),
-            TitleFormat(rx("INFO: possible irq lock inversion dependency detected"), "possible deadlock in {0}",
-                        report=rx("INFO: possible irq lock inversion dependency detected \\](?:.*\\n)+?"
-                                  ".*just changed the state of lock(?:.*\\n)+?.*at: {{PC}} +{{FUNC}}")),
-            TitleFormat(rx("INFO: SOFTIRQ-safe -> SOFTIRQ-unsafe lock order detected"), "possible deadlock in {0}",
-                        report=rx("INFO: SOFTIRQ-safe -> SOFTIRQ-unsafe lock order detected \\](?:.*\\n)+?"
-                                  ".*is trying to acquire(?:.*\\n)+?.*at: {{PC}} +{{FUNC}}")),
-            TitleFormat(rx("INFO: possible recursive locking detected"), "possible deadlock in {0}",
-                        report=rx("INFO: possible recursive locking detected \\](?:.*\\n)+?"
-                                  ".*is trying to acquire lock(?:.*\\n)+?.*at: {{PC}} +{{FUNC}}")),
-            TitleFormat(rx("INFO: inconsistent lock state"), "inconsistent lock state in {0}",
-                        report=rx("INFO: inconsistent lock state \\](?:.*\\n)+?.*takes(?:.*\\n)+?.*at: {{PC}} +{{FUNC}}")),
+            TitleFormat(
+                rx("INFO: possible circular locking dependency detected"),
+                "possible deadlock in {0}",
+                report=rx(
+                    "INFO: possible circular locking dependency detected \\](?:.*\\n)+?"
+                    ".*is trying to acquire lock(?:.*\\n)+?.*at: {{PC}} +{{FUNC}}"
+                ),
+            ),
+            TitleFormat(
+                rx("INFO: possible irq lock inversion dependency detected"),
+                "possible deadlock in {0}",
+                report=rx(
+                    "INFO: possible irq lock inversion dependency detected \\](?:.*\\n)+?"
+                    ".*just changed the state of lock(?:.*\\n)+?.*at: {{PC}} +{{FUNC}}"
+                ),
+            ),
+            TitleFormat(
+                rx("INFO: SOFTIRQ-safe -> SOFTIRQ-unsafe lock order detected"),
+                "possible deadlock in {0}",
+                report=rx(
+                    "INFO: SOFTIRQ-safe -> SOFTIRQ-unsafe lock order detected \\](?:.*\\n)+?"
+                    ".*is trying to acquire(?:.*\\n)+?.*at: {{PC}} +{{FUNC}}"
+                ),
+            ),
+            TitleFormat(
+                rx("INFO: possible recursive locking detected"),
+                "possible deadlock in {0}",
+                report=rx(
+                    "INFO: possible recursive locking detected \\](?:.*\\n)+?"
+                    ".*is trying to acquire lock(?:.*\\n)+?.*at: {{PC}} +{{FUNC}}"
+                ),
+            ),
+            TitleFormat(
+                rx("INFO: inconsistent lock state"),
+                "inconsistent lock state in {0}",
+                report=rx(
+                    "INFO: inconsistent lock state \\](?:.*\\n)+?.*takes(?:.*\\n)+?.*at: {{PC}} +{{FUNC}}"
+                ),
+            ),
             TitleFormat(
                 rx("INFO: rcu_(?:preempt|sched|bh|tasks) (?:self-)?detected(?: expedited)? stall"),
-                "INFO: rcu detected stall in {0}", alt=("stall in {0}",),
+                "INFO: rcu detected stall in {0}",
+                alt=("stall in {0}",),
                 stack=StackFormat(
                     parts=(rx("apic_timer_interrupt"), RIP_FRAME, STACK),
                     parts2=(rx("(?:apic_timer_interrupt|Exception stack|el1h_64_irq)"), STACK),
-                    skip=("apic_timer_interrupt", "rcu"), extractor="stall",
+                    skip=("apic_timer_interrupt", "rcu"),
+                    extractor="stall",
                 ),
             ),
-            TitleFormat(rx("INFO: trying to register non-static key"),
-                        "INFO: trying to register non-static key in {0}", stack=_trace("stack", "lock", "IRQ")),
-            TitleFormat(rx("INFO: suspicious RCU usage"), "INFO: suspicious RCU usage in {1}",
-                        report=rx("INFO: suspicious RCU usage(?:.*\n)+?.*?{{SRC}}"),
-                        stack=_trace("rcu", "kmem", "slab")),
-            TitleFormat(rx("INFO: task {{TASK}} blocked (?:in I/O wait )?for more than [0-9]+ seconds"),
-                        "INFO: task hung in {0}", alt=("hang in {0}",), stack=_trace(extractor="hang")),
-            TitleFormat(rx("INFO: task {{TASK}} can't die for more than .* seconds"),
-                        "INFO: task can't die in {0}", alt=("hang in {0}",), stack=_trace(*_HANG_SKIP)),
+            TitleFormat(
+                rx("INFO: trying to register non-static key"),
+                "INFO: trying to register non-static key in {0}",
+                stack=_trace("stack", "lock", "IRQ"),
+            ),
+            TitleFormat(
+                rx("INFO: suspicious RCU usage"),
+                "INFO: suspicious RCU usage in {1}",
+                report=rx("INFO: suspicious RCU usage(?:.*\n)+?.*?{{SRC}}"),
+                stack=_trace("rcu", "kmem", "slab"),
+            ),
+            TitleFormat(
+                rx("INFO: task {{TASK}} blocked (?:in I/O wait )?for more than [0-9]+ seconds"),
+                "INFO: task hung in {0}",
+                alt=("hang in {0}",),
+                stack=_trace(extractor="hang"),
+            ),
+            TitleFormat(
+                rx("INFO: task {{TASK}} can't die for more than .* seconds"),
+                "INFO: task can't die in {0}",
+                alt=("hang in {0}",),
+                stack=_trace(*_HANG_SKIP),
+            ),
             # what is left of an old-style KASAN report whose header was lost
             TitleFormat(rx("INFO: (Freed|Allocated) in (.*)"), "INFO: {0} in {1}", corrupted=True),
             TitleFormat(rx("INFO:\\s*(?:\\n|$)"), "INFO: corrupted", corrupted=True),
         ),
-        (rx("INFO: lockdep is turned off"), rx("INFO: Stall ended before state dump start"),
-         rx("INFO: NMI handler"), rx("INFO: recovery required on readonly filesystem"),
-         rx("(handler|interrupt).*took too long"), rx("INFO: sys_.* is not present in /proc/kallsyms"),
-         rx("INFO: no syscalls can create resource"), rx("rmt_storage:INFO:"), rx("_INFO:")),
+        (
+            rx("INFO: lockdep is turned off"),
+            rx("INFO: Stall ended before state dump start"),
+            rx("INFO: NMI handler"),
+            rx("INFO: recovery required on readonly filesystem"),
+            rx("(handler|interrupt).*took too long"),
+            rx("INFO: sys_.* is not present in /proc/kallsyms"),
+            rx("INFO: no syscalls can create resource"),
+            rx("rmt_storage:INFO:"),
+            rx("_INFO:"),
+        ),
     ),
     Oops(
         "Unable to handle kernel",
-        (TitleFormat(rx("Unable to handle kernel (paging request|NULL pointer dereference|access to user memory)"),
-                     "BUG: unable to handle kernel {0} in {1}", alt=("bad-access in {1}",), stack=_rip_trace()),),
+        (
+            TitleFormat(
+                rx("Unable to handle kernel (paging request|NULL pointer dereference|access to user memory)"),
+                "BUG: unable to handle kernel {0} in {1}",
+                alt=("bad-access in {1}",),
+                stack=_rip_trace(),
+            ),
+        ),
     ),
     Oops(
         "general protection fault",
-        (TitleFormat(rx("general protection fault.*:"), "general protection fault in {0}", alt=_BAD_ACCESS,
-                     stack=_rip_trace()),),
+        (
+            TitleFormat(
+                rx("general protection fault.*:"),
+                "general protection fault in {0}",
+                alt=_BAD_ACCESS,
+                stack=_rip_trace(),
+            ),
+        ),
         # a user process's fault, logged by show_signal_msg()
         (rx("general protection fault .* error:\\d+ in "),),
     ),
-    Oops("stack segment: ",
-         (TitleFormat(rx("stack segment: "), "stack segment fault in {0}", stack=_rip_trace()),)),
+    Oops(
+        "stack segment: ",
+        (TitleFormat(rx("stack segment: "), "stack segment fault in {0}", stack=_rip_trace()),),
+    ),
     Oops(
         "Kernel panic",
         (
             # With a smashed stack the kernel may print no symbol and no trace.
-            TitleFormat(rx("Kernel panic - not syncing: stack-protector:"), "kernel panic: stack is corrupted in {0}",
-                        report=rx("Kernel panic - not syncing: stack-protector: Kernel stack is corrupted in: {{FUNC}}"),
-                        no_stack_trace=True),
-            TitleFormat(rx("Kernel panic - not syncing: stack-protector:"), "kernel panic: stack is corrupted in {0}",
-                        report=rx("Kernel panic - not syncing: stack-protector: Kernel stack is corrupted in: [a-f0-9]+"),
-                        stack=_trace("stack_chk")),
-            TitleFormat(rx("Kernel panic - not syncing: corrupted stack end"), "kernel panic: corrupted stack end in {0}",
-                        report=rx("Kernel panic - not syncing: corrupted stack end detected inside scheduler"),
-                        alt=("stack-overflow in {0}",),
-                        stack=_trace("schedule", "retint_kernel", extractor="stall")),
-            TitleFormat(rx("Kernel panic - not syncing: kernel stack overflow"), "kernel stack overflow in {0}",
-                        alt=("stack-overflow in {0}",), stack=_trace("bad_stack", extractor="stall")),
-            TitleFormat(rx("Kernel panic - not syncing: Attempted to kill init!"),
-                        "kernel panic: Attempted to kill init!"),
-            TitleFormat(rx("Kernel panic - not syncing: Couldn't open N_TTY ldisc for [^ ]+ --- error -[0-9]+"),
-                        "kernel panic: Couldn't open N_TTY ldisc"),
+            TitleFormat(
+                rx("Kernel panic - not syncing: stack-protector:"),
+                "kernel panic: stack is corrupted in {0}",
+                report=rx(
+                    "Kernel panic - not syncing: stack-protector: Kernel stack is corrupted in: {{FUNC}}"
+                ),
+                no_stack_trace=True,
+            ),
+            TitleFormat(
+                rx("Kernel panic - not syncing: stack-protector:"),
+                "kernel panic: stack is corrupted in {0}",
+                report=rx(
+                    "Kernel panic - not syncing: stack-protector: Kernel stack is corrupted in: [a-f0-9]+"
+                ),
+                stack=_trace("stack_chk"),
+            ),
+            TitleFormat(
+                rx("Kernel panic - not syncing: corrupted stack end"),
+                "kernel panic: corrupted stack end in {0}",
+                report=rx("Kernel panic - not syncing: corrupted stack end detected inside scheduler"),
+                alt=("stack-overflow in {0}",),
+                stack=_trace("schedule", "retint_kernel", extractor="stall"),
+            ),
+            TitleFormat(
+                rx("Kernel panic - not syncing: kernel stack overflow"),
+                "kernel stack overflow in {0}",
+                alt=("stack-overflow in {0}",),
+                stack=_trace("bad_stack", extractor="stall"),
+            ),
+            TitleFormat(
+                rx("Kernel panic - not syncing: Attempted to kill init!"),
+                "kernel panic: Attempted to kill init!",
+            ),
+            TitleFormat(
+                rx("Kernel panic - not syncing: Couldn't open N_TTY ldisc for [^ ]+ --- error -[0-9]+"),
+                "kernel panic: Couldn't open N_TTY ldisc",
+            ),
             # These panics follow a BUG / WARNING / hung-task report: seen alone, the
             # report that caused them was lost.
-            TitleFormat(rx("Kernel panic - not syncing: Fatal exception"), "kernel panic: Fatal exception",
-                        corrupted=True),
-            TitleFormat(rx("Kernel panic - not syncing: panic_on_warn set"), "kernel panic: panic_on_warn set",
-                        corrupted=True),
-            TitleFormat(rx("Kernel panic - not syncing: hung_task: blocked tasks"),
-                        "kernel panic: hung_task: blocked tasks", corrupted=True),
+            TitleFormat(
+                rx("Kernel panic - not syncing: Fatal exception"),
+                "kernel panic: Fatal exception",
+                corrupted=True,
+            ),
+            TitleFormat(
+                rx("Kernel panic - not syncing: panic_on_warn set"),
+                "kernel panic: panic_on_warn set",
+                corrupted=True,
+            ),
+            TitleFormat(
+                rx("Kernel panic - not syncing: hung_task: blocked tasks"),
+                "kernel panic: hung_task: blocked tasks",
+                corrupted=True,
+            ),
             TitleFormat(rx("Kernel panic - not syncing: (.*)"), "kernel panic: {0}"),
         ),
     ),
-    Oops("PANIC: double fault",
-         (TitleFormat(rx("PANIC: double fault"), "PANIC: double fault in {0}",
-                      stack=StackFormat(parts=(RIP_FRAME,))),)),
-    Oops("rust_kernel: panicked",
-         (TitleFormat(rx("rust_kernel: panicked"), "{0} in {1}", report=rx("rust_kernel: panicked at [^\n]*?\n(.+?)\n"),
-                      stack=_trace(re.escape("__rustc::rust_begin_unwind"))),)),
+    Oops(
+        "PANIC: double fault",
+        (
+            TitleFormat(
+                rx("PANIC: double fault"), "PANIC: double fault in {0}", stack=StackFormat(parts=(RIP_FRAME,))
+            ),
+        ),
+    ),
+    Oops(
+        "rust_kernel: panicked",
+        (
+            TitleFormat(
+                rx("rust_kernel: panicked"),
+                "{0} in {1}",
+                report=rx("rust_kernel: panicked at [^\n]*?\n(.+?)\n"),
+                stack=_trace(re.escape("__rustc::rust_begin_unwind")),
+            ),
+        ),
+    ),
     Oops(
         "kernel BUG",
         (
-            TitleFormat(rx("kernel BUG at mm/usercopy.c"), "BUG: bad usercopy in {0}", stack=_trace("usercopy", "__check")),
+            TitleFormat(
+                rx("kernel BUG at mm/usercopy.c"),
+                "BUG: bad usercopy in {0}",
+                stack=_trace("usercopy", "__check"),
+            ),
             # list corruption is as often a use-after-free or a race as a list bug
-            TitleFormat(rx("kernel BUG at lib/list_debug.c"), "BUG: corrupted list in {0}", alt=_BAD_ACCESS,
-                        stack=_trace()),
+            TitleFormat(
+                rx("kernel BUG at lib/list_debug.c"),
+                "BUG: corrupted list in {0}",
+                alt=_BAD_ACCESS,
+                stack=_trace(),
+            ),
             # skb helpers BUG_ON() their callers' mistakes
             TitleFormat(rx("kernel BUG at (.*)"), "kernel BUG in {1}", stack=_rip_trace("^skb_")),
         ),
     ),
     Oops("Kernel BUG", (TitleFormat(rx("Kernel BUG (.*)"), "kernel BUG {0}"),)),
-    Oops("BUG kmalloc-", (TitleFormat(rx("BUG kmalloc-.*: Object already free"), "BUG: Object already free"),)),
-    Oops("divide error:", (TitleFormat(rx("divide error: "), "divide error in {0}",
-                                       stack=StackFormat(parts=(RIP_FRAME,))),)),
+    Oops(
+        "BUG kmalloc-", (TitleFormat(rx("BUG kmalloc-.*: Object already free"), "BUG: Object already free"),)
+    ),
+    Oops(
+        "divide error:",
+        (TitleFormat(rx("divide error: "), "divide error in {0}", stack=StackFormat(parts=(RIP_FRAME,))),),
+    ),
     # the kernel's own spelling between 5.8 and 5.9
-    Oops("divide_error:", (TitleFormat(rx("divide_error: "), "divide error in {0}",
-                                       stack=StackFormat(parts=(RIP_FRAME,))),)),
-    Oops("invalid opcode:", (TitleFormat(rx("invalid opcode: "), "invalid opcode in {0}",
-                                         stack=StackFormat(parts=(RIP_FRAME,))),)),
+    Oops(
+        "divide_error:",
+        (TitleFormat(rx("divide_error: "), "divide error in {0}", stack=StackFormat(parts=(RIP_FRAME,))),),
+    ),
+    Oops(
+        "invalid opcode:",
+        (
+            TitleFormat(
+                rx("invalid opcode: "), "invalid opcode in {0}", stack=StackFormat(parts=(RIP_FRAME,))
+            ),
+        ),
+    ),
     Oops("int3:", (TitleFormat(rx("int3: "), "int3 in {0}", stack=_rip_trace()),)),
     Oops(
         "UBSAN:",
         (
-            TitleFormat(rx("UBSAN:"), "UBSAN: undefined-behaviour in {0}", report=rx("UBSAN: Undefined behaviour in"),
-                        stack=_trace("ubsan", "overflow")),
-            TitleFormat(rx("UBSAN: array-index-out-of-bounds in"), "UBSAN: array-index-out-of-bounds in {0}",
-                        alt=_BAD_ACCESS, stack=_trace("ubsan", "overflow")),
-            TitleFormat(rx("UBSAN:"), "UBSAN: {0} in {1}", report=rx("UBSAN: (.*?) in"),
-                        stack=_trace("ubsan", "overflow")),
+            TitleFormat(
+                rx("UBSAN:"),
+                "UBSAN: undefined-behaviour in {0}",
+                report=rx("UBSAN: Undefined behaviour in"),
+                stack=_trace("ubsan", "overflow"),
+            ),
+            TitleFormat(
+                rx("UBSAN: array-index-out-of-bounds in"),
+                "UBSAN: array-index-out-of-bounds in {0}",
+                alt=_BAD_ACCESS,
+                stack=_trace("ubsan", "overflow"),
+            ),
+            TitleFormat(
+                rx("UBSAN:"),
+                "UBSAN: {0} in {1}",
+                report=rx("UBSAN: (.*?) in"),
+                stack=_trace("ubsan", "overflow"),
+            ),
         ),
     ),
-    Oops("Booting the kernel.",
-         (TitleFormat(rx("^Booting the kernel"), "unexpected kernel reboot", no_stack_trace=True),),
-         # boot messages echoed back by a fuzzed mount option are not a reboot
-         (rx("Parsing ELF|Decompressing Linux|Unknown parameter '"),)),
-    Oops("unregister_netdevice: waiting for",
-         (TitleFormat(rx("unregister_netdevice: waiting for (?:.*) to become free"),
-                      "unregister_netdevice: waiting for DEV to become free", no_stack_trace=True),)),
-    Oops("VFS: Close: file count is 0",
-         (TitleFormat(rx("VFS: Close: file count is 0"), "VFS: Close: file count is zero (use-after-free)",
-                      no_stack_trace=True),)),
-    Oops("VFS: Busy inodes after unmount",
-         (TitleFormat(rx("VFS: Busy inodes after unmount"), "VFS: Busy inodes after unmount (use-after-free)",
-                      no_stack_trace=True),)),
+    Oops(
+        "Booting the kernel.",
+        (TitleFormat(rx("^Booting the kernel"), "unexpected kernel reboot", no_stack_trace=True),),
+        # boot messages echoed back by a fuzzed mount option are not a reboot
+        (rx("Parsing ELF|Decompressing Linux|Unknown parameter '"),),
+    ),
+    Oops(
+        "unregister_netdevice: waiting for",
+        (
+            TitleFormat(
+                rx("unregister_netdevice: waiting for (?:.*) to become free"),
+                "unregister_netdevice: waiting for DEV to become free",
+                no_stack_trace=True,
+            ),
+        ),
+    ),
+    Oops(
+        "VFS: Close: file count is 0",
+        (
+            TitleFormat(
+                rx("VFS: Close: file count is 0"),
+                "VFS: Close: file count is zero (use-after-free)",
+                no_stack_trace=True,
+            ),
+        ),
+    ),
+    Oops(
+        "VFS: Busy inodes after unmount",
+        (
+            TitleFormat(
+                rx("VFS: Busy inodes after unmount"),
+                "VFS: Busy inodes after unmount (use-after-free)",
+                no_stack_trace=True,
+            ),
+        ),
+    ),
     # arm/arm64 names for the faults x86 calls page faults or GPFs
-    Oops("Internal error:", (TitleFormat(rx("Internal error:"), "Internal error in {0}", alt=_BAD_ACCESS,
-                                         stack=_rip_trace()),)),
-    Oops("Unhandled fault:", (TitleFormat(rx("Unhandled fault:"), "Unhandled fault in {0}", alt=_BAD_ACCESS,
-                                          stack=_rip_trace()),)),
-    Oops("Alignment trap:", (TitleFormat(rx("Alignment trap:"), "Alignment trap in {0}", stack=_rip_trace()),)),
+    Oops(
+        "Internal error:",
+        (TitleFormat(rx("Internal error:"), "Internal error in {0}", alt=_BAD_ACCESS, stack=_rip_trace()),),
+    ),
+    Oops(
+        "Unhandled fault:",
+        (TitleFormat(rx("Unhandled fault:"), "Unhandled fault in {0}", alt=_BAD_ACCESS, stack=_rip_trace()),),
+    ),
+    Oops(
+        "Alignment trap:", (TitleFormat(rx("Alignment trap:"), "Alignment trap in {0}", stack=_rip_trace()),)
+    ),
     Oops(
         "trusty: panic",
         (
-            TitleFormat(rx("trusty: panic.* ASSERT FAILED"), "trusty: ASSERT FAILED: {0}",
-                        report=rx("trusty: panic \\(.*?\\):(?: DEBUG)? ASSERT FAILED at \\(.*?\\): (.+)"),
-                        no_stack_trace=True),
-            TitleFormat(rx("trusty: panic.* ASSERT FAILED.*: *(.*)"), "trusty: ASSERT FAILED: {0}", corrupted=True),
-            TitleFormat(rx("trusty: panic"), "trusty: panic: {0}", report=rx("trusty: panic \\(.*?\\): (.+)"),
-                        no_stack_trace=True),
+            TitleFormat(
+                rx("trusty: panic.* ASSERT FAILED"),
+                "trusty: ASSERT FAILED: {0}",
+                report=rx("trusty: panic \\(.*?\\):(?: DEBUG)? ASSERT FAILED at \\(.*?\\): (.+)"),
+                no_stack_trace=True,
+            ),
+            TitleFormat(
+                rx("trusty: panic.* ASSERT FAILED.*: *(.*)"), "trusty: ASSERT FAILED: {0}", corrupted=True
+            ),
+            TitleFormat(
+                rx("trusty: panic"),
+                "trusty: panic: {0}",
+                report=rx("trusty: panic \\(.*?\\): (.+)"),
+                no_stack_trace=True,
+            ),
         ),
     ),
-    Oops("fatal error:", (TitleFormat(rx("fatal error:"), "go runtime error", no_stack_trace=True),),
-         (rx("ALSA"), rx("fatal error: cannot create timer"))),
+    Oops(
+        "fatal error:",
+        (TitleFormat(rx("fatal error:"), "go runtime error", no_stack_trace=True),),
+        (rx("ALSA"), rx("fatal error: cannot create timer")),
+    ),
     # failures of syzkaller's own executor and Go programs in the guest
     Oops("SYZFAIL:", (TitleFormat(rx("SYZFAIL:(.*)"), "SYZFAIL:{0}", no_stack_trace=True),)),
-    Oops("SYZFATAL:", (TitleFormat(rx("SYZFATAL:(.*)()"), "SYZFATAL:{0}", alt=("SYZFATAL{1}",),
-                                   no_stack_trace=True),)),
+    Oops(
+        "SYZFATAL:",
+        (TitleFormat(rx("SYZFATAL:(.*)()"), "SYZFATAL:{0}", alt=("SYZFATAL{1}",), no_stack_trace=True),),
+    ),
     Oops(
         "panic:",
         (
-            TitleFormat(rx("panic: Sentry detected .* stuck task"), "panic: Sentry detected stuck tasks",
-                        no_stack_trace=True),
+            TitleFormat(
+                rx("panic: Sentry detected .* stuck task"),
+                "panic: Sentry detected stuck tasks",
+                no_stack_trace=True,
+            ),
             TitleFormat(rx("panic:(.*)"), "panic:{0}", no_stack_trace=True),
         ),
         # kernel functions such as skb_panic print "_panic:"
@@ -667,8 +1058,11 @@ NOT_A_NEW_REPORT = (
 )
 
 #: Informational messages with a stack trace; one inside a report mixes stacks.
-INFO_WITH_STACK = ("vmalloc: allocation failure:", "FAULT_INJECTION: forcing a failure",
-                   "FAULT_FLAG_ALLOW_RETRY missing")
+INFO_WITH_STACK = (
+    "vmalloc: allocation failure:",
+    "FAULT_INJECTION: forcing a failure",
+    "FAULT_FLAG_ALLOW_RETRY missing",
+)
 
 # -- crash types --------------------------------------------------------------
 
@@ -681,20 +1075,56 @@ TITLE_TYPES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("KFENCE-MEMORY-CORRUPTION", ("KFENCE: memory corruption",)),
     ("KFENCE-INVALID-FREE", ("KFENCE: invalid free",)),
     ("KMSAN-UNINIT-VALUE", ("KMSAN: uninit-value",)),
-    ("KMSAN-USE-AFTER-FREE-READ", ("KMSAN: kernel-infoleak-after-free", "KMSAN: kernel-usb-infoleak-after-free",
-                                   "KMSAN: use-after-free")),
+    (
+        "KMSAN-USE-AFTER-FREE-READ",
+        (
+            "KMSAN: kernel-infoleak-after-free",
+            "KMSAN: kernel-usb-infoleak-after-free",
+            "KMSAN: use-after-free",
+        ),
+    ),
     ("KMSAN-INFO-LEAK", ("KMSAN: kernel-infoleak", "KMSAN: kernel-usb-infoleak")),
     ("KASAN-NULL-POINTER-DEREFERENCE-WRITE", ("KASAN: null-ptr-deref Write",)),
     ("KASAN-NULL-POINTER-DEREFERENCE-READ", ("KASAN: null-ptr-deref Read",)),
     ("NULL-POINTER-DEREFERENCE", ("BUG: unable to handle kernel NULL pointer dereference in",)),
-    ("KASAN-WRITE", tuple(f"KASAN: {k} Write" for k in (
-        "global-out-of-bounds", "out-of-bounds", "slab-out-of-bounds", "stack-out-of-bounds",
-        "user-memory-access", "vmalloc-out-of-bounds", "wild-memory-access"))),
-    ("KASAN-READ", (*(f"KASAN: {k} Read" for k in (
-        "global-out-of-bounds", "invalid-access", "out-of-bounds", "slab-out-of-bounds", "stack-out-of-bounds",
-        "unknown-crash", "user-memory-access", "vmalloc-out-of-bounds", "wild-memory-access")),
-        # no Read/Write in the title: it at least read
-        "KASAN: slab-out-of-bounds", "KASAN: stack-out-of-bounds", "KASAN: wild-memory-access")),
+    (
+        "KASAN-WRITE",
+        tuple(
+            f"KASAN: {k} Write"
+            for k in (
+                "global-out-of-bounds",
+                "out-of-bounds",
+                "slab-out-of-bounds",
+                "stack-out-of-bounds",
+                "user-memory-access",
+                "vmalloc-out-of-bounds",
+                "wild-memory-access",
+            )
+        ),
+    ),
+    (
+        "KASAN-READ",
+        (
+            *(
+                f"KASAN: {k} Read"
+                for k in (
+                    "global-out-of-bounds",
+                    "invalid-access",
+                    "out-of-bounds",
+                    "slab-out-of-bounds",
+                    "stack-out-of-bounds",
+                    "unknown-crash",
+                    "user-memory-access",
+                    "vmalloc-out-of-bounds",
+                    "wild-memory-access",
+                )
+            ),
+            # no Read/Write in the title: it at least read
+            "KASAN: slab-out-of-bounds",
+            "KASAN: stack-out-of-bounds",
+            "KASAN: wild-memory-access",
+        ),
+    ),
     ("KASAN-INVALID-FREE", ("KASAN: double-free or invalid-free", "KASAN: invalid-free")),
     ("KASAN-USE-AFTER-FREE-WRITE", ("KASAN: slab-use-after-free Write", "KASAN: use-after-free Write")),
     ("KASAN-USE-AFTER-FREE-READ", ("KASAN: slab-use-after-free Read", "KASAN: use-after-free")),
@@ -703,25 +1133,76 @@ TITLE_TYPES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("MEMORY_SAFETY_UBSAN", ("UBSAN: array-index-out-of-bounds",)),
     ("KCSAN-DATARACE", ("KCSAN: data-race",)),
     ("KCSAN-ASSERT", ("KCSAN: assert: race in",)),
-    ("LOCKDEP", ("BUG: bad unlock balance in", "BUG: held lock freed in", "BUG: rwlock", "BUG: spinlock",
-                 "BUG: still has locks held in", "BUG: using", "WARNING: bad unlock balance in",
-                 "WARNING: held lock freed in", "WARNING: lock held", "WARNING: locking bug in",
-                 "WARNING: nested lock was not taken in", "WARNING: still has locks held in",
-                 "WARNING: suspicious RCU usage in", "inconsistent lock state in", "possible deadlock in")),
-    ("ATOMIC_SLEEP", ("BUG: scheduling while atomic in", "BUG: sleeping function called from invalid context in")),
+    (
+        "LOCKDEP",
+        (
+            "BUG: bad unlock balance in",
+            "BUG: held lock freed in",
+            "BUG: rwlock",
+            "BUG: spinlock",
+            "BUG: still has locks held in",
+            "BUG: using",
+            "WARNING: bad unlock balance in",
+            "WARNING: held lock freed in",
+            "WARNING: lock held",
+            "WARNING: locking bug in",
+            "WARNING: nested lock was not taken in",
+            "WARNING: still has locks held in",
+            "WARNING: suspicious RCU usage in",
+            "inconsistent lock state in",
+            "possible deadlock in",
+        ),
+    ),
+    (
+        "ATOMIC_SLEEP",
+        ("BUG: scheduling while atomic in", "BUG: sleeping function called from invalid context in"),
+    ),
     ("LEAK", ("memory leak in",)),
     ("BUG", ("BUG: bad usercopy in", "kernel BUG")),
     ("WARNING", ("WARNING in",)),
     # printk()-level oddities without a better class
-    ("UNKNOWN", ("BUG: stack guard page was hit in", "WARNING: corrupted",
-                 "WARNING: kernel stack frame pointer has bad value", "WARNING: kernel stack regs has bad")),
-    ("HANG", ("BUG: soft lockup in", "INFO: rcu detected stall in", "INFO: task can't die in", "INFO: task hung in")),
-    ("DoS", ("Alignment trap in", "BUG: Object already free", "Internal error in", "PANIC: double fault",
-             "Unhandled fault in", "VFS: Busy inodes after unmount (use-after-free)",
-             "VFS: Close: file count is zero (use-after-free)", "divide error in", "general protection fault in",
-             "go runtime error", "int3 in", "invalid opcode in", "kernel panic:", "kernel stack overflow",
-             "panic:", "rust_kernel panicked", "stack segment fault in", "trusty:",
-             "unregister_netdevice: waiting for DEV to become free")),
+    (
+        "UNKNOWN",
+        (
+            "BUG: stack guard page was hit in",
+            "WARNING: corrupted",
+            "WARNING: kernel stack frame pointer has bad value",
+            "WARNING: kernel stack regs has bad",
+        ),
+    ),
+    (
+        "HANG",
+        (
+            "BUG: soft lockup in",
+            "INFO: rcu detected stall in",
+            "INFO: task can't die in",
+            "INFO: task hung in",
+        ),
+    ),
+    (
+        "DoS",
+        (
+            "Alignment trap in",
+            "BUG: Object already free",
+            "Internal error in",
+            "PANIC: double fault",
+            "Unhandled fault in",
+            "VFS: Busy inodes after unmount (use-after-free)",
+            "VFS: Close: file count is zero (use-after-free)",
+            "divide error in",
+            "general protection fault in",
+            "go runtime error",
+            "int3 in",
+            "invalid opcode in",
+            "kernel panic:",
+            "kernel stack overflow",
+            "panic:",
+            "rust_kernel panicked",
+            "stack segment fault in",
+            "trusty:",
+            "unregister_netdevice: waiting for DEV to become free",
+        ),
+    ),
     ("REBOOT", ("unexpected kernel reboot",)),
     ("SYZ_FAILURE", ("SYZFAIL", "SYZFATAL:")),
     ("WARNING", ("WARNING:",)),
