@@ -1,0 +1,379 @@
+"""Bisection engine, table-driven over throwaway git histories with a fake tester
+(after syzkaller pkg/bisect/bisect_test.go: integer commit titles, releases, merges)."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kvmlab import proc
+from kvmlab.bisect import GitRepository
+from kvmlab.outcome import BuildOutcome, BuildStatus, RunOutcome, RunStatus
+
+TITLE = "KASAN: use-after-free Read in target_bug"
+OTHER = "WARNING in something_else"
+_ENV = {
+    "GIT_AUTHOR_NAME": "Ann Author", "GIT_AUTHOR_EMAIL": "ann@example.org",
+    "GIT_COMMITTER_NAME": "Carl Committer", "GIT_COMMITTER_EMAIL": "carl@example.org",
+    "GIT_AUTHOR_DATE": "2018-08-16T21:49:07+02:00", "GIT_COMMITTER_DATE": "2018-08-16T21:49:07+02:00",
+    "PATH": "/usr/bin:/bin", "HOME": "/nonexistent", "GIT_CONFIG_NOSYSTEM": "1",
+}
+
+
+def git(path: Path, *args: str) -> str:
+    return proc.run(["git", "-C", str(path), *args], timeout=60, env=_ENV).stdout.strip()
+
+
+@dataclass
+class History:
+    """A repo whose commits are titled by integers; ``h[title]`` is the hash."""
+
+    path: Path
+    h: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def repo(self) -> GitRepository:
+        return GitRepository(self.path)
+
+    def title(self, commit: str) -> str:
+        return {v: k for k, v in self.h.items()}[commit]
+
+
+def make_history(path: Path, n: int, *, tags: dict[int, str] | None = None,
+                 branch: tuple[int, int, int] | None = None) -> History:
+    """Commits 0..n on master; ``branch=(fork, length, merge_at)`` adds commits
+    titled ``b1..bL`` forked after commit ``fork`` and merged as commit ``merge_at``
+    (a merge titled with that integer)."""
+    path.mkdir(parents=True)
+    git(path, "init", "-q", "-b", "master")
+    hist = History(path)
+    tags = tags or {}
+    for i in range(n + 1):
+        if branch and i == branch[2]:
+            git(path, "checkout", "-q", "-b", "side", hist.h[str(branch[0])])
+            for j in range(1, branch[1] + 1):
+                _commit(hist, f"b{j}")
+            git(path, "checkout", "-q", "master")
+            git(path, "merge", "-q", "--no-ff", "-m", str(i), "side")
+            hist.h[str(i)] = git(path, "rev-parse", "HEAD")
+        else:
+            _commit(hist, str(i))
+        if i in tags:
+            git(path, "tag", "-a", "-m", tags[i], tags[i])
+    return hist
+
+
+def _commit(hist: History, title: str) -> None:
+    (hist.path / f"f{title}").write_text(title)
+    git(hist.path, "add", "-A")
+    msg = (f"{title}\n\nChange number {title}.\n\nSigned-off-by: Ann Author <ann@example.org>\n"
+           f"Reviewed-by: Rita Reviewer <Rita@Example.org>\nCc: not-cced@example.org\n")
+    git(hist.path, "commit", "-q", "-m", msg)
+    hist.h[title] = git(hist.path, "rev-parse", "HEAD")
+
+
+class Killed(Exception):
+    """Stands for kvmlab being killed in the middle of a bisection."""
+
+
+@dataclass
+class FakeTester:
+    """Crashes commits that contain ``culprit`` (or, with ``fixed_by``, that do not contain it)."""
+
+    hist: History
+    culprit: str | None = None
+    fixed_by: str | None = None
+    p: float = 1.0
+    seed: int = 0
+    broken: Iterable[str] = ()
+    boot_broken: Iterable[str] = ()
+    other_rate: float = 0.0
+    infra_every: int = 0
+    kill_after_builds: int | None = None
+    same_binary: tuple[str, str] | None = None
+    built: list[str] = field(default_factory=list)
+    calls: int = 0
+    _anc: dict[tuple[str, str], bool] = field(default_factory=dict)
+
+    def _contains(self, commit: str, what: str) -> bool:
+        key = (commit, what)
+        if key not in self._anc:
+            self._anc[key] = self.hist.repo.is_ancestor(self.hist.h[what], commit)
+        return self._anc[key]
+
+    def build(self, commit: str) -> BuildOutcome:
+        if self.kill_after_builds is not None and len(self.built) >= self.kill_after_builds:
+            raise Killed(commit)
+        self.built.append(commit)
+        title = self.hist.title(commit)
+        broken = {self.hist.h[t] for t in self.broken}
+        if commit in broken:
+            return BuildOutcome(commit, BuildStatus.FAILED, compiler="gcc (GCC) 12.2.0",
+                                error=f"error: broken at {title}", duration=60.0)
+        digest = title
+        if self.same_binary and title in self.same_binary:
+            digest = "same"
+        return BuildOutcome(commit, BuildStatus.OK, compiler="gcc (GCC) 12.2.0",
+                            artifacts={"kernel_sha256": digest}, duration=60.0)
+
+    def test(self, build: BuildOutcome, runs: int) -> list[RunOutcome]:
+        c = build.commit
+        if self.culprit is not None:
+            bad = self._contains(c, self.culprit)
+        else:
+            assert self.fixed_by is not None
+            bad = not self._contains(c, self.fixed_by)
+        boot = c in {self.hist.h[t] for t in self.boot_broken}
+        out = []
+        for k in range(runs):
+            self.calls += 1
+            r = random.Random(f"{self.seed}/{c}/{self.calls}")
+            if self.infra_every and self.calls % self.infra_every == 0:
+                out.append(RunOutcome(k, RunStatus.INFRA, detail="ssh: connection reset", duration=5))
+            elif boot:
+                out.append(RunOutcome(k, RunStatus.BOOT_FAILED, title="kernel panic at boot", duration=5))
+            elif r.random() < self.other_rate:
+                out.append(RunOutcome(k, RunStatus.CRASHED, title=OTHER, report="other report", duration=30))
+            elif bad and r.random() < self.p:
+                report = f"report of {TITLE}\nCall Trace:"
+                out.append(RunOutcome(k, RunStatus.CRASHED, title=TITLE, report=report, duration=30))
+            else:
+                out.append(RunOutcome(k, RunStatus.OK, duration=60))
+        return out
+
+
+# ----------------------------------------------------------------------------- tests
+
+import pytest  # noqa: E402
+
+from kvmlab.bisect import (  # noqa: E402
+    AdaptivePolicy,
+    BisectResult,
+    BisectUsageError,
+    LogWriter,
+    Outcome,
+    bisect,
+)
+from kvmlab.errors import UnknownCommitError  # noqa: E402
+
+pytestmark = pytest.mark.unit
+
+POLICIES = ("adaptive", "syzbot")
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    n: int = 20
+    good: str | None = "0"
+    bad: str = "20"
+    culprit: str | None = None
+    fixed_by: str | None = None
+    fix: bool = False
+    p: float = 1.0
+    broken: tuple[str, ...] = ()
+    boot_broken: tuple[str, ...] = ()
+    other_rate: float = 0.0
+    infra_every: int = 0
+    tags: tuple[tuple[int, str], ...] = ()
+    branch: tuple[int, int, int] | None = None
+    policies: tuple[str, ...] = POLICIES
+    outcome: Outcome = Outcome.FOUND
+    want: str | None = None
+    """Title of the expected culprit."""
+    candidates: tuple[str, ...] = ()
+    """For INCONCLUSIVE: titles that must be among the candidates."""
+    log_has: tuple[str, ...] = ()
+
+
+CASES = [
+    Case("linear", culprit="12", want="12"),
+    Case("culprit-is-bad-commit", culprit="20", want="20"),
+    Case("culprit-right-after-good", culprit="1", want="1"),
+    Case("merge-in-range", branch=(5, 4, 10), culprit="b3", want="b3"),
+    Case("merge-in-range-mainline", branch=(5, 4, 10), culprit="7", want="7"),
+    Case("culprit-is-merge", branch=(5, 4, 10), culprit="10", want="10",
+         log_has=("warning: the culprit is a merge commit",)),
+    Case("broken-range-culprit-inside", culprit="9", broken=("8", "9", "10"),
+         outcome=Outcome.INCONCLUSIVE, candidates=("8", "9", "10", "11"), log_has=("kernel build failed",)),
+    Case("broken-range-culprit-after", culprit="14", broken=("8", "9", "10"), want="14"),
+    Case("boot-failure-is-skip", culprit="14", boot_broken=("13",),
+         outcome=Outcome.INCONCLUSIVE, candidates=("13", "14"), log_has=("boot failed",)),
+    Case("infra-retried", culprit="6", infra_every=7, want="6",
+         log_has=("infrastructure error, not counted",)),
+    Case("flaky", culprit="13", p=0.4, want="13", policies=("adaptive",)),
+    Case("unrelated-crash", culprit="5", other_rate=0.25, want="5", policies=("adaptive",),
+         log_has=("(another bug: not counted)", "kvmlab: crashes seen but not counted (another bug)")),
+    Case("fix", fix=True, fixed_by="14", good="20", bad="3", want="14",
+         log_has=("bisecting fix commit starting from", "is the first fixed commit",
+                  "# git bisect start --term-old")),
+    Case("release-search", good=None, culprit="10", tags=((3, "v1.0"), (8, "v1.1"), (15, "v1.2")), want="10",
+         log_has=("testing release v1.2", "testing release v1.1")),
+    Case("no-good-release", good=None, culprit="2", tags=((3, "v1.0"), (8, "v1.1")),
+         outcome=Outcome.OLDEST_RELEASE_BAD, log_has=("the oldest tested release already had the bug",)),
+    Case("release-commit-culprit", culprit="8", tags=((8, "v1.1"),), want="8",
+         log_has=("warning: the culprit is a release commit (v1.1)",)),
+    Case("no-repro", culprit="20", p=0.0, outcome=Outcome.NO_REPRO,
+         log_has=("the crash did not reproduce on the bad commit",)),
+]
+
+
+def _run(tmp_path: Path, case: Case, policy: str, **kw: object) -> tuple[BisectResult, list[str], History]:
+    hist = make_history(tmp_path / "repo", case.n, tags=dict(case.tags), branch=case.branch)
+    tester = FakeTester(hist, culprit=case.culprit, fixed_by=case.fixed_by, p=case.p, broken=case.broken,
+                        boot_broken=case.boot_broken, other_rate=case.other_rate,
+                        infra_every=case.infra_every)
+    lines: list[str] = []
+    res = bisect(hist.repo, tester, bad=hist.h[case.bad], good=hist.h[case.good] if case.good else None,
+                 fix=case.fix, policy=policy, log=LogWriter(lines.append), **kw)  # type: ignore[arg-type]
+    return res, lines, hist
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_bisect_table(tmp_path: Path, case: Case, policy: str) -> None:
+    if policy not in case.policies:
+        pytest.skip(f"{case.name}: the syzbot baseline is not expected to get this right")
+    res, lines, hist = _run(tmp_path, case, policy)
+    text = "\n".join(lines)
+    assert res.outcome is case.outcome, text
+    if case.want is not None:
+        assert res.culprit == hist.h[case.want], text
+        assert f"{res.culprit} is the first {'fixed' if case.fix else 'bad'} commit" in lines
+        if policy == "adaptive":
+            assert res.confidence is not None and res.confidence >= 0.95
+    else:
+        assert res.culprit is None
+    for t in case.candidates:
+        assert hist.h[t] in res.candidates, text
+    for want in case.log_has:
+        assert want in text, f"{want!r} not in log:\n{text}"
+    assert res.vm_runs > 0 and res.builds == res.commits_tested
+
+
+def test_unrelated_crash_misleads_syzbot_not_adaptive(tmp_path: Path) -> None:
+    """Every run of every commit that does not crash with the bug crashes with
+    another title: syzbot counts those as bad and names a wrong culprit."""
+    case = Case("unrelated", culprit="15", other_rate=1.0)
+    hist = make_history(tmp_path / "repo", case.n)
+    runs: dict[str, list[str]] = {}
+    for policy in POLICIES:
+        # Target crashes come first on bad commits so that the bug is seen.
+        tester = FakeTester(hist, culprit="15", other_rate=0.5, seed=3)
+        res = bisect(hist.repo, tester, bad=hist.h["20"], good=hist.h["0"], policy=policy)
+        runs[policy] = [res.culprit or ""]
+        if policy == "adaptive":
+            assert res.culprit == hist.h["15"]
+            assert res.uncounted_crashes and all(t == OTHER for _, t in res.uncounted_crashes)
+        else:
+            assert res.culprit != hist.h["15"]
+
+
+def test_log_shape(tmp_path: Path) -> None:
+    res, lines, hist = _run(tmp_path, Case("linear", culprit="12"), "syzbot", journal=None)
+    c = hist.h["12"]
+    assert lines[0] == f"bisecting cause commit starting from {hist.h['20']}"
+    assert lines[1] == f"testing commit {hist.h['20']} with gcc (GCC) 12.2.0"
+    assert lines[2] == f"all runs: crashed: {TITLE}"
+    assert f"# git bisect start {hist.h['20']} {hist.h['0']}" in lines
+    assert any(x.startswith("Bisecting: ") and "left to test after this (roughly" in x for x in lines)
+    assert f"# git bisect bad {c}" in lines
+    i = lines.index(f"{c} is the first bad commit")
+    assert lines[i + 1 : i + 5] == [f"commit {c}", "Author: Ann Author <ann@example.org>",
+                                    "Date:   Thu Aug 16 21:49:07 2018 +0200", ""]
+    assert lines[i + 5] == "    12"
+    assert "    Signed-off-by: Ann Author <ann@example.org>" in lines
+    tail = lines[lines.index("    Cc: not-cced@example.org") + 1 :]
+    assert tail[1].startswith(f"revisions tested: {res.commits_tested}, total time: ")
+    assert "(build: " in tail[1]
+    assert tail[2] == f"first bad commit: {c} 12"
+    assert tail[3] == 'cc: ["ann@example.org" "rita@example.org"]'
+    assert tail[4] == f"crash: {TITLE}"
+    assert tail[5] == f"report of {TITLE}"
+    assert "kvmlab: policy: syzbot, confidence: not estimated" in tail
+    assert f"kvmlab: VM runs: {res.vm_runs}, builds: {res.builds}" in tail
+
+
+def test_same_binary_warning(tmp_path: Path) -> None:
+    hist = make_history(tmp_path / "repo", 10)
+    tester = FakeTester(hist, culprit="6", same_binary=("5", "6"))
+    lines: list[str] = []
+    res = bisect(hist.repo, tester, bad=hist.h["10"], good=hist.h["0"], log=LogWriter(lines.append))
+    assert res.culprit == hist.h["6"]
+    assert any("same kernel binary as its parent" in w for w in res.warnings)
+    assert any("same kernel binary" in x for x in lines)
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_resume_after_kill(tmp_path: Path, policy: str) -> None:
+    """kvmlab dies in the middle; the same bisection with the same journal re-uses
+    every answer (no commit is built again) and names the same culprit."""
+    hist = make_history(tmp_path / "repo", 30)
+    journal = tmp_path / "bisect.journal"
+    args = {"bad": hist.h["30"], "good": hist.h["0"], "policy": policy, "journal": journal}
+    first = FakeTester(hist, culprit="17", p=0.6, seed=5, kill_after_builds=3)
+    with pytest.raises(Killed):
+        bisect(hist.repo, first, **args)  # type: ignore[arg-type]
+    assert len(first.built) == 3
+    second = FakeTester(hist, culprit="17", p=0.6, seed=5)
+    res = bisect(hist.repo, second, **args)  # type: ignore[arg-type]
+    assert not set(first.built) & set(second.built)
+    clean = bisect(hist.repo, FakeTester(hist, culprit="17", p=0.6, seed=5),
+                   bad=hist.h["30"], good=hist.h["0"], policy=policy)
+    assert res.culprit == clean.culprit == hist.h["17"]
+    # A third start replays everything: the tester is not called at all.
+    third = FakeTester(hist, culprit="17", p=0.6, seed=5, kill_after_builds=0)
+    again = bisect(hist.repo, third, **args)  # type: ignore[arg-type]
+    assert again.culprit == res.culprit and third.calls == 0
+
+
+def test_resume_with_torn_last_line(tmp_path: Path) -> None:
+    hist = make_history(tmp_path / "repo", 10)
+    journal = tmp_path / "j"
+    bisect(hist.repo, FakeTester(hist, culprit="4"), bad=hist.h["10"], good=hist.h["0"], journal=journal)
+    with journal.open("a") as f:
+        f.write('{"kind": "run", "commit": "abc')
+    res = bisect(hist.repo, FakeTester(hist, culprit="4", kill_after_builds=0), bad=hist.h["10"],
+                 good=hist.h["0"], journal=journal)
+    assert res.culprit == hist.h["4"]
+
+
+def test_journal_of_another_bisection(tmp_path: Path) -> None:
+    from kvmlab.bisect import JournalMismatchError
+
+    hist = make_history(tmp_path / "repo", 6)
+    journal = tmp_path / "j"
+    bisect(hist.repo, FakeTester(hist, culprit="4"), bad=hist.h["6"], good=hist.h["0"], journal=journal)
+    with pytest.raises(JournalMismatchError, match="journal of another bisection"):
+        bisect(hist.repo, FakeTester(hist, culprit="4"), bad=hist.h["6"], good=hist.h["1"], journal=journal)
+
+
+def test_bad_requests(tmp_path: Path) -> None:
+    hist = make_history(tmp_path / "repo", 5)
+    t = FakeTester(hist, culprit="3")
+    with pytest.raises(UnknownCommitError, match="no-such-rev"):
+        bisect(hist.repo, t, bad="no-such-rev", good=hist.h["0"])
+    with pytest.raises(BisectUsageError, match="not an ancestor"):
+        bisect(hist.repo, t, bad=hist.h["2"], good=hist.h["4"])
+    with pytest.raises(BisectUsageError, match="fix bisection needs a good commit"):
+        bisect(hist.repo, t, bad=hist.h["2"], fix=True)
+    with pytest.raises(BisectUsageError, match="no release tag"):
+        bisect(hist.repo, t, bad=hist.h["5"])
+
+
+def test_budget_spent_is_inconclusive(tmp_path: Path) -> None:
+    hist = make_history(tmp_path / "repo", 20)
+    res = bisect(hist.repo, FakeTester(hist, culprit="9", p=0.3, seed=1), bad=hist.h["20"], good=hist.h["0"],
+                 policy=AdaptivePolicy(max_runs=25))
+    assert res.outcome is Outcome.INCONCLUSIVE and res.culprit is None
+    assert res.candidates and res.vm_runs <= 25 + 1
+
+
+def test_custom_target_predicate(tmp_path: Path) -> None:
+    """With a predicate, a crash of another title on the bad commit does not become the target."""
+    hist = make_history(tmp_path / "repo", 12)
+    res = bisect(hist.repo, FakeTester(hist, culprit="7", p=0.7, other_rate=0.3, seed=2), bad=hist.h["12"],
+                 good=hist.h["0"], is_target=lambda r: r.title == TITLE)
+    assert res.culprit == hist.h["7"] and res.target_title == TITLE
