@@ -1,0 +1,144 @@
+"""Pure parts of the bisection: log formatting, the commit graph, the model, and
+the git repository seam against real throwaway repositories."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from kvmlab.bisect import CommitGraph, Verdict
+from kvmlab.bisect import log as fmt
+from kvmlab.bisect.git import release_version
+from kvmlab.bisect.model import Observation, posterior
+from kvmlab.bisect.seams import cc_list
+from kvmlab.errors import MissingFileError, UnknownCommitError
+from kvmlab.outcome import RunOutcome, RunStatus
+from tests.test_bisect import git, make_history
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.mark.parametrize(("seconds", "want"), [
+    (0, "0s"), (1.5, "1.5s"), (480, "8m0s"), (16345.077, "4h32m25.077s"), (3600, "1h0m0s"),
+])
+def test_format_duration(seconds: float, want: str) -> None:
+    assert fmt.format_duration(seconds) == want
+
+
+@pytest.mark.parametrize(("n", "steps"), [(1, 0), (2, 0), (3, 1), (8, 2), (12973, 13), (6345, 12), (17, 3)])
+def test_estimate_steps_like_git(n: int, steps: int) -> None:
+    assert fmt.estimate_steps(n) == steps
+
+
+def test_bisecting_line_plurals() -> None:
+    assert fmt.bisecting_line(0, 0) == "Bisecting: 0 revisions left to test after this (roughly 0 steps)"
+    assert fmt.bisecting_line(2, 1) == "Bisecting: 2 revisions left to test after this (roughly 1 step)"
+
+
+def test_run_lines() -> None:
+    ok = RunOutcome(0, RunStatus.OK)
+    crash = RunOutcome(1, RunStatus.CRASHED, title="T")
+    other = RunOutcome(2, RunStatus.CRASHED, title="U")
+    infra = RunOutcome(3, RunStatus.INFRA, detail="qemu died")
+    assert fmt.run_lines([ok, ok], [False, False]) == ["all runs: OK"]
+    assert fmt.run_lines([crash, crash], [True, True]) == ["all runs: crashed: T"]
+    assert fmt.run_lines([ok, crash, other, infra], [False, True, False, False]) == [
+        "run #0: OK", "run #1: crashed: T", "run #2: crashed: U (another bug: not counted)",
+        "run #3: infrastructure error, not counted: qemu died",
+    ]
+    assert fmt.run_lines([other], [False], counted_all=True) == ["all runs: crashed: U"]
+
+
+def test_mark_lines() -> None:
+    assert fmt.mark_line(Verdict.GOOD, "h", fix=False) == "# git bisect good h"
+    assert fmt.mark_line(Verdict.SKIP, "h", fix=True) == "# git bisect skip h"
+    assert fmt.mark_line(Verdict.GOOD, "h", fix=True) == "# git bisect fixed h"
+    assert fmt.mark_line(Verdict.BAD, "h", fix=True) == "# git bisect broken h"
+
+
+def test_log_writer_file_and_sink(tmp_path: Path) -> None:
+    seen: list[str] = []
+    w = fmt.LogWriter(seen.append, tmp_path / "sub" / "bisect.log")
+    w("one")
+    assert (tmp_path / "sub" / "bisect.log").read_text() == "one\n"  # written as it happens
+    w.many(["two", "three"])
+    w.close()
+    assert seen == ["one", "two", "three"]
+
+
+def _dag() -> CommitGraph:
+    # a - b - c ----- m - e        x branches from a, merged in m
+    #      \- x - y -/
+    rows = [("e", ["m"], ""), ("m", ["c", "y"], ""), ("c", ["b"], ""), ("y", ["x"], ""),
+            ("x", ["a"], ""), ("b", ["a"], ""), ("a", ["g"], "")]
+    return CommitGraph.from_parents(rows, tip="e", boundary=["g"])
+
+
+def test_graph_closure_with_merge() -> None:
+    g = _dag()
+    assert [c.hash for c in g.commits].index("a") == 0
+    assert set(g.members(g.closure_of("c"))) == {"a", "b", "c"}
+    assert set(g.members(g.closure_of("y"))) == {"a", "x", "y"}
+    assert set(g.members(g.closure_of("m"))) == {"a", "b", "c", "x", "y", "m"}
+    assert g.closure_of("g") == 0 and g.is_merge("m") and not g.is_merge("c")
+
+
+def test_posterior_is_ancestry_aware() -> None:
+    g = _dag()
+    # y crashed, c did not (though c is newer than x in time): the culprit is on
+    # the x-y branch, and x OK pins it to y. A linear view would blame m or c.
+    obs = [Observation(g.closure_of("e"), 3, 0), Observation(g.closure_of("y"), 2, 0),
+           Observation(g.closure_of("c"), 0, 12), Observation(g.closure_of("x"), 0, 12)]
+    post = posterior(g.all_mask, obs, fix=False, eps=0.002)
+    idx, conf = post.best()
+    assert g.commits[idx].hash == "y" and conf > 0.95
+    assert post.changed_probability(g.closure_of("c")) < 0.01
+    assert post.changed_probability(g.closure_of("m")) > 0.99
+    # Few OK runs leave the question open: the model does not over-claim.
+    weak = [Observation(g.closure_of("e"), 3, 0), Observation(g.closure_of("y"), 2, 0),
+            Observation(g.closure_of("x"), 0, 1)]
+    assert posterior(g.all_mask, weak, fix=False, eps=0.002).best()[1] < 0.9
+
+
+def test_posterior_fix_mode() -> None:
+    g = _dag()
+    # fix bisection: commits containing the fix do not crash.
+    obs = [Observation(0, 4, 0), Observation(g.closure_of("c"), 0, 15), Observation(g.closure_of("b"), 3, 0)]
+    post = posterior(g.all_mask, obs, fix=True, eps=0.002)
+    idx, conf = post.best()
+    assert g.commits[idx].hash == "c" and conf > 0.9
+
+
+def test_release_version() -> None:
+    assert release_version("v4.18") == (4, 18, 0)
+    assert release_version("v5.10.3") == (5, 10, 3)
+    assert release_version("v5.10-rc1") is None and release_version("next-2020") is None
+
+
+def test_git_repository(tmp_path: Path) -> None:
+    hist = make_history(tmp_path / "r", 12, tags={2: "v4.17", 5: "v4.18", 9: "v4.19"}, branch=(3, 2, 7))
+    git(hist.path, "tag", "v4.20-rc1", hist.h["10"])
+    repo = hist.repo
+    assert repo.resolve("v4.18") == hist.h["5"]
+    assert repo.resolve(hist.h["5"][:10]) == hist.h["5"]
+    with pytest.raises(UnknownCommitError, match="nope"):
+        repo.resolve("nope")
+    with pytest.raises(MissingFileError):
+        type(repo)(tmp_path / "absent")
+    tags = repo.release_tags(hist.h["12"], floor="v4.18")
+    assert [(t.name, t.commit) for t in tags] == [("v4.19", hist.h["9"]), ("v4.18", hist.h["5"])]
+    assert [t.name for t in repo.release_tags(hist.h["6"])] == ["v4.18", "v4.17"]
+    g = repo.graph(hist.h["12"], [hist.h["3"]])
+    titles = {hist.title(c.hash) for c in g.commits}
+    assert titles == {"4", "5", "6", "b1", "b2", "7", "8", "9", "10", "11", "12"}
+    assert g.is_merge(hist.h["7"]) and g.subject(hist.h["b2"]) == "b2"
+    assert set(g.members(g.closure_of(hist.h["b2"]))) == {hist.h["b1"], hist.h["b2"]}
+    assert repo.is_ancestor(hist.h["b1"], hist.h["8"]) and not repo.is_ancestor(hist.h["b1"], hist.h["6"])
+    info = repo.commit_info(hist.h["4"])
+    assert info.subject == "4" and info.author_email == "ann@example.org"
+    assert info.date == "Thu Aug 16 21:49:07 2018 +0200"
+    assert info.trailers == (("Signed-off-by", "Ann Author <ann@example.org>"),
+                             ("Reviewed-by", "Rita Reviewer <Rita@Example.org>"))
+    assert cc_list(info) == ["ann@example.org", "rita@example.org"]
+    assert repo.tree_hash(hist.h["4"]) != repo.tree_hash(hist.h["5"])
