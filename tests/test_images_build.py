@@ -109,8 +109,12 @@ def test_configure_writes_the_guest(tmp_path: Path) -> None:
     assert (tmp_path / "var/cache/apt/archives/lock").exists()
     assert not any((tmp_path / "var/lib/apt/lists").iterdir())
     assert not (tmp_path / "debootstrap").exists()
-    # No autologin unless the recipe asks.
-    assert not (tmp_path / "etc/systemd/system").exists()
+    # sshd starts without its config self-test; no autologin unless the recipe asks.
+    assert (
+        "ExecStartPre=\n"
+        in (tmp_path / "etc/systemd/system/ssh.service.d/kvmlab-fast-start.conf").read_text()
+    )
+    assert not list((tmp_path / "etc/systemd/system").glob("serial-getty@*"))
 
 
 def test_autologin_dropin_only_when_asked() -> None:

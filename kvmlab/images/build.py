@@ -355,6 +355,10 @@ def debootstrap_failure(output: str, log_text: str) -> str:
     return lines[-1] if lines else "no output"
 
 
+#: Free bytes below which a failed step is blamed on a full disk.
+_NEARLY_FULL = 16 * 2**20
+
+
 def _is_enospc(text: str) -> bool:
     return "No space left on device" in text or "ENOSPC" in text
 
@@ -392,6 +396,12 @@ def _make_tree(recipe: Recipe, tree: Path, timeouts: BuildTimeouts) -> None:
         log.debug("debootstrap log tail:\n%s", log_text[-4000:])
         if _is_enospc(reason):
             raise DiskFullError(f"debootstrap: {reason}") from None
+        free = shutil.disk_usage(tree).free
+        if free < _NEARLY_FULL:
+            # Tools that fail on a full disk do not always say so (or cannot log it).
+            raise DiskFullError(
+                f"debootstrap failed with {free // 2**20} MiB left in {tree.parent}: no space left on device"
+            ) from None
         if e.timed_out:
             raise InfraError(f"debootstrap timed out after {timeouts.debootstrap:.0f} s") from None
         raise InfraError(f"debootstrap {recipe.suite} from {recipe.mirror} failed: {reason}") from None
@@ -435,7 +445,9 @@ def _build_into(recipe: Recipe, work: Path, timeouts: BuildTimeouts) -> Manifest
         fh.truncate(recipe.size)
     _run_step(mkfs_argv(recipe, tree, raw), timeouts.tool, "mkfs.ext4")
     phases["mkfs"] = time.monotonic() - t
+    t = time.monotonic()
     remove_tree(tree)
+    phases["cleanup"] = time.monotonic() - t
 
     t = time.monotonic()
     _run_step(qemu_img_argv(raw, work / IMAGE_FILE), timeouts.tool, "qemu-img convert")

@@ -30,6 +30,8 @@ MASKED_UNITS: tuple[str, ...] = (
     "e2scrub_all.timer",
     "e2scrub_reap.service",
     "fstrim.timer",
+    # Starts gettys on tty2..6 when logind is missing; there is no VGA console.
+    "getty-static.service",
     "man-db.timer",
     "systemd-networkd-wait-online.service",
 )
@@ -82,6 +84,13 @@ def sshd_config() -> str:
     )
 
 
+def ssh_service_dropin() -> str:
+    # Debian's unit runs ``sshd -t`` before sshd: a second start of sshd that
+    # costs seconds under TCG and checks a config kvmlab wrote itself.
+    # (/run/sshd comes from the unit's RuntimeDirectory=.)
+    return "[Service]\nExecStartPre=\n"
+
+
 def sysctl_conf(sysctls: Sequence[tuple[str, str]]) -> str:
     lines = ["# Written by kvmlab from the image recipe."]
     lines += [f"{k} = {v}" for k, v in sysctls]
@@ -119,6 +128,7 @@ def guest_files(recipe: Recipe, *, authorized_key: str, machine_id: str) -> list
         GuestFile("/etc/resolv.conf", ""),
         GuestFile(f"/etc/systemd/network/{NETWORK_UNIT}", network_unit()),
         GuestFile(f"/etc/ssh/sshd_config.d/{SSHD_DROPIN}", sshd_config()),
+        GuestFile("/etc/systemd/system/ssh.service.d/kvmlab-fast-start.conf", ssh_service_dropin()),
         GuestFile("/root/.ssh/authorized_keys", authorized_key.strip() + "\n", 0o600),
         GuestFile(f"/etc/sysctl.d/{SYSCTL_FILE}", sysctl_conf(recipe.sysctls)),
     ]
