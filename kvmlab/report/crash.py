@@ -29,11 +29,16 @@ _CONSOLE_HANGUP = "serialport: VM disconnected."
 def normalize_title(title: str) -> str:
     """The title with volatile parts replaced and whitespace / control characters cleaned."""
     for pattern, repl in _VOLATILE:
+        if pattern.search(title) is None:
+            continue
         while True:
             new = pattern.sub(repl, title)
             if new == title:
                 break
             title = new
+    title = title[:_MAX_TITLE]
+    if title.isascii() and title.isprintable() and "  " not in title:
+        return title.strip()
     out: list[str] = []
     prev = " "
     for ch in title[:_MAX_TITLE]:

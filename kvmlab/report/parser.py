@@ -403,6 +403,38 @@ def _frame_line(ln: str) -> re.Match[str] | None:
 
 _CORRUPTING_M = re.compile(rules.CORRUPTING_LINE.pattern, re.M)
 
+#: :data:`rules.STACK_START` as patterns with a literal start (a regex
+#: alternation, or a lookbehind, would make the search test every offset).
+_STACK_KEYS = tuple(
+    re.compile(r.pattern.removeprefix("[^k] ")) if r.pattern.startswith("[^k] ") else r
+    for r in rules.STACK_START
+)
+
+
+def _key_search(key: int, text: str, pos: int, endpos: int) -> int:
+    """Offset of the first match of stack-start key ``key`` in ``text[pos:endpos]``, or -1."""
+    pattern = _STACK_KEYS[key]
+    needs_space = pattern is not rules.STACK_START[key]
+    while True:
+        m = pattern.search(text, pos, endpos)
+        if m is None:
+            return -1
+        i = m.start()
+        # kmemleak's " backtrace:", not lockdep's "stack backtrace:"
+        if not needs_space or (i >= 2 and text[i - 1] == " " and text[i - 2] not in "k\n"):
+            return i - 1 if needs_space else i
+        pos = i + 1
+
+
+def _first_stack_start(text: str, pos: int) -> int:
+    """Offset of the first stack start at or after ``pos`` (``len(text)`` if none)."""
+    best = len(text)
+    for key in range(len(_STACK_KEYS)):
+        i = _key_search(key, text, pos, best)
+        if i >= 0:
+            best = i
+    return best
+
 
 def _line_after(text: str, pos: int) -> int:
     """Offset of the line after the one holding ``pos``."""
@@ -440,8 +472,8 @@ def _stack_frames(text: str, parts: Sequence[rules.Part], skip: re.Pattern[str],
         bad_at = bad.start() if bad is not None else n
         if part is STACK:
             n_stacks += 1
-            m = rules.STACK_START_ANY.search(text, pos)
-            end = text.rfind("\n", 0, m.start()) + 1 if m is not None else n
+            at = _first_stack_start(text, pos)
+            end = text.rfind("\n", 0, at) + 1 if at < n else n
             nxt = parts[pi + 1] if pi + 1 < len(parts) else None
             nm = nxt.search(text, pos, end) if isinstance(nxt, re.Pattern) else None
             if nm is not None:
@@ -570,22 +602,24 @@ def _trace_window(text: str, pos: int, context: str, raw: bool) -> list[str]:
     return out
 
 
-def _corruption(title: str, report: str, fmt: TitleFormat | None, context: str, raw: bool) -> str:
+def _corruption(
+    title: str, report: str, fmt: TitleFormat | None, context: str, raw: bool, pos: int = 0
+) -> str:
     """Why the title of a well-formed-looking report still cannot be trusted ("" if it can).
 
-    ``report`` is the report with prefixes stripped, or (``raw``) the console
-    text from the report start on.
+    ``report[pos:]`` is the report with prefixes stripped, or (``raw``) the
+    console text from the report start on.
     """
     if _CORRUPTED_TITLE.search(title):
         return "title contains a timestamp"
     if fmt is None or fmt.no_stack_trace:
         return ""
     has_trace = False
-    for key in rules.STACK_START:
-        m = key.search(report)
-        if m is None:
+    for key in range(len(_STACK_KEYS)):
+        at = _key_search(key, report, pos, len(report))
+        if at < 0:
             continue
-        after = _trace_window(report, report.rfind("\n", 0, m.start()) + 1, context, raw)
+        after = _trace_window(report, report.rfind("\n", 0, at) + 1, context, raw)
         if len(after) < 4:
             return "call trace is missed"
         found = False
@@ -615,7 +649,7 @@ def parse_raw(text: str) -> RawReport | None:
         reason = desc.corrupted_reason
         if not reason:
             if context in ("", _CONSOLE):
-                reason = _corruption(desc.title, text[start:], desc.fmt, context, raw=True)
+                reason = _corruption(desc.title, text, desc.fmt, context, raw=True, pos=start)
             else:
                 reason = _corruption(desc.title, "\n".join(cut.body), desc.fmt, context, raw=False)
         report = "\n".join([*cut.prefix, *cut.body[: cut.body_end]]) + "\n"
