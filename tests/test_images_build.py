@@ -335,3 +335,18 @@ def test_default_cache_dir_follows_xdg(tmp_path: Path, monkeypatch: pytest.Monke
 
 def test_config_error_is_a_user_error() -> None:
     assert issubclass(ConfigError, UserError)
+
+
+def test_cli_build_to_an_output_dir_reuses_a_matching_image(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from kvmlab.images import load_recipe
+
+    p = tmp_path / "mine.yaml"
+    p.write_text("mirror: http://mirror.example/debian\npackages: [strace]\n")
+    r = load_recipe(str(p))
+    out = tmp_path / "out"
+    fake_entry(out, r)
+    assert cli.main(["image", "build", str(p), "-o", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith("mine: cached") and str(out / IMAGE_FILE) in text
