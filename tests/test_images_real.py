@@ -11,6 +11,7 @@ import signal
 import stat
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -170,23 +171,28 @@ def test_missing_debootstrap(
     assert_nothing_left(cache)
 
 
-def test_not_root(tmp_path: Path) -> None:
+def test_not_root() -> None:
     if os.geteuid() != 0 or shutil.which("setpriv") is None:
         pytest.skip("needs root and setpriv to run the CLI as an unprivileged user")
-    cache = tmp_path / "cache"
-    tmp_path.chmod(0o777)
-    r = proc.run(
-        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-         sys.executable, "-m", "kvmlab.cli", "image", "build", "--cache-dir", str(cache)],
-        cwd=REPO, timeout=120, check=False,
-        env={**os.environ, "HOME": str(tmp_path), "PYTHONPATH": str(REPO)},
-    )  # fmt: skip
-    if "Permission denied" in r.stderr and "kvmlab" not in r.stderr.strip().splitlines()[-1]:
-        pytest.skip(f"the venv is not readable by nobody: {r.stderr.strip().splitlines()[-1]}")
-    line = only_one_line(r.stderr)
-    assert r.returncode == 2
-    assert "needs root" in line
-    assert_nothing_left(cache)
+    # pytest's tmp_path is private to root; the unprivileged run needs a world-writable place.
+    base = Path(tempfile.mkdtemp(prefix="kvmlab-nonroot-"))
+    try:
+        base.chmod(0o777)
+        cache = base / "cache"
+        r = proc.run(
+            ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+             sys.executable, "-m", "kvmlab.cli", "image", "build", "--cache-dir", str(cache)],
+            cwd=REPO, timeout=120, check=False,
+            env={**os.environ, "HOME": str(base), "XDG_CACHE_HOME": str(base), "PYTHONPATH": str(REPO)},
+        )  # fmt: skip
+        if r.returncode != 2 and "Permission denied" in r.stderr:
+            pytest.skip(f"kvmlab is not readable by nobody: {r.stderr.strip().splitlines()[-1]}")
+        line = only_one_line(r.stderr)
+        assert r.returncode == 2
+        assert "needs root" in line
+        assert not cache.exists()
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture

@@ -492,11 +492,15 @@ def build_image(
     """
     started = time.monotonic()
     digest = recipe.digest()
-    existing = read_entry(dest)
-    if existing is not None and existing.manifest.recipe_hash == digest and not force:
-        log.info("image %s: cached at %s", recipe.name, dest)
-        return BuildResult(existing, cached=True, seconds=time.monotonic() - started)
-    if dest.exists() and existing is None and any(dest.iterdir()):
+    try:
+        existing = read_entry(dest)
+        if existing is not None and existing.manifest.recipe_hash == digest and not force:
+            log.info("image %s: cached at %s", recipe.name, dest)
+            return BuildResult(existing, cached=True, seconds=time.monotonic() - started)
+        occupied = dest.exists() and existing is None and any(dest.iterdir())
+    except PermissionError as e:
+        raise UserError(f"{e.filename or dest}: permission denied") from None
+    if occupied:
         raise UserError(f"{dest} exists and is not a kvmlab image; choose another output directory")
 
     check_host()
