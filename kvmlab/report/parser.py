@@ -48,7 +48,26 @@ _QUESTIONABLE = re.compile(r"(\[\<[0-9a-f]+\>\])? \? ")
 _REPLAY = re.compile(r"\n[^\n]*\*\* replaying previous printk message \*\*")
 
 _HEADERS = tuple(sorted({o.header for o in rules.OOPSES}))
-_ANY_HEADER = re.compile("|".join(re.escape(h) for h in _HEADERS))
+
+
+def _trie_pattern(words: Sequence[str]) -> str:
+    """One regex for a set of literals, factored by common prefixes, so that
+    the search tests one character per position instead of every literal."""
+    if len(words) == 1:
+        return re.escape(words[0])
+    groups: dict[str, list[str]] = {}
+    optional = False
+    for w in words:
+        if w:
+            groups.setdefault(w[0], []).append(w[1:])
+        else:
+            optional = True
+    alts = [re.escape(c) + _trie_pattern(rest) for c, rest in sorted(groups.items())]
+    body = alts[0] if len(alts) == 1 else "(?:" + "|".join(alts) + ")"
+    return f"(?:{body})?" if optional else body
+
+
+_ANY_HEADER = re.compile(_trie_pattern(_HEADERS))
 
 _PANIC_SYNCING = "Kernel panic - not syncing"
 _CIRCULAR = "WARNING: possible circular locking dependency detected"
@@ -167,19 +186,12 @@ def _cut_report(text: str, start: int, context: str) -> _Cut:
     # Lines before the report from the same context often say what led to it
     # (the kernel's "sysrq: Trigger a crash", a fault injection, a lockdep hint).
     max_prefix = 50 if _TASK_CONTEXT.fullmatch(context) else 5
-    pos = start
-    scanned = 0
-    while pos > 0 and len(cut.prefix) < max_prefix and scanned < 2000:
-        ls = text.rfind("\n", 0, pos - 1) + 1
-        line = text[ls : pos - 1].rstrip("\r")
-        pos = ls
-        scanned += 1
-        if _context(line) != context:
-            continue
-        stripped, questionable = _strip_prefix(line, context)
-        if stripped and not questionable:
-            cut.prefix.append(stripped)
-    cut.prefix.reverse()
+    # Look back a bounded window (about 40 lines per wanted line), not the whole log.
+    window = text.rfind("\n", 0, max(0, start - 4000 * max_prefix)) + 1
+    earlier = [
+        r for r in _context_lines(text, window, start - 1 if start > 0 else 0, context) if r and r != "\r"
+    ]
+    cut.prefix = earlier[-max_prefix:]
 
     # Where a second report (or an info message with its own stack) starts.
     _s, first_end = _line_bounds(text, start)
@@ -248,26 +260,34 @@ def _caller_lines(context: str) -> re.Pattern[str]:
     return re.compile(r"^" + _PFX + re.escape(context) + r" (.*)$", re.M)
 
 
+def _context_lines(text: str, pos: int, end: int, context: str) -> list[str]:
+    """Lines of ``context`` in ``text[pos:end]`` with their prefixes and
+    unreliable (``?``) frames stripped."""
+    if context == "":
+        rests = _BARE_LINES.findall(text, pos, end)
+    elif context == _CONSOLE:
+        rests = _CONSOLE_LINES.findall(text, pos, end)
+    else:
+        rests = _caller_lines(context).findall(text, pos, end)
+    if "\r" in text:
+        rests = [r.rstrip("\r") for r in rests]
+    if context and rests:
+        rests = [
+            r
+            for r in rests
+            # the "?" marker may follow an optional [<address>]
+            if (" ? " not in r or "<EOI>" in r) and not r.endswith(" (unreliable)")
+        ]
+    return rests
+
+
 def _fast_body(cut: _Cut, text: str, start: int, first_end: int, stop: int, context: str,
                min_lines: int) -> None:  # fmt: skip
     """The report body with C-level regex scans: the lines of ``context`` in
     ``text[first_end:stop]`` after the oops line (same rules as the line loop
     of :func:`_cut_report`, for the common case without an all-CPU backtrace)."""
     first, _q = _strip_prefix(text[start:first_end].rstrip("\r"), context)
-    if context == "":
-        rests = _BARE_LINES.findall(text, first_end + 1, stop)
-    elif context == _CONSOLE:
-        rests = _CONSOLE_LINES.findall(text, first_end + 1, stop)
-    else:
-        rests = _caller_lines(context).findall(text, first_end + 1, stop)
-    if "\r" in text:
-        rests = [r.rstrip("\r") for r in rests]
-    if context and rests:
-        rests = [
-            r for r in rests
-            if (" ? " not in r or "<EOI>" in r or not _QUESTIONABLE.search(r))
-            and not r.endswith(" (unreliable)")
-        ]  # fmt: skip
+    rests = _context_lines(text, first_end + 1, stop, context)
     cut_at = -1
     region = text[first_end:stop]
     if _PANIC_SYNCING in region or _CIRCULAR in region:
@@ -298,7 +318,12 @@ def _skip_re(extra: tuple[str, ...]) -> re.Pattern[str]:
     return re.compile("|".join(rules.SKIP_FRAMES + extra))
 
 
+_SYSCALL_PREFIX = re.compile("|".join(rules.STRIP_FRAME_PREFIXES))
+
+
 def _strip_syscall_prefix(frame: str) -> str:
+    if _SYSCALL_PREFIX.match(frame) is None:
+        return frame
     best = frame
     for p in rules.STRIP_FRAME_PREFIXES:
         if frame.startswith(p) and len(frame) - len(p) < len(best):
@@ -402,6 +427,7 @@ def _frame_line(ln: str) -> re.Match[str] | None:
 
 
 _CORRUPTING_M = re.compile(rules.CORRUPTING_LINE.pattern, re.M)
+_X86_FRAMES = re.compile(rules.FRAME_LINES[0].pattern, re.M)
 
 #: :data:`rules.STACK_START` as patterns with a literal start (a regex
 #: alternation, or a lookbehind, would make the search test every offset).
@@ -481,8 +507,11 @@ def _stack_frames(text: str, parts: Sequence[rules.Part], skip: re.Pattern[str],
             if bad_at < end:
                 end, nm = text.rfind("\n", 0, bad_at) + 1, None
                 ok = False
-            for groups in rules.FRAME_LINES_M.findall(text, pos, end):
-                frames.raw.extend(g for g in groups if g)
+            if " from " in text[pos:end]:
+                for groups in rules.FRAME_LINES_M.findall(text, pos, end):
+                    frames.raw.extend(g for g in groups if g)
+            else:
+                frames.raw.extend(_X86_FRAMES.findall(text, pos, end))
             if nm is not None:
                 frames.add(nm)
                 pi += 1
@@ -557,11 +586,14 @@ def _describe(report: str, oops: Oops) -> _Description:
         # The same titles with the frame spelled as printed, and with each
         # syscall-wrapper prefix stripped on its own: other kernels inline
         # the wrappers differently.
-        for i in range(len(rules.STRIP_FRAME_PREFIXES) + 1):
-            p = rules.STRIP_FRAME_PREFIXES[i - 1] if i else ""
-            names = [r.removeprefix(p) if p else r for _, r in frames]
-            if p and names == [r for _, r in frames]:
-                continue
+        raws = [r for _, r in frames]
+        strippable = [
+            p
+            for p in rules.STRIP_FRAME_PREFIXES
+            if any(_SYSCALL_PREFIX.match(r) for r in raws) and any(r.startswith(p) for r in raws)
+        ]
+        for p in ("", *strippable):
+            names = [r.removeprefix(p) for r in raws] if p else raws
             alt_title = _fmt(f.fmt, prefix + names)
             if alt_title != title:
                 alts.append(alt_title)
@@ -583,23 +615,26 @@ def _describe(report: str, oops: Oops) -> _Description:
 
 
 def _trace_window(text: str, pos: int, context: str, raw: bool) -> list[str]:
-    """Up to 16 report lines from the one at ``pos`` on (prefixes stripped when ``raw``)."""
-    out: list[str] = []
-    while pos < len(text) and len(out) < 16:
-        e = text.find("\n", pos)
-        if e < 0:
-            e = len(text)
-        line = text[pos:e].rstrip("\r")
-        pos = e + 1
-        if raw:
-            ctx = _context(line)
-            if ctx != context and out:
-                continue
-            line, questionable = _strip_prefix(line, ctx)
-            if questionable:
-                continue
-        out.append(line)
-    return out
+    """Up to 16 report lines from the one at ``pos`` on (when ``raw``: console
+    lines of ``context``, prefixes and unreliable frames stripped)."""
+    e = text.find("\n", pos)
+    e = len(text) if e < 0 else e
+    first = text[pos:e].rstrip("\r")
+    if not raw:
+        out = [first]
+        while e < len(text) and len(out) < 16:
+            s, e = e + 1, text.find("\n", e + 1)
+            e = len(text) if e < 0 else e
+            out.append(text[s:e])
+        return out
+    first, _q = _strip_prefix(first, _context(first))
+    size = 4096
+    while True:
+        end = min(len(text), e + 1 + size)
+        rest = _context_lines(text, e + 1, end, context)
+        if len(rest) >= 15 or end == len(text):
+            return [first, *rest[:15]]
+        size *= 4
 
 
 def _corruption(
