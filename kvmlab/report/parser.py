@@ -272,12 +272,12 @@ def _context_lines(text: str, pos: int, end: int, context: str) -> list[str]:
     if "\r" in text:
         rests = [r.rstrip("\r") for r in rests]
     if context and rests:
-        rests = [
-            r
-            for r in rests
+        region = text[pos:end]
+        if " ? " in region:
             # the "?" marker may follow an optional [<address>]
-            if (" ? " not in r or "<EOI>" in r) and not r.endswith(" (unreliable)")
-        ]
+            rests = [r for r in rests if " ? " not in r or "<EOI>" in r]
+        if " (unreliable)" in region:
+            rests = [r for r in rests if not r.endswith(" (unreliable)")]
     return rests
 
 
@@ -331,20 +331,6 @@ def _strip_syscall_prefix(frame: str) -> str:
     return best
 
 
-def _stall_frame(frames: Sequence[str]) -> tuple[str, int]:
-    """Stalls loop over several functions: name the stall by the function that
-    entered the loop (the frame above a generic dispatcher such as a syscall
-    entry, the workqueue or a timer), not by a random frame inside it."""
-    prev, prev_i = frames[0], 0
-    for i, frame in enumerate(frames):
-        if rules.STALL_ANCHOR.search(frame):
-            if "smp_call_function" in frame:
-                return "smp_call_function", i
-            return prev, prev_i
-        prev, prev_i = frame, i
-    return "", -1
-
-
 _HANG_BUCKETS = (("rtnl_lock", ""), ("synchronize_rcu", "synchronize_rcu"),
                  ("synchronize_srcu", "synchronize_rcu"), ("synchronize_net", "synchronize_rcu"),
                  ("synchronize_sched", "synchronize_rcu"))  # fmt: skip
@@ -372,8 +358,6 @@ class _Frames:
     def __init__(self, skip: re.Pattern[str]) -> None:
         self.skip = skip
         self.raw: list[str] = []
-        self._kept: list[str] = []
-        self._next = 0
 
     def add(self, match: re.Match[str] | None) -> None:
         if match is not None:
@@ -381,18 +365,10 @@ class _Frames:
 
     def __iter__(self) -> Iterator[str]:
         """Frames that may be blamed, in order."""
-        i = 0
-        while True:
-            if i < len(self._kept):
-                yield self._kept[i]
-                i += 1
-                continue
-            if self._next >= len(self.raw):
-                return
-            name = self.raw[self._next]
-            self._next += 1
-            if not _skipped(self.skip, name):
-                self._kept.append(name)
+        skip = self.skip
+        for name in self.raw:
+            if not _skipped(skip, name):
+                yield name
 
 
 @lru_cache(maxsize=65536)
@@ -403,7 +379,19 @@ def _skipped(skip: re.Pattern[str], name: str) -> bool:
 def _key_frame(frames: _Frames, stack: StackFormat) -> tuple[str, str]:
     """(canonical, raw) guilty frame of one stack section; ("", "") if none."""
     if stack.extractor == "stall":
-        return _pick(frames, _stall_frame)
+        # Stalls loop over several functions: name the stall by the function
+        # that entered the loop (the frame above a generic dispatcher such as
+        # a syscall entry, the workqueue or a timer), not by a random frame
+        # inside it. Lazily: only the frames down to that dispatcher matter.
+        prev, prev_raw = "", ""
+        for raw in frames:
+            name = _strip_syscall_prefix(raw)
+            if rules.STALL_ANCHOR.search(name):
+                if "smp_call_function" in name:
+                    return "smp_call_function", raw
+                return (prev, prev_raw) if prev else (name, raw)
+            prev, prev_raw = name, raw
+        return "", ""
     if stack.extractor == "hang":
         return _pick(frames, _hang_frame)
     for raw in frames:
@@ -587,11 +575,11 @@ def _describe(report: str, oops: Oops) -> _Description:
         # syscall-wrapper prefix stripped on its own: other kernels inline
         # the wrappers differently.
         raws = [r for _, r in frames]
-        strippable = [
-            p
-            for p in rules.STRIP_FRAME_PREFIXES
-            if any(_SYSCALL_PREFIX.match(r) for r in raws) and any(r.startswith(p) for r in raws)
-        ]
+        strippable = (
+            [p for p in rules.STRIP_FRAME_PREFIXES if any(r.startswith(p) for r in raws)]
+            if any(_SYSCALL_PREFIX.match(r) for r in raws)
+            else []
+        )
         for p in ("", *strippable):
             names = [r.removeprefix(p) for r in raws] if p else raws
             alt_title = _fmt(f.fmt, prefix + names)
