@@ -15,6 +15,7 @@ import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from kvmlab.errors import HostToolError, ProcessError
 
@@ -64,8 +65,8 @@ def spawn(
     *,
     cwd: Path | None = None,
     env: Mapping[str, str] | None = None,
-    stdout: int | None = subprocess.DEVNULL,
-    stderr: int | None = subprocess.STDOUT,
+    stdout: int | IO[bytes] | None = subprocess.DEVNULL,
+    stderr: int | IO[bytes] | None = subprocess.STDOUT,
     stdin: int | None = subprocess.DEVNULL,
     text: bool = False,
 ) -> subprocess.Popen[bytes]:

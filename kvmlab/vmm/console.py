@@ -1,0 +1,254 @@
+"""Watch a VM's serial console as it streams.
+
+A :class:`ConsoleWatcher` reads the raw console (any readable file
+descriptor: QEMU's stdout, or a pipe fed from libvirt's console stream) with
+pexpect, writes every byte to the VM's console log, keeps the text in memory,
+and records events: the start of a kernel crash, a reboot (a second
+``Linux version`` banner), a configurable ready marker, silence for longer
+than the no-output timeout, and the end of the stream.
+
+Recognising that a crash *started* is all this module does; turning the text
+into a title is :mod:`kvmlab.report`'s job (the raw text is exposed for it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import logging
+import os
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pexpect
+import pexpect.fdpexpect
+
+log = logging.getLogger(__name__)
+
+# The first line of every kind of kernel crash report kvmlab must notice live.
+# Anchored at a line start, after the optional printk time stamp and caller
+# id (``[    1.234567][  T123]`` / ``[ C0]``).
+_CRASH_MARKERS = (
+    r"BUG: ",
+    r"WARNING: ",
+    r"Kernel panic - not syncing",
+    r"general protection fault",
+    r"KASAN: ",
+    r"KMSAN: ",
+    r"KCSAN: ",
+    r"UBSAN: ",
+    r"kernel BUG at ",
+    r"Oops: ",
+    r"divide error: ",
+    r"invalid opcode: ",
+    r"stack segment: ",
+    r"INFO: task \S.* blocked for more than",
+    r"INFO: rcu_(?:sched|preempt|bh) (?:self-)?detected",
+    r"rcu: INFO: rcu_(?:sched|preempt|bh) (?:self-)?detected",
+    r"unregister_netdevice: waiting for",
+    r"unreferenced object 0x",
+    r"BUG kmalloc-",
+)
+_PREFIX = rb"(?:\[ *\d+\.\d+\])?(?:\[ *[TC]\d+\])? ?"
+CRASH_RE = re.compile(
+    rb"(?m)^" + _PREFIX + rb"(?:" + b"|".join(m.encode() for m in _CRASH_MARKERS) + rb")"
+)
+BANNER_RE = re.compile(rb"Linux version \d+\.\d+")
+
+
+class EventKind(enum.Enum):
+    CRASH = "crash"
+    REBOOT = "reboot"
+    READY = "ready"
+    NO_OUTPUT = "no-output"
+    EOF = "eof"
+
+
+@dataclass(frozen=True)
+class Event:
+    kind: EventKind
+    offset: int
+    """Byte offset in the console text where it happened."""
+    at: float
+    """time.monotonic() when it was seen."""
+    line: str = ""
+    """The console line that triggered it (for CRASH, the report's first line)."""
+
+
+class ConsoleWatcher:
+    """Read a console fd in a background thread; see the module docstring.
+
+    The watcher owns ``fd`` and closes it when the stream ends (pass a
+    ``os.dup`` of a descriptor someone else also owns).
+
+    ``no_output``: seconds of silence that raise a NO_OUTPUT event (once per
+    silence). ``ready_marker``: text that raises READY. The thread ends at EOF
+    or :meth:`close`.
+    """
+
+    def __init__(
+        self,
+        fd: int,
+        log_path: Path,
+        *,
+        no_output: float,
+        ready_marker: str | None = None,
+        on_event: Callable[[Event], None] | None = None,
+    ) -> None:
+        self._fd = fd
+        self.log_path = log_path
+        self._no_output = no_output
+        self._on_event = on_event
+        patterns: list[re.Pattern[bytes]] = [CRASH_RE, BANNER_RE]
+        if ready_marker:
+            patterns.append(re.compile(re.escape(ready_marker.encode())))
+        self._patterns = patterns
+        self._buf = bytearray()
+        self._events: list[Event] = []
+        self._cond = threading.Condition()
+        self._closed = False
+        self._banners = 0
+        self._log = log_path.open("ab", buffering=0)
+        self._child = pexpect.fdpexpect.fdspawn(fd, timeout=no_output, maxread=65536)
+        # Only the tail is searched: the markers are single lines.
+        self._child.searchwindowsize = 4096
+        self._child.logfile_read = self._log
+        self._thread = threading.Thread(target=self._loop, name=f"console:{log_path.name}", daemon=True)
+        self._thread.start()
+
+    # -- reading ---------------------------------------------------------
+
+    def _loop(self) -> None:
+        eof_index = len(self._patterns)
+        timeout_index = eof_index + 1
+        try:
+            while not self._closed:
+                try:
+                    idx = self._child.expect(
+                        [*self._patterns, pexpect.EOF, pexpect.TIMEOUT], timeout=self._no_output
+                    )
+                except (OSError, ValueError):
+                    idx = eof_index
+                before = self._child.before if isinstance(self._child.before, bytes) else b""
+                after = self._child.after if isinstance(self._child.after, bytes) else b""
+                with self._cond:
+                    self._buf += before
+                    offset = len(self._buf)
+                    self._buf += after
+                if idx == eof_index:
+                    self._emit(EventKind.EOF, offset)
+                    return
+                if idx == timeout_index:
+                    self._emit(EventKind.NO_OUTPUT, offset)
+                    continue
+                line = self._line_at(offset)
+                if idx == 0:
+                    self._emit(EventKind.CRASH, offset, line)
+                elif idx == 1:
+                    self._banners += 1
+                    if self._banners > 1:
+                        self._emit(EventKind.REBOOT, offset, line)
+                else:
+                    self._emit(EventKind.READY, offset, line)
+        finally:
+            self._log.close()
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+
+    def _line_at(self, offset: int) -> str:
+        # Wait briefly for the rest of the line: it is usually in the next read.
+        start = self._buf.rfind(b"\n", 0, offset) + 1
+        deadline = time.monotonic() + 0.2
+        while b"\n" not in self._buf[offset:] and time.monotonic() < deadline:
+            try:
+                chunk = self._child.read_nonblocking(4096, timeout=0.05)
+            except (pexpect.TIMEOUT, pexpect.EOF, OSError, ValueError):
+                break
+            with self._cond:
+                self._buf += chunk
+        end = self._buf.find(b"\n", offset)
+        if end < 0:
+            end = len(self._buf)
+        return self._buf[start:end].decode(errors="replace").rstrip("\r")
+
+    def _emit(self, kind: EventKind, offset: int, line: str = "") -> None:
+        ev = Event(kind, offset, time.monotonic(), line)
+        log.debug("%s: %s at %d: %s", self.log_path.name, kind.value, offset, line)
+        with self._cond:
+            self._events.append(ev)
+            self._cond.notify_all()
+        if self._on_event is not None:
+            self._on_event(ev)
+
+    # -- queries ---------------------------------------------------------
+
+    def text(self) -> str:
+        """All console text seen so far."""
+        with self._cond:
+            return self._buf.decode(errors="replace")
+
+    def tail(self, chars: int = 4000) -> str:
+        with self._cond:
+            return self._buf[-chars:].decode(errors="replace")
+
+    def events(self) -> list[Event]:
+        with self._cond:
+            return list(self._events)
+
+    def first(self, kind: EventKind) -> Event | None:
+        with self._cond:
+            return next((e for e in self._events if e.kind is kind), None)
+
+    @property
+    def crash(self) -> Event | None:
+        """The first crash seen, if any."""
+        return self.first(EventKind.CRASH)
+
+    @property
+    def ended(self) -> bool:
+        return self.first(EventKind.EOF) is not None
+
+    def crash_text(self) -> str:
+        """Console text from the first crash on ('' when none)."""
+        ev = self.crash
+        if ev is None:
+            return ""
+        with self._cond:
+            start = self._buf.rfind(b"\n", 0, ev.offset) + 1
+            return self._buf[start:].decode(errors="replace")
+
+    def wait_for(self, kinds: set[EventKind], timeout: float) -> Event | None:
+        """Block until an event of one of ``kinds`` (seen before or after the
+        call) exists, or ``timeout`` seconds pass; returns it or None."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                for e in self._events:
+                    if e.kind in kinds:
+                        return e
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                self._cond.wait(left)
+
+    def settle(self, quiet: float, limit: float) -> None:
+        """Wait until the console has been quiet for ``quiet`` seconds or has
+        ended (at most ``limit`` seconds), so a crash report is complete."""
+        deadline = time.monotonic() + limit
+        last = -1
+        while time.monotonic() < deadline and not self.ended:
+            with self._cond:
+                size = len(self._buf)
+            if size == last:
+                return
+            last = size
+            time.sleep(min(quiet, max(0.0, deadline - time.monotonic())))
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop reading (the fd's owner closes the fd) and wait for the thread."""
+        self._closed = True
+        self._thread.join(timeout)

@@ -1,0 +1,329 @@
+"""Build a small initramfs guest root from the host in seconds.
+
+Contents: busybox (static), the host's sshd and sftp-server with the shared
+libraries they need, a generated host key and an authorized key, a static
+address on the first NIC (QEMU user-mode networking always hands out
+10.0.2.15), and a getty on ttyS0. When the kernel has virtio drivers as
+modules, they are taken from the kernel's modules directory (with their
+dependencies, in load order) and loaded by /init.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import logging
+import lzma
+import os
+import re
+import shutil
+import stat
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from kvmlab import proc
+from kvmlab.errors import HostToolError, MissingFileError
+from kvmlab.vmm.root import GuestRoot, RootKind
+
+log = logging.getLogger(__name__)
+
+#: Modules the guest needs for networking and disks, by module name.
+NEEDED_MODULES = ("virtio_pci", "virtio_net", "virtio_blk", "virtio_console")
+
+BUSYBOX_CANDIDATES = (Path("/bin/busybox"), Path("/usr/bin/busybox"))
+SSHD = Path("/usr/sbin/sshd")
+SFTP_SERVER = Path("/usr/lib/openssh/sftp-server")
+
+_INIT = """#!/bin/sh
+export PATH=/bin:/sbin:/usr/bin:/usr/sbin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev 2>/dev/null
+mkdir -p /dev/pts /dev/shm /run/sshd /tmp /root
+mount -t devpts devpts /dev/pts
+mount -t tmpfs tmpfs /tmp
+mount -t tmpfs tmpfs /dev/shm
+for m in $(cat /etc/kvmlab-modules 2>/dev/null); do insmod "/lib/modules/$m" 2>/dev/null; done
+hostname kvmlab
+ip link set lo up
+nic=$(ls /sys/class/net | grep -v '^lo$' | head -n1)
+if [ -n "$nic" ]; then
+  ip link set "$nic" up
+  ip addr add 10.0.2.15/24 dev "$nic"
+  ip route add default via 10.0.2.2
+fi
+/usr/sbin/sshd -f /etc/ssh/sshd_config -E /tmp/sshd.log
+echo "kvmlab-guest-ready"
+exec /sbin/init
+"""
+
+_INITTAB = """::sysinit:/bin/true
+ttyS0::respawn:/sbin/getty -n -l /bin/sh -L 115200 ttyS0 vt100
+::ctrlaltdel:/sbin/poweroff -f
+"""
+
+_SSHD_CONFIG = """Port 22
+HostKey /etc/ssh/ssh_host_ed25519_key
+PermitRootLogin prohibit-password
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+UseDNS no
+PrintMotd no
+StrictModes no
+AuthorizedKeysFile /root/.ssh/authorized_keys
+Subsystem sftp /usr/lib/openssh/sftp-server
+"""
+
+#: Printed by /init once sshd has been started; the console watcher's ready marker.
+READY_MARKER = "kvmlab-guest-ready"
+
+
+@dataclass(frozen=True)
+class ModuleSet:
+    """Kernel modules to load, in order, as paths relative to the modules dir."""
+
+    paths: tuple[str, ...]
+
+
+def kernel_release(bzimage: Path) -> str | None:
+    """The kernel release (``uname -r``) stored in a bzImage's setup header.
+
+    Returns None when the file is not a bzImage.
+    """
+    try:
+        with bzimage.open("rb") as f:
+            head = f.read(0x10000)
+    except OSError as e:
+        raise MissingFileError(f"kernel {bzimage}: {e.strerror}") from e
+    if len(head) < 0x210 or head[0x202:0x206] != b"HdrS":
+        return None
+    ptr = int.from_bytes(head[0x20E:0x210], "little")
+    if ptr == 0:
+        return None
+    start = ptr + 0x200
+    end = head.find(b"\0", start)
+    if start >= len(head) or end < 0:
+        return None
+    return head[start:end].decode(errors="replace").split(" ")[0]
+
+
+def _module_name(relpath: str) -> str:
+    base = relpath.rsplit("/", 1)[-1]
+    base = re.sub(r"\.ko(\.xz|\.zst|\.gz)?$", "", base)
+    return base.replace("-", "_")
+
+
+def resolve_modules(modules_dir: Path, wanted: Iterable[str] = NEEDED_MODULES) -> ModuleSet:
+    """The modules (with dependencies, dependencies first) that provide
+    ``wanted`` and are not built into the kernel of ``modules_dir``."""
+    dep_file = modules_dir / "modules.dep"
+    if not dep_file.is_file():
+        return ModuleSet(())
+    builtin: set[str] = set()
+    builtin_file = modules_dir / "modules.builtin"
+    if builtin_file.is_file():
+        builtin = {_module_name(line.strip()) for line in builtin_file.read_text().splitlines() if line}
+    deps: dict[str, list[str]] = {}
+    by_name: dict[str, str] = {}
+    for line in dep_file.read_text().splitlines():
+        if ":" not in line:
+            continue
+        mod, _, rest = line.partition(":")
+        deps[mod] = rest.split()
+        by_name[_module_name(mod)] = mod
+    order: list[str] = []
+
+    def visit(mod: str) -> None:
+        if mod in order:
+            return
+        # modules.dep lists the full transitive closure; load deps first.
+        for d in reversed(deps.get(mod, [])):
+            visit(d)
+        order.append(mod)
+
+    for name in wanted:
+        if name in builtin or name not in by_name:
+            continue
+        visit(by_name[name])
+    return ModuleSet(tuple(order))
+
+
+def _ldd(binary: Path) -> list[Path]:
+    out = proc.run(["ldd", str(binary)], timeout=30).stdout
+    libs = []
+    for line in out.splitlines():
+        m = re.search(r"(/\S+)\s+\(0x", line)
+        if m:
+            libs.append(Path(m.group(1)))
+    return libs
+
+
+def _find_busybox() -> Path:
+    for p in BUSYBOX_CANDIDATES:
+        if p.is_file():
+            return p
+    raise HostToolError("busybox: not found (install busybox-static)")
+
+
+class _Cpio:
+    """A newc cpio archive written in memory (no cpio binary needed, and
+    deterministic: fixed mtimes and owners)."""
+
+    def __init__(self) -> None:
+        self._buf = io.BytesIO()
+        self._ino = 1
+        self._seen: set[str] = set()
+
+    def _entry(self, name: str, mode: int, data: bytes = b"") -> None:
+        name = name.lstrip("/")
+        if name in self._seen:
+            return
+        self._seen.add(name)
+        nameb = name.encode() + b"\0"
+        fields = [self._ino, mode, 0, 0, 1, 0, len(data), 0, 0, 0, 0, len(nameb), 0]
+        hdr = b"070701" + b"".join(b"%08X" % v for v in fields)
+        self._ino += 1
+        self._buf.write(hdr + nameb)
+        self._pad()
+        self._buf.write(data)
+        self._pad()
+
+    def _pad(self) -> None:
+        self._buf.write(b"\0" * (-self._buf.tell() % 4))
+
+    def mkdir(self, name: str) -> None:
+        parts = name.strip("/").split("/")
+        for i in range(1, len(parts) + 1):
+            self._entry("/".join(parts[:i]), stat.S_IFDIR | 0o755)
+
+    def file(self, name: str, data: bytes, mode: int = 0o644) -> None:
+        parent = name.strip("/").rsplit("/", 1)
+        if len(parent) == 2:
+            self.mkdir(parent[0])
+        self._entry(name, stat.S_IFREG | mode, data)
+
+    def symlink(self, name: str, target: str) -> None:
+        parent = name.strip("/").rsplit("/", 1)
+        if len(parent) == 2:
+            self.mkdir(parent[0])
+        self._entry(name, stat.S_IFLNK | 0o777, target.encode())
+
+    def host_file(self, path: Path, mode: int | None = None) -> None:
+        real = path.resolve()
+        m = mode if mode is not None else (real.stat().st_mode & 0o777)
+        self.file(str(path), real.read_bytes(), m)
+
+    def finish(self) -> bytes:
+        self._entry("TRAILER!!!", 0)
+        return self._buf.getvalue()
+
+
+def _module_bytes(path: Path) -> bytes:
+    data = path.read_bytes()
+    if path.suffix == ".xz":
+        return lzma.decompress(data)
+    if path.suffix == ".gz":
+        return gzip.decompress(data)
+    if path.suffix == ".zst":
+        return proc.run(["zstd", "-dc", str(path)], timeout=60).stdout.encode("latin-1")
+    return data
+
+
+def _keygen(path: Path, comment: str) -> None:
+    proc.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)], timeout=30)
+    path.chmod(0o600)
+
+
+def build_initramfs(
+    out_dir: Path,
+    *,
+    modules_dir: Path | None = None,
+    kernel: Path | None = None,
+) -> GuestRoot:
+    """Build (or reuse) an initramfs in ``out_dir`` and return it as a GuestRoot.
+
+    ``modules_dir``: where the kernel's modules live; by default
+    ``/lib/modules/<release of kernel>`` when ``kernel`` is given and that
+    directory exists. Modules the kernel has built in are not included.
+    The result is cached in ``out_dir`` by a hash of its inputs; the SSH key
+    pair is made once per ``out_dir``.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if modules_dir is None and kernel is not None:
+        release = kernel_release(kernel)
+        if release and Path("/lib/modules", release).is_dir():
+            modules_dir = Path("/lib/modules", release)
+    mods = resolve_modules(modules_dir) if modules_dir else ModuleSet(())
+
+    key = out_dir / "id_ed25519"
+    host_key = out_dir / "ssh_host_ed25519_key"
+    if not key.exists():
+        _keygen(key, "kvmlab-initramfs")
+    if not host_key.exists():
+        _keygen(host_key, "kvmlab-guest-host-key")
+
+    busybox = _find_busybox()
+    for tool in (SSHD, SFTP_SERVER):
+        if not tool.is_file():
+            raise HostToolError(f"{tool}: not found (install openssh-server)")
+    inputs = hashlib.sha256()
+    for p in (busybox, SSHD, SFTP_SERVER, key.with_suffix(".pub"), host_key):
+        inputs.update(p.read_bytes())
+    inputs.update(_INIT.encode() + _INITTAB.encode() + _SSHD_CONFIG.encode())
+    inputs.update(repr((str(modules_dir), mods.paths)).encode())
+    digest = inputs.hexdigest()[:16]
+    image = out_dir / f"initramfs-{digest}.cpio.gz"
+    root = GuestRoot(name="initramfs", kind=RootKind.INITRAMFS, path=image, ssh_key=key)
+    if image.is_file():
+        return root
+
+    log.info("building initramfs %s (%d modules)", image, len(mods.paths))
+    cpio = _Cpio()
+    for d in ("bin", "sbin", "usr/bin", "usr/sbin", "etc", "proc", "sys", "dev", "tmp", "root/.ssh",
+              "run/sshd", "var/empty", "lib", "lib64", "var/log"):
+        cpio.mkdir(d)
+    cpio.host_file(busybox, 0o755)
+    if str(busybox) != "/bin/busybox":
+        cpio.symlink("bin/busybox", str(busybox))
+    applets = proc.run([str(busybox), "--list-full"], timeout=30).stdout.split()
+    for applet in applets:
+        cpio.symlink(applet, "/bin/busybox")
+    cpio.file("init", _INIT.encode(), 0o755)
+    cpio.file("etc/inittab", _INITTAB.encode())
+    cpio.file("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\nsshd:x:100:65534::/run/sshd:/bin/false\n")
+    cpio.file("etc/group", b"root:x:0:\nnogroup:x:65534:\n")
+    cpio.file("etc/shadow", b"root:*:19000:0:99999:7:::\n", 0o600)
+    cpio.file("etc/hostname", b"kvmlab\n")
+    cpio.file("etc/ssh/sshd_config", _SSHD_CONFIG.encode())
+    cpio.file("etc/ssh/ssh_host_ed25519_key", host_key.read_bytes(), 0o600)
+    cpio.file("etc/ssh/ssh_host_ed25519_key.pub", host_key.with_suffix(".pub").read_bytes())
+    cpio.file("root/.ssh/authorized_keys", key.with_suffix(".pub").read_bytes(), 0o600)
+    libs: set[Path] = set()
+    for tool in (SSHD, SFTP_SERVER):
+        cpio.host_file(tool, 0o755)
+        libs.update(_ldd(tool))
+    for lib in sorted(libs):
+        cpio.host_file(lib, 0o755)
+    if modules_dir is not None:
+        names = []
+        for rel in mods.paths:
+            src = modules_dir / rel
+            plain = re.sub(r"\.(xz|zst|gz)$", "", rel)
+            cpio.file(f"lib/modules/{plain}", _module_bytes(src))
+            names.append(plain)
+        cpio.file("etc/kvmlab-modules", ("\n".join(names) + "\n").encode())
+
+    fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=".initramfs-")
+    try:
+        with os.fdopen(fd, "wb") as f, gzip.GzipFile(fileobj=f, mode="wb", mtime=0, compresslevel=6) as gz:
+            gz.write(cpio.finish())
+        os.replace(tmp, image)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    shutil.copymode(key.with_suffix(".pub"), image)
+    return root

@@ -1,0 +1,228 @@
+"""The ``libvirt`` backend: transient domains through libvirt-python.
+
+Works on any URI (``qemu:///system``, ``qemu:///session``,
+``qemu+ssh://host/system``). The console is read through libvirt itself — its
+console stream — so it works for a remote URI too; a thread pumps the stream
+into a pipe the console watcher reads. The domain is created paused, the
+console opened, then the domain resumed, so no console byte is lost.
+
+Files (kernel, initrd, overlay) are referenced by path: with a remote URI
+they must exist at the same paths on the remote host.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import threading
+from pathlib import Path
+from typing import Any
+
+import libvirt
+
+from kvmlab.errors import InfraError, LibvirtError
+from kvmlab.vmm.domain_xml import domain_xml
+from kvmlab.vmm.overlay import make_overlay
+from kvmlab.vmm.qemu_backend import PortInUseError
+from kvmlab.vmm.root import RootKind
+from kvmlab.vmm.spec import VMSpec
+
+log = logging.getLogger(__name__)
+
+#: Domains kvmlab creates are named ``kvmlab-<pid>-<spec name>-<index>``; the
+#: pid lets a later run remove domains whose kvmlab process died (kill -9).
+DOMAIN_PREFIX = "kvmlab-"
+
+
+def _quiet(ctx: Any, err: Any) -> None:
+    """libvirt prints every error to stderr by default; we raise them instead."""
+
+
+libvirt.registerErrorHandler(_quiet, None)
+
+
+def open_connection(uri: str) -> Any:
+    try:
+        return libvirt.open(uri)
+    except libvirt.libvirtError as e:
+        raise LibvirtError(f"libvirt at {uri}: {e.get_error_message()} (is libvirtd running?)") from e
+
+
+def reap_stale_domains(conn: Any) -> list[str]:
+    """Destroy kvmlab domains whose owning kvmlab process is gone."""
+    reaped = []
+    for dom in conn.listAllDomains():
+        m = re.match(rf"{DOMAIN_PREFIX}(\d+)-", dom.name())
+        if not m:
+            continue
+        pid = int(m.group(1))
+        if pid == os.getpid() or _pid_alive(pid):
+            continue
+        try:
+            dom.destroy()
+            reaped.append(dom.name())
+        except libvirt.libvirtError:
+            pass
+    return reaped
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class _ConsolePump:
+    """Copy a libvirt console stream into a pipe, in a thread."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+        self.read_fd, self._write_fd = os.pipe()
+        self._thread = threading.Thread(target=self._run, name="libvirt-console", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            while True:
+                try:
+                    data = self._stream.recv(65536)
+                except libvirt.libvirtError:
+                    break
+                if isinstance(data, int) or not data:
+                    # -2: would block (not used in blocking mode); 0 bytes: EOF.
+                    if data == -2:
+                        continue
+                    break
+                os.write(self._write_fd, data)
+        except OSError:
+            pass
+        finally:
+            os.close(self._write_fd)
+
+    def close(self, timeout: float) -> None:
+        with contextlib.suppress(libvirt.libvirtError):
+            self._stream.abort()
+        self._thread.join(timeout)
+        with contextlib.suppress(OSError):
+            os.close(self.read_fd)
+
+
+class LibvirtInstance:
+    """One transient domain; see :class:`kvmlab.vmm.backend.Instance`."""
+
+    def __init__(self, conn: Any, dom: Any, ssh_port: int, pump: _ConsolePump, files: list[Path]) -> None:
+        self._conn = conn
+        self._dom = dom
+        self._name: str = dom.name()
+        self._ssh_port = ssh_port
+        self._pump = pump
+        self._files = files
+        self._closed = False
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def ssh_port(self) -> int:
+        return self._ssh_port
+
+    def console_fd(self) -> int:
+        return self._pump.read_fd
+
+    def alive(self) -> bool:
+        try:
+            return bool(self._dom.isActive())
+        except libvirt.libvirtError:
+            return False
+
+    def qemu_pid(self) -> int | None:
+        pidfile = Path("/run/libvirt/qemu") / f"{self._name}.pid"
+        try:
+            return int(pidfile.read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+    def close(self, timeout: float) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if self._dom.isActive():
+                # A test guest has nothing to save: destroy (graceful SIGTERM,
+                # then SIGKILL inside libvirt) rather than an ACPI shutdown.
+                self._dom.destroyFlags(libvirt.VIR_DOMAIN_DESTROY_GRACEFUL)
+        except libvirt.libvirtError:
+            try:
+                self._dom.destroy()
+            except libvirt.libvirtError as e:
+                if self.alive():
+                    log.warning("%s: could not destroy: %s", self._name, e)
+        finally:
+            self._pump.close(timeout)
+            for f in self._files:
+                f.unlink(missing_ok=True)
+            self._conn.close()
+
+
+class LibvirtBackend:
+    """Start VMs as transient libvirt domains at ``uri``."""
+
+    name = "libvirt"
+
+    def __init__(self, uri: str = "qemu:///system") -> None:
+        self.uri = uri
+        conn = open_connection(uri)
+        try:
+            reaped = reap_stale_domains(conn)
+        finally:
+            conn.close()
+        if reaped:
+            log.warning("removed %d domains left by dead kvmlab processes: %s", len(reaped), reaped)
+
+    def create(self, spec: VMSpec, *, workdir: Path, ssh_port: int, index: int) -> LibvirtInstance:
+        files: list[Path] = []
+        disk = None
+        if spec.root.kind is RootKind.DISK:
+            disk = make_overlay(spec.root.path, workdir / "overlay.qcow2")
+            files.append(disk)
+        local_system = self.uri in ("qemu:///system", "qemu+unix:///system") and os.geteuid() == 0
+        name = f"{DOMAIN_PREFIX}{os.getpid()}-{spec.name}-{index}"
+        xml = domain_xml(
+            spec,
+            name=name,
+            ssh_port=ssh_port,
+            kernel=spec.kernel.resolve(),
+            initrd=spec.root.path.resolve() if spec.root.kind is RootKind.INITRAMFS else None,
+            disk=disk.resolve() if disk else None,
+            run_as_root=local_system,
+        )
+        (workdir / "domain.xml").write_text(xml)
+        conn = open_connection(self.uri)
+        try:
+            dom = conn.createXML(xml, libvirt.VIR_DOMAIN_START_PAUSED)
+        except libvirt.libvirtError as e:
+            conn.close()
+            msg = e.get_error_message()
+            if "hostfwd" in msg or "host forwarding" in msg:
+                raise PortInUseError(f"libvirt: qemu could not forward 127.0.0.1:{ssh_port}") from e
+            raise LibvirtError(f"libvirt: could not start {name}: {msg}") from e
+        try:
+            stream = conn.newStream(0)
+            dom.openConsole(None, stream, libvirt.VIR_DOMAIN_CONSOLE_FORCE)
+            pump = _ConsolePump(stream)
+            dom.resume()
+        except libvirt.libvirtError as e:
+            try:
+                dom.destroy()
+            finally:
+                conn.close()
+            msg = e.get_error_message()
+            raise InfraError(f"libvirt: could not attach the console of {name}: {msg}") from e
+        return LibvirtInstance(conn, dom, ssh_port, pump, files)

@@ -1,0 +1,146 @@
+"""A running VM as kvmlab uses it, whatever the backend: the console watcher,
+SSH, boot-readiness, running commands and copying files in."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from kvmlab.errors import SSHError
+from kvmlab.timeouts import Timeouts
+from kvmlab.vmm.backend import HasQemuPid, Instance
+from kvmlab.vmm.console import ConsoleWatcher, Event, EventKind
+from kvmlab.vmm.root import GuestRoot
+from kvmlab.vmm.ssh import CommandResult, SSHSession
+
+log = logging.getLogger(__name__)
+
+#: How often to retry SSH while a guest boots, in seconds. Small, because
+#: the console's ready marker usually says exactly when to try.
+_SSH_RETRY = 0.5
+
+
+@dataclass(frozen=True)
+class BootResult:
+    """How a boot went. ``ok`` False is a kernel result, not an error:
+    ``reason`` is the crash line, ``no output`` or what else stopped it."""
+
+    ok: bool
+    seconds: float
+    reason: str = ""
+    console_tail: str = ""
+    crashed: bool = False
+    """True when a kernel crash on the console ended the boot."""
+
+
+class Machine:
+    """One VM of a pool. Owns its instance, console watcher and SSH session."""
+
+    def __init__(
+        self,
+        index: int,
+        instance: Instance,
+        root: GuestRoot,
+        workdir: Path,
+        timeouts: Timeouts,
+        *,
+        ready_marker: str | None,
+        started: float,
+    ) -> None:
+        self.index = index
+        self.instance = instance
+        self.root = root
+        self.workdir = workdir
+        self.timeouts = timeouts
+        self.started = started
+        self.console_log = workdir / "console.log"
+        self.watcher = ConsoleWatcher(
+            os.dup(instance.console_fd()),
+            self.console_log,
+            no_output=timeouts.no_output,
+            ready_marker=ready_marker,
+        )
+        self.ssh = SSHSession("127.0.0.1", instance.ssh_port, root.ssh_user, root.ssh_key)
+        self.boot: BootResult | None = None
+
+    @property
+    def name(self) -> str:
+        return self.instance.name
+
+    @property
+    def ssh_port(self) -> int:
+        return self.instance.ssh_port
+
+    def qemu_pid(self) -> int | None:
+        return self.instance.qemu_pid() if isinstance(self.instance, HasQemuPid) else None
+
+    def _failed(self, reason: str, *, crashed: bool = False) -> BootResult:
+        # Give a crash report a moment to finish printing before we keep it.
+        self.watcher.settle(quiet=0.5, limit=5.0 * self.timeouts.scale)
+        result = BootResult(
+            False, time.monotonic() - self.started, reason, self.watcher.tail(), crashed=crashed
+        )
+        self.boot = result
+        return result
+
+    def wait_ready(self) -> BootResult:
+        """Wait until the guest accepts SSH, within the boot timeout.
+
+        A crash or panic on the console, or the VM stopping, ends the wait at
+        once as a boot failure carrying the console tail.
+        """
+        deadline = self.started + self.timeouts.boot
+        stop = {EventKind.CRASH, EventKind.EOF, EventKind.REBOOT}
+        while True:
+            ev = self.watcher.wait_for(stop | {EventKind.READY}, timeout=_SSH_RETRY)
+            if ev is not None and ev.kind in stop:
+                return self._failed(self._reason(ev), crashed=ev.kind is EventKind.CRASH)
+            if not self.instance.alive():
+                self.watcher.wait_for({EventKind.EOF}, timeout=2.0)
+                crash = self.watcher.crash
+                if crash is not None:
+                    return self._failed(crash.line.strip(), crashed=True)
+                return self._failed("no output" if not self.watcher.text().strip() else "vm stopped")
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return self._failed("no output" if not self.watcher.text().strip() else "timed out")
+            try:
+                self.ssh.connect(timeout=min(self.timeouts.ssh_connect, left))
+            except SSHError as e:
+                log.debug("%s: ssh not up yet: %s", self.name, e)
+                continue
+            result = BootResult(True, time.monotonic() - self.started)
+            self.boot = result
+            log.info("%s: ready for SSH after %.1fs", self.name, result.seconds)
+            return result
+
+    @staticmethod
+    def _reason(ev: Event) -> str:
+        if ev.kind is EventKind.CRASH:
+            return ev.line.strip()
+        if ev.kind is EventKind.REBOOT:
+            return "unexpected reboot"
+        return "vm stopped"
+
+    def run(
+        self,
+        command: str,
+        *,
+        timeout: float | None = None,
+        on_output: Callable[[str], None] | None = None,
+    ) -> CommandResult:
+        """Run a shell command in the guest (see :meth:`SSHSession.run`)."""
+        return self.ssh.run(command, timeout=timeout or self.timeouts.command, on_output=on_output)
+
+    def copy_in(self, local: Path, remote: str, *, mode: int | None = None) -> None:
+        self.ssh.copy_in(local, remote, timeout=self.timeouts.copy, mode=mode)
+
+    def close(self) -> None:
+        """Stop the VM and the watcher; everything the VM made goes too."""
+        self.ssh.close()
+        self.instance.close(self.timeouts.shutdown)
+        self.watcher.close()

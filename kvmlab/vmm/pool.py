@@ -1,0 +1,189 @@
+"""Pools: boot N VMs together, hand them out, and tear every one down.
+
+Nothing survives a pool — no qemu process, libvirt domain, overlay, port or
+temp dir — whether the caller's block ends normally, raises, is interrupted
+with Ctrl-C, or the process gets SIGTERM (turned into an exception while the
+pool is open, so the same cleanup path runs).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import signal
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from types import FrameType, TracebackType
+from typing import Any, TypeVar
+
+from kvmlab.errors import InfraError, MissingFileError, UserError
+from kvmlab.timeouts import Timeouts
+from kvmlab.vmm.backend import Backend
+from kvmlab.vmm.initramfs import kernel_release
+from kvmlab.vmm.machine import Machine
+from kvmlab.vmm.ports import PortAllocator
+from kvmlab.vmm.qemu_backend import PortInUseError
+from kvmlab.vmm.spec import Accel, VMSpec
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: Start attempts per VM when QEMU loses the race for its SSH port.
+_PORT_RETRIES = 5
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived while a pool was open (a BaseException, like
+    KeyboardInterrupt, so that ordinary ``except Exception`` doesn't eat it)."""
+
+
+def validate_spec(spec: VMSpec) -> None:
+    """User errors in a spec, found before anything starts."""
+    if spec.accel is Accel.AUTO:
+        raise ValueError("resolve Accel.AUTO (kvmlab.vmm.accel.resolve_accel) before starting a pool")
+    if not spec.kernel.is_file():
+        raise MissingFileError(f"kernel {spec.kernel}: no such file")
+    if kernel_release(spec.kernel) is None:
+        raise UserError(f"kernel {spec.kernel}: not a bootable x86 bzImage")
+    if not spec.root.path.is_file():
+        raise MissingFileError(f"guest root {spec.root.path}: no such file")
+    if not spec.root.ssh_key.is_file():
+        raise MissingFileError(f"ssh key {spec.root.ssh_key}: no such file")
+    if spec.cpus < 1 or spec.memory_mb < 64:
+        raise UserError(f"vm size: cpus={spec.cpus} memory_mb={spec.memory_mb} is too small")
+
+
+class Pool:
+    """``count`` VMs of ``spec`` on ``backend``.
+
+    ``workdir``: where each VM gets ``vm-<index>/`` (console log, overlay);
+    by default a temp dir removed at the end. Given by the caller, it is kept
+    (with the console logs) and only what the VMs made inside it is removed.
+    """
+
+    def __init__(
+        self,
+        spec: VMSpec,
+        count: int,
+        *,
+        backend: Backend,
+        timeouts: Timeouts,
+        workdir: Path | None = None,
+        ready_marker: str | None = None,
+    ) -> None:
+        if count < 1:
+            raise UserError(f"pool size must be at least 1, got {count}")
+        validate_spec(spec)
+        self.spec = spec
+        self.count = count
+        self.backend = backend
+        self.timeouts = timeouts
+        self.ready_marker = ready_marker
+        self._own_workdir = workdir is None
+        self.workdir = workdir or Path(tempfile.mkdtemp(prefix="kvmlab-pool-"))
+        self.machines: list[Machine] = []
+        self._ports = PortAllocator()
+        self._lock = threading.Lock()
+        self._old_sigterm: Any = None
+        self._closed = False
+
+    # -- lifecycle -------------------------------------------------------
+
+    def __enter__(self) -> Pool:
+        self._install_sigterm()
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def _install_sigterm(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+
+        def on_term(signum: int, frame: FrameType | None) -> None:
+            raise Terminated("terminated by SIGTERM")
+
+        self._old_sigterm = signal.signal(signal.SIGTERM, on_term)
+
+    def _start_one(self, index: int) -> Machine:
+        vmdir = self.workdir / f"vm-{index}"
+        vmdir.mkdir(parents=True, exist_ok=True)
+        last: Exception | None = None
+        for _ in range(_PORT_RETRIES):
+            port = self._ports.reserve()
+            started = time.monotonic()
+            try:
+                inst = self.backend.create(self.spec, workdir=vmdir, ssh_port=port, index=index)
+            except PortInUseError as e:
+                self._ports.release(port)
+                last = e
+                continue
+            except BaseException:
+                self._ports.release(port)
+                raise
+            machine = Machine(
+                index, inst, self.spec.root, vmdir, self.timeouts,
+                ready_marker=self.ready_marker, started=started,
+            )
+            with self._lock:
+                self.machines.append(machine)
+            return machine
+        raise InfraError(f"vm {index}: no usable SSH port after {_PORT_RETRIES} tries: {last}")
+
+    def start(self) -> None:
+        """Start every VM concurrently (returns once all are started, not booted)."""
+        with ThreadPoolExecutor(max_workers=self.count, thread_name_prefix="pool-start") as ex:
+            futures = [ex.submit(self._start_one, i) for i in range(self.count)]
+            errors = [f.exception() for f in futures]
+        self.machines.sort(key=lambda m: m.index)
+        for e in errors:
+            if e is not None:
+                raise e
+
+    def map(self, fn: Callable[[Machine], T]) -> list[T]:
+        """Run ``fn`` on every machine at once; results in index order."""
+        with ThreadPoolExecutor(max_workers=len(self.machines), thread_name_prefix="pool") as ex:
+            return list(ex.map(fn, self.machines))
+
+    def close(self) -> None:
+        """Stop every VM and remove what the pool made. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        # A second SIGTERM during cleanup must not abort the cleanup itself.
+        if self._old_sigterm is not None:
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        try:
+            with self._lock:
+                machines = list(self.machines)
+            if machines:
+                with ThreadPoolExecutor(max_workers=len(machines), thread_name_prefix="pool-stop") as ex:
+                    for m, err in zip(machines, ex.map(_close_quietly, machines), strict=True):
+                        self._ports.release(m.ssh_port)
+                        if err:
+                            log.warning("vm %d: cleanup: %s", m.index, err)
+            if self._own_workdir:
+                shutil.rmtree(self.workdir, ignore_errors=True)
+        finally:
+            if self._old_sigterm is not None:
+                signal.signal(signal.SIGTERM, self._old_sigterm)
+
+
+def _close_quietly(m: Machine) -> str:
+    try:
+        m.close()
+    except Exception as e:  # cleanup must go on for the others
+        return str(e)
+    return ""

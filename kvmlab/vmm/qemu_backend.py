@@ -1,0 +1,96 @@
+"""The ``qemu`` backend: kvmlab starts qemu-system-x86_64 itself.
+
+For a workstation with no libvirtd. The serial console is QEMU's stdout (a
+pipe the console watcher reads); QEMU's own messages go to ``qemu.log`` in the
+VM's work dir.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+from kvmlab import proc
+from kvmlab.errors import HostToolError, InfraError
+from kvmlab.vmm.overlay import make_overlay
+from kvmlab.vmm.qemu_argv import qemu_argv
+from kvmlab.vmm.root import RootKind
+from kvmlab.vmm.spec import VMSpec
+
+log = logging.getLogger(__name__)
+
+
+class PortInUseError(InfraError):
+    """QEMU could not bind the SSH forwarding port (someone took it first)."""
+
+
+class QemuInstance:
+    """One qemu process; see :class:`kvmlab.vmm.backend.Instance`."""
+
+    def __init__(self, name: str, popen: subprocess.Popen[bytes], ssh_port: int, files: list[Path]) -> None:
+        self._name = name
+        self._popen = popen
+        self._ssh_port = ssh_port
+        self._files = files
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def ssh_port(self) -> int:
+        return self._ssh_port
+
+    def console_fd(self) -> int:
+        assert self._popen.stdout is not None
+        return self._popen.stdout.fileno()
+
+    def alive(self) -> bool:
+        return self._popen.poll() is None
+
+    def qemu_pid(self) -> int | None:
+        return self._popen.pid if self.alive() else None
+
+    def close(self, timeout: float) -> None:
+        proc.kill_group(self._popen, grace=timeout)
+        if self._popen.stdout is not None:
+            self._popen.stdout.close()
+        for f in self._files:
+            f.unlink(missing_ok=True)
+
+
+class QemuBackend:
+    """Start VMs as child processes of kvmlab."""
+
+    name = "qemu"
+
+    def create(self, spec: VMSpec, *, workdir: Path, ssh_port: int, index: int) -> QemuInstance:
+        if shutil.which(spec.qemu) is None:
+            raise HostToolError(f"{spec.qemu}: not found (install qemu-system-x86)")
+        files: list[Path] = []
+        disk = None
+        if spec.root.kind is RootKind.DISK:
+            disk = make_overlay(spec.root.path, workdir / "overlay.qcow2")
+            files.append(disk)
+        qemu_log = workdir / "qemu.log"
+        argv = qemu_argv(spec, ssh_port=ssh_port, disk=disk)
+        (workdir / "qemu.argv").write_text(" ".join(argv) + "\n")
+        with qemu_log.open("wb") as err:
+            popen = proc.spawn(argv, stdout=subprocess.PIPE, stderr=err)
+        inst = QemuInstance(f"{spec.name}-{index}", popen, ssh_port, files)
+        # QEMU fails fast on bad arguments or a taken port; catch that here so
+        # the error names the cause instead of showing up as a silent console.
+        deadline = time.monotonic() + 0.5
+        while time.monotonic() < deadline and inst.alive():
+            time.sleep(0.05)
+        if not inst.alive():
+            inst.close(1.0)
+            msg = qemu_log.read_text(errors="replace").strip()
+            last = msg.splitlines()[-1] if msg else "no message"
+            if "hostfwd" in msg or "Could not set up host forwarding" in msg:
+                raise PortInUseError(f"qemu could not forward 127.0.0.1:{ssh_port}: {last}")
+            raise InfraError(f"qemu exited at start: {last}")
+        return inst

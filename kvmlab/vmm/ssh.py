@@ -1,0 +1,156 @@
+"""SSH to a guest with paramiko: connect, run a command, copy a file in.
+
+Every call takes a timeout; paramiko's and socket's exceptions become
+:class:`kvmlab.errors.SSHError` at this boundary.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import paramiko
+
+from kvmlab.errors import SSHError
+
+log = logging.getLogger(__name__)
+
+_TRANSPORT_ERRORS = (paramiko.SSHException, OSError, EOFError, socket.timeout)
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    """A command run in the guest. ``exit_status`` is None when it timed out
+    or the connection dropped before it finished."""
+
+    exit_status: int | None
+    output: str
+    timed_out: bool = False
+    duration: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_status == 0
+
+
+class SSHSession:
+    """One SSH connection to ``user@host:port`` authenticated by ``key``."""
+
+    def __init__(self, host: str, port: int, user: str, key: Path) -> None:
+        self.host, self.port, self.user, self.key = host, port, user, key
+        self._client: paramiko.SSHClient | None = None
+
+    def connect(self, timeout: float) -> None:
+        """One attempt; raises SSHError when the guest does not answer in time."""
+        client = paramiko.SSHClient()
+        # Guests are fresh every boot; their host keys are ours anyway.
+        client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
+        try:
+            client.connect(
+                self.host,
+                port=self.port,
+                username=self.user,
+                key_filename=str(self.key),
+                timeout=timeout,
+                banner_timeout=timeout,
+                auth_timeout=timeout,
+                allow_agent=False,
+                look_for_keys=False,
+            )
+            transport = client.get_transport()
+            if transport is not None:
+                transport.set_keepalive(5)
+        except _TRANSPORT_ERRORS as e:
+            client.close()
+            raise SSHError(f"ssh {self.user}@{self.host}:{self.port}: {e or type(e).__name__}") from e
+        self._client = client
+
+    @property
+    def connected(self) -> bool:
+        t = self._client.get_transport() if self._client else None
+        return bool(t and t.is_active())
+
+    def _require(self) -> paramiko.SSHClient:
+        if self._client is None:
+            raise SSHError(f"ssh {self.host}:{self.port}: not connected")
+        return self._client
+
+    def run(
+        self,
+        command: str,
+        *,
+        timeout: float,
+        on_output: Callable[[str], None] | None = None,
+    ) -> CommandResult:
+        """Run ``command`` (a shell string) in the guest; stdout and stderr are
+        merged and streamed to ``on_output`` as they arrive.
+
+        A command that outlives ``timeout`` seconds is abandoned (its channel
+        closed) and reported with ``timed_out=True``. A transport that breaks
+        mid-command raises SSHError; the caller decides whether a crash on the
+        console explains it.
+        """
+        client = self._require()
+        start = time.monotonic()
+        chunks: list[str] = []
+        try:
+            transport = client.get_transport()
+            if transport is None or not transport.is_active():
+                raise SSHError(f"ssh {self.host}:{self.port}: connection lost")
+            chan = transport.open_session(timeout=timeout)
+            chan.set_combine_stderr(True)
+            chan.settimeout(0.5)
+            chan.exec_command(command)
+            deadline = start + timeout
+            while True:
+                if time.monotonic() > deadline:
+                    chan.close()
+                    return CommandResult(None, "".join(chunks), True, time.monotonic() - start)
+                try:
+                    data = chan.recv(65536)
+                except TimeoutError:
+                    if not transport.is_active():
+                        raise SSHError(f"ssh {self.host}:{self.port}: connection lost") from None
+                    continue
+                if not data:
+                    break
+                text = data.decode(errors="replace")
+                chunks.append(text)
+                if on_output is not None:
+                    on_output(text)
+            # EOF on the channel: the exit status follows promptly unless the
+            # connection died with the guest.
+            while not chan.exit_status_ready():
+                if not transport.is_active() or time.monotonic() > deadline:
+                    raise SSHError(f"ssh {self.host}:{self.port}: connection lost")
+                time.sleep(0.05)
+            status = chan.recv_exit_status()
+        except _TRANSPORT_ERRORS as e:
+            raise SSHError(f"ssh {self.host}:{self.port}: {e or type(e).__name__}") from e
+        return CommandResult(status, "".join(chunks), False, time.monotonic() - start)
+
+    def copy_in(self, local: Path, remote: str, *, timeout: float, mode: int | None = None) -> None:
+        """Copy a host file into the guest over SFTP."""
+        client = self._require()
+        try:
+            sftp = client.open_sftp()
+            try:
+                channel = sftp.get_channel()
+                if channel is not None:
+                    channel.settimeout(timeout)
+                sftp.put(str(local), remote)
+                if mode is not None:
+                    sftp.chmod(remote, mode)
+            finally:
+                sftp.close()
+        except _TRANSPORT_ERRORS as e:
+            raise SSHError(f"copy {local} to {self.host}:{remote}: {e or type(e).__name__}") from e
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
