@@ -123,10 +123,16 @@ def iter_oops_lines(text: str, pos: int = 0, end: int | None = None) -> Iterator
 def _first_oops_on_line(line: str) -> Oops | None:
     # In table order: the first kind whose header is on the line and that is
     # not one of its look-alikes.
-    for oops in rules.OOPSES:
-        if oops.header in line and not any(r.search(line) for r in oops.not_crash):
+    for oops, not_crash in _NOT_CRASH:
+        if oops.header in line and (not_crash is None or not_crash.search(line) is None):
             return oops
     return None
+
+
+_NOT_CRASH = tuple(
+    (o, re.compile("|".join(f"(?:{r.pattern})" for r in o.not_crash)) if o.not_crash else None)
+    for o in rules.OOPSES
+)
 
 
 def crash_start(text: str) -> int | None:
@@ -443,10 +449,15 @@ def _key_search(key: int, text: str, pos: int, endpos: int) -> int:
 def _first_stack_start(text: str, pos: int) -> int:
     """Offset of the first stack start at or after ``pos`` (``len(text)`` if none)."""
     best = len(text)
-    for key in range(len(_STACK_KEYS)):
-        i = _key_search(key, text, pos, best)
-        if i >= 0:
-            best = i
+    for key, pattern in enumerate(_STACK_KEYS):
+        if pattern is rules.STACK_START[key]:
+            m = pattern.search(text, pos, best)
+            if m is not None:
+                best = m.start()
+        else:
+            i = _key_search(key, text, pos, best)
+            if i >= 0:
+                best = i
     return best
 
 
@@ -626,12 +637,21 @@ def _trace_window(text: str, pos: int, context: str, raw: bool) -> list[str]:
 
 
 def _corruption(
-    title: str, report: str, fmt: TitleFormat | None, context: str, raw: bool, pos: int = 0
+    title: str,
+    report: str,
+    fmt: TitleFormat | None,
+    context: str,
+    text: str = "",
+    pos: int = -1,
+    report_end: int = -1,
 ) -> str:
     """Why the title of a well-formed-looking report still cannot be trusted ("" if it can).
 
-    ``report[pos:]`` is the report with prefixes stripped, or (``raw``) the
-    console text from the report start on.
+    ``report`` is the report with prefixes stripped. Without caller ids the
+    report ends where a second one starts, but a stack trace of the first may
+    run on; ``text[pos:]`` (``pos`` >= 0) is then the console text from the
+    report start on (``report_end`` where the report's part of it ends),
+    looked at where the report is too short.
     """
     if _CORRUPTED_TITLE.search(title):
         return "title contains a timestamp"
@@ -639,10 +659,13 @@ def _corruption(
         return ""
     has_trace = False
     for key in range(len(_STACK_KEYS)):
-        at = _key_search(key, report, pos, len(report))
+        at = _key_search(key, report, 0, len(report))
+        after = [] if at < 0 else _trace_window(report, report.rfind("\n", 0, at) + 1, context, False)
+        if pos >= 0 and len(after) < 16:
+            at = _key_search(key, text, pos if at >= 0 else report_end, len(text))
+            after = [] if at < 0 else _trace_window(text, text.rfind("\n", 0, at) + 1, context, True)
         if at < 0:
             continue
-        after = _trace_window(report, report.rfind("\n", 0, at) + 1, context, raw)
         if len(after) < 4:
             return "call trace is missed"
         found = False
@@ -672,9 +695,9 @@ def parse_raw(text: str) -> RawReport | None:
         reason = desc.corrupted_reason
         if not reason:
             if context in ("", _CONSOLE):
-                reason = _corruption(desc.title, text, desc.fmt, context, raw=True, pos=start)
+                reason = _corruption(desc.title, body, desc.fmt, context, text, start, cut.end)
             else:
-                reason = _corruption(desc.title, "\n".join(cut.body), desc.fmt, context, raw=False)
+                reason = _corruption(desc.title, "\n".join(cut.body), desc.fmt, context)
         report = "\n".join([*cut.prefix, *cut.body[: cut.body_end]]) + "\n"
         return RawReport(desc.title, desc.alt_titles, bool(reason), reason, report, start, cut.end)
     return None

@@ -685,7 +685,7 @@ OOPSES: tuple[Oops, ...] = (
             rx("WARNING: See https.* for mitigation options."),
             rx("WARNING: kernel not compiled with CPU_SRSO"),
             rx("EXT4-[Ff][Ss](?: \\(.*\\))?:"),
-            re.compile("(?i)warning: .* uses (deprecated v2 capabilities|wireless extensions)"),
+            re.compile("(?i:warning: .* uses (deprecated v2 capabilities|wireless extensions))"),
             rx("XFS \\(\\w+\\): WARNING"),
         ),
     ),
@@ -1215,9 +1215,16 @@ TITLE_TYPES: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 
 
+#: All of TITLE_TYPES as one anchored regex: alternatives are tried in table
+#: order, so the first class whose prefix fits wins, as in the table.
+_TYPE_OF = re.compile(
+    "|".join(f"(?P<t{i}>" + "|".join(map(re.escape, p)) + ")" for i, (_k, p) in enumerate(TITLE_TYPES))
+)
+
+
 def title_type(title: str) -> str:
     """The crash type of a title (``"UNKNOWN"`` when no class fits)."""
-    for kind, prefixes in TITLE_TYPES:
-        if title.startswith(prefixes):
-            return kind
-    return "UNKNOWN"
+    m = _TYPE_OF.match(title)
+    if m is None or m.lastgroup is None:
+        return "UNKNOWN"
+    return TITLE_TYPES[int(m.lastgroup[1:])][0]
