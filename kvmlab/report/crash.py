@@ -21,6 +21,7 @@ _VOLATILE: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"(\W)(\d+)(\W|$)"), r"\1NUM\3"),
     (re.compile(r"(\d+){7,}"), "NUM"),
 )
+_ANY_VOLATILE = re.compile("|".join(f"(?:{p.pattern})" for p, _r in _VOLATILE))
 _MAX_TITLE = 120
 _FRAME_OF_TITLE = re.compile(r".* in ((?:<[a-zA-Z0-9_: ]+>)?[a-zA-Z0-9_:]+)")
 _CONSOLE_HANGUP = "serialport: VM disconnected."
@@ -28,7 +29,7 @@ _CONSOLE_HANGUP = "serialport: VM disconnected."
 
 def normalize_title(title: str) -> str:
     """The title with volatile parts replaced and whitespace / control characters cleaned."""
-    for pattern, repl in _VOLATILE:
+    for pattern, repl in _VOLATILE if _ANY_VOLATILE.search(title) else ():
         if pattern.search(title) is None:
             continue
         while True:

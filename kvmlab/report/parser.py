@@ -620,12 +620,12 @@ def _trace_window(text: str, pos: int, context: str, raw: bool) -> list[str]:
     e = len(text) if e < 0 else e
     first = text[pos:e].rstrip("\r")
     if not raw:
-        out = [first]
-        while e < len(text) and len(out) < 16:
-            s, e = e + 1, text.find("\n", e + 1)
-            e = len(text) if e < 0 else e
-            out.append(text[s:e])
-        return out
+        size = 4096
+        while True:
+            lines = text[pos : pos + size].split("\n", 16)
+            if len(lines) > 16 or pos + size >= len(text):
+                return lines[:16]
+            size *= 4
     first, _q = _strip_prefix(first, _context(first))
     size = 4096
     while True:
