@@ -285,6 +285,7 @@ def test_list_select_and_remove(tmp_path: Path) -> None:
     assert not ea.dir.exists() and eb.dir.exists()
     remove_entries([], tmp_path, all_=True)
     assert list_entries(tmp_path) == []
+    assert not (tmp_path / ".t-0123.tmp-999999").exists()  # --all also sweeps dead builds
 
 
 def test_sweep_removes_only_dead_builders_dirs(tmp_path: Path) -> None:
@@ -293,8 +294,10 @@ def test_sweep_removes_only_dead_builders_dirs(tmp_path: Path) -> None:
     other = tmp_path / ".other.tmp-999999999"
     for d in (dead, live, other):
         (d / "rootfs").mkdir(parents=True)
-    sweep_stale(tmp_path, "img")
-    assert not dead.exists() and live.exists() and other.exists()
+    assert sweep_stale(tmp_path, "img") == [dead]
+    assert live.exists() and other.exists()
+    assert sweep_stale(tmp_path) == [other]
+    assert live.exists()
 
 
 # --- the CLI -----------------------------------------------------------------------------------

@@ -55,6 +55,7 @@ REQUIRED_TOOLS: tuple[str, ...] = ("debootstrap", "mkfs.ext4", "qemu-img", "ssh-
 
 _TMP_MARK = ".tmp-"
 _OLD_MARK = ".old-"
+_STALE_RE = re.compile(r"^\.(.+)(?:\.tmp-|\.old-)([0-9]+)$")
 
 
 class NeedRootError(UserError):
@@ -282,18 +283,21 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def sweep_stale(parent: Path, dest_name: str) -> None:
-    """Remove temporary build dirs of ``dest_name`` whose builder process is gone."""
+def sweep_stale(parent: Path, dest_name: str | None = None) -> list[Path]:
+    """Remove temporary build dirs (of ``dest_name``, or of any image) whose
+    builder process is gone; returns what was removed."""
+    removed: list[Path] = []
     if not parent.is_dir():
-        return
+        return removed
     for p in parent.iterdir():
-        for mark in (_TMP_MARK, _OLD_MARK):
-            prefix = f".{dest_name}{mark}"
-            if p.name.startswith(prefix):
-                pid_text = p.name[len(prefix) :]
-                if pid_text.isdigit() and not _pid_alive(int(pid_text)):
-                    log.info("removing %s left by an interrupted build", p)
-                    remove_tree(p)
+        m = _STALE_RE.match(p.name)
+        if m is None or (dest_name is not None and m.group(1) != dest_name):
+            continue
+        if not _pid_alive(int(m.group(2))):
+            log.info("removing %s left by an interrupted build", p)
+            remove_tree(p)
+            removed.append(p)
+    return removed
 
 
 @contextlib.contextmanager

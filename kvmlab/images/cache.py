@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from kvmlab.errors import UserError
-from kvmlab.images.build import BuildResult, BuildTimeouts, ImageEntry, read_entry, remove_tree
+from kvmlab.images.build import BuildResult, BuildTimeouts, ImageEntry, read_entry, remove_tree, sweep_stale
 from kvmlab.images.build import build_image as _build_image
 from kvmlab.images.recipe import Recipe, load_recipe
 from kvmlab.vmm.root import GuestRoot
@@ -100,4 +100,6 @@ def remove_entries(
         chosen.update({e.dir: e for e in matched})
     for e in chosen.values():
         remove_tree(e.dir)
+    if all_:
+        sweep_stale(cache_dir if cache_dir is not None else default_cache_dir())
     return list(chosen.values())
