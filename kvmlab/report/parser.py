@@ -34,13 +34,6 @@ _LINE_PREFIX = re.compile(
     r"(?:\*\* [0-9]+ printk messages dropped \*\* )?(?:[^[\n]* login: )?(?:<[0-9]+>)?"
     r"\[ *[0-9]+\.[0-9]+\](\[ *(?:C|T)[0-9]+\])? "
 )
-#: One console line: (timestamp prefix)(caller id) rest.
-_LINE = re.compile(
-    r"^((?:\*\* [0-9]+ printk messages dropped \*\* )?(?:[^[\n]* login: )?(?:<[0-9]+>)?"
-    r"\[ *[0-9]+\.[0-9]+\](\[ *(?:C|T)[0-9]+\])? )?(.*)$",
-    re.M,
-)
-_CPU_CONTEXT = re.compile(r"\[ *C[0-9]+\]")
 _TASK_CONTEXT = re.compile(r"\[ *T[0-9]+\]")
 _QUESTIONABLE = re.compile(r"(\[\<[0-9a-f]+\>\])? \? ")
 #: A header on a line cut short by printk and replayed whole on the next line
@@ -199,60 +192,25 @@ def _cut_report(text: str, start: int, context: str) -> _Cut:
     ]
     cut.prefix = earlier[-max_prefix:]
 
-    # Where a second report (or an info message with its own stack) starts.
+    # Where a second report (or an info message with its own stack) starts:
+    # without caller ids nothing else separates it from the first.
     _s, first_end = _line_bounds(text, start)
     second = len(text)
-    for ls, _le, _oops in iter_oops_lines(text, first_end + 1):
+    for ls, _le, _oops in () if has_caller else iter_oops_lines(text, first_end + 1):
         line = text[ls:_le]
         if not any(r.search(line) for r in rules.NOT_A_NEW_REPORT):
             second = ls
             break
-    for marker in rules.INFO_WITH_STACK:
+    for marker in () if has_caller else rules.INFO_WITH_STACK:
         i = text.find(marker, first_end + 1, second)
         if i >= 0:
             second = text.rfind("\n", 0, i) + 1
-    # Without caller ids nothing separates the second report from the first.
-    stop = len(text) if has_caller else second
+    stop = second
 
     oops_line = text[start:first_end]
     min_lines = _min_lines(oops_line)
     cut.end = first_end
-    if not (has_caller and _NMI_ALL in text[start:stop]):
-        _fast_body(cut, text, start, first_end, stop, context, min_lines)
-        return cut
-    text_lines = 0
-    cpu_traceback = False
-    for m in _LINE.finditer(text, start, stop):
-        line_start = m.start()
-        is_first = line_start == start
-        rest = m.group(3).rstrip("\r")
-        ctx = m.group(2) or (_CONSOLE if m.group(1) is not None else "")
-        stripped = rest if ctx else m.group(0).rstrip("\r")
-        if ctx and " ? " in rest and "<EOI>" not in rest and _QUESTIONABLE.search(rest):
-            if not is_first:
-                continue
-            stripped = rest[rest.find(" ? ") + 2 :]
-        elif ctx and rest.endswith(" (unreliable)"):  # powerpc's "?"
-            if not is_first:
-                continue
-            stripped = rest[:-13]
-        if not is_first and ctx != context and not (cpu_traceback and _CPU_CONTEXT.fullmatch(ctx)):
-            continue
-        text_lines += 1
-        if not is_first:
-            if _SKIP_LINE in rest:
-                continue
-            if _NMI_ALL in rest:
-                # a backtrace of all CPUs belongs to the report whatever their context
-                cpu_traceback = True
-            elif (_PANIC_SYNCING in rest or _CIRCULAR in rest) and text_lines > min_lines:
-                # The panic_on_warn panic (or a lockdep splat caused by oops
-                # printing) only repeats the stack of a report long enough already.
-                break
-        cut.body.append(stripped)
-        if has_caller or line_start < second:
-            cut.body_end = len(cut.body)
-            cut.end = m.end()
+    _fast_body(cut, text, start, first_end, stop, context, min_lines)
     return cut
 
 
@@ -262,19 +220,21 @@ _BARE_LINES = re.compile(r"^(?!" + _PFX + r"(?:\[ *(?:C|T)[0-9]+\])? )(.*)$", re
 
 
 @lru_cache(maxsize=64)
-def _caller_lines(context: str) -> re.Pattern[str]:
-    return re.compile(r"^" + _PFX + re.escape(context) + r" (.*)$", re.M)
+def _caller_lines(context: str, cpus: bool) -> re.Pattern[str]:
+    """Lines of ``context`` (and, with ``cpus``, of every CPU context)."""
+    ctx = re.escape(context) + (r"|\[ *C[0-9]+\]" if cpus else "")
+    return re.compile(r"^" + _PFX + "(?:" + ctx + r") (.*)$", re.M)
 
 
-def _context_lines(text: str, pos: int, end: int, context: str) -> list[str]:
-    """Lines of ``context`` in ``text[pos:end]`` with their prefixes and
-    unreliable (``?``) frames stripped."""
+def _context_lines(text: str, pos: int, end: int, context: str, cpus: bool = False) -> list[str]:
+    """Lines of ``context`` (with ``cpus``: and of all CPU contexts) in
+    ``text[pos:end]``, with their prefixes and unreliable (``?``) frames stripped."""
     if context == "":
         rests = _BARE_LINES.findall(text, pos, end)
     elif context == _CONSOLE:
         rests = _CONSOLE_LINES.findall(text, pos, end)
     else:
-        rests = _caller_lines(context).findall(text, pos, end)
+        rests = _caller_lines(context, cpus).findall(text, pos, end)
     if "\r" in text:
         rests = [r.rstrip("\r") for r in rests]
     if context and rests:
@@ -287,13 +247,36 @@ def _context_lines(text: str, pos: int, end: int, context: str) -> list[str]:
     return rests
 
 
+def _nmi_line_end(text: str, start: int, first_end: int, stop: int, context: str) -> int:
+    """End of the first report line announcing a backtrace of all CPUs, or -1."""
+    if context in ("", _CONSOLE):
+        return -1  # no CPU contexts to tell apart
+    i = text.find(_NMI_ALL, start, stop)
+    while i >= 0:
+        ls, le = _line_bounds(text, i)
+        if ls == start or _context(text[ls:le]) == context:
+            return first_end + 1 if ls == start else le + 1
+        i = text.find(_NMI_ALL, le, stop)
+    return -1
+
+
 def _fast_body(cut: _Cut, text: str, start: int, first_end: int, stop: int, context: str,
                min_lines: int) -> None:  # fmt: skip
-    """The report body with C-level regex scans: the lines of ``context`` in
-    ``text[first_end:stop]`` after the oops line (same rules as the line loop
-    of :func:`_cut_report`, for the common case without an all-CPU backtrace)."""
+    """The report body: the oops line, then the lines of ``context`` in
+    ``text[first_end:stop]``, found with C-level regex scans.
+
+    After a line of the report says it backtraces all CPUs ("Sending NMI from
+    CPU"), the other CPUs' lines belong to the report whatever their context.
+    Debugging noise ("Disabling lock debugging") is dropped; a panic or a
+    lockdep splat set off by a report long enough already is cut off (with
+    panic_on_warn the panic only repeats the report's stack)."""
     first, _q = _strip_prefix(text[start:first_end].rstrip("\r"), context)
-    rests = _context_lines(text, first_end + 1, stop, context)
+    nmi = _nmi_line_end(text, start, first_end, stop, context)
+    if nmi < 0:
+        rests = _context_lines(text, first_end + 1, stop, context)
+    else:
+        rests = _context_lines(text, first_end + 1, nmi, context)
+        rests += _context_lines(text, nmi, stop, context, cpus=True)
     cut_at = -1
     region = text[first_end:stop]
     if _PANIC_SYNCING in region or _CIRCULAR in region:
@@ -308,6 +291,9 @@ def _fast_body(cut: _Cut, text: str, start: int, first_end: int, stop: int, cont
         i = text.find(rests[cut_at], first_end, stop)
         cut.end = text.rfind("\n", 0, i) if i > 0 else stop
         rests = rests[:cut_at]
+    elif rests and context not in ("", _CONSOLE):
+        # the end of the last line of this context
+        cut.end = _line_bounds(text, max(start, text.rfind(context, start, stop)))[1]
     elif rests:
         cut.end = stop - 1 if stop > 0 and text[stop - 1] == "\n" else stop
     if _SKIP_LINE in region:
@@ -431,8 +417,15 @@ _STACK_KEYS = tuple(
 )
 
 
+#: A literal each stack-start key contains: a C-speed ``str.find`` rules most keys out.
+_LITERALS = ("Call ", "Allocated", "Freed", "backtrace", "Backtrace:", "Uninit was stored")
+_KEY_LITERALS = tuple(next(lit for lit in _LITERALS if lit in p.pattern) for p in _STACK_KEYS)
+
+
 def _key_search(key: int, text: str, pos: int, endpos: int) -> int:
     """Offset of the first match of stack-start key ``key`` in ``text[pos:endpos]``, or -1."""
+    if text.find(_KEY_LITERALS[key], pos, endpos) < 0:
+        return -1
     pattern = _STACK_KEYS[key]
     needs_space = pattern is not rules.STACK_START[key]
     while True:
@@ -449,15 +442,10 @@ def _key_search(key: int, text: str, pos: int, endpos: int) -> int:
 def _first_stack_start(text: str, pos: int) -> int:
     """Offset of the first stack start at or after ``pos`` (``len(text)`` if none)."""
     best = len(text)
-    for key, pattern in enumerate(_STACK_KEYS):
-        if pattern is rules.STACK_START[key]:
-            m = pattern.search(text, pos, best)
-            if m is not None:
-                best = m.start()
-        else:
-            i = _key_search(key, text, pos, best)
-            if i >= 0:
-                best = i
+    for key in range(len(_STACK_KEYS)):
+        i = _key_search(key, text, pos, best)
+        if i >= 0:
+            best = i
     return best
 
 
@@ -552,10 +540,33 @@ class _Description:
     alt_titles: tuple[str, ...]
     corrupted_reason: str
     fmt: TitleFormat | None
+    matched_at: int = -1
+    """Where the earliest title regex matched (-1: none did)."""
+
+
+def _spans_lines(pattern: re.Pattern[str]) -> bool:
+    return any(s in pattern.pattern for s in ("\\n", "\n", "\\s", "[\\s\\S]"))
+
+
+#: Title regexes that may match across lines (the rest match within one line).
+_MULTILINE_TITLES = frozenset(id(f.title) for o in rules.OOPSES for f in o.formats if _spans_lines(f.title))
 
 
 def _describe(report: str, oops: Oops) -> _Description:
     """Title the report with the oops shape whose title regex matches earliest."""
+    # The oops line usually holds the earliest match: look there first, and
+    # at the whole report only if no shape matches on it. (Equivalent to
+    # searching the whole report each time: a match on a later line cannot
+    # start earlier.)
+    first_end = report.find("\n")
+    first_end = first_end if first_end >= 0 else len(report)
+    desc = _describe_in(report, oops, first_end)
+    if 0 <= desc.matched_at <= first_end:
+        return desc
+    return _describe_in(report, oops, len(report))
+
+
+def _describe_in(report: str, oops: Oops, endpos: int) -> _Description:
     best_pos = len(report) + 1
     title = ""
     alts: list[str] = []
@@ -563,7 +574,7 @@ def _describe(report: str, oops: Oops) -> _Description:
     chosen: TitleFormat | None = None
     matched_title = False
     for f in oops.formats:
-        m = f.title.search(report)
+        m = f.title.search(report, 0, len(report) if id(f.title) in _MULTILINE_TITLES else endpos)
         if m is None or m.start() > best_pos or (m.start() == best_pos and title):
             continue
         if m.start() < best_pos:
@@ -605,12 +616,12 @@ def _describe(report: str, oops: Oops) -> _Description:
             reason = "matched title but not report regexp"
         i = report.find(oops.header)
         if i < 0:
-            return _Description("", (), reason, None)
+            return _Description("", (), reason, None, best_pos if matched_title else -1)
         e = report.find("\n", i)
         title = report[i : e if e >= 0 else len(report)]
     if not reason and chosen is not None and chosen.corrupted:
         reason = "report format is marked as corrupted"
-    return _Description(title, tuple(dict.fromkeys(alts)), reason, chosen)
+    return _Description(title, tuple(dict.fromkeys(alts)), reason, chosen, best_pos if matched_title else -1)
 
 
 def _trace_window(text: str, pos: int, context: str, raw: bool) -> list[str]:
@@ -661,7 +672,7 @@ def _corruption(
     for key in range(len(_STACK_KEYS)):
         at = _key_search(key, report, 0, len(report))
         after = [] if at < 0 else _trace_window(report, report.rfind("\n", 0, at) + 1, context, False)
-        if pos >= 0 and len(after) < 16:
+        if pos >= 0 and len(after) < 16 and report_end < len(text) - 1:
             at = _key_search(key, text, pos if at >= 0 else report_end, len(text))
             after = [] if at < 0 else _trace_window(text, text.rfind("\n", 0, at) + 1, context, True)
         if at < 0:
