@@ -305,9 +305,30 @@ def _fast_body(cut: _Cut, text: str, start: int, first_end: int, stop: int, cont
 # -- titles ---------------------------------------------------------------------------
 
 
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_]+")
+
+
+class _Skipper:
+    """Matches frame names against skip patterns: plain names through one
+    prefix-factored regex (an alternation of 200 literals would try each at
+    every offset), the few real regexes through another."""
+
+    def __init__(self, patterns: Sequence[str]) -> None:
+        plain = sorted({p for p in patterns if _PLAIN_NAME.fullmatch(p)})
+        other = [p for p in patterns if not _PLAIN_NAME.fullmatch(p)]
+        self._plain = re.compile(_trie_pattern(plain)) if plain else None
+        self._other = re.compile("|".join(other)) if other else None
+
+    def search(self, name: str) -> bool:
+        return bool(
+            (self._plain is not None and self._plain.search(name))
+            or (self._other is not None and self._other.search(name))
+        )
+
+
 @lru_cache(maxsize=256)
-def _skip_re(extra: tuple[str, ...]) -> re.Pattern[str]:
-    return re.compile("|".join(rules.SKIP_FRAMES + extra))
+def _skip_re(extra: tuple[str, ...]) -> _Skipper:
+    return _Skipper(rules.SKIP_FRAMES + extra)
 
 
 _SYSCALL_PREFIX = re.compile("|".join(rules.STRIP_FRAME_PREFIXES))
@@ -347,7 +368,7 @@ class _Frames:
     """Candidate frames of one stack section; skip patterns are applied lazily,
     since usually only the first few frames are ever looked at."""
 
-    def __init__(self, skip: re.Pattern[str]) -> None:
+    def __init__(self, skip: _Skipper) -> None:
         self.skip = skip
         self.raw: list[str] = []
 
@@ -364,8 +385,8 @@ class _Frames:
 
 
 @lru_cache(maxsize=65536)
-def _skipped(skip: re.Pattern[str], name: str) -> bool:
-    return skip.search(name) is not None
+def _skipped(skip: _Skipper, name: str) -> bool:
+    return skip.search(name)
 
 
 def _key_frame(frames: _Frames, stack: StackFormat) -> tuple[str, str]:
@@ -455,7 +476,7 @@ def _line_after(text: str, pos: int) -> int:
     return len(text) if e < 0 else e + 1
 
 
-def _stack_frames(text: str, parts: Sequence[rules.Part], skip: re.Pattern[str],
+def _stack_frames(text: str, parts: Sequence[rules.Part], skip: _Skipper,
                   stack: StackFormat) -> tuple[list[tuple[str, str]], bool]:  # fmt: skip
     """Walk ``parts`` over the lines of ``text``: one guilty frame per stack section.
 
