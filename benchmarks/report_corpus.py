@@ -116,6 +116,7 @@ def main() -> int:
     print(f"parse throughput:         {mb / t_parse:.1f} MB/s (CPU time)")
     print(f"crash_start throughput:   {mb / t_start:.1f} MB/s (CPU time)")
     print(f"baseline (split + 'in' per line): {mb / t_base:.1f} MB/s (CPU time)")
+    print(f"parse / baseline speed:   {t_base / t_parse:.3f} (machine-independent-ish)")
     if misses:
         print(f"misses ({len(misses)}):")
         for m in misses[: args.misses]:

@@ -435,3 +435,13 @@ def test_report_json_round_trip_fields() -> None:
     assert d["title"] == "general protection fault in tcp_cleanup_ulp"
     assert isinstance(d["alt_titles"], list)
     assert {"type", "corrupted", "frame", "report", "start", "end"} <= d.keys()
+
+
+def test_cxx_frames_are_demangled() -> None:
+    from kvmlab.report.parser import demangle
+
+    assert demangle("_Z8fakeNameiii") == "fakeName"
+    assert demangle("_ZN3foo3barEv") == "foo::bar"
+    assert demangle("tcp_close") == "tcp_close"
+    text = WARN_PLAIN.replace("demo_probe+0x2a/0x60", "_Z10demo_probev+0x2a/0x60")
+    assert must_parse(text).title == "WARNING in demo_probe"

@@ -380,8 +380,42 @@ class _Frames:
         """Frames that may be blamed, in order."""
         skip = self.skip
         for name in self.raw:
+            if name.startswith("_Z"):
+                name = demangle(name)
             if not _skipped(skip, name):
                 yield name
+
+
+_MANGLED_NAME = re.compile(r"_ZN?L?((?:[0-9]+[A-Za-z_$][A-Za-z0-9_$]*)+)")
+_SOURCE_NAME = re.compile(r"([0-9]+)")
+_RUST_HASH = re.compile(r"h[0-9a-f]{16}")
+
+
+def demangle(name: str) -> str:
+    """The plain name of a C++ (or legacy Rust) function symbol, without
+    parameters: ``_Z8fakeNameiii`` -> ``fakeName``, ``_ZN3foo3barEv`` -> ``foo::bar``.
+    Names this simple reader does not understand come back unchanged."""
+    m = _MANGLED_NAME.match(name)
+    if m is None:
+        return name
+    parts: list[str] = []
+    s, i = m.group(1), 0
+    nested = name.startswith(("_ZN", "_ZNL"))
+    while i < len(s):
+        n = _SOURCE_NAME.match(s, i)
+        if n is None:
+            break
+        length = int(n.group(1))
+        start = n.end()
+        if length == 0 or start + length > len(s):
+            return name
+        parts.append(s[start : start + length])
+        i = start + length
+        if not nested:
+            break
+    if nested and len(parts) > 1 and _RUST_HASH.fullmatch(parts[-1]):
+        parts.pop()
+    return "::".join(parts) if parts else name
 
 
 @lru_cache(maxsize=65536)
