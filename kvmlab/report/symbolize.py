@@ -94,18 +94,30 @@ def _pc(table: dict[str, tuple[Symbol, ...]], name: str, offset: int, size: int,
     return pc if rip else pc - 1
 
 
-def _clean_path(path: str, root: Path) -> str:
+def _clean_path(path: str, roots: tuple[Path, ...]) -> str:
     if path.startswith("./"):
         return path[2:]
     if os.path.isabs(path):
-        try:
-            return str(Path(path).relative_to(root))
-        except ValueError:
-            return path
+        for root in roots:
+            try:
+                return str(Path(path).relative_to(root))
+            except ValueError:
+                continue
     return path
 
 
-def _addr2line(binary: Path, pcs: list[int], root: Path) -> dict[int, list[tuple[str, str]]]:
+def _source_roots(vmlinux: Path, source_root: Path | None) -> tuple[Path, ...]:
+    """Directories to cut off absolute source paths: the given one, else the
+    build directory and, for ``make O=`` builds, the source tree its
+    ``source`` link points to."""
+    if source_root is not None:
+        return (source_root.resolve(),)
+    build = vmlinux.resolve().parent
+    source = build / "source"
+    return (source.resolve(), build) if source.is_symlink() else (build,)
+
+
+def _addr2line(binary: Path, pcs: list[int], roots: tuple[Path, ...]) -> dict[int, list[tuple[str, str]]]:
     """pc -> [(function, file:line)], innermost inlined function first."""
     argv: list[str | Path] = ["addr2line", "-a", "-i", "-f", "-e", binary, *(f"0x{pc:x}" for pc in pcs)]
     try:
@@ -127,7 +139,7 @@ def _addr2line(binary: Path, pcs: list[int], root: Path) -> dict[int, list[tuple
             loc = loc.split(" (discriminator")[0]
             if not loc.startswith("??"):
                 file, _, lineno = loc.rpartition(":")
-                current.append((func, f"{_clean_path(file, root)}:{lineno}"))
+                current.append((func, f"{_clean_path(file, roots)}:{lineno}"))
         i += 2
     return result
 
@@ -136,12 +148,13 @@ def symbolize(report_text: str, vmlinux: Path, source_root: Path | None = None) 
     """``report_text`` with file:line added to each kernel frame and inlined frames as ``[inline]`` lines.
 
     ``source_root`` (default: the directory of ``vmlinux``, the top of a kernel
-    build tree) is cut off absolute source paths. Frames the binary does not
+    build tree, and the source tree of an ``O=`` build) is cut off absolute
+    source paths. Frames the binary does not
     know are left unchanged. Raises :class:`MissingFileError` when ``vmlinux``
     cannot be read and :class:`HostToolError` when ``nm``/``addr2line`` fail.
     """
     table = symbols(vmlinux)
-    root = (source_root or vmlinux.resolve().parent).resolve()
+    roots = _source_roots(vmlinux, source_root)
     lines = report_text.split("\n")
     frames: list[_Frame] = []
     for i, line in enumerate(lines):
@@ -153,7 +166,7 @@ def symbolize(report_text: str, vmlinux: Path, source_root: Path | None = None) 
             frames.append(_Frame(i, m, pc))
     if not frames:
         return report_text
-    info = _addr2line(vmlinux, sorted({f.pc for f in frames}), root)
+    info = _addr2line(vmlinux, sorted({f.pc for f in frames}), roots)
     by_line = {f.line_index: f for f in frames}
     out: list[str] = []
     for i, line in enumerate(lines):
