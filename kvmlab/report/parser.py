@@ -3,13 +3,15 @@
 The steps, all pure:
 
 1. :func:`crash_start` finds the first line that carries an oops header from
-   :data:`~kvmlab.report.rules.OOPSES` and is not one of its look-alikes. It
-   uses ``str.find`` per header, so it costs a few µs per KB and can run on
-   every chunk of a live console stream.
+   :data:`~kvmlab.report.rules.OOPSES` and is not one of its look-alikes. One
+   regex over all headers (factored by common prefixes) scans the text in C,
+   about 1-2 µs per KB, so it can run on every chunk of a live console stream.
 2. The report is cut out around it: a few lines before it from the same
    printk context, then the lines after it from the same context (``[ T123]``
    task or ``[ C0]`` CPU caller ids, when the kernel prints them), up to the
    next report when there is no caller id to separate interleaved output.
+   Lines are picked with regex scans over the text, not a Python loop per
+   line, which keeps parsing at about 20 MB/s.
 3. The earliest-matching :class:`~kvmlab.report.rules.TitleFormat` of that oops
    makes the title; its :class:`~kvmlab.report.rules.StackFormat` picks the
    guilty frame, skipping frames that are never the culprit.
