@@ -445,3 +445,21 @@ def test_cxx_frames_are_demangled() -> None:
     assert demangle("tcp_close") == "tcp_close"
     text = WARN_PLAIN.replace("demo_probe+0x2a/0x60", "_Z10demo_probev+0x2a/0x60")
     assert must_parse(text).title == "WARNING in demo_probe"
+
+
+def test_serial_crlf_line_endings() -> None:
+    # a serial console gives "\r\n"; offsets still refer to the text as given
+    text = "[    0.1] booting\r\n" + GPF.replace("\n", "\r\n")
+    rep = must_parse(text)
+    assert rep.title == "general protection fault in tcp_cleanup_ulp"
+    assert not rep.corrupted
+    assert "\r" not in rep.report
+    assert rep.start == text.index("[   75.212015]") == crash_start(text)
+
+
+def test_empty_and_junk_input() -> None:
+    assert parse("") is None
+    assert parse("\x00\xff" * 100) is None
+    assert crash_start("") is None
+    rep = must_parse("BUG:")
+    assert (rep.title, rep.corrupted) == ("BUG: corrupted", True)
