@@ -123,7 +123,7 @@ class Recipe:
 
 
 def parse_size(value: object) -> int:
-    """Bytes from ``2G``, ``512M``, ``1.5``-free integers; ValueError on anything else."""
+    """Bytes from ``2G``, ``512M``, ``512MiB`` (binary units) or a plain byte count; ValueError otherwise."""
     if isinstance(value, bool):
         raise ValueError("expected a size like 2G or 512M")
     if isinstance(value, int):
