@@ -17,6 +17,8 @@ from kvmlab.errors import InfraError, KvmlabError, UserError
 
 #: Subcommand modules, in the order ``--help`` lists them.
 COMMANDS: tuple[str, ...] = (
+    "kvmlab.commands.doctor",
+    "kvmlab.commands.vm",
     "kvmlab.commands.kernel",
     "kvmlab.commands.demo_tree",
     "kvmlab.commands.image",

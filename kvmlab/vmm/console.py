@@ -114,8 +114,6 @@ class ConsoleWatcher:
         self._banners = 0
         self._log = log_path.open("ab", buffering=0)
         self._child = pexpect.fdpexpect.fdspawn(fd, timeout=no_output, maxread=65536)
-        # Only the tail is searched: the markers are single lines.
-        self._child.searchwindowsize = 4096
         self._child.logfile_read = self._log
         self._thread = threading.Thread(target=self._loop, name=f"console:{log_path.name}", daemon=True)
         self._thread.start()
@@ -123,57 +121,64 @@ class ConsoleWatcher:
     # -- reading ---------------------------------------------------------
 
     def _loop(self) -> None:
-        eof_index = len(self._patterns)
-        timeout_index = eof_index + 1
+        # Whole lines are scanned once each, as soon as their newline arrives,
+        # so a crash event always carries its complete first line.
+        scan_from = 0
+        last_data = time.monotonic()
+        silence_reported = False
+        poll = min(1.0, self._no_output)
         try:
             while not self._closed:
                 try:
-                    idx = self._child.expect(
-                        [*self._patterns, pexpect.EOF, pexpect.TIMEOUT], timeout=self._no_output
-                    )
-                except (OSError, ValueError):
-                    idx = eof_index
-                before = self._child.before if isinstance(self._child.before, bytes) else b""
-                after = self._child.after if isinstance(self._child.after, bytes) else b""
-                with self._cond:
-                    self._buf += before
-                    offset = len(self._buf)
-                    self._buf += after
-                if idx == eof_index:
-                    self._emit(EventKind.EOF, offset)
-                    return
-                if idx == timeout_index:
-                    self._emit(EventKind.NO_OUTPUT, offset)
+                    chunk = self._child.read_nonblocking(65536, timeout=poll)
+                except pexpect.TIMEOUT:
+                    if not silence_reported and time.monotonic() - last_data >= self._no_output:
+                        silence_reported = True
+                        self._emit(EventKind.NO_OUTPUT, len(self._buf))
                     continue
-                line = self._line_at(offset)
-                if idx == 0:
-                    self._emit(EventKind.CRASH, offset, line)
-                elif idx == 1:
-                    self._banners += 1
-                    if self._banners > 1:
-                        self._emit(EventKind.REBOOT, offset, line)
-                else:
-                    self._emit(EventKind.READY, offset, line)
+                except (pexpect.EOF, OSError, ValueError):
+                    self._scan(scan_from, len(self._buf))
+                    self._emit(EventKind.EOF, len(self._buf))
+                    return
+                last_data = time.monotonic()
+                silence_reported = False
+                with self._cond:
+                    self._buf += chunk
+                    end = self._buf.rfind(b"\n") + 1
+                if end > scan_from:
+                    self._scan(scan_from, end)
+                    scan_from = end
         finally:
             self._log.close()
             with contextlib.suppress(OSError):
                 os.close(self._fd)
 
+    def _scan(self, start: int, end: int) -> None:
+        if end <= start:
+            return
+        region = bytes(self._buf[start:end])
+        hits: list[tuple[int, int]] = []
+        for idx, pattern in enumerate(self._patterns):
+            hits.extend((m.start(), idx) for m in pattern.finditer(region))
+        for pos, idx in sorted(hits):
+            offset = start + pos
+            line = self._line_at(offset)
+            if idx == 0:
+                self._emit(EventKind.CRASH, offset, line)
+            elif idx == 1:
+                self._banners += 1
+                if self._banners > 1:
+                    self._emit(EventKind.REBOOT, offset, line)
+            else:
+                self._emit(EventKind.READY, offset, line)
+
     def _line_at(self, offset: int) -> str:
-        # Wait briefly for the rest of the line: it is usually in the next read.
-        start = self._buf.rfind(b"\n", 0, offset) + 1
-        deadline = time.monotonic() + 0.2
-        while b"\n" not in self._buf[offset:] and time.monotonic() < deadline:
-            try:
-                chunk = self._child.read_nonblocking(4096, timeout=0.05)
-            except (pexpect.TIMEOUT, pexpect.EOF, OSError, ValueError):
-                break
-            with self._cond:
-                self._buf += chunk
-        end = self._buf.find(b"\n", offset)
-        if end < 0:
-            end = len(self._buf)
-        return self._buf[start:end].decode(errors="replace").rstrip("\r")
+        with self._cond:
+            start = self._buf.rfind(b"\n", 0, offset) + 1
+            end = self._buf.find(b"\n", offset)
+            if end < 0:
+                end = len(self._buf)
+            return self._buf[start:end].decode(errors="replace").rstrip("\r")
 
     def _emit(self, kind: EventKind, offset: int, line: str = "") -> None:
         ev = Event(kind, offset, time.monotonic(), line)

@@ -78,37 +78,78 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+class _EventLoop:
+    """libvirt's default event loop, run in one daemon thread per process.
+
+    Console streams are read non-blocking from this loop: a blocking
+    ``virStream.recv`` in one thread can stall other calls on libvirt
+    connections (seen here: a domain destroy hung behind it).
+    """
+
+    _lock = threading.Lock()
+    _started = False
+
+    @classmethod
+    def ensure(cls) -> None:
+        with cls._lock:
+            if cls._started:
+                return
+            libvirt.virEventRegisterDefaultImpl()
+            threading.Thread(target=cls._run, name="libvirt-events", daemon=True).start()
+            cls._started = True
+
+    @staticmethod
+    def _run() -> None:
+        while True:
+            libvirt.virEventRunDefaultImpl()
+
+
 class _ConsolePump:
-    """Copy a libvirt console stream into a pipe, in a thread."""
+    """Copy a non-blocking libvirt console stream into a pipe, from the event loop."""
 
     def __init__(self, stream: Any) -> None:
         self._stream = stream
         self.read_fd, self._write_fd = os.pipe()
-        self._thread = threading.Thread(target=self._run, name="libvirt-console", daemon=True)
-        self._thread.start()
+        self._done = threading.Event()
+        self._lock = threading.Lock()
+        events = (libvirt.VIR_STREAM_EVENT_READABLE | libvirt.VIR_STREAM_EVENT_ERROR
+                  | libvirt.VIR_STREAM_EVENT_HANGUP)
+        stream.eventAddCallback(events, self._on_event, None)
 
-    def _run(self) -> None:
-        try:
-            while True:
-                try:
-                    data = self._stream.recv(65536)
-                except libvirt.libvirtError:
-                    break
-                if isinstance(data, int) or not data:
-                    # -2: would block (not used in blocking mode); 0 bytes: EOF.
-                    if data == -2:
-                        continue
-                    break
+    def _on_event(self, stream: Any, events: int, opaque: Any) -> None:
+        while not self._done.is_set():
+            try:
+                data = stream.recv(65536)
+            except libvirt.libvirtError as e:
+                log.debug("console stream ended: %s", e)
+                self._finish()
+                return
+            if data == -2:  # nothing more for now
+                return
+            if isinstance(data, int) or not data:
+                log.debug("console stream ended: recv gave %r (events %d)", data, events)
+                self._finish()
+                return
+            try:
                 os.write(self._write_fd, data)
-        except OSError:
-            pass
-        finally:
-            os.close(self._write_fd)
+            except OSError:
+                self._finish()
+                return
 
-    def close(self, timeout: float) -> None:
-        with contextlib.suppress(libvirt.libvirtError):
-            self._stream.abort()
-        self._thread.join(timeout)
+    def _finish(self) -> None:
+        with self._lock:
+            if self._done.is_set():
+                return
+            self._done.set()
+            with contextlib.suppress(libvirt.libvirtError):
+                self._stream.eventRemoveCallback()
+            with contextlib.suppress(libvirt.libvirtError):
+                self._stream.abort()
+            with contextlib.suppress(OSError):
+                os.close(self._write_fd)
+
+    def close(self) -> None:
+        self._finish()
         with contextlib.suppress(OSError):
             os.close(self.read_fd)
 
@@ -155,17 +196,14 @@ class LibvirtInstance:
         self._closed = True
         try:
             if self._dom.isActive():
-                # A test guest has nothing to save: destroy (graceful SIGTERM,
-                # then SIGKILL inside libvirt) rather than an ACPI shutdown.
-                self._dom.destroyFlags(libvirt.VIR_DOMAIN_DESTROY_GRACEFUL)
-        except libvirt.libvirtError:
-            try:
+                # A test guest has nothing to save: destroy (SIGTERM, then
+                # SIGKILL inside libvirt) rather than an ACPI shutdown.
                 self._dom.destroy()
-            except libvirt.libvirtError as e:
-                if self.alive():
-                    log.warning("%s: could not destroy: %s", self._name, e)
+        except libvirt.libvirtError as e:
+            if self.alive():
+                log.warning("%s: could not destroy: %s", self._name, e)
         finally:
-            self._pump.close(timeout)
+            self._pump.close()
             for f in self._files:
                 f.unlink(missing_ok=True)
             self._conn.close()
@@ -178,6 +216,7 @@ class LibvirtBackend:
 
     def __init__(self, uri: str = "qemu:///system") -> None:
         self.uri = uri
+        _EventLoop.ensure()
         conn = open_connection(uri)
         try:
             reaped = reap_stale_domains(conn)
@@ -214,7 +253,7 @@ class LibvirtBackend:
                 raise PortInUseError(f"libvirt: qemu could not forward 127.0.0.1:{ssh_port}") from e
             raise LibvirtError(f"libvirt: could not start {name}: {msg}") from e
         try:
-            stream = conn.newStream(0)
+            stream = conn.newStream(libvirt.VIR_STREAM_NONBLOCK)
             dom.openConsole(None, stream, libvirt.VIR_DOMAIN_CONSOLE_FORCE)
             pump = _ConsolePump(stream)
             dom.resume()

@@ -1,0 +1,87 @@
+"""``kvmlab doctor``: what this host can do, each line OK or missing with the fix."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+from pathlib import Path
+
+from kvmlab import proc
+from kvmlab.config import cache_dir, load_config
+from kvmlab.errors import KvmlabError
+from kvmlab.vmm.accel import resolve_accel
+from kvmlab.vmm.libvirt_backend import open_connection
+from kvmlab.vmm.spec import Accel
+
+#: Free disk below which builds and images will fail, bytes.
+MIN_FREE_DISK = 20 * 2**30
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("doctor", help="check what this host can do")
+    p.add_argument("--config", type=Path, help="kvmlab YAML config")
+    p.add_argument("--kernel", type=Path, help="bzImage to probe KVM with (default: a cloud kernel in /boot)")
+    p.set_defaults(func=run)
+
+
+def _line(ok: bool, what: str, detail: str, fix: str = "") -> bool:
+    status = "OK     " if ok else "MISSING"
+    tail = f"  -> {fix}" if (fix and not ok) else ""
+    print(f"{status} {what}: {detail}{tail}")
+    return ok
+
+
+def _probe_kernel(given: Path | None) -> Path | None:
+    if given is not None:
+        return given
+    found = sorted(Path("/boot").glob("vmlinuz-*"))
+    return found[-1] if found else None
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config)
+    ok = True
+    qemu = shutil.which(cfg.vm.qemu)
+    if qemu:
+        version = proc.run([qemu, "--version"], timeout=10).stdout.splitlines()[0]
+        _line(True, "qemu", f"{qemu} ({version})")
+    else:
+        ok = _line(False, "qemu", f"{cfg.vm.qemu} not found", "bash scripts/setup.sh (qemu-system-x86)")
+    kvm_dev = os.access("/dev/kvm", os.R_OK | os.W_OK)
+    kernel = _probe_kernel(args.kernel)
+    if qemu and kernel is not None:
+        choice = resolve_accel(Accel.AUTO, qemu=cfg.vm.qemu, kernel=kernel, cache_dir=cache_dir())
+        works = choice.accel is Accel.KVM
+        _line(
+            works, "kvm",
+            f"{'works' if works else 'not usable'} ({choice.reason}; /dev/kvm "
+            f"{'accessible' if kvm_dev else 'missing'})"
+            + ("" if works else f"; TCG will be used, timeouts x{choice.scale:.0f}"),
+            "enable (nested) virtualisation on this host for KVM speed",
+        )
+    else:
+        _line(False, "kvm", "not probed (no qemu or no kernel to boot)", "pass --kernel bzImage")
+    try:
+        conn = open_connection(cfg.vm.uri)
+        try:
+            _line(True, "libvirt", f"{cfg.vm.uri} reachable (libvirt {_version(conn.getLibVersion())})")
+        finally:
+            conn.close()
+    except KvmlabError as e:
+        fix = "start libvirtd (bash scripts/setup.sh) or use vm.backend: qemu"
+        ok = _line(False, "libvirt", str(e), fix) and ok
+    for tool, pkg in (("busybox", "busybox-static"), ("sshd", "openssh-server"), ("qemu-img", "qemu-utils"),
+                      ("debootstrap", "debootstrap"), ("gcc", "build-essential"), ("ccache", "ccache")):
+        path = shutil.which(tool) or (f"/usr/sbin/{tool}" if Path(f"/usr/sbin/{tool}").exists() else None)
+        ok = _line(path is not None, tool, path or "not found", f"apt-get install {pkg}") and ok
+    where = cache_dir()
+    probe = where if where.exists() else Path.home()
+    free = shutil.disk_usage(probe).free
+    ok = _line(free >= MIN_FREE_DISK, "disk", f"{free / 2**30:.0f} GiB free at {probe}",
+               "free disk space (kernel builds need ~10 GiB each tree)") and ok
+    return 0 if ok else 1
+
+
+def _version(n: int) -> str:
+    return f"{n // 1_000_000}.{n // 1000 % 1000}.{n % 1000}"

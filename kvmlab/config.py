@@ -1,0 +1,153 @@
+"""kvmlab's configuration: frozen dataclasses loaded from YAML and validated
+in one place. An unknown key or a value of the wrong type is an error that
+names the key and the file.
+
+Example (every key optional)::
+
+    vm:
+      backend: qemu          # qemu | libvirt
+      uri: qemu:///system    # libvirt only
+      count: 2               # VMs per pool
+      cpus: 2
+      memory_mb: 1024
+      accel: auto            # auto | kvm | tcg
+      cmdline: []            # extra kernel command-line words
+    timeouts:                # seconds, before the TCG scale factor
+      boot: 60
+    repro:
+      run_time: 120          # seconds a reproducer runs before the run is OK
+      root: initramfs        # initramfs, or an image recipe name
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from kvmlab.errors import ConfigError, MissingFileError
+from kvmlab.timeouts import Timeouts
+
+BACKENDS = ("qemu", "libvirt")
+ACCELS = ("auto", "kvm", "tcg")
+
+
+@dataclass(frozen=True)
+class VMConfig:
+    backend: str = "qemu"
+    """``qemu`` (kvmlab starts QEMU) or ``libvirt``."""
+    uri: str = "qemu:///system"
+    """libvirt connection URI (libvirt backend only)."""
+    count: int = 2
+    """VMs in a pool."""
+    cpus: int = 2
+    """vCPUs per VM."""
+    memory_mb: int = 1024
+    """RAM per VM, MiB."""
+    accel: str = "auto"
+    """``auto`` (probe KVM by booting, else TCG), ``kvm`` or ``tcg``."""
+    cmdline: tuple[str, ...] = ()
+    """Extra kernel command-line words."""
+    qemu: str = "qemu-system-x86_64"
+
+    def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"vm.backend: {self.backend!r} is not one of {', '.join(BACKENDS)}")
+        if self.accel not in ACCELS:
+            raise ConfigError(f"vm.accel: {self.accel!r} is not one of {', '.join(ACCELS)}")
+        for name in ("count", "cpus", "memory_mb"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"vm.{name}: must be positive, got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
+class ReproConfig:
+    run_time: float = 120.0
+    """Seconds a reproducer runs without a crash before the run counts as OK."""
+    root: str = "initramfs"
+    """Guest root: ``initramfs`` or the name of an image recipe."""
+
+
+@dataclass(frozen=True)
+class Config:
+    vm: VMConfig = field(default_factory=VMConfig)
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    repro: ReproConfig = field(default_factory=ReproConfig)
+
+
+def cache_dir() -> Path:
+    """Where kvmlab keeps what it may reuse (probe results, builds, images)."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "kvmlab"
+
+
+T = TypeVar("T")
+
+
+def _convert(value: Any, typ: Any, where: str) -> Any:
+    origin = typing.get_origin(typ)
+    if typ is float:
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            raise ConfigError(f"{where}: expected float, got {value!r}")
+        return float(value)
+    if typ in (int, str, bool):
+        if not isinstance(value, typ) or (typ is int and isinstance(value, bool)):
+            raise ConfigError(f"{where}: expected {typ.__name__}, got {value!r}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        (item,) = typing.get_args(typ)[:1]
+        return tuple(_convert(v, item, f"{where}[{i}]") for i, v in enumerate(value))
+    if dataclasses.is_dataclass(typ):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return from_mapping(typ, value, where)  # type: ignore[arg-type]
+    if origin in (types.UnionType, typing.Union):
+        raise ConfigError(f"{where}: unsupported type")
+    raise ConfigError(f"{where}: unsupported type {typ!r}")
+
+
+def from_mapping(cls: type[T], data: dict[str, Any], where: str) -> T:
+    """Build dataclass ``cls`` from ``data``; ``where`` prefixes error messages."""
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
+    kwargs = {}
+    for key, value in data.items():
+        if key not in known:
+            raise ConfigError(f"{where}: unknown key {key!r} (known: {', '.join(sorted(known))})")
+        kwargs[key] = _convert(value, hints[key], f"{where}.{key}")
+    try:
+        obj = cls(**kwargs)
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}") from None
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{where}: {e}") from None
+    if isinstance(obj, Timeouts) and obj.scale != 1.0:
+        raise ConfigError(f"{where}.scale: set by kvmlab from the accelerator, not in a config file")
+    return obj
+
+
+def load_config(path: Path | None) -> Config:
+    """Read a YAML config; ``None`` gives the defaults."""
+    if path is None:
+        return Config()
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise MissingFileError(f"config {path}: no such file") from None
+    except OSError as e:
+        raise MissingFileError(f"config {path}: {e.strerror}") from None
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config {path}: not valid YAML: {str(e).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config {path}: top level must be a mapping")
+    return from_mapping(Config, data, str(path))

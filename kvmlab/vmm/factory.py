@@ -1,0 +1,77 @@
+"""From configuration to the pieces of a pool: backend, guest root, spec,
+timeouts (with the accelerator resolved and the timeouts scaled)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from kvmlab.config import Config, VMConfig, cache_dir
+from kvmlab.errors import ConfigError, MissingFileError
+from kvmlab.timeouts import Timeouts
+from kvmlab.vmm.accel import AccelChoice, resolve_accel
+from kvmlab.vmm.backend import Backend
+from kvmlab.vmm.initramfs import READY_MARKER, build_initramfs
+from kvmlab.vmm.libvirt_backend import LibvirtBackend
+from kvmlab.vmm.qemu_backend import QemuBackend
+from kvmlab.vmm.root import GuestRoot, RootKind
+from kvmlab.vmm.spec import Accel, VMSpec
+
+log = logging.getLogger(__name__)
+
+BACKENDS: dict[str, Callable[[VMConfig], Backend]] = {
+    "qemu": lambda cfg: QemuBackend(),
+    "libvirt": lambda cfg: LibvirtBackend(cfg.uri),
+}
+
+
+def make_backend(cfg: VMConfig) -> Backend:
+    try:
+        factory = BACKENDS[cfg.backend]
+    except KeyError:
+        raise ConfigError(f"vm.backend: unknown backend {cfg.backend!r}") from None
+    return factory(cfg)
+
+
+def resolve_root(name: str, kernel: Path, *, modules_dir: Path | None = None) -> GuestRoot:
+    """A guest root by name: ``initramfs`` (built from the host, cached) or an
+    image recipe name / path (built by kvmlab.images, cached)."""
+    if name == "initramfs":
+        return build_initramfs(cache_dir() / "initramfs", kernel=kernel, modules_dir=modules_dir)
+    # Imported here: the image builder itself uses the VM manager.
+    from kvmlab.images.cache import get_root
+
+    root: GuestRoot = get_root(name)
+    return root
+
+
+@dataclass(frozen=True)
+class Prepared:
+    spec: VMSpec
+    timeouts: Timeouts
+    accel: AccelChoice
+    ready_marker: str | None
+
+
+def prepare(cfg: Config, kernel: Path, root: GuestRoot, *, name: str = "kvmlab",
+            accel: AccelChoice | None = None) -> Prepared:
+    """Resolve the accelerator (probing KVM once per host for ``auto``) and
+    build the VM spec and scaled timeouts."""
+    if not kernel.is_file():
+        raise MissingFileError(f"kernel {kernel}: no such file")
+    if accel is None:
+        accel = resolve_accel(Accel(cfg.vm.accel), qemu=cfg.vm.qemu, kernel=kernel, cache_dir=cache_dir())
+    spec = VMSpec(
+        kernel=kernel,
+        root=root,
+        cpus=cfg.vm.cpus,
+        memory_mb=cfg.vm.memory_mb,
+        cmdline=cfg.vm.cmdline,
+        accel=accel.accel,
+        name=name,
+        qemu=cfg.vm.qemu,
+    )
+    marker = READY_MARKER if root.kind is RootKind.INITRAMFS else None
+    return Prepared(spec, cfg.timeouts.scaled(accel.scale), accel, marker)

@@ -1,0 +1,202 @@
+"""The VM manager against real components: QEMU under TCG, a real libvirtd,
+a real sshd in the guest, the Debian cloud kernel."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from kvmlab.errors import KvmlabError, LibvirtError
+from kvmlab.timeouts import Timeouts
+from kvmlab.vmm.backend import Backend
+from kvmlab.vmm.console import EventKind
+from kvmlab.vmm.libvirt_backend import LibvirtBackend
+from kvmlab.vmm.pool import Pool
+from kvmlab.vmm.qemu_backend import QemuBackend
+from kvmlab.vmm.spec import VMSpec
+from tests.conftest import REPO
+from tests.fixtures_vm import MARKER, CloudKernel, qemu_children
+
+pytestmark = pytest.mark.vm
+
+
+def _backend(name: str) -> Backend:
+    if name == "qemu":
+        return QemuBackend()
+    try:
+        return LibvirtBackend("qemu:///system")
+    except LibvirtError as e:
+        pytest.skip(f"libvirtd not reachable: {e}")
+
+
+BACKENDS = [pytest.param("qemu"), pytest.param("libvirt", marks=pytest.mark.libvirt)]
+
+
+def _our_domains() -> set[str]:
+    import libvirt
+
+    conn = libvirt.open("qemu:///system")
+    try:
+        return {d.name() for d in conn.listAllDomains() if d.name().startswith(f"kvmlab-{os.getpid()}-")}
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_boot_ssh_copy_and_panic(backend: str, cloud_spec: VMSpec, cloud_kernel: CloudKernel,
+                                 tcg_timeouts: Timeouts, no_leftovers: Path) -> None:
+    be = _backend(backend)
+    with Pool(cloud_spec, 1, backend=be, timeouts=tcg_timeouts, workdir=no_leftovers,
+              ready_marker=MARKER) as pool:
+        m = pool.machines[0]
+        boot = m.wait_ready()
+        assert boot.ok, boot.console_tail
+        res = m.run("uname -r", timeout=60)
+        assert res.exit_status == 0
+        assert res.output.strip() == cloud_kernel.release
+        payload = no_leftovers / "payload.bin"
+        payload.write_bytes(os.urandom(100_000))
+        m.copy_in(payload, "/tmp/payload.bin", mode=0o644)
+        res = m.run("md5sum /tmp/payload.bin", timeout=60)
+        assert res.output.split()[0] == hashlib.md5(payload.read_bytes()).hexdigest()
+        # A real kernel panic: seen on the console, with its text. The SSH
+        # connection dies with the kernel, so the command may raise.
+        with contextlib.suppress(KvmlabError):
+            m.run("echo c > /proc/sysrq-trigger", timeout=30)
+        assert m.watcher.wait_for({EventKind.CRASH}, timeout=60) is not None, m.watcher.tail()
+        m.watcher.settle(quiet=1.0, limit=30)
+        text = m.watcher.crash_text()
+        assert "sysrq" in text.lower()
+        assert "Kernel panic - not syncing" in text
+        assert "Call Trace" in text
+        assert "Kernel panic - not syncing" in m.console_log.read_text(errors="replace")
+        # -no-reboot semantics: the panic stopped the VM, it did not reboot.
+        deadline = time.monotonic() + 30
+        while m.instance.alive() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not m.instance.alive()
+        assert m.watcher.first(EventKind.REBOOT) is None
+    if backend == "libvirt":
+        assert not _our_domains()
+    # The console log stays in the caller's work dir; the overlay-free
+    # initramfs VM made nothing else that must survive.
+    assert (no_leftovers / "vm-0" / "console.log").is_file()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_pool_of_three_boots_together(backend: str, cloud_spec: VMSpec, tcg_timeouts: Timeouts,
+                                      no_leftovers: Path) -> None:
+    be = _backend(backend)
+    t0 = time.monotonic()
+    with Pool(cloud_spec, 3, backend=be, timeouts=tcg_timeouts, workdir=no_leftovers,
+              ready_marker=MARKER) as pool:
+        ports = {m.ssh_port for m in pool.machines}
+        assert len(ports) == 3
+        boots = pool.map(lambda m: m.wait_ready())
+        assert all(b.ok for b in boots), [b.reason for b in boots]
+        outs = pool.map(lambda m: m.run("cat /proc/sys/kernel/random/boot_id", timeout=60).output.strip())
+        assert len(set(outs)) == 3
+        assert [m.index for m in pool.machines] == [0, 1, 2]
+    wall = time.monotonic() - t0
+    # Concurrent, not one after the other: well under three sequential boots.
+    assert wall < sum(b.seconds for b in boots) + 30
+    if backend == "libvirt":
+        assert not _our_domains()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_kernel_that_cannot_boot_is_a_boot_failure(backend: str, cloud_spec: VMSpec,
+                                                   tcg_timeouts: Timeouts, no_leftovers: Path) -> None:
+    # A kernel that panics during boot: no init to run.
+    spec = dataclasses.replace(cloud_spec, cmdline=("rdinit=/no/such/init",))
+    with Pool(spec, 1, backend=_backend(backend), timeouts=tcg_timeouts, workdir=no_leftovers,
+              ready_marker=MARKER) as pool:
+        boot = pool.machines[0].wait_ready()
+    assert not boot.ok
+    assert boot.crashed
+    assert "Kernel panic - not syncing" in boot.reason
+    assert "Kernel panic" in boot.console_tail
+
+
+def test_kernel_without_serial_console_is_no_output(cloud_spec: VMSpec, tcg_timeouts: Timeouts,
+                                                    no_leftovers: Path) -> None:
+    # The console goes nowhere we read: the boot ends as "no output" within
+    # the boot timeout instead of hanging.
+    spec = dataclasses.replace(cloud_spec, cmdline=("console=tty0",))
+    base = spec.full_cmdline().replace("console=ttyS0,115200", "").replace("earlyprintk=serial", "")
+    spec = dataclasses.replace(spec, extra_args=("-append", base))
+    short = dataclasses.replace(tcg_timeouts, boot=20.0)
+    with Pool(spec, 1, backend=QemuBackend(), timeouts=short, workdir=no_leftovers,
+              ready_marker=MARKER) as pool:
+        boot = pool.machines[0].wait_ready()
+    assert not boot.ok
+    assert boot.reason in ("no output", "timed out")
+
+
+@pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGINT])
+def test_nothing_survives_signals(how: signal.Signals, cloud_kernel: CloudKernel, tmp_path: Path) -> None:
+    """A kvmlab process holding a pool is killed with SIGTERM / Ctrl-C: its
+    qemu processes, temp dirs and (libvirt) domains all go."""
+    script = tmp_path / "hold.py"
+    script.write_text(textwrap.dedent(f"""
+        import sys, time, tempfile
+        from pathlib import Path
+        from kvmlab.timeouts import Timeouts
+        from kvmlab.vmm.initramfs import build_initramfs
+        from kvmlab.vmm.pool import Pool
+        from kvmlab.vmm.qemu_backend import QemuBackend
+        from kvmlab.vmm.libvirt_backend import LibvirtBackend
+        from kvmlab.vmm.spec import Accel, VMSpec
+        root = build_initramfs(Path({str(tmp_path / 'ir')!r}), kernel=Path({str(cloud_kernel.bzimage)!r}),
+                               modules_dir=Path({str(cloud_kernel.modules)!r}))
+        spec = VMSpec(kernel=Path({str(cloud_kernel.bzimage)!r}), root=root, cpus=1, memory_mb=256,
+                      accel=Accel.TCG)
+        pools = [Pool(spec, 1, backend=QemuBackend(), timeouts=Timeouts()),
+                 Pool(spec, 1, backend=LibvirtBackend(), timeouts=Timeouts())]
+        with pools[0], pools[1]:
+            print("WORKDIRS", pools[0].workdir, pools[1].workdir, flush=True)
+            time.sleep(600)
+    """))
+    p = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True, cwd=REPO,
+                         start_new_session=True)
+    assert p.stdout is not None
+    line = p.stdout.readline()
+    assert line.startswith("WORKDIRS"), line
+    dirs = [Path(d) for d in line.split()[1:]]
+    import psutil
+
+    holder = psutil.Process(p.pid)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not [c for c in holder.children(recursive=True)
+                                               if "qemu" in c.name()]:
+        time.sleep(0.1)
+    doms = {d for d in _all_domains() if d.startswith(f"kvmlab-{p.pid}-")}
+    assert doms, "the libvirt pool's domain should be running"
+    os.kill(p.pid, how)
+    assert p.wait(timeout=60) != 0
+    assert not [c for c in qemu_children()], "qemu survived"
+    assert not any(d.exists() for d in dirs), f"temp dirs survived: {dirs}"
+    assert not {d for d in _all_domains() if d.startswith(f"kvmlab-{p.pid}-")}, "libvirt domain survived"
+
+
+def _all_domains() -> set[str]:
+    import libvirt
+
+    try:
+        conn = libvirt.open("qemu:///system")
+    except libvirt.libvirtError:
+        pytest.skip("libvirtd not reachable")
+    try:
+        return {d.name() for d in conn.listAllDomains()}
+    finally:
+        conn.close()
