@@ -12,7 +12,12 @@ import pytest
 from kvmlab import proc
 from kvmlab.images import BuildResult, Recipe
 from kvmlab.images.initrd import build_modules_initrd
+from kvmlab.images.kernel_check import missing_for_disk_boot
+from kvmlab.outcome import BuildOutcome, BuildStatus
 from kvmlab.timeouts import TCG_SCALE, Timeouts
+from kvmlab.vmm.pool import Pool
+from kvmlab.vmm.qemu_backend import QemuBackend
+from kvmlab.vmm.spec import Accel, VMSpec
 
 pytestmark = [pytest.mark.vm, pytest.mark.slow]
 
@@ -30,9 +35,7 @@ def disk_kernel(tmp_path: Path) -> tuple[Path, Path]:
 
     The Debian cloud kernel (installed by scripts/setup.sh) has everything
     systemd needs but virtio as modules, so it gets kvmlab's module-loading
-    initrd (built here from its modules, not the host's initramfs). The
-    project's ``base`` kernel config has virtio built in but lacks what
-    systemd needs (cgroups, inotify, fhandle), so it is not used for this.
+    initrd (built here from its modules, not the host's initramfs).
     """
     kernels = sorted(Path("/boot").glob("vmlinuz-*-cloud-amd64"))
     if not kernels:
@@ -44,17 +47,11 @@ def disk_kernel(tmp_path: Path) -> tuple[Path, Path]:
     return kernel, build_modules_initrd(release, tmp_path / "virtio-initrd.cpio")
 
 
-def test_image_boots_and_base_stays_unchanged(
-    bookworm_image: BuildResult, bookworm_recipe: Recipe, tmp_path: Path
+def boot_and_check(
+    kernel: Path, extra_args: tuple[str, ...], image: BuildResult, recipe: Recipe, tmp_path: Path
 ) -> None:
-    try:
-        from kvmlab.vmm.pool import Pool
-        from kvmlab.vmm.qemu_backend import QemuBackend
-        from kvmlab.vmm.spec import Accel, VMSpec
-    except ImportError as e:
-        pytest.skip(f"VM manager not available: {e}")
-    kernel, initrd = disk_kernel(tmp_path)
-    root = bookworm_image.entry.root()
+    """Boot the image once, check the guest, wreck it, and check the base image."""
+    root = image.entry.root()
     before = sha256(root.path)
     spec = VMSpec(
         kernel=kernel,
@@ -62,7 +59,7 @@ def test_image_boots_and_base_stays_unchanged(
         accel=Accel.TCG,  # nested KVM is not usable on the test machines
         memory_mb=1024,
         name="kvmlab-imgtest",
-        extra_args=("-initrd", str(initrd)),
+        extra_args=extra_args,
     )
     workdir = tmp_path / "pool"
     workdir.mkdir()
@@ -71,14 +68,14 @@ def test_image_boots_and_base_stays_unchanged(
         boot = m.wait_ready()
         assert boot.ok, f"{boot.reason}\n{boot.console_tail}"
 
-        for key, want in bookworm_recipe.sysctls:
+        for key, want in recipe.sysctls:
             r = m.run(f"sysctl -n {key}", timeout=60)
             assert r.ok, r.output
             assert r.output.split() == want.split(), (key, r.output)
 
         r = m.run("hostname; ip -4 -o addr show dev eth0; cat /proc/cmdline", timeout=60)
         assert r.ok, r.output
-        assert r.output.splitlines()[0] == bookworm_recipe.hostname
+        assert r.output.splitlines()[0] == recipe.hostname
         assert "inet 10.0.2.15/" in r.output  # DHCP from QEMU's user network
         assert "root=/dev/vda" in r.output
 
@@ -100,3 +97,29 @@ def test_image_boots_and_base_stays_unchanged(
         assert not r.ok, "rm -rf / left /bin/sh in the guest"
     assert sha256(root.path) == before
     assert not overlay.exists(), "the pool left the VM's overlay behind"
+
+
+def test_image_boots_and_base_stays_unchanged(
+    bookworm_image: BuildResult, bookworm_recipe: Recipe, tmp_path: Path
+) -> None:
+    """With the Debian cloud kernel and kvmlab's virtio initrd."""
+    kernel, initrd = disk_kernel(tmp_path)
+    config = Path("/boot", kernel.name.replace("vmlinuz-", "config-"))
+    if config.is_file():
+        assert missing_for_disk_boot(config.read_text(), with_initrd=True) == []
+    boot_and_check(kernel, ("-initrd", str(initrd)), bookworm_image, bookworm_recipe, tmp_path)
+
+
+@pytest.mark.kernel
+def test_project_kernel_boots_the_image(
+    base_kernel: BuildOutcome, bookworm_image: BuildResult, bookworm_recipe: Recipe, tmp_path: Path
+) -> None:
+    """With the project's own ``base`` kernel build (virtio built in, no initrd),
+    when its config can run the image's systemd."""
+    if base_kernel.status is not BuildStatus.OK:
+        pytest.skip(f"base kernel build failed: {base_kernel.error}")
+    config = Path(base_kernel.artifacts["config"]).read_text()
+    missing = missing_for_disk_boot(config, filesystem=bookworm_recipe.filesystem)
+    if missing:
+        pytest.skip("the base kernel config cannot run the image's systemd; it lacks " + " ".join(missing))
+    boot_and_check(Path(base_kernel.artifacts["bzImage"]), (), bookworm_image, bookworm_recipe, tmp_path)

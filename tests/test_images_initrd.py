@@ -74,3 +74,30 @@ def test_initrd_from_the_installed_kernel(tmp_path: Path) -> None:
 def test_unknown_release_is_one_line(tmp_path: Path) -> None:
     with pytest.raises(MissingFileError, match=r"modules of kernel 0\.0-none are not installed"):
         build_modules_initrd("0.0-none", tmp_path / "x.cpio")
+
+
+def test_kernel_check_names_what_systemd_lacks() -> None:
+    from kvmlab.images.kernel_check import SYSTEMD_OPTIONS, missing_for_disk_boot
+
+    full = "\n".join(f"{o}=y" for o in SYSTEMD_OPTIONS)
+    devices = "CONFIG_VIRTIO_PCI=m\nCONFIG_VIRTIO_BLK=m\nCONFIG_VIRTIO_NET=m\nCONFIG_EXT4_FS=y\n"
+    assert missing_for_disk_boot(full + "\n" + devices, with_initrd=True) == []
+    assert missing_for_disk_boot(full + "\n" + devices) == [
+        "CONFIG_VIRTIO_PCI=y",
+        "CONFIG_VIRTIO_BLK=y",
+        "CONFIG_VIRTIO_NET=y",
+    ]
+    no_cgroups = full.replace("CONFIG_CGROUPS=y", "# CONFIG_CGROUPS is not set")
+    assert missing_for_disk_boot(no_cgroups + "\n" + devices, with_initrd=True) == ["CONFIG_CGROUPS=y"]
+    assert "CONFIG_EXT4_FS=y" in missing_for_disk_boot(full + "\nCONFIG_EXT4_FS=m\n", with_initrd=True)
+
+
+def test_the_installed_cloud_kernel_passes_with_an_initrd() -> None:
+    from kvmlab.images.kernel_check import missing_for_disk_boot
+
+    configs = sorted(Path("/boot").glob("config-*-cloud-amd64"))
+    if not configs:
+        pytest.skip("no Debian cloud kernel config in /boot")
+    text = configs[-1].read_text()
+    assert missing_for_disk_boot(text, with_initrd=True) == []
+    assert "CONFIG_VIRTIO_BLK=y" in missing_for_disk_boot(text)
