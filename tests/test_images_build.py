@@ -257,6 +257,9 @@ def test_same_hash_is_reused_without_touching_the_host(
     monkeypatch.setattr(build_mod, "check_host", no_host)
     res = build_image(r, entry_dir(tmp_path, r))
     assert res.cached and res.entry.manifest.recipe_hash == r.digest()
+    monkeypatch.chdir(tmp_path)
+    relative = build_image(r, Path(entry_dir(tmp_path, r).name))
+    assert relative.entry.root().path.is_absolute()
 
 
 def test_output_dir_holding_something_else_is_refused(tmp_path: Path) -> None:

@@ -508,6 +508,7 @@ def build_image(
     is complete; on any failure ``dest`` is left as it was.
     """
     started = time.monotonic()
+    dest = dest.absolute()  # GuestRoot paths must not depend on the caller's cwd
     digest = recipe.digest()
     try:
         existing = read_entry(dest)
