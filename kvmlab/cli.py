@@ -23,6 +23,7 @@ COMMANDS: tuple[str, ...] = (
     "kvmlab.commands.demo_tree",
     "kvmlab.commands.image",
     "kvmlab.commands.report",
+    "kvmlab.commands.repro",
 )
 
 
@@ -47,6 +48,10 @@ def _setup_logging(verbosity: int) -> None:
     logging.basicConfig(level=level, format="%(levelname)s: %(name)s: %(message)s", stream=sys.stderr)
     # Our own info lines (progress, the accel fallback) are always shown.
     logging.getLogger("kvmlab").setLevel(min(level, logging.INFO))
+    # paramiko logs every refused connection while a guest boots as an
+    # ERROR with a traceback; kvmlab reports what matters itself.
+    if verbosity < 2:
+        logging.getLogger("paramiko").setLevel(logging.CRITICAL)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

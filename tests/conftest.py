@@ -24,19 +24,23 @@ pytest_plugins: list[str] = ["tests.fixtures_vm", "tests.fixtures_kernel", "test
 
 
 def _qemu_pids() -> set[int]:
+    """qemu processes this test process started (directly, or through kvmlab).
+
+    Only our own descendants: another test run on the same host is not ours
+    to judge or to kill.
+    """
     pids = set()
-    for p in psutil.process_iter(["name", "cmdline"]):
+    for p in psutil.Process().children(recursive=True):
         try:
-            name = p.info["name"] or ""
-            cmd = " ".join(p.info["cmdline"] or [])
+            if p.name().startswith("qemu-system"):
+                pids.add(p.pid)
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
-        if name.startswith("qemu-system") or "qemu-system-" in cmd.split(" ")[0]:
-            pids.add(p.pid)
     return pids
 
 
 def _libvirt_domains() -> set[str]:
+    """libvirt domains this test process made (kvmlab names them kvmlab-<pid>-...)."""
     try:
         import libvirt
     except ImportError:
@@ -46,18 +50,17 @@ def _libvirt_domains() -> set[str]:
     except libvirt.libvirtError:
         return set()
     try:
-        return {d.name() for d in conn.listAllDomains()}
+        mine = f"kvmlab-{os.getpid()}-"
+        return {d.name() for d in conn.listAllDomains() if d.name().startswith(mine)}
     finally:
         conn.close()
 
 
 @pytest.fixture(scope="session", autouse=True)
 def _no_leftovers() -> Iterator[None]:
-    qemu_before = _qemu_pids()
-    doms_before = _libvirt_domains()
     yield
-    left_qemu = _qemu_pids() - qemu_before
-    left_doms = _libvirt_domains() - doms_before
+    left_qemu = _qemu_pids()
+    left_doms = _libvirt_domains()
     for pid in left_qemu:
         with contextlib.suppress(psutil.NoSuchProcess):
             psutil.Process(pid).kill()

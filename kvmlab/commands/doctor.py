@@ -20,7 +20,7 @@ MIN_FREE_DISK = 20 * 2**30
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("doctor", help="check what this host can do")
-    p.add_argument("--config", type=Path, help="kvmlab YAML config")
+    p.add_argument("--conf", type=Path, help="kvmlab YAML config file")
     p.add_argument("--kernel", type=Path, help="bzImage to probe KVM with (default: a cloud kernel in /boot)")
     p.set_defaults(func=run)
 
@@ -40,7 +40,7 @@ def _probe_kernel(given: Path | None) -> Path | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg = load_config(args.config)
+    cfg = load_config(args.conf)
     ok = True
     qemu = shutil.which(cfg.vm.qemu)
     if qemu:

@@ -23,14 +23,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     r.add_argument("--count", type=int, help="VMs in the pool (default: vm.count)")
     r.add_argument("--backend", choices=("qemu", "libvirt"), help="default: vm.backend")
     r.add_argument("--accel", choices=("auto", "kvm", "tcg"), help="default: vm.accel")
-    r.add_argument("--config", type=Path, help="kvmlab YAML config")
+    r.add_argument("--conf", type=Path, help="kvmlab YAML config file")
     r.add_argument("--workdir", type=Path, help="keep console logs here (default: a temp dir)")
     r.add_argument("command", nargs=argparse.REMAINDER, help="command to run in the guest (after --)")
     r.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg = load_config(args.config)
+    cfg = load_config(args.conf)
     vm = cfg.vm
     overrides = {k: v for k, v in (("count", args.count), ("backend", args.backend),
                                    ("accel", args.accel)) if v is not None}

@@ -105,16 +105,30 @@ class _EventLoop:
 
 
 class _ConsolePump:
-    """Copy a non-blocking libvirt console stream into a pipe, from the event loop."""
+    """Copy a domain's console, read non-blocking from libvirt's event loop,
+    into a pipe.
 
-    def __init__(self, stream: Any) -> None:
-        self._stream = stream
+    libvirt sometimes ends a pty console stream while the domain runs on
+    (seen here while the guest's getty opens ttyS0); the pump then opens the
+    console again, so the pipe ends only when the domain does.
+    """
+
+    def __init__(self, conn: Any, dom: Any) -> None:
+        self._conn = conn
+        self._dom = dom
         self.read_fd, self._write_fd = os.pipe()
         self._done = threading.Event()
         self._lock = threading.Lock()
+        self._stream: Any = None
+        self._open()
+
+    def _open(self) -> None:
+        stream = self._conn.newStream(libvirt.VIR_STREAM_NONBLOCK)
+        self._dom.openConsole(None, stream, libvirt.VIR_DOMAIN_CONSOLE_FORCE)
         events = (libvirt.VIR_STREAM_EVENT_READABLE | libvirt.VIR_STREAM_EVENT_ERROR
                   | libvirt.VIR_STREAM_EVENT_HANGUP)
         stream.eventAddCallback(events, self._on_event, None)
+        self._stream = stream
 
     def _on_event(self, stream: Any, events: int, opaque: Any) -> None:
         while not self._done.is_set():
@@ -122,13 +136,12 @@ class _ConsolePump:
                 data = stream.recv(65536)
             except libvirt.libvirtError as e:
                 log.debug("console stream ended: %s", e)
-                self._finish()
+                self._ended(stream)
                 return
             if data == -2:  # nothing more for now
                 return
             if isinstance(data, int) or not data:
-                log.debug("console stream ended: recv gave %r (events %d)", data, events)
-                self._finish()
+                self._ended(stream)
                 return
             try:
                 os.write(self._write_fd, data)
@@ -136,15 +149,34 @@ class _ConsolePump:
                 self._finish()
                 return
 
+    def _ended(self, stream: Any) -> None:
+        with contextlib.suppress(libvirt.libvirtError):
+            stream.eventRemoveCallback()
+        with contextlib.suppress(libvirt.libvirtError):
+            stream.abort()
+        try:
+            active = bool(self._dom.isActive())
+        except libvirt.libvirtError:
+            active = False
+        if active and not self._done.is_set():
+            log.debug("console stream ended while the domain runs: reopening")
+            try:
+                self._open()
+                return
+            except libvirt.libvirtError as e:
+                log.debug("could not reopen the console: %s", e)
+        self._finish()
+
     def _finish(self) -> None:
         with self._lock:
             if self._done.is_set():
                 return
             self._done.set()
-            with contextlib.suppress(libvirt.libvirtError):
-                self._stream.eventRemoveCallback()
-            with contextlib.suppress(libvirt.libvirtError):
-                self._stream.abort()
+            if self._stream is not None:
+                with contextlib.suppress(libvirt.libvirtError):
+                    self._stream.eventRemoveCallback()
+                with contextlib.suppress(libvirt.libvirtError):
+                    self._stream.abort()
             with contextlib.suppress(OSError):
                 os.close(self._write_fd)
 
@@ -253,9 +285,7 @@ class LibvirtBackend:
                 raise PortInUseError(f"libvirt: qemu could not forward 127.0.0.1:{ssh_port}") from e
             raise LibvirtError(f"libvirt: could not start {name}: {msg}") from e
         try:
-            stream = conn.newStream(libvirt.VIR_STREAM_NONBLOCK)
-            dom.openConsole(None, stream, libvirt.VIR_DOMAIN_CONSOLE_FORCE)
-            pump = _ConsolePump(stream)
+            pump = _ConsolePump(conn, dom)
             dom.resume()
         except libvirt.libvirtError as e:
             try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -87,15 +88,18 @@ class Machine:
         self.boot = result
         return result
 
-    def wait_ready(self) -> BootResult:
+    def wait_ready(self, cancel: threading.Event | None = None) -> BootResult:
         """Wait until the guest accepts SSH, within the boot timeout.
 
         A crash or panic on the console, or the VM stopping, ends the wait at
-        once as a boot failure carrying the console tail.
+        once as a boot failure carrying the console tail. Setting ``cancel``
+        ends the wait too (reason ``cancelled``).
         """
         deadline = self.started + self.timeouts.boot
         stop = {EventKind.CRASH, EventKind.EOF, EventKind.REBOOT}
         while True:
+            if cancel is not None and cancel.is_set():
+                return BootResult(False, time.monotonic() - self.started, "cancelled")
             ev = self.watcher.wait_for(stop | {EventKind.READY}, timeout=_SSH_RETRY)
             if ev is not None and ev.kind in stop:
                 return self._failed(self._reason(ev), crashed=ev.kind is EventKind.CRASH)

@@ -1,0 +1,149 @@
+"""``kvmlab repro``: does this reproducer crash this kernel, how often, and how?"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+from kvmlab import report
+from kvmlab.commands.kernel import _Ticker
+from kvmlab.config import Config, cache_dir, load_config
+from kvmlab.errors import MissingFileError, UserError
+from kvmlab.kernel.builder import KernelBuilder
+from kvmlab.kernel.config import ConfigRequest
+from kvmlab.outcome import BuildStatus, RunOutcome
+from kvmlab.repro.reproducer import CProgram, Reproducer, ShellCommand, SyzProgram
+from kvmlab.repro.runner import ReproOptions, run_line, run_repro, summary_lines
+from kvmlab.vmm.factory import make_backend, prepare, resolve_root
+
+
+def add_vm_options(p: argparse.ArgumentParser) -> None:
+    """Options shared by the commands that boot VMs (repro, bisect, demo)."""
+    p.add_argument("--conf", type=Path, help="kvmlab YAML config file")
+    p.add_argument("--root", help="guest root: initramfs (default) or an image recipe")
+    p.add_argument("--count", type=int, help="VMs / runs per test (default: vm.count)")
+    p.add_argument("--run-time", type=float, help="seconds a reproducer may run (default: repro.run_time)")
+    p.add_argument("--backend", choices=("qemu", "libvirt"), help="default: vm.backend")
+    p.add_argument("--accel", choices=("auto", "kvm", "tcg"), help="default: vm.accel")
+
+
+def add_repro_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("repro", nargs="?", type=Path, help="C reproducer (.c)")
+    p.add_argument("--command", help="shell command to run in the guest instead of a program")
+    p.add_argument("--syz-prog", type=Path, help="syzkaller program (with --syz-execprog/--syz-executor)")
+    p.add_argument("--syz-execprog", type=Path, help="your syz-execprog binary")
+    p.add_argument("--syz-executor", type=Path, help="your syz-executor binary")
+    p.add_argument("--syz-opt", action="append", default=[], metavar="K=V",
+                   help="syz-execprog flag, e.g. repeat=0, procs=6, sandbox=none, threaded=true")
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("repro", help="run a reproducer on a pool of VMs")
+    src = p.add_argument_group("kernel (a bzImage, or a tree and commit to build)")
+    src.add_argument("--kernel", type=Path, help="bzImage to boot")
+    src.add_argument("--vmlinux", type=Path, help="vmlinux for symbolized reports")
+    src.add_argument("--tree", type=Path, help="kernel git tree to build from")
+    src.add_argument("--commit", help="revision to build (with --tree)")
+    src.add_argument("--config", help="config fragments for the build (default: base)")
+    add_repro_options(p)
+    add_vm_options(p)
+    p.add_argument("--stop-when-decided", action="store_true",
+                   help="end all runs once the first (expected) crash decides the verdict")
+    p.add_argument("--expect", help="title of the bug looked for (other crashes are marked)")
+    p.add_argument("--expect-report", type=Path, help="a console log or report whose crash is looked for")
+    p.add_argument("--json", type=Path, help="write the structured result here")
+    p.add_argument("--workdir", type=Path, help="where console logs and reports are kept")
+    p.set_defaults(func=run)
+
+
+def reproducer_from_args(args: argparse.Namespace) -> Reproducer:
+    kinds = [k for k in (args.repro, args.command, args.syz_prog) if k]
+    if len(kinds) != 1:
+        raise UserError("give exactly one reproducer: a .c file, --command, or --syz-prog")
+    if args.command:
+        return ShellCommand(args.command)
+    if args.syz_prog:
+        if not (args.syz_execprog and args.syz_executor):
+            raise UserError("--syz-prog needs --syz-execprog and --syz-executor")
+        opts = {}
+        for kv in args.syz_opt:
+            k, sep, v = kv.partition("=")
+            if not sep:
+                raise UserError(f"--syz-opt {kv!r}: expected K=V")
+            opts[k.lstrip("-")] = v
+        return SyzProgram(args.syz_prog, args.syz_execprog, args.syz_executor, opts)
+    path: Path = args.repro
+    if path.suffix != ".c":
+        raise UserError(f"reproducer {path}: expected a .c file (or --command / --syz-prog)")
+    return CProgram(path)
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    cfg = load_config(args.conf)
+    vm = {k: v for k, v in (("count", args.count), ("backend", args.backend), ("accel", args.accel))
+          if v is not None}
+    rp = {k: v for k, v in (("run_time", args.run_time), ("root", args.root)) if v is not None}
+    return dataclasses.replace(cfg, vm=dataclasses.replace(cfg.vm, **vm),
+                               repro=dataclasses.replace(cfg.repro, **rp))
+
+
+def _expected_title(args: argparse.Namespace) -> str | None:
+    if args.expect_report is not None:
+        try:
+            text = args.expect_report.read_text(errors="replace")
+        except OSError as e:
+            raise MissingFileError(f"report {args.expect_report}: {e.strerror}") from None
+        rep = report.parse(text)
+        if rep is None:
+            raise UserError(f"report {args.expect_report}: no crash found in it")
+        return rep.title
+    title: str | None = args.expect
+    return title
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = config_from_args(args)
+    repro = reproducer_from_args(args)
+    expect = _expected_title(args)
+    workdir = args.workdir or cache_dir() / "runs" / time.strftime("repro-%Y%m%d-%H%M%S")
+    workdir.mkdir(parents=True, exist_ok=True)
+    prepared = repro.prepare(workdir)  # compile before anything boots
+    vmlinux = args.vmlinux
+    if args.tree is not None:
+        if args.kernel is not None or not args.commit:
+            raise UserError("give either --kernel, or --tree with --commit")
+        frags = [f.strip() for f in (args.config or "base").split(",") if f.strip()]
+        outcome = KernelBuilder().build(args.tree, args.commit, ConfigRequest.from_fragments(frags),
+                                        progress=_Ticker(), argv=sys.argv)
+        if outcome.status is BuildStatus.FAILED:
+            print(f"kernel build failed at {outcome.commit[:12]}: {outcome.error}")
+            return 1
+        kernel = Path(outcome.artifacts["bzImage"])
+        vmlinux = vmlinux or Path(outcome.artifacts["vmlinux"])
+    elif args.kernel is not None:
+        kernel = args.kernel
+    else:
+        raise UserError("give --kernel bzImage, or --tree and --commit")
+    root = resolve_root(cfg.repro.root, kernel)
+    prep = prepare(cfg, kernel, root)
+    opts = ReproOptions(count=cfg.vm.count, run_time=cfg.repro.run_time,
+                        stop_when_decided=args.stop_when_decided, expect=expect)
+    print(f"reproducing {prepared.description} on {kernel} in {opts.count} VMs "
+          f"({cfg.vm.backend}, {prep.accel.accel.value}); logs in {workdir}", file=sys.stderr)
+
+    def on_run(o: RunOutcome, expected: bool | None) -> None:
+        note = " (a different bug)" if expected is False else ""
+        print(run_line(o) + note, flush=True)
+
+    result = run_repro(prep.spec, prepared, backend=make_backend(cfg.vm), timeouts=prep.timeouts,
+                       options=opts, workdir=workdir, ready_marker=prep.ready_marker, vmlinux=vmlinux,
+                       on_run=on_run)
+    for line in summary_lines(result):
+        print(line)
+    if args.json is not None:
+        args.json.write_text(json.dumps(result.to_json(), indent=1))
+    return 0

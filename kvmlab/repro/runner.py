@@ -1,0 +1,312 @@
+"""Run a reproducer on a pool of VMs and turn each run into one outcome.
+
+Per VM: boot (a boot that fails is ``boot-failed`` with the boot crash's
+title or ``no output``), copy the reproducer in, run it for at most the run
+time while the console is watched. A crash on the console is ``crashed``
+(titled by :mod:`kvmlab.report`, symbolized when a vmlinux is given) — also
+when it took the SSH connection down with it. A run that ends without a crash
+is ``ok``. Our own failures (qemu died without a crash on the console, the SSH
+transport broke with no crash to explain it) are ``infra``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kvmlab import report
+from kvmlab.errors import KvmlabError, SSHError
+from kvmlab.outcome import RunOutcome, RunStatus
+from kvmlab.repro.reproducer import GUEST_DIR, Prepared
+from kvmlab.timeouts import Timeouts
+from kvmlab.vmm.backend import Backend
+from kvmlab.vmm.console import EventKind
+from kvmlab.vmm.machine import Machine
+from kvmlab.vmm.pool import Pool
+from kvmlab.vmm.spec import VMSpec
+
+log = logging.getLogger(__name__)
+
+#: Seconds (before scaling) to keep watching the console after the
+#: reproducer exits: a crash it caused may print a moment later.
+GRACE = 3.0
+
+#: syzkaller's titles for a guest that stopped answering.
+LOST_CONNECTION = "lost connection to test machine"
+NO_OUTPUT = "no output from test machine"
+
+
+@dataclass(frozen=True)
+class ReproOptions:
+    count: int = 2
+    """VMs, one run each."""
+    run_time: float = 120.0
+    """Seconds the reproducer may run in a VM (not scaled: it is the user's)."""
+    stop_when_decided: bool = False
+    """End the other runs once the verdict can no longer change."""
+    expect: str | None = None
+    """Title of the bug we look for; crashes with another title are marked."""
+    stop_after_crashes: int = 1
+    """With ``stop_when_decided``: this many expected crashes decide."""
+
+
+@dataclass
+class ReproResult:
+    outcomes: list[RunOutcome]
+    expected: list[bool | None] = field(default_factory=list)
+    """Per run: does the crash match ``expect`` (None: no crash or no expect)."""
+    wall: float = 0.0
+    cancelled: int = 0
+    """Runs ended by ``stop_when_decided`` before they had an answer (not in
+    ``outcomes``: they neither crashed nor ran their time)."""
+
+    def crashes(self) -> list[RunOutcome]:
+        return [o for o in self.outcomes if o.status is RunStatus.CRASHED]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "runs": [o.to_json() | {"expected": e}
+                     for o, e in zip(self.outcomes, self.expected, strict=True)],
+            "cancelled_runs": self.cancelled,
+            "crash_rate": len(self.crashes()) / max(1, len(self.outcomes)),
+            "titles": dict(Counter(o.title for o in self.crashes())),
+            "wall": round(self.wall, 3),
+        }
+
+
+def run_line(o: RunOutcome) -> str:
+    """One run in the bisection log's words."""
+    if o.status is RunStatus.CRASHED:
+        return f"run #{o.index}: crashed: {o.title}"
+    if o.status is RunStatus.OK:
+        return f"run #{o.index}: OK"
+    if o.status is RunStatus.BOOT_FAILED:
+        return f"run #{o.index}: boot failed: {o.title}"
+    return f"run #{o.index}: infra error: {o.detail}"
+
+
+def summary_lines(result: ReproResult) -> list[str]:
+    outs = result.outcomes
+    lines = []
+    statuses = {o.status for o in outs}
+    titles = {o.title for o in outs}
+    if statuses == {RunStatus.OK}:
+        lines.append("all runs: OK")
+    elif statuses == {RunStatus.CRASHED} and len(titles) == 1:
+        lines.append(f"all runs: crashed: {outs[0].title}")
+    crashed = result.crashes()
+    lines.append(
+        f"crash rate: {len(crashed)}/{len(outs)} ({100 * len(crashed) / max(1, len(outs)):.0f}%), "
+        f"wall {result.wall:.1f}s, run durations "
+        + ", ".join(f"{o.duration:.1f}s" for o in outs)
+    )
+    for title, n in Counter(o.title for o in crashed).most_common():
+        lines.append(f"  {n} x {title}")
+    for o, exp in zip(outs, result.expected, strict=True):
+        if exp is False:
+            lines.append(f"  run #{o.index} crashed with a different bug: {o.title}")
+    return lines
+
+
+class _Decider:
+    """Tells the runs to stop once enough expected crashes were seen."""
+
+    def __init__(self, enabled: bool, needed: int) -> None:
+        self.enabled, self.needed = enabled, needed
+        self._crashes = 0
+        self._lock = threading.Lock()
+        self.decided = threading.Event()
+
+    def record(self, matched: bool) -> None:
+        if not (self.enabled and matched):
+            return
+        with self._lock:
+            self._crashes += 1
+            if self._crashes >= self.needed:
+                self.decided.set()
+
+
+def _crash_outcome(m: Machine, started: float, vmlinux: Path | None) -> RunOutcome | None:
+    """The crash on this VM's console, as an outcome (None: no crash)."""
+    if m.watcher.crash is None:
+        return None
+    m.watcher.settle(quiet=1.0, limit=10.0 * m.timeouts.scale)
+    text = m.watcher.text()
+    rep = report.parse(text)
+    if rep is None:
+        # The live watcher saw a crash start the parser doesn't title: keep
+        # the raw line rather than lose the crash.
+        ev = m.watcher.crash
+        title = ev.line.strip() if ev else "unknown crash"
+        return RunOutcome(m.index, RunStatus.CRASHED, title=title, report=m.watcher.crash_text(),
+                          duration=time.monotonic() - started, console_log=str(m.console_log))
+    body = rep.report
+    if vmlinux is not None:
+        with contextlib.suppress(KvmlabError, OSError):
+            body = report.symbolize(body, vmlinux)
+    return RunOutcome(m.index, RunStatus.CRASHED, title=rep.title, alt_titles=tuple(rep.alt_titles),
+                      crash_type=rep.type, report=body, duration=time.monotonic() - started,
+                      console_log=str(m.console_log))
+
+
+def _boot_failed(m: Machine, reason: str, started: float) -> RunOutcome:
+    rep = report.parse(m.watcher.text())
+    title = rep.title if rep is not None else ("no output" if reason == "no output" else reason)
+    return RunOutcome(m.index, RunStatus.BOOT_FAILED, title=title, detail=reason,
+                      report=rep.report if rep else m.watcher.tail(), crash_type=rep.type if rep else None,
+                      duration=time.monotonic() - started, console_log=str(m.console_log))
+
+
+def run_one(m: Machine, prepared: Prepared, opts: ReproOptions, timeouts: Timeouts,
+            decider: _Decider, vmlinux: Path | None) -> RunOutcome | None:
+    """One run in one VM, from boot to outcome; None when the run was
+    cancelled (verdict decided elsewhere) before it had an answer."""
+    started = m.started
+    boot = m.wait_ready(cancel=decider.decided)
+    if boot.reason == "cancelled":
+        return None
+    if not boot.ok:
+        if boot.crashed or boot.reason in ("no output", "timed out", "unexpected reboot"):
+            return _boot_failed(m, boot.reason, started)
+        if not m.instance.alive() and m.watcher.crash is None:
+            return RunOutcome(m.index, RunStatus.INFRA, detail=f"vm died while booting: {boot.reason}",
+                              duration=time.monotonic() - started, console_log=str(m.console_log))
+        return _boot_failed(m, boot.reason, started)
+    try:
+        m.run(f"mkdir -p {GUEST_DIR}", timeout=timeouts.command)
+        for host, guest, mode in prepared.files:
+            m.copy_in(host, guest, mode=mode)
+    except SSHError as e:
+        return _after_transport_loss(m, started, vmlinux, f"copying the reproducer: {e}")
+    run_started = time.monotonic()
+    result: dict[str, Any] = {}
+
+    def go() -> None:
+        try:
+            result["res"] = m.run(prepared.command, timeout=opts.run_time)
+        except SSHError as e:
+            result["err"] = e
+
+    runner = threading.Thread(target=go, name=f"repro-{m.index}", daemon=True)
+    runner.start()
+    stop = {EventKind.CRASH, EventKind.EOF}
+    while runner.is_alive():
+        runner.join(0.2)
+        if m.watcher.first(EventKind.CRASH) or m.watcher.ended:
+            break
+        if decider.decided.is_set():
+            break
+    crash = _crash_outcome(m, started, vmlinux)
+    if crash is not None:
+        return crash
+    if "err" in result:
+        return _after_transport_loss(m, started, vmlinux, str(result["err"]))
+    if m.watcher.ended or not m.instance.alive():
+        m.watcher.wait_for(stop, timeout=2.0)
+        crash = _crash_outcome(m, started, vmlinux)
+        if crash is not None:
+            return crash
+        return RunOutcome(m.index, RunStatus.INFRA, detail="vm stopped without a crash on the console",
+                          duration=time.monotonic() - started, console_log=str(m.console_log))
+    # The reproducer exited or ran for the whole run time (or the verdict
+    # was decided elsewhere): a crash it caused may still be on its way.
+    if not decider.decided.is_set():
+        left = max(0.0, opts.run_time - (time.monotonic() - run_started))
+        m.watcher.wait_for(stop, timeout=min(left, GRACE * timeouts.scale) if left else 0.0)
+        crash = _crash_outcome(m, started, vmlinux)
+        if crash is not None:
+            return crash
+    if decider.decided.is_set() and runner.is_alive():
+        return None
+    # Is the guest still alive? A hung guest answers neither SSH nor console.
+    try:
+        alive = m.run("echo alive", timeout=timeouts.ssh_connect * 3)
+        responsive = alive.exit_status == 0
+    except SSHError:
+        responsive = False
+    if not responsive:
+        crash = _crash_outcome(m, started, vmlinux)
+        if crash is not None:
+            return crash
+        silent = m.watcher.first(EventKind.NO_OUTPUT) is not None
+        return RunOutcome(m.index, RunStatus.CRASHED, title=NO_OUTPUT if silent else LOST_CONNECTION,
+                          crash_type="HANG", report=m.watcher.tail(), duration=time.monotonic() - started,
+                          console_log=str(m.console_log))
+    return RunOutcome(m.index, RunStatus.OK, duration=time.monotonic() - started,
+                      console_log=str(m.console_log))
+
+
+def _after_transport_loss(m: Machine, started: float, vmlinux: Path | None, why: str) -> RunOutcome:
+    """SSH broke: a crash on the console explains it; otherwise it is ours."""
+    m.watcher.wait_for({EventKind.CRASH, EventKind.EOF}, timeout=5.0 * m.timeouts.scale)
+    crash = _crash_outcome(m, started, vmlinux)
+    if crash is not None:
+        return crash
+    alive = m.instance.alive()
+    detail = f"ssh transport failed with no crash on the console ({why})"
+    if not alive:
+        detail = f"vm died with no crash on the console ({why})"
+    return RunOutcome(m.index, RunStatus.INFRA, detail=detail, duration=time.monotonic() - started,
+                      console_log=str(m.console_log))
+
+
+def run_repro(
+    spec: VMSpec,
+    prepared: Prepared,
+    *,
+    backend: Backend,
+    timeouts: Timeouts,
+    options: ReproOptions,
+    workdir: Path,
+    ready_marker: str | None,
+    vmlinux: Path | None = None,
+    on_run: Callable[[RunOutcome, bool | None], None] | None = None,
+) -> ReproResult:
+    """Boot ``options.count`` VMs of ``spec`` and run ``prepared`` in each.
+
+    ``on_run`` is called as each run ends (from the run's thread) with the
+    outcome and whether it matches ``options.expect``. Console logs and
+    reports are kept under ``workdir/vm-<i>/``; ``workdir/result.json`` holds
+    the structured result.
+    """
+    workdir.mkdir(parents=True, exist_ok=True)
+    decider = _Decider(options.stop_when_decided, options.stop_after_crashes)
+    t0 = time.monotonic()
+
+    def matches(o: RunOutcome) -> bool | None:
+        if o.status is not RunStatus.CRASHED or options.expect is None or o.title is None:
+            return None
+        return any(report.same_bug(t, options.expect) for t in (o.title, *o.alt_titles))
+
+    def one(m: Machine) -> tuple[RunOutcome, bool | None] | None:
+        try:
+            o = run_one(m, prepared, options, timeouts, decider, vmlinux)
+        except KvmlabError as e:
+            o = RunOutcome(m.index, RunStatus.INFRA, detail=str(e), duration=time.monotonic() - m.started,
+                           console_log=str(m.console_log))
+        if o is None:
+            return None
+        exp = matches(o)
+        if o.status is RunStatus.CRASHED:
+            decider.record(exp is not False)
+            (m.workdir / "report.txt").write_text(f"{o.title}\n\n{o.report}")
+        if on_run is not None:
+            on_run(o, exp)
+        return o, exp
+
+    with Pool(spec, options.count, backend=backend, timeouts=timeouts, workdir=workdir,
+              ready_marker=ready_marker) as pool:
+        got = pool.map(one)
+    pairs = [p for p in got if p is not None]
+    result = ReproResult([p[0] for p in pairs], [p[1] for p in pairs], time.monotonic() - t0,
+                         cancelled=len(got) - len(pairs))
+    (workdir / "result.json").write_text(json.dumps(result.to_json(), indent=1))
+    return result
