@@ -7,6 +7,7 @@ kvmlab never changes the user's checkout or HEAD: builds happen in a detached
 from __future__ import annotations
 
 import logging
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,7 +85,12 @@ class KernelTree:
     def ensure_worktree(self, where: Path) -> Path:
         """A detached worktree of this repository at ``where`` (made if absent)."""
         if (where / ".git").exists():
-            return where
+            res = git(where, "rev-parse", "--path-format=absolute", "--git-common-dir", check=False)
+            if res.returncode == 0 and Path(res.stdout.strip()) == self.git_dir:
+                return where
+            # The repository was re-made at the same path: the old worktree is dead.
+            log.info("replacing stale build worktree %s", where)
+            shutil.rmtree(where)
         where.parent.mkdir(parents=True, exist_ok=True)
         # A stale registration (directory deleted by hand) would block `add`.
         git(self.path, "worktree", "prune")
