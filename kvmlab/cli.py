@@ -24,6 +24,8 @@ COMMANDS: tuple[str, ...] = (
     "kvmlab.commands.image",
     "kvmlab.commands.report",
     "kvmlab.commands.repro",
+    "kvmlab.commands.bisect",
+    "kvmlab.commands.demo",
 )
 
 

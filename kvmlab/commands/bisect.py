@@ -1,0 +1,156 @@
+"""``kvmlab bisect``: find the commit that introduced (or fixed) a crash."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from kvmlab import report
+from kvmlab.bisect import POLICIES, AdaptivePolicy, BisectResult, GitRepository, LogWriter, bisect
+from kvmlab.bisect.policy import Policy
+from kvmlab.commands.kernel import _Ticker
+from kvmlab.commands.repro import add_repro_options, add_vm_options, config_from_args, reproducer_from_args
+from kvmlab.config import cache_dir
+from kvmlab.errors import ConfigError, MissingFileError
+from kvmlab.kernel.builder import KernelBuilder
+from kvmlab.kernel.config import ConfigRequest
+from kvmlab.outcome import RunOutcome
+from kvmlab.tester import VMTester
+from kvmlab.vmm.accel import resolve_accel
+from kvmlab.vmm.spec import Accel
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("bisect", help="find the commit that introduced (or fixed) a crash")
+    add_bisect_arguments(p)
+    p.set_defaults(func=run)
+
+
+def add_bisect_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--job", type=Path, help="YAML file with any of these options (keys as the long "
+                                            "option names with _ for -); the command line wins")
+    p.add_argument("--tree", type=Path, help="kernel git tree (only read; builds use their own worktree)")
+    p.add_argument("--bad", help="a commit that crashes")
+    p.add_argument("--good", help="a commit that does not (default: release tags, newest first)")
+    p.add_argument("--config", help="kernel config fragments (default: base)")
+    p.add_argument("--fix", action="store_true", help="find the first commit where the bug is gone")
+    p.add_argument("--policy", choices=sorted(POLICIES), help="default: adaptive")
+    p.add_argument("--confidence", type=float, help="adaptive: culprit posterior to reach (default 0.95)")
+    p.add_argument("--release-floor", help="oldest release tag to try when no --good (e.g. v4.18)")
+    p.add_argument("--expect", help="title of the bug (default: the first crash on the bad commit)")
+    p.add_argument("--json", type=Path, help="write the structured result here")
+    p.add_argument("--journal", type=Path, help="resumable journal (default: one per bisection in the cache)")
+    p.add_argument("--workdir", type=Path, help="where logs go (default: in the cache)")
+    add_repro_options(p)
+    add_vm_options(p)
+
+
+def _apply_job(args: argparse.Namespace, parser_defaults: dict[str, Any]) -> None:
+    if args.job is None:
+        return
+    try:
+        data = yaml.safe_load(args.job.read_text()) or {}
+    except FileNotFoundError:
+        raise MissingFileError(f"job {args.job}: no such file") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"job {args.job}: top level must be a mapping")
+    paths = {"tree", "repro", "json", "journal", "workdir", "conf", "syz_prog", "syz_execprog",
+             "syz_executor"}
+    for key, value in data.items():
+        dest = key.replace("-", "_")
+        if dest not in parser_defaults or dest in ("job", "func"):
+            raise ConfigError(f"job {args.job}: unknown key {key!r}")
+        if getattr(args, dest) == parser_defaults[dest]:  # the command line wins
+            if dest in paths and value is not None:
+                value = (args.job.parent / str(value)).resolve()
+            setattr(args, dest, value)
+
+
+def target_matcher(expect: str | None) -> Any:
+    """``is_target`` for the engine: the bug named by ``expect``, or else the
+    first crash seen (the engine tests the bad commit first), matched by the
+    report module's signatures rather than exact titles."""
+    state: dict[str, RunOutcome] = {}
+
+    def is_target(run: RunOutcome) -> bool:
+        if not run.crashed or run.title is None:
+            return False
+        titles = (run.title, *run.alt_titles)
+        if expect is not None:
+            return any(report.same_bug(t, expect) for t in titles)
+        first = state.setdefault("first", run)
+        ref = (first.title or "", *first.alt_titles)
+        return any(report.same_bug(a, b) for a in titles for b in ref)
+
+    return is_target
+
+
+def run_bisection(args: argparse.Namespace, *, say: Any = print) -> BisectResult:
+    """The bisection the arguments describe, logged through ``say``."""
+    if args.tree is None or args.bad is None:
+        raise ConfigError("bisect needs --tree and --bad")
+    cfg = config_from_args(args)
+    repro = reproducer_from_args(args)
+    repo = GitRepository(args.tree)
+    bad = repo.resolve(args.bad)
+    good = repo.resolve(args.good) if args.good else None
+    frags = [f.strip() for f in (args.config or "base").split(",") if f.strip()]
+    key = hashlib.sha256(json.dumps(
+        [str(args.tree.resolve()), bad, good, frags, args.fix, args.policy or "adaptive",
+         str(args.repro or args.command or args.syz_prog)]).encode()).hexdigest()[:16]
+    workdir = args.workdir or cache_dir() / "bisect" / key
+    workdir.mkdir(parents=True, exist_ok=True)
+    journal = args.journal or workdir / "journal.jsonl"
+    prepared = repro.prepare(workdir)
+    builder = KernelBuilder()
+    request = ConfigRequest.from_fragments(frags)
+    # Resolve the accelerator once, with the bad commit's kernel, so that a
+    # fallback to TCG is one warning for the whole bisection.
+    first = builder.build(args.tree, bad, request, progress=_Ticker())
+    accel = None
+    if "bzImage" in first.artifacts:
+        accel = resolve_accel(Accel(cfg.vm.accel), qemu=cfg.vm.qemu, kernel=Path(first.artifacts["bzImage"]),
+                              cache_dir=cache_dir())
+    if accel is None:
+        from kvmlab.timeouts import TCG_SCALE
+        from kvmlab.vmm.accel import AccelChoice
+
+        accel = AccelChoice(Accel.TCG, TCG_SCALE, "bad commit did not build")
+    policy: Policy = POLICIES[args.policy or "adaptive"]
+    if isinstance(policy, AdaptivePolicy):
+        policy = dataclasses.replace(policy, chunk=cfg.vm.count,
+                                     **({"confidence": args.confidence} if args.confidence else {}))
+    tester = VMTester(tree=args.tree, builder=builder, request=request, prepared=prepared, cfg=cfg,
+                      accel=accel, workdir=workdir / "runs", progress=_Ticker())
+    logw = LogWriter(say, workdir / f"bisect-{time.strftime('%Y%m%d-%H%M%S')}.log")
+    say(f"kvmlab: journal {journal}; logs under {workdir}")
+    try:
+        result = bisect(repo, tester, bad=bad, good=good, fix=args.fix, policy=policy,
+                        is_target=target_matcher(args.expect), journal=journal, log=logw,
+                        release_floor=args.release_floor)
+    finally:
+        logw.close()
+    if args.json is not None:
+        args.json.write_text(json.dumps(result.to_json(), indent=1))
+    return result
+
+
+def run(args: argparse.Namespace) -> int:
+    defaults = {a.dest: a.default for a in _parser_actions()}
+    _apply_job(args, defaults)
+    result = run_bisection(args, say=lambda line: print(line, flush=True))
+    return 0 if result.culprit else 1
+
+
+def _parser_actions() -> list[argparse.Action]:
+    p = argparse.ArgumentParser()
+    add_bisect_arguments(p)
+    return list(p._actions)
+
