@@ -7,6 +7,7 @@ VM's work dir.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
 import subprocess
@@ -76,7 +77,8 @@ class QemuBackend:
             disk = make_overlay(spec.root.path, workdir / "overlay.qcow2")
             files.append(disk)
         qemu_log = workdir / "qemu.log"
-        argv = qemu_argv(spec, ssh_port=ssh_port, disk=disk)
+        # The VM's own name in the argv: ps shows which pool member it is.
+        argv = qemu_argv(dataclasses.replace(spec, name=f"{spec.name}-{index}"), ssh_port=ssh_port, disk=disk)
         (workdir / "qemu.argv").write_text(" ".join(argv) + "\n")
         with qemu_log.open("wb") as err:
             popen = proc.spawn(argv, stdout=subprocess.PIPE, stderr=err)
