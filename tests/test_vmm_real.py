@@ -200,3 +200,35 @@ def _all_domains() -> set[str]:
         return {d.name() for d in conn.listAllDomains()}
     finally:
         conn.close()
+
+
+@pytest.mark.libvirt
+def test_libvirtd_down_is_one_clear_line(cloud_kernel: CloudKernel, tmp_path: Path,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    from kvmlab.cli import main
+
+    conf = tmp_path / "kvmlab.yaml"
+    conf.write_text("vm:\n  backend: libvirt\n  uri: qemu+unix:///system?socket=/nonexistent/libvirt-sock\n"
+                    "  accel: tcg\n")
+    rc = main(["vm", "run", "--kernel", str(cloud_kernel.bzimage), "--modules", str(cloud_kernel.modules),
+               "--conf", str(conf), "--", "true"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 3
+    assert err[-1].startswith("kvmlab: infrastructure error: libvirt at qemu+unix:///system?socket=")
+    assert "is libvirtd running?" in err[-1]
+    assert not qemu_children()
+
+
+@pytest.mark.unit
+def test_missing_kernel_and_unknown_config_key_are_one_line(tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    from kvmlab.cli import main
+
+    rc = main(["vm", "run", "--kernel", str(tmp_path / "bzImage"), "--accel", "tcg", "--", "true"])
+    assert rc == 2
+    assert capsys.readouterr().err.strip() == f"kvmlab: error: kernel {tmp_path / 'bzImage'}: no such file"
+    conf = tmp_path / "c.yaml"
+    conf.write_text("vm:\n  memory: 512\n")
+    rc = main(["doctor", "--conf", str(conf)])
+    assert rc == 2
+    assert "unknown key 'memory'" in capsys.readouterr().err

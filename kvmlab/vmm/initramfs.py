@@ -97,6 +97,8 @@ def kernel_release(bzimage: Path) -> str | None:
     try:
         with bzimage.open("rb") as f:
             head = f.read(0x10000)
+    except FileNotFoundError:
+        raise MissingFileError(f"kernel {bzimage}: no such file") from None
     except OSError as e:
         raise MissingFileError(f"kernel {bzimage}: {e.strerror}") from e
     if len(head) < 0x210 or head[0x202:0x206] != b"HdrS":
