@@ -15,6 +15,8 @@ from kvmlab.images.initrd import build_modules_initrd
 from kvmlab.images.kernel_check import missing_for_disk_boot
 from kvmlab.outcome import BuildOutcome, BuildStatus
 from kvmlab.timeouts import TCG_SCALE, Timeouts
+from kvmlab.vmm.backend import Backend
+from kvmlab.vmm.libvirt_backend import LibvirtBackend
 from kvmlab.vmm.pool import Pool
 from kvmlab.vmm.qemu_backend import QemuBackend
 from kvmlab.vmm.spec import Accel, VMSpec
@@ -48,7 +50,8 @@ def disk_kernel(tmp_path: Path) -> tuple[Path, Path]:
 
 
 def boot_and_check(
-    kernel: Path, extra_args: tuple[str, ...], image: BuildResult, recipe: Recipe, tmp_path: Path
+    kernel: Path, initrd: Path | None, image: BuildResult, recipe: Recipe, tmp_path: Path,
+    backend: Backend | None = None,
 ) -> None:
     """Boot the image once, check the guest, wreck it, and check the base image."""
     root = image.entry.root()
@@ -59,11 +62,12 @@ def boot_and_check(
         accel=Accel.TCG,  # nested KVM is not usable on the test machines
         memory_mb=1024,
         name="kvmlab-imgtest",
-        extra_args=extra_args,
+        initrd=initrd,
     )
     workdir = tmp_path / "pool"
     workdir.mkdir()
-    with Pool(spec, 1, backend=QemuBackend(), timeouts=Timeouts().scaled(TCG_SCALE), workdir=workdir) as pool:
+    be = backend or QemuBackend()
+    with Pool(spec, 1, backend=be, timeouts=Timeouts().scaled(TCG_SCALE), workdir=workdir) as pool:
         m = pool.machines[0]
         boot = m.wait_ready()
         assert boot.ok, f"{boot.reason}\n{boot.console_tail}"
@@ -99,15 +103,17 @@ def boot_and_check(
     assert not overlay.exists(), "the pool left the VM's overlay behind"
 
 
+@pytest.mark.parametrize("backend", ["qemu", pytest.param("libvirt", marks=pytest.mark.libvirt)])
 def test_image_boots_and_base_stays_unchanged(
-    bookworm_image: BuildResult, bookworm_recipe: Recipe, tmp_path: Path
+    backend: str, bookworm_image: BuildResult, bookworm_recipe: Recipe, tmp_path: Path
 ) -> None:
-    """With the Debian cloud kernel and kvmlab's virtio initrd."""
+    """With the Debian cloud kernel and kvmlab's virtio initrd, on both backends."""
     kernel, initrd = disk_kernel(tmp_path)
     config = Path("/boot", kernel.name.replace("vmlinuz-", "config-"))
     if config.is_file():
         assert missing_for_disk_boot(config.read_text(), with_initrd=True) == []
-    boot_and_check(kernel, ("-initrd", str(initrd)), bookworm_image, bookworm_recipe, tmp_path)
+    be: Backend = QemuBackend() if backend == "qemu" else LibvirtBackend()
+    boot_and_check(kernel, initrd, bookworm_image, bookworm_recipe, tmp_path, be)
 
 
 @pytest.mark.kernel
@@ -122,4 +128,4 @@ def test_project_kernel_boots_the_image(
     missing = missing_for_disk_boot(config, filesystem=bookworm_recipe.filesystem)
     if missing:
         pytest.skip("the base kernel config cannot run the image's systemd; it lacks " + " ".join(missing))
-    boot_and_check(Path(base_kernel.artifacts["bzImage"]), (), bookworm_image, bookworm_recipe, tmp_path)
+    boot_and_check(Path(base_kernel.artifacts["bzImage"]), None, bookworm_image, bookworm_recipe, tmp_path)

@@ -41,6 +41,11 @@ def run(args: argparse.Namespace) -> int:
         args.repro = Path(demo.reproducers[args.bug])
     if args.run_time is None:
         args.run_time = 20.0  # the demo reproducers crash at once or not at all
+    # Small guests: many of them share the host's cores when KVM is missing.
+    if args.cpus is None:
+        args.cpus = 1
+    if args.memory_mb is None:
+        args.memory_mb = 512
     result = run_bisection(args, say=lambda line: print(line, flush=True))
     planted = getattr(demo, args.bug)
     if result.culprit == planted:

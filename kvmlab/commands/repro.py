@@ -26,6 +26,8 @@ def add_vm_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--conf", type=Path, help="kvmlab YAML config file")
     p.add_argument("--root", help="guest root: initramfs (default) or an image recipe")
     p.add_argument("--count", type=int, help="VMs / runs per test (default: vm.count)")
+    p.add_argument("--cpus", type=int, help="vCPUs per VM (default: vm.cpus)")
+    p.add_argument("--memory-mb", type=int, help="RAM per VM in MiB (default: vm.memory_mb)")
     p.add_argument("--run-time", type=float, help="seconds a reproducer may run (default: repro.run_time)")
     p.add_argument("--backend", choices=("qemu", "libvirt"), help="default: vm.backend")
     p.add_argument("--accel", choices=("auto", "kvm", "tcg"), help="default: vm.accel")
@@ -84,8 +86,8 @@ def reproducer_from_args(args: argparse.Namespace) -> Reproducer:
 
 def config_from_args(args: argparse.Namespace) -> Config:
     cfg = load_config(args.conf)
-    vm = {k: v for k, v in (("count", args.count), ("backend", args.backend), ("accel", args.accel))
-          if v is not None}
+    vm = {k: v for k, v in (("count", args.count), ("backend", args.backend), ("accel", args.accel),
+                            ("cpus", args.cpus), ("memory_mb", args.memory_mb)) if v is not None}
     rp = {k: v for k, v in (("run_time", args.run_time), ("root", args.root)) if v is not None}
     return dataclasses.replace(cfg, vm=dataclasses.replace(cfg.vm, **vm),
                                repro=dataclasses.replace(cfg.repro, **rp))

@@ -36,8 +36,9 @@ from kvmlab.vmm.spec import VMSpec
 log = logging.getLogger(__name__)
 
 #: Seconds (before scaling) to keep watching the console after the
-#: reproducer exits: a crash it caused may print a moment later.
-GRACE = 3.0
+#: reproducer exits: a crash it caused may print a moment later (an oops in
+#: a syscall prints before the process exits; this covers work it queued).
+GRACE = 1.5
 
 #: syzkaller's titles for a guest that stopped answering.
 LOST_CONNECTION = "lost connection to test machine"

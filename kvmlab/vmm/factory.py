@@ -3,6 +3,7 @@ timeouts (with the accelerator resolved and the timeouts scaled)."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -13,7 +14,7 @@ from kvmlab.errors import ConfigError, MissingFileError
 from kvmlab.timeouts import Timeouts
 from kvmlab.vmm.accel import AccelChoice, resolve_accel
 from kvmlab.vmm.backend import Backend
-from kvmlab.vmm.initramfs import READY_MARKER, build_initramfs
+from kvmlab.vmm.initramfs import READY_MARKER, build_initramfs, kernel_release, resolve_modules
 from kvmlab.vmm.libvirt_backend import LibvirtBackend
 from kvmlab.vmm.qemu_backend import QemuBackend
 from kvmlab.vmm.root import GuestRoot, RootKind
@@ -47,6 +48,24 @@ def resolve_root(name: str, kernel: Path, *, modules_dir: Path | None = None) ->
     return root
 
 
+def _disk_initrd(kernel: Path) -> Path | None:
+    """An initrd loading the virtio modules, for a modular kernel booting a
+    disk image (None when the drivers are built in or there are no modules)."""
+    from kvmlab.images.initrd import build_modules_initrd
+
+    release = kernel_release(kernel)
+    if release is None:
+        return None
+    mods = resolve_modules(Path("/lib/modules", release))
+    if not mods.paths:
+        return None
+    out = cache_dir() / "initrd" / f"virtio-{release}.cpio"
+    if not out.is_file():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        build_modules_initrd(release, out)
+    return out
+
+
 @dataclass(frozen=True)
 class Prepared:
     spec: VMSpec
@@ -73,5 +92,7 @@ def prepare(cfg: Config, kernel: Path, root: GuestRoot, *, name: str = "kvmlab",
         name=name,
         qemu=cfg.vm.qemu,
     )
+    if root.kind is RootKind.DISK:
+        spec = dataclasses.replace(spec, initrd=_disk_initrd(kernel))
     marker = READY_MARKER if root.kind is RootKind.INITRAMFS else None
     return Prepared(spec, cfg.timeouts.scaled(accel.scale), accel, marker)

@@ -270,7 +270,7 @@ class LibvirtBackend:
             name=name,
             ssh_port=ssh_port,
             kernel=spec.kernel.resolve(),
-            initrd=spec.root.path.resolve() if spec.root.kind is RootKind.INITRAMFS else None,
+            initrd=(spec.root.path if spec.root.kind is RootKind.INITRAMFS else spec.initrd),
             disk=disk.resolve() if disk else None,
             run_as_root=local_system,
         )

@@ -60,6 +60,8 @@ def qemu_argv(
         if disk is None:
             raise ValueError("a disk root needs the VM's overlay path")
         argv += ["-drive", f"file={disk},format=qcow2,if=virtio,cache=unsafe"]
+        if spec.initrd is not None:
+            argv += ["-initrd", str(spec.initrd)]
     if pidfile is not None:
         argv += ["-pidfile", str(pidfile)]
     argv += list(spec.extra_args)

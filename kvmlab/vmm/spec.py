@@ -48,6 +48,9 @@ class VMSpec:
     name: str = "kvmlab"
     """Prefix of the VM's name (the backend adds the pool index)."""
     qemu: str = "qemu-system-x86_64"
+    initrd: Path | None = None
+    """For a disk root: an initrd that loads the drivers the kernel has as
+    modules (virtio) before mounting the root. Unused with an initramfs root."""
     extra_args: tuple[str, ...] = field(default_factory=tuple)
     """Extra QEMU arguments (direct backend) for advanced use."""
 
