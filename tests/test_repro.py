@@ -168,3 +168,33 @@ def test_boot_panic_is_boot_failed_and_killed_qemu_is_infra(demo_tree: DemoTree,
     by_index = {o.index: o for o in res.outcomes}
     assert by_index[1].status is RunStatus.INFRA, by_index[1]
     assert by_index[0].status is RunStatus.OK, by_index[0]
+
+
+@pytest.mark.unit
+def test_run_lines_and_summary_in_the_bisection_logs_words() -> None:
+    from kvmlab.outcome import RunOutcome
+    from kvmlab.repro.runner import run_line, summary_lines
+
+    crash = "BUG: kernel NULL pointer dereference in comm_digest_compute"
+    outs = [
+        RunOutcome(0, RunStatus.CRASHED, title=crash, duration=9.0),
+        RunOutcome(1, RunStatus.OK, duration=20.0),
+        RunOutcome(2, RunStatus.BOOT_FAILED, title="no output", duration=240.0),
+        RunOutcome(3, RunStatus.INFRA, detail="vm died with no crash on the console", duration=3.0),
+        RunOutcome(4, RunStatus.CRASHED, title="WARNING in foo", duration=5.0),
+    ]
+    assert [run_line(o) for o in outs] == [
+        f"run #0: crashed: {crash}",
+        "run #1: OK",
+        "run #2: boot failed: no output",
+        "run #3: infra error: vm died with no crash on the console",
+        "run #4: crashed: WARNING in foo",
+    ]
+    res = ReproResult(outs, [True, None, None, None, False], wall=250.0)
+    lines = summary_lines(res)
+    assert lines[0].startswith("crash rate: 2/5 (40%)")
+    assert f"  1 x {crash}" in lines and "  1 x WARNING in foo" in lines
+    assert "  run #4 crashed with a different bug: WARNING in foo" in lines
+    assert summary_lines(ReproResult(outs[1:2], [None]))[0] == "all runs: OK"
+    assert summary_lines(ReproResult(outs[:1], [True]))[0] == f"all runs: crashed: {crash}"
+    assert res.to_json()["titles"] == {crash: 1, "WARNING in foo": 1}
