@@ -2,7 +2,9 @@
 """kvmlab.report: crash detection, titles, types, corruption, same-bug matching.
 
 Real logs: tests/fixtures/report/*.log, captured from this host's Debian 6.1
-kernel by tests/fixtures/report/capture.sh. Edge cases: small logs written
+kernel by tests/fixtures/report/capture.sh, and demo-null-deref.log, the serial
+console of the project's demo kernel (allnoconfig-based 6.1) running the
+reproducer of its planted NULL-pointer bug. Edge cases: small logs written
 here in the kernel's own formats (x86-64, 6.x), each pinning one rule.
 """
 
@@ -282,6 +284,85 @@ def test_questionable_frames_are_skipped() -> None:
     # "? lock_sock_nested" sits between the RIP and the first real frame
     rep = must_parse(GPF)
     assert "lock_sock_nested" not in rep.report
+
+
+def test_captured_demo_null_deref_after_a_shell_prompt() -> None:
+    # The kernel's oops line follows busybox's "/ # " prompt and its cursor
+    # query "\x1b[6n" on the same console line; the call trace holds only
+    # syscall entry frames, so the RIP frame is the guilty one.
+    text = (FIXTURES / "demo-null-deref.log").read_text()
+    rep = must_parse(text)
+    assert rep.title == "BUG: unable to handle kernel NULL pointer dereference in comm_digest_compute"
+    assert rep.type == "NULL-POINTER-DEREFERENCE"
+    assert rep.frame == "comm_digest_compute"
+    assert not rep.corrupted, rep.corrupted_reason
+    assert "bad-access in comm_digest_compute" in rep.alt_titles
+    assert text[rep.start :].startswith("/ # \x1b[6n[    4.484936] BUG: kernel NULL pointer dereference")
+    assert rep.start == crash_start(text)
+    assert "\nBUG: kernel NULL pointer dereference, address: 0000000000000000\n" in rep.report
+    assert " __x64_sys_prctl+0xf3/0x5b0\n" in rep.report
+    assert "/ # " not in rep.report and "[    4." not in rep.report
+
+
+RIP_ONLY_SYSCALL_TRACE = log(
+    """
+    [    4.484936] BUG: kernel NULL pointer dereference, address: 0000000000000000
+    [    4.485296] #PF: supervisor read access in kernel mode
+    [    4.485439] #PF: error_code(0x0000) - not-present page
+    [    4.486040] Oops: 0000 [#1]
+    [    4.486288] CPU: 0 PID: 43 Comm: repro Not tainted 6.1.192 #5
+    [    4.487477] RIP: 0010:demo_fn.SUFFIX+0x0/0x20
+    [    4.489866] RSP: 0018:ffff888002307ef0 EFLAGS: 00000202
+    [    4.491768] Call Trace:
+    [    4.493009]  <TASK>
+    [    4.493819]  __x64_sys_prctl+0xf3/0x5b0
+    [    4.495088]  do_syscall_64+0x3c/0x90
+    [    4.495217]  entry_SYSCALL_64_after_hwframe+0x4b/0xb5
+    [    4.495511] RIP: 0033:0x439ebd
+    [    4.497738] RAX: ffffffffffffffda RBX: 00007ffca1af9aa8 RCX: 0000000000439ebd
+    [    4.498677]  </TASK>
+    [    4.498824] CR2: 0000000000000000
+    [    4.499233] ---[ end trace 0000000000000000 ]---
+    [    4.504579] Kernel panic - not syncing: Fatal exception
+    """
+)
+
+
+@pytest.mark.parametrize("suffix", ["isra.0", "constprop.0", "part.0", "cold", "isra.0.cold"])
+def test_rip_frame_with_compiler_suffix_and_only_skipped_trace_frames(suffix: str) -> None:
+    rep = must_parse(RIP_ONLY_SYSCALL_TRACE.replace("SUFFIX", suffix))
+    assert rep.title == "BUG: unable to handle kernel NULL pointer dereference in demo_fn"
+    assert rep.frame == "demo_fn"
+    assert not rep.corrupted, rep.corrupted_reason
+
+
+@pytest.mark.parametrize(
+    "before",
+    ["/ # ", "/ # \x1b[6n", "syzkaller login: ", "\x1b[0m\x1b[1;32mroot@vm\x1b[0m:~# ", "<4>"],
+)
+def test_foreign_text_before_the_kernel_prefix(before: str) -> None:
+    # Userspace shares the serial console: what it left on the line without a
+    # newline precedes the kernel's timestamp, on any line of the report.
+    lines = RIP_ONLY_SYSCALL_TRACE.replace("SUFFIX", "part.0").splitlines()
+    lines[0] = before + lines[0]
+    lines[9] = before + lines[9]  # a frame line
+    text = "[    4.1] init done\n" + "\n".join(lines) + "\n"
+    rep = must_parse(text)
+    assert rep.title == "BUG: unable to handle kernel NULL pointer dereference in demo_fn"
+    assert not rep.corrupted, rep.corrupted_reason
+    assert rep.start == text.index(before + "[    4.484936]") == crash_start(text)
+    assert before not in rep.report
+
+
+def test_a_bracket_before_the_timestamp_is_not_a_prefix() -> None:
+    # Only ANSI escape sequences may open a bracket before the timestamp: a
+    # line "[x] [  4.1] ..." is not a console line of the kernel's.
+    text = RIP_ONLY_SYSCALL_TRACE.replace("SUFFIX", "part.0").replace(
+        "[    4.493819]  __x64_sys_prctl", "[x] [    4.493819]  __x64_sys_prctl"
+    )
+    rep = must_parse(text)
+    assert "__x64_sys_prctl" not in rep.report
+    assert rep.frame == "demo_fn"
 
 
 # -- prefixes, interleaving, truncation ------------------------------------------------

@@ -32,10 +32,16 @@ from kvmlab.report.rules import STACK, Oops, StackFormat, TitleFormat
 _CONSOLE = "console"
 """Context of lines with a timestamp but no caller id."""
 
-_LINE_PREFIX = re.compile(
-    r"(?:\*\* [0-9]+ printk messages dropped \*\* )?(?:[^[\n]* login: )?(?:<[0-9]+>)?"
-    r"\[ *[0-9]+\.[0-9]+\](\[ *(?:C|T)[0-9]+\])? "
-)
+#: Text another writer left on the console line before the kernel's prefix:
+#: the serial console is shared with userspace, and a shell prompt ("/ # ",
+#: "syzkaller login: ") or a terminal query ("\x1b[6n") written without a
+#: newline gets the next kernel line appended to it. The kernel's timestamp
+#: is the first bracket on such a line; other brackets may only open ANSI
+#: escape sequences. (The "** N printk messages dropped **" and "<N>" level
+#: prefixes of the kernel itself are covered too.)
+_FOREIGN = r"(?:[^[\n\x1b]|\x1b(?:\[[0-9;?]*[ -/]*[@-~])?)*"
+_PFX = _FOREIGN + r"\[ *[0-9]+\.[0-9]+\]"
+_LINE_PREFIX = re.compile(_PFX + r"(\[ *(?:C|T)[0-9]+\])? ")
 _TASK_CONTEXT = re.compile(r"\[ *T[0-9]+\]")
 _QUESTIONABLE = re.compile(r"(\[\<[0-9a-f]+\>\])? \? ")
 #: A header on a line cut short by printk and replayed whole on the next line
@@ -154,9 +160,10 @@ def _context(line: str) -> str:
 
 def _strip_prefix(line: str, context: str) -> tuple[str, bool]:
     """The line without its timestamp, and whether it is a ``?`` (unreliable) frame."""
-    if context == "":
+    m = _LINE_PREFIX.match(line) if context else None
+    if m is None:
         return line, False
-    line = line[line.find("] ") + 2 :]
+    line = line[m.end() :]
     if "<EOI>" not in line:
         if _QUESTIONABLE.search(line):
             return line[line.find(" ? ") + 2 :], True
@@ -216,7 +223,6 @@ def _cut_report(text: str, start: int, context: str) -> _Cut:
     return cut
 
 
-_PFX = r"(?:\*\* [0-9]+ printk messages dropped \*\* )?(?:[^[\n]* login: )?(?:<[0-9]+>)?\[ *[0-9]+\.[0-9]+\]"
 _CONSOLE_LINES = re.compile(r"^" + _PFX + r" (.*)$", re.M)
 _BARE_LINES = re.compile(r"^(?!" + _PFX + r"(?:\[ *(?:C|T)[0-9]+\])? )(.*)$", re.M)
 
