@@ -10,8 +10,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import signal
 import sys
+import threading
 from collections.abc import Sequence
+from types import FrameType
 
 from kvmlab.errors import InfraError, KvmlabError, UserError
 
@@ -56,10 +59,18 @@ def _setup_logging(verbosity: int) -> None:
         logging.getLogger("paramiko").setLevel(logging.CRITICAL)
 
 
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    # Unwind like Ctrl-C does, so every cleanup path runs: VMs stopped,
+    # builds' process groups killed, temp dirs removed.
+    raise SystemExit(128 + signum)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _setup_logging(args.verbose)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         rc: int = args.func(args)
         return rc
