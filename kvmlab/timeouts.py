@@ -21,8 +21,8 @@ class Timeouts:
 
     boot: float = 60.0
     """From VM start until the guest answers SSH."""
-    ssh_connect: float = 10.0
-    """One SSH connection attempt."""
+    ssh_connect: float = 3.0
+    """One SSH connection attempt (a stalled one is abandoned and retried)."""
     command: float = 300.0
     """Default for one command run in the guest."""
     copy: float = 60.0

@@ -54,6 +54,12 @@ if [ -n "$nic" ]; then
   ip link set "$nic" up
   ip addr add 10.0.2.15/24 dev "$nic"
   ip route add default via 10.0.2.2
+  # Until the link is up, packets from QEMU's user network are dropped and
+  # the host's first SSH attempt waits out TCP retransmission (seconds).
+  i=0
+  while [ "$(cat /sys/class/net/$nic/operstate 2>/dev/null)" != up ] && [ $i -lt 100 ]; do
+    sleep 0.05; i=$((i+1))
+  done
 fi
 /usr/sbin/sshd -f /etc/ssh/sshd_config -E /tmp/sshd.log
 echo "kvmlab-guest-ready"

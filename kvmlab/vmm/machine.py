@@ -58,6 +58,7 @@ class Machine:
         self.workdir = workdir
         self.timeouts = timeouts
         self.started = started
+        self.ready_marker = ready_marker
         self.console_log = workdir / "console.log"
         self.watcher = ConsoleWatcher(
             os.dup(instance.console_fd()),
@@ -112,6 +113,11 @@ class Machine:
             left = deadline - time.monotonic()
             if left <= 0:
                 return self._failed("no output" if not self.watcher.text().strip() else "timed out")
+            # With a ready marker, don't knock before sshd runs: QEMU's user
+            # network accepts the host side at once and then retransmits to
+            # the guest with back-off, so an early attempt stalls for seconds.
+            if self.ready_marker is not None and self.watcher.first(EventKind.READY) is None:
+                continue
             try:
                 self.ssh.connect(timeout=min(self.timeouts.ssh_connect, left))
             except SSHError as e:
