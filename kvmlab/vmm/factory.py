@@ -82,12 +82,18 @@ def prepare(cfg: Config, kernel: Path, root: GuestRoot, *, name: str = "kvmlab",
         raise MissingFileError(f"kernel {kernel}: no such file")
     if accel is None:
         accel = resolve_accel(Accel(cfg.vm.accel), qemu=cfg.vm.qemu, kernel=kernel, cache_dir=cache_dir())
+    cmdline = cfg.vm.cmdline
+    if accel.accel is Accel.TCG:
+        # An emulated CPU starved by its neighbours is not an RCU stall: give
+        # the stall detector the same slack as every other timeout (the
+        # kernel's default is 21 s).
+        cmdline = (f"rcupdate.rcu_cpu_stall_timeout={int(21 * accel.scale)}", *cmdline)
     spec = VMSpec(
         kernel=kernel,
         root=root,
         cpus=cfg.vm.cpus,
         memory_mb=cfg.vm.memory_mb,
-        cmdline=cfg.vm.cmdline,
+        cmdline=cmdline,
         accel=accel.accel,
         name=name,
         qemu=cfg.vm.qemu,
