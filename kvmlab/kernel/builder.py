@@ -173,6 +173,14 @@ def ccache_counts(stats_log: str) -> tuple[int, int]:
     return hits, misses
 
 
+def _remove_dead_tmps(builds: Path) -> None:
+    """Remove half-written build entries left by killed kvmlab processes."""
+    for tmp in builds.glob(".*.tmp*"):
+        pid = tmp.name.rpartition(".tmp")[2]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
     with path.open("rb") as f:
@@ -375,6 +383,7 @@ class KernelBuilder:
         make_argv = [*make_base, f"-j{self.jobs}", "bzImage"]
         entry = self.work_dir / "builds" / key
         tmp = entry.with_name(f".{key}.tmp{os.getpid()}")
+        _remove_dead_tmps(entry.parent)
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         log_path = tmp / "build.log"
@@ -394,7 +403,9 @@ class KernelBuilder:
             kernel_sha = _sha256(tmp / "bzImage")
         else:
             (tmp / "config").write_text(final_text)
-            error = first_error(log_text)
+            # ccache's base_dir makes paths relative to the object dir; name
+            # the file as it is in the tree.
+            error = first_error(log_text).replace("../src/", "", 1)
         manifest = Manifest(
             commit=commit, tree_hash=tree_hash, config_hash=config_hash(final_text),
             config_request=config.describe(), compiler=cc.version, cc=cc.cc, status=status.value,
