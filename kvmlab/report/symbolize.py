@@ -11,6 +11,7 @@ Frames of modules (``func+0x1/0x2 [mod]``) are left as they are.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -94,16 +95,42 @@ def _pc(table: dict[str, tuple[Symbol, ...]], name: str, offset: int, size: int,
     return pc if rip else pc - 1
 
 
+#: Top-level directories of a kernel tree: where a path inside one begins
+#: when the tree is not on this machine any more.
+_TREE_TOP = re.compile(
+    r"/(?=(?:arch|block|certs|crypto|drivers|fs|include|init|io_uring|ipc|kernel|lib|mm|net|rust|"
+    r"samples|scripts|security|sound|tools|usr|virt)/)"
+)
+
+
+@functools.lru_cache(maxsize=256)
+def _tree_top(directory: str) -> str | None:
+    """The kernel tree (a directory with MAINTAINERS and Kconfig) holding
+    ``directory``, or None."""
+    d = Path(directory)
+    for cand in (d, *d.parents):
+        if (cand / "MAINTAINERS").is_file() and (cand / "Kconfig").is_file():
+            return str(cand)
+    return None
+
+
 def _clean_path(path: str, roots: tuple[Path, ...]) -> str:
     if path.startswith("./"):
         return path[2:]
-    if os.path.isabs(path):
-        for root in roots:
-            try:
-                return str(Path(path).relative_to(root))
-            except ValueError:
-                continue
-    return path
+    if not os.path.isabs(path):
+        return path
+    path = os.path.normpath(path)  # O= builds record "obj/../src/..."
+    for root in roots:
+        try:
+            return str(Path(path).relative_to(root))
+        except ValueError:
+            continue
+    # A vmlinux copied out of its build tree: find the tree the file is in.
+    top = _tree_top(os.path.dirname(path))
+    if top is not None:
+        return os.path.relpath(path, top)
+    m = _TREE_TOP.search(path)
+    return path[m.end():] if m is not None else path
 
 
 def _source_roots(vmlinux: Path, source_root: Path | None) -> tuple[Path, ...]:
