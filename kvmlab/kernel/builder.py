@@ -346,6 +346,9 @@ class KernelBuilder:
         env["CCACHE_STATSLOG"] = str(obj / "ccache-stats.log")
         # Make objects from different slots share cache entries.
         env.setdefault("CCACHE_BASEDIR", str(self.work_dir))
+        # With -g, ccache also hashes the object dir unless told not to: then
+        # no two slots (or two clones) would ever share an entry.
+        env.setdefault("CCACHE_NOHASHDIR", "1")
         env["LC_ALL"] = "C"
         return env
 
