@@ -1,5 +1,7 @@
-"""kvmlab.report on a kernel built here: boot the demo base kernel, panic it
-with sysrq-c, and symbolize the report with that build's vmlinux."""
+"""kvmlab.report on a kernel built here: boot the demo kernel that has the
+planted bug, crash it with the bug's reproducer, and symbolize the report with
+that build's vmlinux. (The demo's ``base`` config has no MAGIC_SYSRQ, so sysrq-c
+can't be the crash here.)"""
 
 from __future__ import annotations
 
@@ -8,28 +10,32 @@ from pathlib import Path
 
 import pytest
 
-from kvmlab.outcome import BuildOutcome, BuildStatus
+from kvmlab.kernel.demo_tree import DemoTree
+from kvmlab.outcome import BuildStatus
 from kvmlab.report import parse, symbolize
-from tests.fixtures_kernel import INIT_PRELUDE, MakeInitramfs, boot_console
+from tests.fixtures_kernel import INIT_PRELUDE, BuildKernel, MakeInitramfs, boot_console
 
 pytestmark = [pytest.mark.kernel, pytest.mark.slow]
 
 
-def test_sysrq_crash_symbolized_with_vmlinux(
-    base_kernel: BuildOutcome, busybox_initramfs: MakeInitramfs
+def test_planted_oops_symbolized_with_vmlinux(
+    demo_tree: DemoTree, build_kernel: BuildKernel, reproducers: dict[str, Path],
+    busybox_initramfs: MakeInitramfs,
 ) -> None:
-    if base_kernel.status is not BuildStatus.OK:
-        pytest.skip(f"base kernel did not build: {base_kernel.error}")
-    vmlinux = Path(base_kernel.artifacts["vmlinux"])
-    initramfs = busybox_initramfs(INIT_PRELUDE + "echo c > /proc/sysrq-trigger\n")
-    console = boot_console(Path(base_kernel.artifacts["bzImage"]), initramfs)
+    build = build_kernel(demo_tree.culprit)
+    if build.status is not BuildStatus.OK:
+        pytest.skip(f"the culprit commit did not build: {build.error}")
+    vmlinux = Path(build.artifacts["vmlinux"])
+    initramfs = busybox_initramfs(INIT_PRELUDE + "/repro\n", {"/repro": reproducers["culprit"]})
+    console = boot_console(Path(build.artifacts["bzImage"]), initramfs)
     rep = parse(console)
     assert rep is not None, console[-3000:]
-    assert rep.title == "kernel panic: sysrq triggered crash"
+    assert rep.title == "BUG: unable to handle kernel NULL pointer dereference in comm_digest_compute"
     out = symbolize(rep.report, vmlinux)
-    # the sysrq handler's frame now names its source line
-    assert re.search(r" sysrq_handle_crash\+0x[0-9a-f]+/0x[0-9a-f]+ drivers/tty/sysrq\.c:[0-9]+", out), out
-    # and nothing else of the report was changed
+    # The guilty frame now names its source line, relative to the tree.
+    assert re.search(r"[ :]comm_digest_compute\+0x[0-9a-f]+/0x[0-9a-f]+ kernel/sys\.c:[0-9]+", out), out
+    assert " [inline]" in out  # the prctl handler is inlined into __do_sys_prctl
+    # Nothing else of the report was changed.
     assert re.sub(
         r" \S+\.[ch]:[0-9]+", "", "\n".join(x for x in out.splitlines() if "[inline]" not in x)
     ) == (rep.report.rstrip("\n"))
