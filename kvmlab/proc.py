@@ -130,3 +130,14 @@ def run(
     if check and proc.returncode != 0:
         raise ProcessError(args, proc.returncode, (stdout + stderr)[-_TAIL_CHARS:])
     return done
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists (ours or someone else's)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -273,16 +273,6 @@ def remove_tree(d: Path) -> None:
     shutil.rmtree(d, ignore_errors=False)
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def sweep_stale(parent: Path, dest_name: str | None = None) -> list[Path]:
     """Remove temporary build dirs (of ``dest_name``, or of any image) whose
     builder process is gone; returns what was removed."""
@@ -293,7 +283,7 @@ def sweep_stale(parent: Path, dest_name: str | None = None) -> list[Path]:
         m = _STALE_RE.match(p.name)
         if m is None or (dest_name is not None and m.group(1) != dest_name):
             continue
-        if not _pid_alive(int(m.group(2))):
+        if not proc.pid_alive(int(m.group(2))):
             log.info("removing %s left by an interrupted build", p)
             remove_tree(p)
             removed.append(p)

@@ -22,6 +22,7 @@ from typing import Any
 
 import libvirt
 
+from kvmlab import proc
 from kvmlab.errors import InfraError, LibvirtError
 from kvmlab.vmm.domain_xml import domain_xml
 from kvmlab.vmm.overlay import make_overlay
@@ -58,7 +59,7 @@ def reap_stale_domains(conn: Any) -> list[str]:
         if not m:
             continue
         pid = int(m.group(1))
-        if pid == os.getpid() or _pid_alive(pid):
+        if pid == os.getpid() or proc.pid_alive(pid):
             continue
         try:
             dom.destroy()
@@ -66,16 +67,6 @@ def reap_stale_domains(conn: Any) -> list[str]:
         except libvirt.libvirtError:
             pass
     return reaped
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class _EventLoop:
