@@ -67,8 +67,13 @@ def test_nearby_commit_rebuilds_incrementally(
     assert near.status is BuildStatus.OK, near.error
     m = _manifest(near)
     if not near.cached:
-        # Three commits touched three .c files: a handful of objects, not the tree.
-        assert m.objects_compiled < 40, m.objects_compiled
+        # The slot's object directory last held some other commit of the demo
+        # history (which one depends on test order), so the rebuild compiles the
+        # files that differ plus the relink: a few dozen objects, not the tree.
+        tree_objects = sum(1 for _ in Path(near.artifacts["manifest"]).parents[2].joinpath(
+            "slots", m.slot, "obj").rglob("*.o"))
+        assert tree_objects > 300, tree_objects
+        assert m.objects_compiled * 10 < tree_objects, (m.objects_compiled, tree_objects)
         if base.objects_compiled > 300:
             assert m.objects_compiled * 10 < base.objects_compiled
     assert m.kernel_sha256 != base.kernel_sha256
