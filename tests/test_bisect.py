@@ -306,6 +306,36 @@ def test_same_binary_warning(tmp_path: Path) -> None:
     assert any("same kernel binary" in x for x in lines)
 
 
+_FAKE_GET_MAINTAINER = """#!/usr/bin/perl
+# Stands in for the kernel's script: maintainers of the files the patch touches.
+my %maint = ("f6" => "Mia Maintainer <Mia\\@example.org>", "f7" => "other\\@example.org");
+my $patch = $ARGV[-1];
+open(my $fh, "<", $patch) or die "no patch";
+while (<$fh>) { print "$maint{$1}\\n" if m{^\\+\\+\\+ b/(\\S+)} && $maint{$1}; }
+"""
+
+
+@pytest.mark.parametrize("script", ["works", "fails", "absent"])
+def test_cc_adds_the_trees_maintainers(tmp_path: Path, script: str,
+                                       caplog: pytest.LogCaptureFixture) -> None:
+    hist = make_history(tmp_path / "repo", 10)
+    if script != "absent":
+        tool = hist.path / "scripts" / "get_maintainer.pl"
+        tool.parent.mkdir()
+        tool.write_text(_FAKE_GET_MAINTAINER if script == "works" else "die 'MAINTAINERS: not found';\n")
+    lines: list[str] = []
+    res = bisect(hist.repo, FakeTester(hist, culprit="6"), bad=hist.h["10"], good=hist.h["0"],
+                 log=LogWriter(lines.append))
+    assert res.culprit == hist.h["6"]
+    cc = next(x for x in lines if x.startswith("cc: "))
+    if script == "works":
+        assert cc == 'cc: ["ann@example.org" "mia@example.org" "rita@example.org"]'
+    else:
+        assert cc == 'cc: ["ann@example.org" "rita@example.org"]'
+    if script == "fails":
+        assert "get_maintainer.pl exited 255: MAINTAINERS: not found" in caplog.text
+
+
 @pytest.mark.parametrize("policy", POLICIES)
 def test_resume_after_kill(tmp_path: Path, policy: str) -> None:
     """kvmlab dies in the middle; the same bisection with the same journal re-uses

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from kvmlab import proc
+from kvmlab.bisect import GitRepository
 from kvmlab.cli import main
 from kvmlab.errors import ConfigError, DiskFullError, HostToolError, UnknownCommitError
 from kvmlab.kernel.builder import KernelBuilder, Manifest
@@ -174,6 +175,14 @@ def test_planted_commits_json(demo_tree: DemoTree) -> None:
         assert not re.search(r"bug|crash|uaf|use-after|null|flaky|race|break", title), title
         assert Path(info["reproducers"][key]).is_file()
 
+
+
+def test_real_get_maintainer_names_the_virtio_blk_maintainers(demo_tree: DemoTree) -> None:
+    """The culprit's cc line takes the tree's own scripts/get_maintainer.pl."""
+    commit = _git(demo_tree.path, "log", "-1", "--format=%H", "--grep=virtio_blk: name the queue kinds")
+    maintainers = GitRepository(demo_tree.path).maintainers(commit)
+    assert {"mst@redhat.com", "axboe@kernel.dk"} <= set(maintainers), maintainers
+    assert all("@" in m and " " not in m for m in maintainers)
 
 # -- bad input: one-line errors, nothing built -------------------------------
 

@@ -18,7 +18,7 @@ from kvmlab.bisect.journal import Journal
 from kvmlab.bisect.model import Observation, Posterior, information_gain, posterior
 from kvmlab.bisect.policy import POLICIES, AdaptivePolicy, Policy, SyzbotPolicy
 from kvmlab.bisect.result import BisectResult, CommitEvidence, Outcome, Verdict
-from kvmlab.bisect.seams import IsTarget, Repository, Tester
+from kvmlab.bisect.seams import IsTarget, Maintainers, Repository, Tester
 from kvmlab.errors import InfraError, UserError
 from kvmlab.outcome import BuildOutcome, BuildStatus, RunOutcome, RunStatus
 
@@ -536,7 +536,8 @@ def _finish(repo: Repository, s: _Session, pol: Policy, res: BisectResult, g: Co
         info = repo.commit_info(res.culprit)
         lines += fmt.culprit_lines(info, fix=s.fix)
         lines.append(tested)
-        lines += fmt.first_commit_lines(info, fix=s.fix)
+        maintainers = repo.maintainers(res.culprit) if isinstance(repo, Maintainers) else []
+        lines += fmt.first_commit_lines(info, fix=s.fix, maintainers=maintainers)
         title, report = _crash_for(s, res.culprit)
         lines += fmt.crash_lines(title, report)
     elif res.outcome is Outcome.INCONCLUSIVE and g is not None:

@@ -8,18 +8,25 @@ from __future__ import annotations
 
 import logging
 import re
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 from kvmlab import proc
 from kvmlab.bisect.graph import CommitGraph
-from kvmlab.bisect.seams import CommitInfo, Tag, parse_trailers
-from kvmlab.errors import MissingFileError, ProcessError, UnknownCommitError
+from kvmlab.bisect.seams import CommitInfo, Tag, email_of, parse_trailers
+from kvmlab.errors import InfraError, MissingFileError, ProcessError, UnknownCommitError
 
 log = logging.getLogger(__name__)
 
 #: Seconds for one git call; a range log of a kernel tree takes a few seconds.
 GIT_TIMEOUT = 300.0
+
+#: get_maintainer.pl reads MAINTAINERS only (no git history: that takes minutes
+#: on a real tree) and prints bare addresses of maintainers and reviewers; the
+#: author and the commit's own trailers come from the commit itself.
+GET_MAINTAINER_ARGS = ("--no-git", "--no-git-fallback", "--no-rolestats", "--no-n", "--no-l", "--no-s")
+GET_MAINTAINER_TIMEOUT = 120.0
 
 _RELEASE = re.compile(r"^v(\d+)\.(\d+)(?:\.(\d+))?$")
 
@@ -99,3 +106,29 @@ class GitRepository:
 
     def tree_hash(self, commit: str) -> str:
         return self._git("rev-parse", f"{commit}^{{tree}}").stdout.strip()
+
+    def maintainers(self, commit: str) -> list[str]:
+        """Addresses ``scripts/get_maintainer.pl`` of the checked-out tree gives
+        for ``commit``'s patch; empty (with a warning) when the script is absent
+        or fails: a missing cc line must not lose a bisection's result."""
+        script = self.path / "scripts" / "get_maintainer.pl"
+        if not script.is_file():
+            return []
+        patch = self._git("format-patch", "-1", "--stdout", commit, check=False)
+        if patch.returncode != 0:
+            log.warning("get_maintainer.pl skipped: git format-patch %s failed", commit[:12])
+            return []
+        with tempfile.NamedTemporaryFile("w", prefix="kvmlab-culprit-", suffix=".patch") as f:
+            f.write(patch.stdout)
+            f.flush()
+            try:
+                done = proc.run(["perl", str(script), *GET_MAINTAINER_ARGS, f.name], cwd=self.path,
+                                timeout=GET_MAINTAINER_TIMEOUT, check=False)
+            except InfraError as e:
+                log.warning("get_maintainer.pl skipped: %s", e)
+                return []
+        if done.returncode != 0:
+            last = (done.stderr.strip().splitlines() or ["no message"])[-1]
+            log.warning("get_maintainer.pl exited %d: %s", done.returncode, last)
+            return []
+        return sorted({addr for line in done.stdout.splitlines() if (addr := email_of(line))})

@@ -80,6 +80,14 @@ class TreeHashes(Protocol):
     def tree_hash(self, commit: str) -> str: ...
 
 
+@runtime_checkable
+class Maintainers(Protocol):
+    """Optional ability: the maintainers of the files a commit touches (the
+    tree's ``scripts/get_maintainer.pl``), cc'ed on a culprit."""
+
+    def maintainers(self, commit: str) -> list[str]: ...
+
+
 class Tester(Protocol):
     """Builds kernels and runs the reproducer on them."""
 
@@ -98,13 +106,13 @@ def cc_list(info: CommitInfo) -> list[str]:
     emails = {info.author_email.strip().lower()} if info.author_email.strip() else set()
     for key, value in info.trailers:
         if key in CC_TRAILERS:
-            email = _email_of(value)
+            email = email_of(value)
             if email:
                 emails.add(email)
     return sorted(emails)
 
 
-def _email_of(value: str) -> str:
+def email_of(value: str) -> str:
     lt, gt = value.find("<"), value.rfind(">")
     if 0 <= lt < gt:
         return value[lt + 1 : gt].strip().lower()
