@@ -47,21 +47,28 @@ mount -t devpts devpts /dev/pts
 mount -t tmpfs tmpfs /tmp
 mount -t tmpfs tmpfs /dev/shm
 for m in $(cat /etc/kvmlab-modules 2>/dev/null); do insmod "/lib/modules/$m" 2>/dev/null; done
-hostname kvmlab
-ip link set lo up
 nic=$(ls /sys/class/net | grep -v '^lo$' | head -n1)
 if [ -n "$nic" ]; then
+  # The NIC before lo: link events are rate-limited to one a second, and the
+  # NIC's must not wait behind lo's.
   ip link set "$nic" up
   ip addr add 10.0.2.15/24 dev "$nic"
   ip route add default via 10.0.2.2
-  # Until the link is up, packets from QEMU's user network are dropped and
-  # the host's first SSH attempt waits out TCP retransmission (seconds).
+fi
+ip link set lo up
+hostname kvmlab
+# -r: no re-exec per connection (saves loading sshd again under TCG); an sshd
+# that no longer knows -r exits at once and is started without it.
+/usr/sbin/sshd -r -f /etc/ssh/sshd_config -E /tmp/sshd.log 2>/dev/null || /usr/sbin/sshd -f /etc/ssh/sshd_config -E /tmp/sshd.log
+if [ -n "$nic" ]; then
+  # Packets sent before the carrier is on are dropped (no qdisc yet) and the
+  # host's first SSH attempt would wait out TCP retransmission (seconds). The
+  # carrier is normally on already; operstate lags it by up to a second.
   i=0
-  while [ "$(cat /sys/class/net/$nic/operstate 2>/dev/null)" != up ] && [ $i -lt 100 ]; do
+  while [ "$(cat /sys/class/net/$nic/carrier 2>/dev/null)" != 1 ] && [ $i -lt 100 ]; do
     sleep 0.05; i=$((i+1))
   done
 fi
-/usr/sbin/sshd -f /etc/ssh/sshd_config -E /tmp/sshd.log
 echo "kvmlab-guest-ready"
 exec /sbin/init
 """
