@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import shlex
+import shutil
 import signal
 import subprocess
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -60,6 +64,43 @@ def kill_group(proc: subprocess.Popen[bytes] | subprocess.Popen[str], grace: flo
         proc.wait(timeout=grace)
 
 
+class _Forker:
+    """A thread that lives as long as kvmlab and starts the processes that must
+    die with it.
+
+    The kernel sends a child its parent-death signal when the *thread* that
+    forked it exits, not the process: a child forked by a pool's short-lived
+    worker thread would be killed as soon as that worker finished. Forking from
+    this one daemon thread ties the signal to the life of kvmlab itself.
+    """
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[tuple[Callable[[], subprocess.Popen[bytes]],
+                                            Future[subprocess.Popen[bytes]]]] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def _loop(self) -> None:
+        while True:
+            fn, fut = self._jobs.get()
+            try:
+                fut.set_result(fn())
+            except BaseException as e:  # handed to the caller, re-raised there
+                fut.set_exception(e)
+
+    def call(self, fn: Callable[[], subprocess.Popen[bytes]]) -> subprocess.Popen[bytes]:
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._loop, name="kvmlab-forker", daemon=True)
+                self._thread.start()
+        fut: Future[subprocess.Popen[bytes]] = Future()
+        self._jobs.put((fn, fut))
+        return fut.result()
+
+
+_forker = _Forker()
+
+
 def spawn(
     argv: Sequence[str | Path],
     *,
@@ -69,14 +110,26 @@ def spawn(
     stderr: int | IO[bytes] | None = subprocess.STDOUT,
     stdin: int | None = subprocess.DEVNULL,
     text: bool = False,
+    die_with_us: bool = False,
 ) -> subprocess.Popen[bytes]:
     """Start a long-running process in its own session; the caller must stop it
-    with :func:`kill_group`."""
+    with :func:`kill_group`.
+
+    ``die_with_us``: the process gets SIGKILL if kvmlab dies without stopping
+    it (``kill -9``, OOM killer), through util-linux ``setpriv --pdeathsig``,
+    which execs the program in place (same pid). Without setpriv on the host,
+    the process is started plainly.
+    """
     args = _fmt(argv)
     log.debug("spawn: %s", shlex.join(args))
-    try:
+    if shutil.which(args[0]) is None:
+        raise HostToolError(f"{args[0]}: not found on this host")
+    setpriv = shutil.which("setpriv") if die_with_us else None
+    full = ["setpriv", "--pdeathsig", "KILL", "--", *args] if setpriv else args
+
+    def start() -> subprocess.Popen[bytes]:
         return subprocess.Popen(  # the one Popen in kvmlab
-            args,
+            full,
             cwd=cwd,
             env=None if env is None else dict(env),
             stdin=stdin,
@@ -85,6 +138,9 @@ def spawn(
             start_new_session=True,
             text=text,
         )
+
+    try:
+        return _forker.call(start) if setpriv else start()
     except FileNotFoundError as e:
         raise HostToolError(f"{args[0]}: not found on this host") from e
 

@@ -189,6 +189,46 @@ def test_nothing_survives_signals(how: signal.Signals, cloud_kernel: CloudKernel
     assert not {d for d in _all_domains() if d.startswith(f"kvmlab-{p.pid}-")}, "libvirt domain survived"
 
 
+
+def test_qemu_dies_with_a_sigkilled_kvmlab(cloud_kernel: CloudKernel, tmp_path: Path) -> None:
+    """kill -9 gives kvmlab no chance to clean up: its qemu processes still go
+    (parent-death signal), and they were not killed early when the pool's
+    start-up threads finished (the signal follows the forking thread)."""
+    script = tmp_path / "hold.py"
+    script.write_text(textwrap.dedent(f"""
+        import time
+        from pathlib import Path
+        from kvmlab.timeouts import TCG_SCALE, Timeouts
+        from kvmlab.vmm.initramfs import READY_MARKER, build_initramfs
+        from kvmlab.vmm.pool import Pool
+        from kvmlab.vmm.qemu_backend import QemuBackend
+        from kvmlab.vmm.spec import Accel, VMSpec
+        root = build_initramfs(Path({str(tmp_path / 'ir')!r}), kernel=Path({str(cloud_kernel.bzimage)!r}),
+                               modules_dir=Path({str(cloud_kernel.modules)!r}))
+        spec = VMSpec(kernel=Path({str(cloud_kernel.bzimage)!r}), root=root, cpus=1, memory_mb=256,
+                      accel=Accel.TCG)
+        with Pool(spec, 2, backend=QemuBackend(), timeouts=Timeouts().scaled(TCG_SCALE),
+                  ready_marker=READY_MARKER) as pool:
+            boots = pool.map(lambda m: m.wait_ready())
+            print("READY", all(b.ok for b in boots), flush=True)
+            time.sleep(600)
+    """))
+    p = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True, cwd=REPO,
+                         start_new_session=True)
+    assert p.stdout is not None
+    line = p.stdout.readline()
+    assert line.strip() == "READY True", line
+    import psutil
+
+    qemus = [c for c in psutil.Process(p.pid).children(recursive=True) if "qemu" in c.name()]
+    assert len(qemus) == 2
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait(timeout=30)
+    _, alive = psutil.wait_procs(qemus, timeout=15)
+    for q in alive:
+        q.kill()
+    assert not alive, f"qemu survived kill -9 of kvmlab: {[q.pid for q in alive]}"
+
 def _all_domains() -> set[str]:
     import libvirt
 

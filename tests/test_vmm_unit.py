@@ -222,3 +222,27 @@ def test_pool_rejects_bad_spec(tmp_path: Path) -> None:
     bogus.write_bytes(b"MZ" + b"\0" * 9000)
     with pytest.raises(UserError, match="not a bootable x86 bzImage"):
         validate_spec(VMSpec(kernel=bogus, root=root))
+
+
+def test_spawn_names_a_missing_program_and_outlives_its_calling_thread() -> None:
+    import threading
+
+    from kvmlab import proc
+    from kvmlab.errors import HostToolError
+
+    with pytest.raises(HostToolError, match="no-such-program-kvmlab: not found"):
+        proc.spawn(["no-such-program-kvmlab"], die_with_us=True)
+    started = []
+
+    def worker() -> None:  # like a pool's start-up thread: starts a VM, then ends
+        started.append(proc.spawn(["sleep", "30"], die_with_us=True))
+        time.sleep(0.3)  # setpriv has set the signal by now
+
+    t = threading.Thread(target=worker)
+    t.start()
+    t.join()
+    time.sleep(0.3)  # a parent-death signal tied to the exited thread would have fired by now
+    try:
+        assert started[0].poll() is None
+    finally:
+        proc.kill_group(started[0])

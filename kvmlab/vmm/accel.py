@@ -66,7 +66,7 @@ def _boots_to_banner(qemu: str, kernel: Path, accel_args: list[str], seconds: fl
         "-no-reboot", "-serial", "stdio", "-kernel", str(kernel),
         "-append", "console=ttyS0 earlyprintk=serial panic=-1",
     ]
-    p = proc.spawn(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    p = proc.spawn(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, die_with_us=True)
     assert p.stdout is not None
     out = b""
     deadline = time.monotonic() + seconds

@@ -59,7 +59,8 @@ ip link set lo up
 hostname kvmlab
 # -r: no re-exec per connection (saves loading sshd again under TCG); an sshd
 # that no longer knows -r exits at once and is started without it.
-/usr/sbin/sshd -r -f /etc/ssh/sshd_config -E /tmp/sshd.log 2>/dev/null || /usr/sbin/sshd -f /etc/ssh/sshd_config -E /tmp/sshd.log
+sshd_args="-f /etc/ssh/sshd_config -E /tmp/sshd.log"
+/usr/sbin/sshd -r $sshd_args 2>/dev/null || /usr/sbin/sshd $sshd_args
 if [ -n "$nic" ]; then
   # Packets sent before the carrier is on are dropped (no qdisc yet) and the
   # host's first SSH attempt would wait out TCP retransmission (seconds). The

@@ -81,7 +81,7 @@ class QemuBackend:
         argv = qemu_argv(dataclasses.replace(spec, name=f"{spec.name}-{index}"), ssh_port=ssh_port, disk=disk)
         (workdir / "qemu.argv").write_text(" ".join(argv) + "\n")
         with qemu_log.open("wb") as err:
-            popen = proc.spawn(argv, stdout=subprocess.PIPE, stderr=err)
+            popen = proc.spawn(argv, stdout=subprocess.PIPE, stderr=err, die_with_us=True)
         inst = QemuInstance(f"{spec.name}-{index}", popen, ssh_port, files)
         # QEMU fails fast on bad arguments or a taken port; catch that here so
         # the error names the cause instead of showing up as a silent console.
