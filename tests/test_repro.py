@@ -34,6 +34,14 @@ def test_reproducer_that_does_not_compile_is_one_clear_error(tmp_path: Path) -> 
 
 
 @pytest.mark.unit
+def test_reproducer_that_does_not_link_names_the_missing_symbol(tmp_path: Path) -> None:
+    src = tmp_path / "nolink.c"
+    src.write_text("void missing_function(void);\nint main(void) { missing_function(); return 0; }\n")
+    with pytest.raises(ReproCompileError, match=r"undefined reference to .missing_function"):
+        CProgram(src).prepare(tmp_path / "fresh" / "dir")
+
+
+@pytest.mark.unit
 def test_c_reproducer_is_static(tmp_path: Path) -> None:
     src = tmp_path / "ok.c"
     src.write_text("#include <pthread.h>\nint main(void) { return 0; }\n")
@@ -169,6 +177,42 @@ def test_boot_panic_is_boot_failed_and_killed_qemu_is_infra(demo_tree: DemoTree,
     by_index = {o.index: o for o in res.outcomes}
     assert by_index[1].status is RunStatus.INFRA, by_index[1]
     assert by_index[0].status is RunStatus.OK, by_index[0]
+
+
+_RT_HOG = r"""
+#include <sched.h>
+#include <stdio.h>
+/* Take the only CPU for good: no RT throttling, then spin at the top RT priority. */
+int main(void) {
+    FILE *f = fopen("/proc/sys/kernel/sched_rt_runtime_us", "w");
+    struct sched_param p = { .sched_priority = 99 };
+    if (!f || fprintf(f, "-1\n") < 0 || fclose(f) || sched_setscheduler(0, SCHED_FIFO, &p))
+        return perror("rt hog"), 1;
+    for (;;)
+        ;
+}
+"""
+
+
+@pytest.mark.vm
+@pytest.mark.kernel
+@pytest.mark.slow
+def test_reproducers_that_hang_the_guest_or_kill_sshd_are_its_hang(demo_tree: DemoTree,
+                                                                   build_kernel: BuildKernel,
+                                                                   tmp_path: Path) -> None:
+    """Neither is our failure (infra, retried) nor OK: the guest stopped
+    answering because of the reproducer, which syzkaller reports as a hang."""
+    build = build_kernel(demo_tree.base)
+    spec = _spec(build, tmp_path)
+    (tmp_path / "hog.c").write_text(_RT_HOG)
+    hog = CProgram(tmp_path / "hog.c").prepare(tmp_path / "hog")
+    killer = ShellCommand("killall sshd; sleep 30").prepare(tmp_path / "killer")
+    for name, prepared in (("hang", hog), ("sshd", killer)):
+        (o,) = _run(spec, prepared, tmp_path / name, 1, run_time=15.0).outcomes
+        assert o.status is RunStatus.CRASHED, (name, o)
+        assert o.crash_type == "HANG" or (o.title or "").startswith("INFO: rcu"), (name, o)
+        if name == "sshd":
+            assert o.title == "lost connection to test machine", o
 
 
 @pytest.mark.unit

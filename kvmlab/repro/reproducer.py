@@ -38,6 +38,16 @@ class Prepared:
     description: str
 
 
+def _first_error(output: str) -> str:
+    """The compiler's or the linker's own first complaint; collect2's closing
+    "ld returned 1 exit status" says nothing about why."""
+    lines = [ln.strip() for ln in output.splitlines() if ln.strip()]
+    for ln in lines:
+        if ("error" in ln or "undefined reference" in ln or "cannot" in ln) and not ln.startswith("collect2"):
+            return ln
+    return lines[0] if lines else "no message"
+
+
 @dataclass(frozen=True)
 class CProgram:
     source: Path
@@ -48,12 +58,13 @@ class CProgram:
             raise MissingFileError(f"reproducer {self.source}: no such file")
         if shutil.which(self.compiler) is None:
             raise HostToolError(f"{self.compiler}: not found (needed to compile {self.source})")
+        workdir.mkdir(parents=True, exist_ok=True)
         binary = workdir / "repro"
         try:
             proc.run([self.compiler, *C_FLAGS, "-o", str(binary), str(self.source)], timeout=300)
         except ProcessError as e:
-            first = next((ln for ln in e.output_tail.splitlines() if "error" in ln), e.output_tail.strip())
-            raise ReproCompileError(f"reproducer {self.source} does not compile: {first.strip()}") from None
+            raise ReproCompileError(
+                f"reproducer {self.source} does not compile: {_first_error(e.output_tail)}") from None
         return Prepared(((binary, f"{GUEST_DIR}/repro", 0o755),), f"cd {GUEST_DIR} && ./repro",
                         f"C program {self.source.name}")
 

@@ -251,12 +251,27 @@ def _after_transport_loss(m: Machine, started: float, vmlinux: Path | None, why:
     crash = _crash_outcome(m, started, vmlinux)
     if crash is not None:
         return crash
-    alive = m.instance.alive()
-    detail = f"ssh transport failed with no crash on the console ({why})"
-    if not alive:
-        detail = f"vm died with no crash on the console ({why})"
-    return RunOutcome(m.index, RunStatus.INFRA, detail=detail, duration=time.monotonic() - started,
-                      console_log=str(m.console_log))
+    if not m.instance.alive():
+        return RunOutcome(m.index, RunStatus.INFRA, detail=f"vm died with no crash on the console ({why})",
+                          duration=time.monotonic() - started, console_log=str(m.console_log))
+    # The VM runs: was it only our session that broke, or does the guest no
+    # longer answer (hung, or the reproducer killed sshd)? syzkaller calls the
+    # latter "lost connection to test machine", and so do we: it is the
+    # guest's doing, and retrying it as ours would only repeat it.
+    try:
+        m.ssh.connect(timeout=m.timeouts.ssh_connect * 2)
+        answered = m.run("echo alive", timeout=m.timeouts.ssh_connect * 2).exit_status == 0
+    except SSHError:
+        answered = False
+    if answered:
+        return RunOutcome(m.index, RunStatus.INFRA, detail=f"ssh transport failed, the guest is fine ({why})",
+                          duration=time.monotonic() - started, console_log=str(m.console_log))
+    crash = _crash_outcome(m, started, vmlinux)
+    if crash is not None:
+        return crash
+    return RunOutcome(m.index, RunStatus.CRASHED, title=LOST_CONNECTION, crash_type="HANG",
+                      detail=f"the guest stopped answering SSH ({why})", report=m.watcher.tail(),
+                      duration=time.monotonic() - started, console_log=str(m.console_log))
 
 
 def run_repro(

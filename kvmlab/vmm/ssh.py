@@ -45,7 +45,9 @@ class SSHSession:
         self._client: paramiko.SSHClient | None = None
 
     def connect(self, timeout: float) -> None:
-        """One attempt; raises SSHError when the guest does not answer in time."""
+        """One attempt (dropping any earlier connection); raises SSHError when
+        the guest does not answer in time."""
+        self.close()
         client = paramiko.SSHClient()
         # Guests are fresh every boot; their host keys are ours anyway.
         client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
