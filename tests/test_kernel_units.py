@@ -148,3 +148,22 @@ def test_demo_history_shape() -> None:
     for name, bug in h.bugs.items():
         assert name in idx
         assert (Path(__file__).parent.parent / "kvmlab/kernel/demo" / bug.reproducer).is_file()
+
+
+def test_build_progress_in_a_log_file_is_one_line_per_phase_and_a_minute(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from kvmlab.commands import kernel as cmd
+    from kvmlab.kernel.builder import Progress
+
+    clock = [0.0]
+    monkeypatch.setattr(cmd.time, "monotonic", lambda: clock[0])
+    ticker = cmd._Ticker()
+    assert not ticker.tty  # pytest captures stderr
+    for t, phase, objs in [(0, "config", 0), (5, "compile", 1), (30, "compile", 200), (66, "compile", 410),
+                           (70, "compile", 420), (130, "compile", 800), (131, "done", 800)]:
+        clock[0] = float(t)
+        ticker(Progress(phase, objs, "  CC  x.o", float(t)))
+    assert capsys.readouterr().err.splitlines() == [
+        "kvmlab: config (0 s)", "kvmlab: compile (1 objects, 5 s)", "kvmlab: compile (410 objects, 66 s)",
+        "kvmlab: compile (800 objects, 130 s)", "kvmlab: done (131 s)",
+    ]

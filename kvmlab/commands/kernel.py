@@ -38,6 +38,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     build.set_defaults(func=_build)
 
 
+#: Seconds between progress lines when stderr is not a terminal.
+NON_TTY_EVERY = 60.0
+
+
 class _Ticker:
     """One status line, redrawn at most every half second on a terminal."""
 
@@ -48,10 +52,16 @@ class _Ticker:
 
     def __call__(self, p: Progress) -> None:
         now = time.monotonic()
-        if p.phase != self.phase and not self.tty:
-            print(f"kvmlab: {p.phase} ({p.elapsed:.0f} s)", file=sys.stderr)
+        if not self.tty:
+            # A log file: one line per phase, and one a minute while compiling.
+            if p.phase != self.phase or now - self.last >= NON_TTY_EVERY:
+                what = f"{p.objects} objects, " if p.phase == "compile" and p.objects else ""
+                print(f"kvmlab: {p.phase} ({what}{p.elapsed:.0f} s)", file=sys.stderr, flush=True)
+                self.last = now
+            self.phase = p.phase
+            return
         self.phase = p.phase
-        if not self.tty or (now - self.last < 0.5 and p.phase == "compile"):
+        if now - self.last < 0.5 and p.phase == "compile":
             return
         self.last = now
         line = f"[{p.elapsed:5.0f}s] {p.phase}: {p.objects} objects  {p.line.strip()}"
