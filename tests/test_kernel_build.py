@@ -53,6 +53,14 @@ def test_base_kernel_builds_with_full_manifest(base_kernel: BuildOutcome, demo_t
     assert m.objects_compiled > 300 or m.ccache_hits > 0
 
 
+def test_kernel_messages_name_source_files_as_the_kernel_tree_does(base_kernel: BuildOutcome) -> None:
+    """BUG()/WARN() print __FILE__: "kernel BUG at mm/x.c", as syzbot's kernels
+    do, not the slot layout's "../src/mm/x.c" (title rules match on paths)."""
+    vmlinux = Path(base_kernel.artifacts["vmlinux"]).read_bytes()
+    assert b"mm/page_alloc.c\0" in vmlinux
+    assert vmlinux.count(b"../src/") == 0
+
+
 def test_base_kernel_boots_to_userspace(base_kernel: BuildOutcome, busybox_initramfs: MakeInitramfs) -> None:
     initramfs = busybox_initramfs(INIT_PRELUDE + f"echo {USERSPACE_MARK}\npoweroff -f\n")
     console = boot_console(Path(base_kernel.artifacts["bzImage"]), initramfs)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import json
 import logging
@@ -134,9 +135,25 @@ class Manifest:
         return cls(**json.loads(path.read_text()))
 
 
+#: Bumped when the way kvmlab builds changes the binaries (2: source paths in
+#: the kernel's own messages no longer carry the slot layout's "../src/").
+BUILD_RECIPE = 2
+
+
+@functools.cache
+def _takes_macro_prefix_map(cc: str) -> bool:
+    """gcc >= 8 and clang >= 10 know -fmacro-prefix-map; older ones fail on it."""
+    try:
+        done = proc.run([cc, "-fmacro-prefix-map=a=b", "-E", "-x", "c", "-"], timeout=60, check=False,
+                        input_text="")
+    except InfraError:
+        return False
+    return done.returncode == 0
+
+
 def build_key(tree_hash: str, final_config_hash: str, compiler_version: str) -> str:
     """The cache key of a build (hex, 24 chars)."""
-    h = hashlib.sha256(f"{tree_hash}\0{final_config_hash}\0{compiler_version}".encode())
+    h = hashlib.sha256(f"{BUILD_RECIPE}\0{tree_hash}\0{final_config_hash}\0{compiler_version}".encode())
     return h.hexdigest()[:24]
 
 
@@ -146,7 +163,8 @@ def request_key(
     """Key of what was *asked* (before Kconfig): lets a repeated request find
     its build without a checkout."""
     text = render_config(requested) if config.full_config is None else config.full_config
-    h = hashlib.sha256(f"{tree_hash}\0{config.describe()}\0{text}\0{compiler_version}".encode())
+    parts = (str(BUILD_RECIPE), tree_hash, config.describe(), text, compiler_version)
+    h = hashlib.sha256("\0".join(parts).encode())
     return h.hexdigest()[:24]
 
 
@@ -354,7 +372,15 @@ class KernelBuilder:
 
     def _make_base(self, src: Path, obj: Path, cc: compilers.Compiler) -> list[str]:
         cc_word = f"{self.ccache} {cc.cc}" if self.ccache else cc.cc
-        return ["make", "-C", str(src), f"O={obj}", f"CC={cc_word}", f"HOSTCC={cc.cc}", "LOCALVERSION="]
+        argv = ["make", "-C", str(src), f"O={obj}", f"CC={cc_word}", f"HOSTCC={cc.cc}", "LOCALVERSION="]
+        if self.ccache and _takes_macro_prefix_map(cc.cc):
+            # CCACHE_BASEDIR hands the compiler "../src/mm/x.c" instead of the
+            # absolute path Kbuild's own -fmacro-prefix-map strips, and reports
+            # would say "kernel BUG at ../src/mm/x.c" (title rules match on
+            # kernel paths). Strip that relative prefix too.
+            rel = os.path.relpath(src, obj)
+            argv.append(f"KCFLAGS={os.environ.get('KCFLAGS', '')} -fmacro-prefix-map={rel}/=".strip())
+        return argv
 
     def _configure(
         self, make_base: list[str], env: dict[str, str], obj: Path, config: ConfigRequest,
