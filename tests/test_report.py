@@ -12,6 +12,7 @@ here in the kernel's own formats (x86-64, 6.x), each pinning one rule.
 
 from __future__ import annotations
 
+import re
 import textwrap
 from pathlib import Path
 
@@ -91,6 +92,16 @@ def test_captured_lkdtm_reports(name: str, title: str, kind: str, frame: str | N
         assert rep.frame == frame
     assert not rep.corrupted
     assert rep.start == crash_start(text)
+
+
+@pytest.mark.parametrize("prefix", ["", "../src/", "/build/linux-6.1/"])
+def test_path_rules_see_through_build_dir_prefixes(prefix: str) -> None:
+    # The captured kernel BUG, as if list debugging had fired: the kernel
+    # prints __FILE__ as the build handed it to the compiler.
+    text = (FIXTURES / "lkdtm-bug.log").read_text()
+    assert "kernel BUG at drivers/misc/lkdtm/bugs.c:" in text or "kernel BUG at ../src/drivers/" in text
+    text = re.sub(r"kernel BUG at \S+:\d+!", f"kernel BUG at {prefix}lib/list_debug.c:62!", text)
+    assert must_parse(text).title.startswith("BUG: corrupted list in ")
 
 
 def test_captured_sysrq_crash_keeps_the_lines_that_led_to_it() -> None:

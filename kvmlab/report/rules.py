@@ -250,6 +250,10 @@ _KASAN_ACCESS = (
     "BUG: KASAN: ([a-z\\-]+) in {{FUNC}}(?:.*\\n)+?.*(Read|Write) (?:of size|at addr) (?:[0-9a-f]+)"
 )
 _INVALID_FREE = "BUG: KASAN: (?:double-free or invalid-free|double-free|invalid-free) in {{FUNC}}"
+#: "kernel BUG at " and a path as the kernel tree names it, after whatever
+#: the build put in front of it: "../src/" from an O= build whose compiler was
+#: handed relative paths (ccache's basedir), an absolute build directory.
+_ANY_TREE = "kernel BUG at (?:[^\\s:]*/)?"
 _LOCKS_HELD_AT = "(?:.*\\n)+?.*leaving the kernel with locks still held(?:.*\\n)+?.*at: (?:{{PC}} +)?{{FUNC}}"
 _KMSAN_ORIGIN = rx("(Local variable .* created at:|Uninit was created at:)")
 
@@ -893,13 +897,13 @@ OOPSES: tuple[Oops, ...] = (
         "kernel BUG",
         (
             TitleFormat(
-                rx("kernel BUG at mm/usercopy.c"),
+                rx(_ANY_TREE + "mm/usercopy.c"),
                 "BUG: bad usercopy in {0}",
                 stack=_trace("usercopy", "__check"),
             ),
             # list corruption is as often a use-after-free or a race as a list bug
             TitleFormat(
-                rx("kernel BUG at lib/list_debug.c"),
+                rx(_ANY_TREE + "lib/list_debug.c"),
                 "BUG: corrupted list in {0}",
                 alt=_BAD_ACCESS,
                 stack=_trace(),
