@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from kvmlab.report import rules
+from kvmlab.report import rules, rust_demangle
 from kvmlab.report.rules import STACK, Oops, StackFormat, TitleFormat
 
 _CONSOLE = "console"
@@ -388,7 +388,7 @@ class _Frames:
         """Frames that may be blamed, in order."""
         skip = self.skip
         for name in self.raw:
-            if name.startswith("_Z"):
+            if name.startswith(("_Z", "_R", "__R")):
                 name = demangle(name)
             if not _skipped(skip, name):
                 yield name
@@ -401,8 +401,11 @@ _RUST_HASH = re.compile(r"h[0-9a-f]{16}")
 
 def demangle(name: str) -> str:
     """The plain name of a C++ (or legacy Rust) function symbol, without
-    parameters: ``_Z8fakeNameiii`` -> ``fakeName``, ``_ZN3foo3barEv`` -> ``foo::bar``.
+    parameters: ``_Z8fakeNameiii`` -> ``fakeName``, ``_ZN3foo3barEv`` -> ``foo::bar``;
+    Rust v0 (``_R``) names as :mod:`~kvmlab.report.rust_demangle` reads them.
     Names this simple reader does not understand come back unchanged."""
+    if name.startswith(("_R", "__R")):
+        return rust_demangle.demangle(name)
     m = _MANGLED_NAME.match(name)
     if m is None:
         return name
