@@ -379,7 +379,8 @@ class KernelBuilder:
             # would say "kernel BUG at ../src/mm/x.c" (title rules match on
             # kernel paths). Strip that relative prefix too.
             rel = os.path.relpath(src, obj)
-            argv.append(f"KCFLAGS={os.environ.get('KCFLAGS', '')} -fmacro-prefix-map={rel}/=".strip())
+            flags = f"{os.environ.get('KCFLAGS', '')} -fmacro-prefix-map={rel}/=".strip()
+            argv.append(f"KCFLAGS={flags}")
         return argv
 
     def _configure(
