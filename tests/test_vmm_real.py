@@ -143,16 +143,16 @@ def test_kernel_without_serial_console_is_no_output(cloud_spec: VMSpec, tcg_time
     assert boot.reason in ("no output", "timed out")
 
 
-@pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGINT])
-def test_nothing_survives_signals(how: signal.Signals, cloud_kernel: CloudKernel, tmp_path: Path) -> None:
-    """A kvmlab process holding a pool is killed with SIGTERM / Ctrl-C: its
-    qemu processes, temp dirs and (libvirt) domains all go."""
+def _start_holder(tmp_path: Path, cloud_kernel: CloudKernel, body: str) -> tuple[subprocess.Popen[str], str]:
+    """Start a separate Python process that makes an initramfs spec for the
+    cloud kernel and runs ``body`` (which prints one line, then holds its VMs);
+    return the process and that line."""
     script = tmp_path / "hold.py"
     script.write_text(textwrap.dedent(f"""
-        import sys, time, tempfile
+        import time
         from pathlib import Path
-        from kvmlab.timeouts import Timeouts
-        from kvmlab.vmm.initramfs import build_initramfs
+        from kvmlab.timeouts import TCG_SCALE, Timeouts
+        from kvmlab.vmm.initramfs import READY_MARKER, build_initramfs
         from kvmlab.vmm.pool import Pool
         from kvmlab.vmm.qemu_backend import QemuBackend
         from kvmlab.vmm.libvirt_backend import LibvirtBackend
@@ -161,16 +161,24 @@ def test_nothing_survives_signals(how: signal.Signals, cloud_kernel: CloudKernel
                                modules_dir=Path({str(cloud_kernel.modules)!r}))
         spec = VMSpec(kernel=Path({str(cloud_kernel.bzimage)!r}), root=root, cpus=1, memory_mb=256,
                       accel=Accel.TCG)
+    """) + textwrap.dedent(body))
+    p = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True, cwd=REPO,
+                         start_new_session=True)
+    assert p.stdout is not None
+    return p, p.stdout.readline()
+
+
+@pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGINT])
+def test_nothing_survives_signals(how: signal.Signals, cloud_kernel: CloudKernel, tmp_path: Path) -> None:
+    """A kvmlab process holding a pool is killed with SIGTERM / Ctrl-C: its
+    qemu processes, temp dirs and (libvirt) domains all go."""
+    p, line = _start_holder(tmp_path, cloud_kernel, """
         pools = [Pool(spec, 1, backend=QemuBackend(), timeouts=Timeouts()),
                  Pool(spec, 1, backend=LibvirtBackend(), timeouts=Timeouts())]
         with pools[0], pools[1]:
             print("WORKDIRS", pools[0].workdir, pools[1].workdir, flush=True)
             time.sleep(600)
-    """))
-    p = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True, cwd=REPO,
-                         start_new_session=True)
-    assert p.stdout is not None
-    line = p.stdout.readline()
+    """)
     assert line.startswith("WORKDIRS"), line
     dirs = [Path(d) for d in line.split()[1:]]
     import psutil
@@ -189,34 +197,17 @@ def test_nothing_survives_signals(how: signal.Signals, cloud_kernel: CloudKernel
     assert not {d for d in _all_domains() if d.startswith(f"kvmlab-{p.pid}-")}, "libvirt domain survived"
 
 
-
 def test_qemu_dies_with_a_sigkilled_kvmlab(cloud_kernel: CloudKernel, tmp_path: Path) -> None:
     """kill -9 gives kvmlab no chance to clean up: its qemu processes still go
     (parent-death signal), and they were not killed early when the pool's
     start-up threads finished (the signal follows the forking thread)."""
-    script = tmp_path / "hold.py"
-    script.write_text(textwrap.dedent(f"""
-        import time
-        from pathlib import Path
-        from kvmlab.timeouts import TCG_SCALE, Timeouts
-        from kvmlab.vmm.initramfs import READY_MARKER, build_initramfs
-        from kvmlab.vmm.pool import Pool
-        from kvmlab.vmm.qemu_backend import QemuBackend
-        from kvmlab.vmm.spec import Accel, VMSpec
-        root = build_initramfs(Path({str(tmp_path / 'ir')!r}), kernel=Path({str(cloud_kernel.bzimage)!r}),
-                               modules_dir=Path({str(cloud_kernel.modules)!r}))
-        spec = VMSpec(kernel=Path({str(cloud_kernel.bzimage)!r}), root=root, cpus=1, memory_mb=256,
-                      accel=Accel.TCG)
+    p, line = _start_holder(tmp_path, cloud_kernel, """
         with Pool(spec, 2, backend=QemuBackend(), timeouts=Timeouts().scaled(TCG_SCALE),
                   ready_marker=READY_MARKER) as pool:
             boots = pool.map(lambda m: m.wait_ready())
             print("READY", all(b.ok for b in boots), flush=True)
             time.sleep(600)
-    """))
-    p = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True, cwd=REPO,
-                         start_new_session=True)
-    assert p.stdout is not None
-    line = p.stdout.readline()
+    """)
     assert line.strip() == "READY True", line
     import psutil
 
@@ -228,6 +219,7 @@ def test_qemu_dies_with_a_sigkilled_kvmlab(cloud_kernel: CloudKernel, tmp_path: 
     for q in alive:
         q.kill()
     assert not alive, f"qemu survived kill -9 of kvmlab: {[q.pid for q in alive]}"
+
 
 def _all_domains() -> set[str]:
     import libvirt
