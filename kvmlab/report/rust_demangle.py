@@ -106,6 +106,13 @@ class _Reader:
         if self.depth > _MAX_DEPTH or self.steps > _MAX_STEPS:
             raise _Invalid
 
+    def leave(self, out: str) -> str:
+        """Close what :meth:`enter` opened; ``out`` is what it produced."""
+        self.depth -= 1
+        if len(out) > _MAX_OUTPUT:
+            raise _Invalid
+        return out
+
     def base62(self) -> int:
         """``_`` is 0, ``<digits>_`` is their value plus one."""
         if self.eat("_"):
@@ -198,10 +205,7 @@ class _Reader:
             self.join_back(sub)
         else:
             raise _Invalid
-        self.depth -= 1
-        if len(out) > _MAX_OUTPUT:
-            raise _Invalid
-        return out
+        return self.leave(out)
 
     def nested(self, value: bool) -> str:
         ns = self.next()
@@ -310,10 +314,7 @@ class _Reader:
                 out = self.dyn_bounds()
             else:
                 raise _Invalid
-        self.depth -= 1
-        if len(out) > _MAX_OUTPUT:
-            raise _Invalid
-        return out
+        return self.leave(out)
 
     def fn_sig(self) -> str:
         binder, count = self.binder()
