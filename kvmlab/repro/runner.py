@@ -228,19 +228,9 @@ def run_one(m: Machine, prepared: Prepared, opts: ReproOptions, timeouts: Timeou
     if decider.decided.is_set() and runner.is_alive():
         return None
     # Is the guest still alive? A hung guest answers neither SSH nor console.
-    try:
-        alive = m.run("echo alive", timeout=timeouts.ssh_connect * 3)
-        responsive = alive.exit_status == 0
-    except SSHError:
-        responsive = False
-    if not responsive:
-        crash = _crash_outcome(m, started, vmlinux)
-        if crash is not None:
-            return crash
+    if not _answers(m, timeouts.ssh_connect * 3):
         silent = m.watcher.first(EventKind.NO_OUTPUT) is not None
-        return RunOutcome(m.index, RunStatus.CRASHED, title=NO_OUTPUT if silent else LOST_CONNECTION,
-                          crash_type="HANG", report=m.watcher.tail(), duration=time.monotonic() - started,
-                          console_log=str(m.console_log))
+        return _stopped_answering(m, started, vmlinux, NO_OUTPUT if silent else LOST_CONNECTION)
     return RunOutcome(m.index, RunStatus.OK, duration=time.monotonic() - started,
                       console_log=str(m.console_log))
 
@@ -258,20 +248,34 @@ def _after_transport_loss(m: Machine, started: float, vmlinux: Path | None, why:
     # longer answer (hung, or the reproducer killed sshd)? syzkaller calls the
     # latter "lost connection to test machine", and so do we: it is the
     # guest's doing, and retrying it as ours would only repeat it.
-    try:
-        m.ssh.connect(timeout=m.timeouts.ssh_connect * 2)
-        answered = m.run("echo alive", timeout=m.timeouts.ssh_connect * 2).exit_status == 0
-    except SSHError:
-        answered = False
-    if answered:
+    if _answers(m, m.timeouts.ssh_connect * 2, reconnect=True):
         return RunOutcome(m.index, RunStatus.INFRA, detail=f"ssh transport failed, the guest is fine ({why})",
                           duration=time.monotonic() - started, console_log=str(m.console_log))
+    return _stopped_answering(m, started, vmlinux, LOST_CONNECTION,
+                              f"the guest stopped answering SSH ({why})")
+
+
+def _answers(m: Machine, timeout: float, *, reconnect: bool = False) -> bool:
+    """Whether the guest runs a command over SSH (on a fresh connection when
+    ``reconnect``: the old one broke)."""
+    try:
+        if reconnect:
+            m.ssh.connect(timeout=timeout)
+        return m.run("echo alive", timeout=timeout).exit_status == 0
+    except SSHError:
+        return False
+
+
+def _stopped_answering(m: Machine, started: float, vmlinux: Path | None, title: str,
+                       detail: str = "") -> RunOutcome:
+    """The guest no longer answers: a crash on the console explains it,
+    otherwise it is syzkaller's hang of that ``title``."""
     crash = _crash_outcome(m, started, vmlinux)
     if crash is not None:
         return crash
-    return RunOutcome(m.index, RunStatus.CRASHED, title=LOST_CONNECTION, crash_type="HANG",
-                      detail=f"the guest stopped answering SSH ({why})", report=m.watcher.tail(),
-                      duration=time.monotonic() - started, console_log=str(m.console_log))
+    return RunOutcome(m.index, RunStatus.CRASHED, title=title, crash_type="HANG", detail=detail,
+                      report=m.watcher.tail(), duration=time.monotonic() - started,
+                      console_log=str(m.console_log))
 
 
 def run_repro(
