@@ -22,6 +22,10 @@ class RunStatus(enum.Enum):
     """The kernel never got to SSH; ``title`` is the boot crash or ``no output``."""
     INFRA = "infra"
     """kvmlab's side failed (qemu died, SSH broke without a crash, host OOM)."""
+    REPRO_FAILED = "repro-failed"
+    """The reproducer itself could not run (syz-execprog cannot parse the program,
+    the executor fails to start, ``SYZFAIL``); ``detail`` is the line that says
+    why. Never a verdict on the kernel: a bisection stops on it."""
 
 
 @dataclass(frozen=True)

@@ -407,3 +407,25 @@ def test_custom_target_predicate(tmp_path: Path) -> None:
     res = bisect(hist.repo, FakeTester(hist, culprit="7", p=0.7, other_rate=0.3, seed=2), bad=hist.h["12"],
                  good=hist.h["0"], is_target=lambda r: r.title == TITLE)
     assert res.culprit == hist.h["7"] and res.target_title == TITLE
+
+
+def test_steps_are_journaled_and_observed(tmp_path: Path) -> None:
+    """After every tested commit of the range the engine says what it believes:
+    the same records go to the observer, the journal and the result."""
+    import json
+
+    from kvmlab.bisect import StepRecord, bisect
+
+    hist = make_history(tmp_path / "repo", 16)
+    seen: list[StepRecord] = []
+    journal = tmp_path / "j"
+    res = bisect(hist.repo, FakeTester(hist, culprit="9"), bad=hist.h["16"], good=hist.h["0"],
+                 journal=journal, observer=seen.append)
+    assert res.culprit == hist.h["9"]
+    assert seen and seen == res.steps
+    assert [st.index for st in seen] == list(range(len(seen)))
+    assert seen[-1].top[0][0] == hist.h["9"] and seen[-1].confidence == res.confidence
+    lines = [json.loads(x) for x in journal.read_text().splitlines()]
+    assert all("t" in d for d in lines)
+    steps = [StepRecord.from_json(d["step"]) for d in lines if d["kind"] == "step"]
+    assert [st.to_json() for st in steps] == [st.to_json() for st in seen]

@@ -29,13 +29,13 @@ published baseline rule, and ``adaptive``, a Bayesian bisection over the culprit
 and the bug's unknown crash rate (:mod:`kvmlab.bisect.model`).
 """
 
-from kvmlab.bisect.engine import BisectInfraError, BisectUsageError, bisect
+from kvmlab.bisect.engine import BisectInfraError, BisectUsageError, ReproFailedError, bisect
 from kvmlab.bisect.git import GitRepository
 from kvmlab.bisect.graph import CommitGraph, RangeCommit
 from kvmlab.bisect.journal import JournalMismatchError
 from kvmlab.bisect.log import LogWriter
 from kvmlab.bisect.policy import POLICIES, AdaptivePolicy, Policy, SyzbotPolicy
-from kvmlab.bisect.result import BisectResult, CommitEvidence, Outcome, Verdict
+from kvmlab.bisect.result import BisectResult, CommitEvidence, Outcome, StepRecord, Verdict
 from kvmlab.bisect.seams import CommitInfo, IsTarget, Repository, Tag, Tester
 
 __all__ = [
@@ -55,6 +55,8 @@ __all__ = [
     "Policy",
     "RangeCommit",
     "Repository",
+    "ReproFailedError",
+    "StepRecord",
     "SyzbotPolicy",
     "Tag",
     "Tester",

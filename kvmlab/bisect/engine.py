@@ -9,6 +9,7 @@ Pure apart from the seams: every git question goes to the
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from kvmlab.bisect.graph import CommitGraph
 from kvmlab.bisect.journal import Journal
 from kvmlab.bisect.model import Observation, Posterior, information_gain, posterior
 from kvmlab.bisect.policy import POLICIES, AdaptivePolicy, Policy, SyzbotPolicy
-from kvmlab.bisect.result import BisectResult, CommitEvidence, Outcome, Verdict
+from kvmlab.bisect.result import BisectResult, CommitEvidence, Outcome, StepRecord, Verdict
 from kvmlab.bisect.seams import IsTarget, Maintainers, Repository, Tester
 from kvmlab.errors import InfraError, UserError
 from kvmlab.outcome import BuildOutcome, BuildStatus, RunOutcome, RunStatus
@@ -39,6 +40,11 @@ class BisectInfraError(InfraError):
     """The tester kept failing on kvmlab's side."""
 
 
+class ReproFailedError(UserError):
+    """The reproducer itself could not run on a commit (a run came back
+    ``repro-failed``): no verdict can be drawn from it, so the bisection stops."""
+
+
 @dataclass
 class _Session:
     """Builds and runs through the journal, with the evidence they give."""
@@ -53,6 +59,19 @@ class _Session:
     target_report: str = ""
     builds: int = 0
     runs: int = 0
+    observer: Callable[[StepRecord], None] | None = None
+    steps: list[StepRecord] = field(default_factory=list)
+
+    def step(self, commit: str, verdict: Verdict, remaining: int,
+             top: tuple[tuple[str, float], ...] = (), confidence: float | None = None) -> None:
+        """Record what the engine believes after finishing with ``commit``."""
+        rec = StepRecord(index=len(self.steps), commit=commit, verdict=verdict.value, remaining=remaining,
+                         top=top, confidence=confidence, vm_runs=self.runs, builds=self.builds)
+        self.steps.append(rec)
+        if self.journal:
+            self.journal.record_step(rec.to_json())
+        if self.observer is not None:
+            self.observer(rec)
 
     def ev(self, commit: str) -> CommitEvidence:
         if commit not in self.evidence:
@@ -109,6 +128,10 @@ class _Session:
                 r = _renumber(r, len(e.runs))
                 e.runs.append(r)
                 e.target.append(self.matches(r, on_bad=on_bad))
+                if r.status is RunStatus.REPRO_FAILED:
+                    raise ReproFailedError(
+                        f"commit {commit}: the reproducer could not run (run #{r.index}): {r.detail}"
+                    )
                 if r.status is RunStatus.INFRA:
                     infra += 1
                     if infra >= MAX_INFRA_IN_A_ROW:
@@ -203,13 +226,12 @@ def _syzbot_loop(s: _Session, st: _SyzbotState, pol: SyzbotPolicy, g: CommitGrap
         s.out(fmt.mark_line(verdict, commit, fix=s.fix))
         if verdict is Verdict.SKIP:
             skipped |= 1 << best
-            continue
-        changed = (verdict is Verdict.BAD) != s.fix
-        if changed:
+        elif (verdict is Verdict.BAD) != s.fix:
             remaining &= g.closure[best]
             known_changed |= 1 << best
         else:
             remaining &= ~g.closure[best]
+        s.step(commit, verdict, remaining.bit_count())
 
 
 # --------------------------------------------------------------- adaptive policy
@@ -290,6 +312,17 @@ def _choose(post: Posterior, g: CommitGraph, s: _Session, pol: AdaptivePolicy, t
     return best, best_runs, second
 
 
+def _top(post: Posterior, g: CommitGraph, n: int = 10) -> tuple[tuple[str, float], ...]:
+    """The ``n`` most probable culprits with their probability, best first."""
+    out: list[tuple[str, float]] = []
+    for bits, w in sorted(post.classes, key=lambda c: -c[1]):
+        for h in g.members(bits):
+            if len(out) >= n:
+                return tuple(out)
+            out.append((h, w))
+    return tuple(out)
+
+
 def _adaptive_verdict(s: _Session, commit: str) -> Verdict:
     e = s.ev(commit)
     if e.target_crashes:
@@ -308,7 +341,10 @@ def _adaptive_loop(s: _Session, pol: AdaptivePolicy, g: CommitGraph
     def close_visit() -> None:
         if visiting is not None:
             _show_runs(s, visiting, since, counted_all=False)
-            s.out(fmt.mark_line(_adaptive_verdict(s, visiting), visiting, fix=s.fix))
+            verdict = _adaptive_verdict(s, visiting)
+            s.out(fmt.mark_line(verdict, visiting, fix=s.fix))
+            after = posterior(g.all_mask, _observations(s, g), fix=s.fix, eps=pol.eps)
+            s.step(visiting, verdict, after.credible(0.99).bit_count(), _top(after, g), after.best()[1])
 
     while True:
         post = posterior(g.all_mask, _observations(s, g), fix=s.fix, eps=pol.eps)
@@ -400,6 +436,7 @@ def bisect(
     journal: Path | None = None,
     log: fmt.LogWriter | None = None,
     release_floor: str | None = None,
+    observer: Callable[[StepRecord], None] | None = None,
 ) -> BisectResult:
     """Find the first commit that introduced the crash (or, with ``fix``, the first
     one where it is gone).
@@ -413,6 +450,8 @@ def bisect(
     first, so a killed bisection resumes without re-testing. Crashes are results;
     only kvmlab's and the host's failures raise (:class:`BisectInfraError` when
     the tester keeps failing, :class:`BisectUsageError` on a bad request).
+    ``observer`` is called with a :class:`StepRecord` after every tested commit
+    of the range (the same records are journaled and kept in the result).
     """
     pol = POLICIES[policy] if isinstance(policy, str) else policy
     if isinstance(policy, str) and policy not in POLICIES:
@@ -431,7 +470,7 @@ def bisect(
             )
     header = {"bad": bad_h, "good": good_h, "fix": fix, "policy": pol.name}
     jr = Journal(journal, header) if journal is not None else None
-    s = _Session(tester=tester, journal=jr, out=out, fix=fix, is_target=is_target)
+    s = _Session(tester=tester, journal=jr, out=out, fix=fix, is_target=is_target, observer=observer)
     try:
         return _bisect(repo, s, pol, bad_h, good_h, release_floor)
     finally:
@@ -442,7 +481,7 @@ def bisect(
 def _result(s: _Session, pol: Policy, outcome: Outcome, bad: str, good: str | None, **kw: object
             ) -> BisectResult:
     r = BisectResult(outcome=outcome, fix=s.fix, policy=pol.name, bad=bad, good=good,
-                     target_title=s.target_title, evidence=s.evidence, builds=s.builds)
+                     target_title=s.target_title, evidence=s.evidence, builds=s.builds, steps=list(s.steps))
     for k, v in kw.items():
         setattr(r, k, v)
     r.build_seconds = sum(e.build.duration for e in s.evidence.values() if e.build is not None)

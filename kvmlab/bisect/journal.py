@@ -1,11 +1,21 @@
 """The bisection journal: every build and run outcome, one JSON object a line,
 flushed and fsynced as it happens, so that a bisection killed at any point can
-be started again and re-use every answer it already has."""
+be started again and re-use every answer it already has.
+
+Lines (each has ``kind`` and ``t``, the Unix time it was written):
+
+* ``{"kind": "start", "header": {bad, good, fix, policy}}`` -- the first line;
+* ``{"kind": "build", "commit": H, "build": {...}}`` -- a build outcome;
+* ``{"kind": "run", "commit": H, "run": {...}}`` -- one VM run outcome;
+* ``{"kind": "step", "step": {...}}`` -- the engine's belief after a tested
+  commit (see :class:`kvmlab.bisect.result.StepRecord`).
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import time
 from collections import deque
 from pathlib import Path
 from typing import IO, Any
@@ -70,6 +80,7 @@ class Journal:
         return [json.loads(line) for line in data[:end].decode().splitlines() if line.strip()]
 
     def _write(self, obj: dict[str, Any]) -> None:
+        obj.setdefault("t", round(time.time(), 3))
         self._f.write(json.dumps(obj, sort_keys=True) + "\n")
         self._f.flush()
         os.fsync(self._f.fileno())
@@ -86,6 +97,11 @@ class Journal:
 
     def record_run(self, commit: str, run: RunOutcome) -> None:
         self._write({"kind": "run", "commit": commit, "run": run.to_json()})
+
+    def record_step(self, step: dict[str, Any]) -> None:
+        """What the engine believed after testing one commit (for reports and
+        live views; never replayed: the engine recomputes it)."""
+        self._write({"kind": "step", "step": step})
 
     def close(self) -> None:
         self._f.close()

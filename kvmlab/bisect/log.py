@@ -53,6 +53,8 @@ def run_lines(runs: Sequence[RunOutcome], target: Sequence[bool], *, counted_all
             out.append(f"run #{r.index}: crashed: {r.title}{note}")
         elif r.status is RunStatus.BOOT_FAILED:
             out.append(f"run #{r.index}: boot failed: {r.title or r.detail or 'no output'}")
+        elif r.status is RunStatus.REPRO_FAILED:
+            out.append(f"run #{r.index}: reproducer failed: {r.detail or 'unknown'}")
         else:
             out.append(f"run #{r.index}: infrastructure error, not counted: {r.detail or 'unknown'}")
     return out

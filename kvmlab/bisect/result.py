@@ -69,6 +69,48 @@ class CommitEvidence:
         }
 
 
+@dataclass(frozen=True)
+class StepRecord:
+    """What the engine believed after it finished testing one commit.
+
+    Journaled (``{"kind": "step", "step": to_json()}``) and handed to the
+    bisection's observer, for reports and live views.
+    """
+
+    index: int
+    """0-based count of commits visited in the range (the bad commit and
+    releases tested before the range are not steps)."""
+    commit: str
+    verdict: str
+    """``good``, ``bad`` or ``skip`` as the log's ``# git bisect`` line says."""
+    remaining: int
+    """Candidates still in play (the adaptive policy: its 99% credible set)."""
+    top: tuple[tuple[str, float], ...]
+    """The most probable culprits, best first, with their probability (the
+    syzbot policy: empty, it has no probabilities)."""
+    confidence: float | None
+    """Probability of the best candidate (None for the syzbot policy)."""
+    vm_runs: int
+    builds: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "index": self.index, "commit": self.commit, "verdict": self.verdict,
+            "remaining": self.remaining, "top": [[c, round(p, 6)] for c, p in self.top],
+            "confidence": None if self.confidence is None else round(self.confidence, 6),
+            "vm_runs": self.vm_runs, "builds": self.builds,
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> StepRecord:
+        return cls(
+            index=int(d["index"]), commit=d["commit"], verdict=d["verdict"],
+            remaining=int(d["remaining"]), top=tuple((c, float(p)) for c, p in d.get("top", ())),
+            confidence=None if d.get("confidence") is None else float(d["confidence"]),
+            vm_runs=int(d.get("vm_runs", 0)), builds=int(d.get("builds", 0)),
+        )
+
+
 class Outcome(enum.Enum):
     FOUND = "found"
     """``culprit`` is set; ``confidence`` says how sure (None for the syzbot policy)."""
@@ -101,6 +143,8 @@ class BisectResult:
     build_seconds: float = 0.0
     test_seconds: float = 0.0
     warnings: list[str] = field(default_factory=list)
+    steps: list[StepRecord] = field(default_factory=list)
+    """The engine's belief after each tested commit of the range, in order."""
 
     @property
     def commits_tested(self) -> int:
@@ -124,5 +168,6 @@ class BisectResult:
             "commits_tested": self.commits_tested, "vm_runs": self.vm_runs, "builds": self.builds,
             "build_seconds": self.build_seconds, "test_seconds": self.test_seconds,
             "warnings": self.warnings,
+            "steps": [st.to_json() for st in self.steps],
             "evidence": [e.to_json() for e in self.evidence.values()],
         }
