@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -98,6 +99,10 @@ class FakeTester:
     flaky_boots: dict[str, int] = field(default_factory=dict)
     """Title -> how many of that commit's first runs fail to boot (``no output``)."""
     boot_title: str = "kernel panic at boot"
+    bug_file: str | None = None
+    """The file the bug lives in (default: the culprit's own f<title>)."""
+    also_in: str | None = None
+    """A later commit that brings the same bug again (reverting the culprit alone does not help)."""
     built: list[str] = field(default_factory=list)
     calls: int = 0
     per_commit: dict[str, int] = field(default_factory=dict)
@@ -109,11 +114,40 @@ class FakeTester:
             self._anc[key] = self.hist.repo.is_ancestor(self.hist.h[what], commit)
         return self._anc[key]
 
+    def _synthetic(self, commit: str) -> tuple[str, str, set[str]] | None:
+        """(base, change, files changed) of a commit kvmlab made to confirm a
+        culprit, None for a commit of the history."""
+        if commit in self.hist.h.values():
+            return None
+        msg = git(self.hist.path, "show", "-s", "--format=%B", commit)
+        m = re.search(r"This (?:reverts|applies) commit ([0-9a-f]{40}) on top of ([0-9a-f]{40})", msg)
+        assert m, msg
+        files = set(git(self.hist.path, "diff", "--name-only", m[2], commit).split())
+        return m[2], m[1], files
+
+    def _title(self, commit: str) -> str:
+        syn = self._synthetic(commit)
+        return self.hist.title(syn[0] if syn else commit)
+
+    def _crashes(self, commit: str) -> bool:
+        """The bug lives in the culprit's (the fix's) own file f<title>."""
+        syn = self._synthetic(commit)
+        base = syn[0] if syn else commit
+        if self.culprit is not None:
+            bad = self._contains(base, self.culprit)
+            where = self.bug_file or f"f{self.culprit}"
+            undone = syn is not None and syn[1] == self.hist.h[self.culprit] and where in syn[2]
+            return (bad and not undone) or (self.also_in is not None and self._contains(base, self.also_in))
+        assert self.fixed_by is not None
+        fixed = self._contains(base, self.fixed_by)
+        picked = syn is not None and syn[1] == self.hist.h[self.fixed_by] and f"f{self.fixed_by}" in syn[2]
+        return not (fixed or picked)
+
     def build(self, commit: str) -> BuildOutcome:
         if self.kill_after_builds is not None and len(self.built) >= self.kill_after_builds:
             raise Killed(commit)
         self.built.append(commit)
-        title = self.hist.title(commit)
+        title = self._title(commit)
         broken = {self.hist.h[t] for t in self.broken}
         if commit in broken:
             return BuildOutcome(commit, BuildStatus.FAILED, compiler="gcc (GCC) 12.2.0",
@@ -126,13 +160,9 @@ class FakeTester:
 
     def test(self, build: BuildOutcome, runs: int) -> list[RunOutcome]:
         c = build.commit
-        if self.culprit is not None:
-            bad = self._contains(c, self.culprit)
-        else:
-            assert self.fixed_by is not None
-            bad = not self._contains(c, self.fixed_by)
+        bad = self._crashes(c)
         boot = c in {self.hist.h[t] for t in self.boot_broken}
-        title = self.hist.title(c)
+        title = self._title(c)
         p = self.rates.get(title, self.p)
         out = []
         for k in range(runs):
@@ -543,3 +573,97 @@ def test_log_says_why_a_commit_is_tested_again(tmp_path: Path) -> None:
     for st in res.steps:
         if st.verdict == "good":
             assert st.p_crash is not None and st.p_crash <= 0.05
+
+
+# ------------------------------------------------------------ confirm by revert (issue 14)
+
+
+def test_confirmed_by_revert(tmp_path: Path) -> None:
+    """The culprit reverted on the bad commit: the crash is gone. The tree's HEAD
+    (newer than the bad commit) is checked too."""
+    hist = make_history(tmp_path / "repo", 20)
+    lines: list[str] = []
+    res = bisect(hist.repo, FakeTester(hist, culprit="12", p=0.5, seed=1), bad=hist.h["16"],
+                 good=hist.h["0"], log=LogWriter(lines.append))
+    text = "\n".join(lines)
+    assert res.culprit == hist.h["12"], text
+    assert [c.base for c in res.confirmations] == [hist.h["16"], hist.h["20"]]
+    for c in res.confirmations:
+        assert c.status.value == "confirmed" and c.crashes == 0 and c.runs >= 3
+        assert c.commit and c.commit not in hist.h.values()
+        assert hist.repo.is_ancestor(c.base, c.commit)
+    short = hist.h["12"][:12]
+    assert f"kvmlab: confirmed: the crash is gone with {short} reverted (0/" in text
+    assert not res.doubtful and res.to_json()["confirmations"][0]["status"] == "confirmed"
+    # The user's branch and checkout are untouched.
+    assert git(hist.path, "rev-parse", "HEAD") == hist.h["20"]
+    assert git(hist.path, "status", "--porcelain") == ""
+
+
+def test_not_confirmed_makes_the_culprit_doubtful(tmp_path: Path) -> None:
+    """A later commit brings the same bug again: with the culprit reverted the
+    crash stays, and the log and the JSON say the culprit is doubtful."""
+    hist = make_history(tmp_path / "repo", 20)
+    lines: list[str] = []
+    res = bisect(hist.repo, FakeTester(hist, culprit="9", also_in="15"), bad=hist.h["20"],
+                 good=hist.h["0"], log=LogWriter(lines.append))
+    text = "\n".join(lines)
+    assert res.culprit == hist.h["9"], text
+    (c,) = res.confirmations
+    assert c.status.value == "not-confirmed" and c.crashes >= 1
+    assert f"not confirmed: still crashes with {hist.h['9'][:12]} reverted (1/" in text
+    assert "warning: the culprit is doubtful" in text
+    assert res.doubtful and res.to_json()["doubtful"] is True
+
+
+def test_revert_that_does_not_apply(tmp_path: Path) -> None:
+    """A later commit rewrote one of the culprit's two files: the revert does not
+    apply; the file that does is reverted alone and both files are named."""
+    hist = make_history(tmp_path / "repo", 12)
+    (hist.path / "g8").write_text("g8")
+    (hist.path / "f8").write_text("8 changed")  # the culprit is commit 13, touching f8 and g8
+    git(hist.path, "add", "-A")
+    git(hist.path, "commit", "-q", "-m", "13")
+    hist.h["13"] = git(hist.path, "rev-parse", "HEAD")
+    (hist.path / "f8").write_text("8 changed again")
+    git(hist.path, "commit", "-q", "-am", "14")
+    hist.h["14"] = git(hist.path, "rev-parse", "HEAD")
+    tester = FakeTester(hist, culprit="13", bug_file="f8")
+    lines: list[str] = []
+    res = bisect(hist.repo, tester, bad=hist.h["14"], good=hist.h["0"], log=LogWriter(lines.append))
+    text = "\n".join(lines)
+    assert res.culprit == hist.h["13"], text
+    (c,) = res.confirmations
+    assert c.applied == ("g8",) and c.failed == ("f8",)
+    assert "the revert does not apply cleanly: reverted only g8 (f8 do not apply)" in text
+    assert c.status.value == "not-confirmed"
+
+
+def test_no_verify(tmp_path: Path) -> None:
+    hist = make_history(tmp_path / "repo", 10)
+    res = bisect(hist.repo, FakeTester(hist, culprit="6"), bad=hist.h["10"], good=hist.h["0"], verify=False)
+    assert res.culprit == hist.h["6"] and res.confirmations == []
+
+
+def test_fix_confirmed_by_applying_it(tmp_path: Path) -> None:
+    hist = make_history(tmp_path / "repo", 20)
+    lines: list[str] = []
+    res = bisect(hist.repo, FakeTester(hist, fixed_by="14"), bad=hist.h["3"], good=hist.h["20"], fix=True,
+                 log=LogWriter(lines.append))
+    assert res.culprit == hist.h["14"]
+    (c,) = res.confirmations
+    assert c.base == hist.h["3"] and c.status.value == "confirmed"
+    assert f"confirmed: the crash is gone with {hist.h['14'][:12]} applied" in "\n".join(lines)
+
+
+def test_confirmation_replays_from_the_journal(tmp_path: Path) -> None:
+    """The synthetic commit is the same on every start, so a resumed bisection
+    re-uses the confirmation's runs too."""
+    hist = make_history(tmp_path / "repo", 12)
+    journal = tmp_path / "j"
+    args = {"bad": hist.h["12"], "good": hist.h["0"], "journal": journal}
+    first = bisect(hist.repo, FakeTester(hist, culprit="7"), **args)  # type: ignore[arg-type]
+    again = FakeTester(hist, culprit="7", kill_after_builds=0)
+    second = bisect(hist.repo, again, **args)  # type: ignore[arg-type]
+    assert again.calls == 0
+    assert [c.to_json() for c in second.confirmations] == [c.to_json() for c in first.confirmations]

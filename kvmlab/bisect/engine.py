@@ -17,9 +17,11 @@ from pathlib import Path
 from kvmlab.bisect import log as fmt
 from kvmlab.bisect import syzbot
 from kvmlab.bisect.adaptive import AdaptiveBisection, settle_release
+from kvmlab.bisect.confirm import confirm
+from kvmlab.bisect.confirm import summary_lines as confirm_lines
 from kvmlab.bisect.graph import CommitGraph
 from kvmlab.bisect.journal import Journal
-from kvmlab.bisect.policy import POLICIES, Policy, SyzbotPolicy
+from kvmlab.bisect.policy import POLICIES, AdaptivePolicy, Policy, SyzbotPolicy
 from kvmlab.bisect.result import BisectResult, Outcome, StepRecord, Verdict
 from kvmlab.bisect.seams import IsTarget, Maintainers, Repository, Tester
 from kvmlab.bisect.session import BisectInfraError, BisectUsageError, ReproFailedError, Session
@@ -41,6 +43,7 @@ def bisect(
     log: fmt.LogWriter | None = None,
     release_floor: str | None = None,
     observer: Callable[[StepRecord], None] | None = None,
+    verify: bool = True,
 ) -> BisectResult:
     """Find the first commit that introduced the crash (or, with ``fix``, the first
     one where it is gone).
@@ -56,6 +59,8 @@ def bisect(
     the tester keeps failing, :class:`BisectUsageError` on a bad request).
     ``observer`` is called with a :class:`StepRecord` after every tested commit
     of the range (the same records are journaled and kept in the result).
+    ``verify``: once a culprit is named, revert it on the bad commit (apply a
+    fix) and test that (:mod:`kvmlab.bisect.confirm`), when the repository can.
     """
     pol = POLICIES[policy] if isinstance(policy, str) else policy
     if isinstance(policy, str) and policy not in POLICIES:
@@ -76,7 +81,7 @@ def bisect(
     jr = Journal(journal, header) if journal is not None else None
     s = Session(tester=tester, journal=jr, out=out, fix=fix, is_target=is_target, observer=observer)
     try:
-        return _bisect(repo, s, pol, bad_h, good_h, release_floor)
+        return _bisect(repo, s, pol, bad_h, good_h, release_floor, verify)
     finally:
         if jr is not None:
             jr.close()
@@ -94,7 +99,7 @@ def _result(s: Session, pol: Policy, outcome: Outcome, bad: str, good: str | Non
 
 
 def _bisect(repo: Repository, s: Session, pol: Policy, bad: str, good: str | None,
-            floor: str | None) -> BisectResult:
+            floor: str | None, verify: bool) -> BisectResult:
     st = syzbot.SyzbotState()
     s.out(fmt.start_line(bad, fix=s.fix))
     if isinstance(pol, SyzbotPolicy):
@@ -137,10 +142,21 @@ def _bisect(repo: Repository, s: Session, pol: Policy, bad: str, good: str | Non
             res.message = f"inconclusive: {why}: the culprit is one of {len(cands)} commits"
     if culprit is not None:
         res.message = f"first {'fixed' if s.fix else 'bad'} commit: {culprit} {g.subject(culprit)}"
-        res.warnings = _warnings(repo, s, g, culprit)
+        if verify:
+            chunk = pol.chunk if isinstance(pol, AdaptivePolicy) else pol.runs
+            res.confirmations = confirm(repo, s, culprit=culprit, bad=bad, chunk=chunk)
+            _account(s, res)
+        res.warnings = _warnings(repo, s, g, culprit) + confirm_lines(res.confirmations)
     elif not res.message:
         res.message = f"inconclusive: the culprit is one of {len(res.candidates)} commits"
     return _finish(repo, s, pol, res, g)
+
+
+def _account(s: Session, res: BisectResult) -> None:
+    """Count the confirmation's builds and runs in the totals."""
+    res.builds = s.builds
+    res.build_seconds = sum(e.build.duration for e in s.evidence.values() if e.build is not None)
+    res.test_seconds = sum(x.duration for e in s.evidence.values() for x in e.runs)
 
 
 def _find_good_release(repo: Repository, s: Session, pol: Policy, st: syzbot.SyzbotState, bad: str,

@@ -148,6 +148,40 @@ class StepRecord:
         )
 
 
+class ConfirmStatus(enum.Enum):
+    CONFIRMED = "confirmed"
+    """The change undone (or the fix applied), the crash is gone."""
+    NOT_CONFIRMED = "not-confirmed"
+    """The crash is still there: the culprit is doubtful."""
+    DOES_NOT_APPLY = "does-not-apply"
+    """No file of the change applies on the base: nothing to test."""
+    UNTESTABLE = "untestable"
+    """The synthetic commit does not build or its boots fail."""
+
+
+@dataclass(frozen=True)
+class Confirmation:
+    """One check of the culprit on one base (see :mod:`kvmlab.bisect.confirm`)."""
+
+    status: ConfirmStatus
+    base: str
+    commit: str | None
+    runs: int = 0
+    crashes: int = 0
+    applied: tuple[str, ...] = ()
+    failed: tuple[str, ...] = ()
+    message: str = ""
+
+    @property
+    def doubtful(self) -> bool:
+        return self.status is ConfirmStatus.NOT_CONFIRMED
+
+    def to_json(self) -> dict[str, Any]:
+        return {"status": self.status.value, "base": self.base, "commit": self.commit, "runs": self.runs,
+                "crashes": self.crashes, "applied": list(self.applied), "failed": list(self.failed),
+                "message": self.message}
+
+
 class Outcome(enum.Enum):
     FOUND = "found"
     """``culprit`` is set; ``confidence`` says how sure (None for the syzbot policy)."""
@@ -185,6 +219,14 @@ class BisectResult:
     warnings: list[str] = field(default_factory=list)
     steps: list[StepRecord] = field(default_factory=list)
     """The engine's belief after each tested commit of the range, in order."""
+    confirmations: list[Confirmation] = field(default_factory=list)
+    """The culprit reverted (a fix applied) and tested, per base; empty when
+    not verified."""
+
+    @property
+    def doubtful(self) -> bool:
+        """A confirmation found the crash still there with the culprit undone."""
+        return any(c.doubtful for c in self.confirmations)
 
     @property
     def commits_tested(self) -> int:
@@ -210,5 +252,6 @@ class BisectResult:
             "build_seconds": self.build_seconds, "test_seconds": self.test_seconds,
             "warnings": self.warnings,
             "steps": [st.to_json() for st in self.steps],
+            "confirmations": [c.to_json() for c in self.confirmations], "doubtful": self.doubtful,
             "evidence": [e.to_json() for e in self.evidence.values()],
         }
