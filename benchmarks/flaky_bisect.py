@@ -54,14 +54,12 @@ from dataclasses import dataclass, field
 from kvmlab.bisect import (
     AdaptivePolicy,
     CommitGraph,
-    CommitInfo,
     Outcome,
     Policy,
     SyzbotPolicy,
-    Tag,
     bisect,
 )
-from kvmlab.errors import UnknownCommitError
+from kvmlab.bisect.simulate import MemoryRepo
 from kvmlab.outcome import BuildOutcome, BuildStatus, RunOutcome, RunStatus
 
 TARGET = "KASAN: use-after-free Read in flaky_bug"
@@ -165,32 +163,6 @@ def _rates(rng: random.Random, g: CommitGraph, culprit: str, kind: str, p: float
     return out
 
 
-class MemoryRepo:
-    """An in-memory Repository over a synthetic history."""
-
-    def __init__(self, h: History) -> None:
-        self.h = h
-
-    def resolve(self, rev: str) -> str:
-        if rev in self.h.graph.index or rev == GOOD:
-            return rev
-        raise UnknownCommitError(rev)
-
-    def graph(self, bad: str, good: Sequence[str]) -> CommitGraph:
-        return self.h.graph
-
-    def is_ancestor(self, a: str, b: str) -> bool:
-        return a == GOOD or bool(self.h.graph.closure_of(b) >> self.h.graph.index[a] & 1)
-
-    def release_tags(self, tip: str, floor: str | None = None) -> list[Tag]:
-        return []
-
-    def commit_info(self, commit: str) -> CommitInfo:
-        c = self.h.graph.commits[self.h.graph.index[commit]]
-        return CommitInfo(commit, c.parents, c.subject, "A U Thor", "author@example.org",
-                          "Thu Jan 1 00:00:00 1970 +0000", c.subject)
-
-
 class SimTester:
     """Outcomes by the scenario; run k of commit c depends only on (seed, c, k)."""
 
@@ -256,7 +228,7 @@ def run_trial(args: tuple[str, float, int, int]) -> Trial:
     completed = False
     for pname, pol in policies.items():
         t0 = time.perf_counter()
-        res = bisect(MemoryRepo(h), SimTester(h, sc, seed), bad=h.bad, good=GOOD, policy=pol,
+        res = bisect(MemoryRepo(h.graph, GOOD), SimTester(h, sc, seed), bad=h.bad, good=GOOD, policy=pol,
                      is_target=is_target)
         secs[pname] = time.perf_counter() - t0
         exact[pname] = res.culprit == h.culprit

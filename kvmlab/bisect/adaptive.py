@@ -20,14 +20,19 @@ from dataclasses import dataclass, field
 from kvmlab.bisect import log as fmt
 from kvmlab.bisect.graph import CommitGraph
 from kvmlab.bisect.model import Belief, Observation, near_mask
+from kvmlab.bisect.overlap import likely_next
 from kvmlab.bisect.planner import Option, near_probability, rank
 from kvmlab.bisect.policy import AdaptivePolicy
 from kvmlab.bisect.result import Outcome, Verdict
+from kvmlab.bisect.seams import Prebuilds
 from kvmlab.bisect.session import Session
 from kvmlab.outcome import BuildStatus
 
 #: Expected bits per unit of cost below which no test is worth running.
 MIN_VALUE = 1e-6
+#: A commit already built in the background is preferred when its value is
+#: within this fraction of the best option's.
+PREFER_BUILT = 0.05
 
 
 @dataclass
@@ -107,11 +112,21 @@ class AdaptiveBisection:
                 if c in self.g.index and e.build is not None and e.build.status is BuildStatus.OK}
 
     def options(self, b: Belief) -> list[Option]:
-        """Every test worth running now, best first (builds beyond the budget excluded)."""
+        """Every test worth running now, best first (builds beyond the budget
+        excluded). A commit built in the background comes first when its value
+        is within :data:`PREFER_BUILT` of the best."""
         opts = rank(b, self.g, testable=self.testable(), built=self.built(), build_cost=self.pol.build_cost)
         if self.s.builds >= self.pol.max_builds:
             opts = [o for o in opts if o.built]
-        return [o for o in opts if o.value > MIN_VALUE]
+        opts = [o for o in opts if o.value > MIN_VALUE]
+        ready = self.s.tester.prebuilt() if isinstance(self.s.tester, Prebuilds) else frozenset()
+        if opts and ready and not opts[0].built:
+            near_best = [o for o in opts if self.g.commits[o.index].hash in ready
+                         and o.value >= (1.0 - PREFER_BUILT) * opts[0].value]
+            if near_best:
+                opts.remove(near_best[0])
+                opts.insert(0, near_best[0])
+        return opts
 
     # -- the loop ----------------------------------------------------------
 
@@ -139,6 +154,8 @@ class AdaptiveBisection:
                 if self.s.build(pick).status is BuildStatus.FAILED:
                     continue
             runs = min(opts[0].runs, max(1, self.pol.max_runs - self.s.runs))
+            if isinstance(self.s.tester, Prebuilds):
+                self.s.tester.prebuild(likely_next(self, b, opts[0]))
             self.s.run_until_crash(pick, runs, self.pol.chunk)
 
     def _open(self, commit: str, b: Belief) -> _Visit:

@@ -74,6 +74,22 @@ class Repository(Protocol):
 
 
 @runtime_checkable
+class Prebuilds(Protocol):
+    """Optional ability of a tester: build commits in the background while VMs
+    run (see :mod:`kvmlab.bisect.overlap`)."""
+
+    def prebuild(self, commits: Sequence[str]) -> None:
+        """Build these commits in the background, most wanted first, on the
+        cores the VMs leave free; cancel earlier ones not named again. Returns
+        at once and never delays a test."""
+        ...
+
+    def prebuilt(self) -> frozenset[str]:
+        """Commits whose background build has finished."""
+        ...
+
+
+@runtime_checkable
 class TreeHashes(Protocol):
     """Optional ability: the tree object of a commit (equal trees build equal kernels)."""
 
