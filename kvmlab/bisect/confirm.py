@@ -3,8 +3,8 @@
 Once a bisection names a culprit, kvmlab reverts it on top of the bad commit
 (and on top of the tree's HEAD when that differs and contains it), builds
 that, and runs the reproducer as many times as it takes for the bug, if still
-there, to show with 99% probability at the rate the bad commit showed. The
-crash gone is a confirmation; the crash still there makes the culprit
+there, to show with 99% probability at the rate the commits with the bug
+showed it. The crash gone is a confirmation; the crash still there makes the culprit
 doubtful. A revert that does not apply is retried file by file and the files
 that do not apply are named. For a fix bisection it is the mirror image: the
 fix applied on top of the bad (still broken) commit must make the crash go.
@@ -40,8 +40,9 @@ def confirm(repo: Repository, s: Session, *, culprit: str, bad: str, chunk: int)
     tree's HEAD when that differs and contains the culprit."""
     if not isinstance(repo, Reverts):
         return []
-    e = s.ev(bad)
-    n = runs_needed(e.target_crashes, e.oks)
+    # The rate the bug shows at: every commit that crashed with it, pooled.
+    showed = [e for e in s.evidence.values() if e.target_crashes]
+    n = runs_needed(sum(e.target_crashes for e in showed), sum(e.oks for e in showed))
     bases = [bad]
     if not s.fix:
         head = repo.head()
