@@ -6,14 +6,15 @@ bisection, those that do not. Each crashing commit ``j`` crashes a run with the
 target bug with its **own** probability ``p_j``: a race's window changes from
 commit to commit, so a reliable bad tip says little about a flaky commit next
 to the culprit. The ``p_j`` are drawn from a population of rates shared by the
-range (hierarchical): a Beta distribution with an unknown mean ``mu`` and an
-unknown concentration ``kappa`` (``kappa`` = infinity is one rate shared by every
-crashing commit; a small ``kappa`` lets rates differ widely). Both are learnt
-from the data: consistent rates make the model as sharp as a shared rate,
-differing ones make it careful. Rates live on a grid (:attr:`RateModel.p`) whose
-smallest value is a floor: a commit that crashes less often than that cannot be
-told from a clean one by any method. A *clean* commit shows a crash matched as
-the target with a small probability ``eps``.
+range (hierarchical): by default their log-odds are normal around an unknown
+mean with an unknown spread (spread 0 is one rate shared by every crashing
+commit). Both are learnt from the data: consistent rates make the model as
+sharp as a shared rate, differing ones make it careful. The mean's prior is
+uniform in log rate, so a few fast crashes do not make a high rate certain.
+Rates live on a grid (:attr:`RateModel.p`) whose smallest value is a floor: a
+commit that crashes less often than that cannot be told from a clean one
+within any budget. A *clean* commit shows a crash matched as the target with a
+small probability ``eps``.
 
 Rates near the culprit. A crashing commit within ``near`` commits of the
 culprit (in the range's topological order) may have a rate unlike the rest: a
@@ -27,12 +28,13 @@ Only runs that answered count: a target crash (a boot crash with the target's
 title included) or an OK run. Other crashes, boot failures and infrastructure
 errors carry no information about this bug.
 
-Computation. Candidates whose crashing state is the same for every tested
-commit have the same likelihood, so they are split into classes (bitsets) by
-the tested commits' ancestor sets. For each tested commit the likelihood of its
-runs is one scalar if it is clean and a vector over the hyper grid
-``(mu, kappa)`` if it crashes; a class's likelihood is a sum of those logs, so
-the posterior is a (classes x hyper) matrix.
+Computation. Candidates whose state is the same for every tested commit
+(clean, crashing far from the culprit, or crashing near it) have the same
+likelihood, so they are split into classes (bitsets) by the tested commits'
+ancestor sets and near windows. A tested commit's runs have one likelihood if
+it is clean, one per point of the hyper grid (mean, spread) if it crashes far
+from the culprit, and one per near mean if near; a class's log-likelihood is a
+sum of those, so the posterior is a (classes x near means x hyper) array.
 """
 
 from __future__ import annotations
