@@ -111,11 +111,12 @@ class AdaptiveBisection:
         return {self.g.index[c]: (e.target_crashes, e.oks) for c, e in self.s.evidence.items()
                 if c in self.g.index and e.build is not None and e.build.status is BuildStatus.OK}
 
-    def options(self, b: Belief) -> list[Option]:
+    def options(self, b: Belief, current: str | None = None) -> list[Option]:
         """Every test worth running now, best first (builds beyond the budget
         excluded). A commit built in the background comes first when its value
         is within :data:`PREFER_BUILT` of the best."""
-        opts = rank(b, self.g, testable=self.testable(), built=self.built(), build_cost=self.pol.build_cost)
+        opts = rank(b, self.g, testable=self.testable(), built=self.built(), build_cost=self.pol.build_cost,
+                    current=self.g.index.get(current) if current else None, switch_cost=self.pol.switch_cost)
         if self.s.builds >= self.pol.max_builds:
             opts = [o for o in opts if o.built]
         opts = [o for o in opts if o.value > MIN_VALUE]
@@ -143,7 +144,7 @@ class AdaptiveBisection:
                 culprit = self.g.commits[idx].hash
                 return Decision(Outcome.FOUND, culprit, conf, dict(self.top(b, 5)))
             budget = self.s.runs < self.pol.max_runs and self.s.builds <= self.pol.max_builds
-            opts = self.options(b) if budget else []
+            opts = self.options(b, visit.commit if visit else None) if budget else []
             if not opts:
                 self._close(visit, b)
                 return self._inconclusive(b, budget_spent=not budget)

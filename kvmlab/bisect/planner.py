@@ -125,6 +125,8 @@ def rank(
     testable: int,
     built: Mapping[int, tuple[int, int]],
     build_cost: float,
+    current: int | None = None,
+    switch_cost: float = 0.0,
     fresh_limit: int = FRESH_EVALUATED,
 ) -> list[Option]:
     """Options worth running, best first.
@@ -133,7 +135,9 @@ def rank(
     consistently failing to boot). ``built``: bit index -> (target crashes, OK
     runs) of commits already built. Fresh commits are ranked by how close their
     P(crashing) is to the most valuable one, and only ``fresh_limit`` of them
-    are evaluated exactly.
+    are evaluated exactly. Going back to a built commit other than ``current``
+    costs ``switch_cost`` (in runs), so that tests do not flit between
+    commits one run at a time.
     """
     eps = belief.model.eps
     q_all = crash_probabilities(belief, graph)
@@ -142,7 +146,8 @@ def rank(
     olds = [i for i in built if (testable >> i) & 1 and useful[i]]
     if olds:
         surv = np.array([survival_curve(belief, *built[i], near_probability(belief, graph, i)) for i in olds])
-        values = plan_values(q_all[olds], surv, eps, 0.0)
+        values = np.array([plan_values(q_all[[i]], surv[[k]], eps, 0.0 if i == current else switch_cost)[0]
+                           for k, i in enumerate(olds)])
         for i, row in zip(olds, values, strict=True):
             k = int(np.argmax(row))
             if row[k] > 0.0:

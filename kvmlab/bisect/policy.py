@@ -51,6 +51,8 @@ class AdaptivePolicy:
     """Runs per tester call (runs stop early only between calls)."""
     build_cost: float = 3.0
     """What one build costs, in VM runs, when choosing the next commit."""
+    switch_cost: float = 1.0
+    """What going back to another commit already built costs, in VM runs."""
     eps: float = 0.001
     """Probability that a run of a clean commit still shows a crash matched as the target."""
     rate_family: str = "logit"
