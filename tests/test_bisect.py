@@ -547,18 +547,25 @@ def test_kept_infra_failure_stops_with_one_line(tmp_path: Path) -> None:
         bisect(hist.repo, FakeTester(hist, culprit="4", infra_every=1), bad=hist.h["10"], good=hist.h["0"])
 
 
-@pytest.mark.parametrize("seed", range(4))
-def test_rate_drift_near_the_culprit(tmp_path: Path, seed: int) -> None:
+def test_rate_drift_near_the_culprit(tmp_path: Path) -> None:
     """The bad tip crashes every run, but the commits right after the culprit
     crash only one run in ten. A model with one shared crash rate calls them
-    good after a few clean runs and names a later commit; per-commit rates do not."""
+    good after a few clean runs and names a later commit; per-commit rates do
+    not, bar bad luck — and then the revert check says the culprit is doubtful."""
     hist = make_history(tmp_path / "repo", 30)
     rates = {str(i): min(1.0, 0.1 + 0.9 * max(0, i - 22) / 4) for i in range(15, 31)}
-    res, text = _lines(hist, FakeTester(hist, culprit="15", rates=rates, seed=seed),
-                       is_target=lambda r: r.title == TITLE)
-    assert res.culprit == hist.h["15"], text
-    for i in range(15, 22):
-        assert f"# git bisect good {hist.h[str(i)]}" not in text
+    right = 0
+    for seed in range(8):
+        res, text = _lines(hist, FakeTester(hist, culprit="15", rates=rates, seed=seed),
+                           is_target=lambda r: r.title == TITLE)
+        if res.culprit == hist.h["15"]:
+            right += 1
+            assert not res.doubtful, text
+            for i in range(15, 22):
+                assert f"# git bisect good {hist.h[str(i)]}" not in text
+        else:
+            assert res.culprit is None or res.doubtful, text  # never wrong without a warning
+    assert right >= 7
 
 
 def test_log_says_why_a_commit_is_tested_again(tmp_path: Path) -> None:
