@@ -16,7 +16,9 @@ import contextlib
 import logging
 import os
 import re
+import socket
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +28,7 @@ from kvmlab import proc
 from kvmlab.errors import InfraError, LibvirtError
 from kvmlab.vmm.domain_xml import domain_xml
 from kvmlab.vmm.overlay import make_overlay
-from kvmlab.vmm.qemu_backend import PortInUseError
+from kvmlab.vmm.ports import PortAllocator, PortInUseError, connect_local
 from kvmlab.vmm.root import RootKind
 from kvmlab.vmm.spec import VMSpec
 
@@ -180,7 +182,9 @@ class _ConsolePump:
 class LibvirtInstance:
     """One transient domain; see :class:`kvmlab.vmm.backend.Instance`."""
 
-    def __init__(self, conn: Any, dom: Any, ssh_port: int, pump: _ConsolePump, files: list[Path]) -> None:
+    def __init__(self, conn: Any, dom: Any, ssh_port: int, pump: _ConsolePump, files: list[Path],
+                 on_close: Callable[[], None]) -> None:
+        self._on_close = on_close
         self._conn = conn
         self._dom = dom
         self._name: str = dom.name()
@@ -194,8 +198,11 @@ class LibvirtInstance:
         return self._name
 
     @property
-    def ssh_port(self) -> int:
+    def local_ssh_port(self) -> int:
         return self._ssh_port
+
+    def connect(self, timeout: float) -> socket.socket:
+        return connect_local(self._ssh_port, timeout)
 
     def console_fd(self) -> int:
         return self._pump.read_fd
@@ -230,6 +237,7 @@ class LibvirtInstance:
             for f in self._files:
                 f.unlink(missing_ok=True)
             self._conn.close()
+            self._on_close()
 
 
 class LibvirtBackend:
@@ -239,6 +247,7 @@ class LibvirtBackend:
 
     def __init__(self, uri: str = "qemu:///system") -> None:
         self.uri = uri
+        self._ports = PortAllocator()
         _EventLoop.ensure()
         conn = open_connection(uri)
         try:
@@ -248,7 +257,12 @@ class LibvirtBackend:
         if reaped:
             log.warning("removed %d domains left by dead kvmlab processes: %s", len(reaped), reaped)
 
-    def create(self, spec: VMSpec, *, workdir: Path, ssh_port: int, index: int) -> LibvirtInstance:
+    def create(self, spec: VMSpec, *, workdir: Path, index: int) -> LibvirtInstance:
+        return self._ports.start_with_port(
+            lambda port: self._start(spec, workdir=workdir, index=index, ssh_port=port), what=f"vm {index}"
+        )
+
+    def _start(self, spec: VMSpec, *, workdir: Path, index: int, ssh_port: int) -> LibvirtInstance:
         files: list[Path] = []
         disk = None
         if spec.root.kind is RootKind.DISK:
@@ -285,4 +299,4 @@ class LibvirtBackend:
                 conn.close()
             msg = e.get_error_message()
             raise InfraError(f"libvirt: could not attach the console of {name}: {msg}") from e
-        return LibvirtInstance(conn, dom, ssh_port, pump, files)
+        return LibvirtInstance(conn, dom, ssh_port, pump, files, lambda: self._ports.release(ssh_port))
