@@ -74,6 +74,22 @@ class HasLocalSSHPort(Protocol):
 
 
 @runtime_checkable
+class HasFailure(Protocol):
+    """Optional: the VM is gone because its *host* failed (connection lost
+    for good, libvirtd gone), not its kernel; says why (None otherwise)."""
+
+    def failure(self) -> str | None: ...
+
+
+@runtime_checkable
+class Closeable(Protocol):
+    """Optional, for backends: releases what the backend keeps between VMs
+    (connections, uploaded files on a host)."""
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
 class Backend(Protocol):
     name: str
 
