@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from kvmlab.config import load_config
-from kvmlab.vmm.factory import make_backend, prepare, resolve_root
+from kvmlab.vmm.factory import close_backend, make_backend, prepare, resolve_root
 from kvmlab.vmm.machine import Machine
 from kvmlab.vmm.pool import Pool
 
@@ -56,7 +56,10 @@ def run(args: argparse.Namespace) -> int:
             return 1
         return 0 if res.exit_status == 0 else 1
 
-    with Pool(prep.spec, cfg.vm.count, backend=backend, timeouts=prep.timeouts,
-              workdir=args.workdir, ready_marker=prep.ready_marker) as pool:
-        codes = pool.map(one)
+    try:
+        with Pool(prep.spec, cfg.vm.count, backend=backend, timeouts=prep.timeouts,
+                  workdir=args.workdir, ready_marker=prep.ready_marker) as pool:
+            codes = pool.map(one)
+    finally:
+        close_backend(backend)
     return max(codes)

@@ -37,6 +37,26 @@ class Terminated(BaseException):
     KeyboardInterrupt, so that ordinary ``except Exception`` doesn't eat it)."""
 
 
+def _on_term(signum: int, frame: FrameType | None) -> None:
+    raise Terminated("terminated by SIGTERM")
+
+
+def install_sigterm() -> Any:
+    """Turn SIGTERM into :class:`Terminated` (main thread only); returns the
+    previous handler for :func:`restore_sigterm`, or None."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, _on_term)
+
+
+def restore_sigterm(previous: Any, *, during_cleanup: bool = False) -> None:
+    """Put ``previous`` back (``during_cleanup``: ignore SIGTERM meanwhile, so
+    a second one cannot abort the cleanup itself)."""
+    if previous is None:
+        return
+    signal.signal(signal.SIGTERM, signal.SIG_IGN if during_cleanup else previous)
+
+
 def validate_spec(spec: VMSpec) -> None:
     """User errors in a spec, found before anything starts."""
     if spec.accel is Accel.AUTO:
@@ -103,13 +123,7 @@ class Pool:
         self.close()
 
     def _install_sigterm(self) -> None:
-        if threading.current_thread() is not threading.main_thread():
-            return
-
-        def on_term(signum: int, frame: FrameType | None) -> None:
-            raise Terminated("terminated by SIGTERM")
-
-        self._old_sigterm = signal.signal(signal.SIGTERM, on_term)
+        self._old_sigterm = install_sigterm()
 
     def _start_one(self, index: int) -> Machine:
         vmdir = self.workdir / f"vm-{index}"
