@@ -149,7 +149,9 @@ class Host:
         self.timeouts = timeouts or HostTimeouts()
         self.owner = Owner(os.getpid(), client_host or socket.gethostname())
         self.health = Health()
-        self._lock = threading.RLock()
+        self._lock = threading.Lock()
+        """Guards the state below (never held while talking to the host)."""
+        self._open_lock = threading.RLock()
         self._conn: Any = None
         self._dead: str | None = None
         self.generation = 0
@@ -184,30 +186,34 @@ class Host:
                 raise LibvirtError(f"{self.label}: host closed")
             if self._conn is not None and self._dead is None:
                 return self._conn
-            self._open()
-            return self._conn
-
-    def _open(self) -> None:
-        if self._conn is not None:
+        # Opening may take the connect timeout: only callers that need the
+        # connection wait for it, not the event loop's close callback.
+        with self._open_lock:
+            with self._lock:
+                if self._conn is not None and self._dead is None:
+                    return self._conn
+                old, self._conn = self._conn, None
+            if old is not None:
+                with contextlib.suppress(libvirt.libvirtError):
+                    old.unregisterCloseCallback()
+                with contextlib.suppress(libvirt.libvirtError):
+                    old.close()
+            conn = open_connection(self.uri, self.timeouts.connect)
             with contextlib.suppress(libvirt.libvirtError):
-                self._conn.unregisterCloseCallback()
-            with contextlib.suppress(libvirt.libvirtError):
-                self._conn.close()
-            self._conn = None
-        conn = open_connection(self.uri, self.timeouts.connect)
-        with contextlib.suppress(libvirt.libvirtError):
-            conn.setKeepAlive(self.timeouts.keepalive_interval, self.timeouts.keepalive_count)
-        gen = self.generation + 1
-        conn.registerCloseCallback(lambda c, reason, opaque: self._on_close(gen, reason), None)
-        self._conn = conn
-        was_dead = self._dead
-        self._dead = None
-        self.generation = gen
-        if was_dead is not None:
-            log.info("%s: libvirt connection back", self.label)
-        if not self._reaped:
-            self._reaped = True
-            self._reap()
+                conn.setKeepAlive(self.timeouts.keepalive_interval, self.timeouts.keepalive_count)
+            with self._lock:
+                gen = self.generation + 1
+                conn.registerCloseCallback(lambda c, reason, opaque: self._on_close(gen, reason), None)
+                self._conn = conn
+                was_dead, self._dead = self._dead, None
+                self.generation = gen
+                first = not self._reaped
+                self._reaped = True
+            if was_dead is not None:
+                log.info("%s: libvirt connection back", self.label)
+            if first:
+                self._reap(conn)
+            return conn
 
     def _on_close(self, generation: int, reason: int) -> None:
         why = {
@@ -255,10 +261,11 @@ class Host:
             time.sleep(poll)
 
     def lookup(self, name: str) -> Any | None:
-        """The domain ``name`` on the current connection (None: no such domain)."""
+        """The domain ``name`` on the current connection (None: no such
+        domain, or no connection)."""
         try:
             return self.conn().lookupByName(name)
-        except libvirt.libvirtError:
+        except (libvirt.libvirtError, LibvirtError):
             return None
 
     def new_domain_name(self, spec_name: str, index: int) -> str:
@@ -322,9 +329,8 @@ class Host:
             return False
         return owner.pid != self.owner.pid and not proc.pid_alive(owner.pid)
 
-    def _reap(self) -> None:
+    def _reap(self, conn: Any) -> None:
         """Remove what dead kvmlab processes of this client left on the host."""
-        conn = self._conn
         reaped = []
         with contextlib.suppress(libvirt.libvirtError):
             for dom in conn.listAllDomains(0):
