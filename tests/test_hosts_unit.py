@@ -349,3 +349,16 @@ def test_interrupt_closes_every_running_vm(spec: VMSpec, tmp_path: Path) -> None
 
 def test_vm_config_default_has_no_hosts() -> None:
     assert VMConfig().hosts == () and VMConfig().quarantine_after == 3
+
+
+def test_make_backend_with_hosts_is_a_fleet_that_connects_on_first_use() -> None:
+    from kvmlab.vmm.factory import close_backend, make_backend
+
+    cfg = VMConfig(backend="libvirt", hosts=(HostConfig("qemu:///system", 2),
+                                             HostConfig("qemu+ssh://root@lab1.invalid/system", 3)),
+                   quarantine_after=5)
+    b = make_backend(cfg)
+    assert isinstance(b, Fleet)
+    assert [(m.label, m.capacity) for m in b.members] == [("local", 2), ("root@lab1.invalid", 3)]
+    assert b.capacity() == 5 and b.quarantine_after == 5
+    close_backend(b)  # nothing was opened: nothing to reach, nothing to remove
