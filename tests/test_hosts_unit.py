@@ -362,3 +362,16 @@ def test_make_backend_with_hosts_is_a_fleet_that_connects_on_first_use() -> None
     assert [(m.label, m.capacity) for m in b.members] == [("local", 2), ("root@lab1.invalid", 3)]
     assert b.capacity() == 5 and b.quarantine_after == 5
     close_backend(b)  # nothing was opened: nothing to reach, nothing to remove
+
+
+def test_doctor_reads_domain_types_from_capabilities() -> None:
+    from kvmlab.commands.doctor import domain_types
+
+    caps = """<capabilities><host/>
+      <guest><os_type>hvm</os_type><arch name='i686'><domain type='qemu'/><domain type='kvm'/></arch></guest>
+      <guest><os_type>hvm</os_type><arch name='x86_64'><emulator>/usr/bin/qemu-system-x86_64</emulator>
+        <domain type='qemu'/><domain type='kvm'/></arch></guest></capabilities>"""
+    assert domain_types(caps) == ["qemu", "kvm"]
+    assert domain_types(caps.replace("<domain type='kvm'/></arch></guest></capabilities>",
+                                     "</arch></guest></capabilities>")) == ["qemu"]
+    assert domain_types("<capabilities><host/></capabilities>") == []
