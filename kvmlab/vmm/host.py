@@ -119,7 +119,8 @@ def open_connection(uri: str, timeout: float = 30.0) -> Any:
         raise LibvirtError(f"libvirt at {uri}: no answer within {timeout:.0f}s")
     if "err" in box:
         e = box["err"]
-        raise LibvirtError(f"libvirt at {uri}: {e.get_error_message()} (is libvirtd running?)") from e
+        hint = "" if parse_host_uri(uri).hostname else " (is libvirtd running?)"
+        raise LibvirtError(f"libvirt at {uri}: {e.get_error_message()}{hint}") from e
     return box["conn"]
 
 
