@@ -151,7 +151,8 @@ class _ConsolePump:
                     active = dom is not None and bool(dom.isActive())
                 vol = self._host.storage.volume(inst.console_log_what)
                 if vol is None:
-                    log.warning("%s: the host has no console log; console output ends here", inst.name)
+                    if not self._done.is_set():
+                        log.warning("%s: the host has no console log; console output ends here", inst.name)
                     return
                 try:
                     if offset is None:
@@ -262,6 +263,8 @@ class LibvirtInstance:
             return
         self._closed = True
         prior, self.state = self.state, "closed"
+        # The console first: the stream the destroy ends is not followed.
+        self.pump.close()
         try:
             if prior != "lost" or self.host.connection_lost is None:
                 dom = self.host.lookup(self._name)
@@ -270,10 +273,14 @@ class LibvirtInstance:
                 if dom is not None and dom.isActive():
                     dom.destroy()
                 self.host.forget_domain(self._name)
-        except (libvirt.libvirtError, LibvirtError) as e:
+        except libvirt.libvirtError as e:
+            if e.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                self.host.forget_domain(self._name)  # it ended on its own (a panic) meanwhile
+            else:
+                log.warning("%s: could not destroy (the host's cleanup retries): %s", self._name, e)
+        except LibvirtError as e:
             log.warning("%s: could not destroy (the host's cleanup retries): %s", self._name, e)
         finally:
-            self.pump.close()
             with contextlib.suppress(LibvirtError):
                 for what in self._volumes:
                     self.host.storage.delete(what)
