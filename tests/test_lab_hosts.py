@@ -31,6 +31,7 @@ from kvmlab.outcome import RunOutcome, RunStatus
 from kvmlab.repro.reproducer import ShellCommand
 from kvmlab.repro.runner import ReproOptions, run_repro
 from kvmlab.timeouts import Timeouts
+from kvmlab.vmm.backend import HasLocalSSHPort
 from kvmlab.vmm.console import EventKind
 from kvmlab.vmm.fleet import Fleet, Member
 from kvmlab.vmm.host import Host, HostTimeouts
@@ -105,6 +106,8 @@ def test_remote_boot_ssh_console_and_crash_title(clean_lab: Lab, cloud_spec: VMS
                       ready_marker=MARKER) as pool:
                 m = pool.machines[0]
                 assert lab.domains() == [m.name]
+                # Its SSH forward is on the lab's 127.0.0.1, not ours.
+                assert not isinstance(m.instance, HasLocalSSHPort)
                 boot = m.wait_ready()
                 assert boot.ok, boot.console_tail
                 assert m.run("cat /proc/cmdline", timeout=60).output.startswith("console=ttyS0")

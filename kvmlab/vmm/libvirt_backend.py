@@ -37,7 +37,7 @@ from kvmlab.vmm.root import RootKind
 from kvmlab.vmm.spec import VMSpec
 from kvmlab.vmm.storage import download
 
-__all__ = ["DOMAIN_PREFIX", "LibvirtBackend", "LibvirtInstance", "open_connection"]
+__all__ = ["DOMAIN_PREFIX", "LibvirtBackend", "LibvirtInstance", "LocalLibvirtInstance", "open_connection"]
 
 log = logging.getLogger(__name__)
 
@@ -286,6 +286,15 @@ class LibvirtInstance:
                     self.host.storage.delete(what)
 
 
+class LocalLibvirtInstance(LibvirtInstance):
+    """A domain on this machine's libvirt: its SSH forward is on our own
+    127.0.0.1 too (:class:`~kvmlab.vmm.backend.HasLocalSSHPort`)."""
+
+    @property
+    def local_ssh_port(self) -> int:
+        return self.ssh_port
+
+
 class LibvirtBackend:
     """Start VMs as transient libvirt domains on one :class:`Host` (or on the
     host of a URI, connected at once). ``owns_host`` (default: when given a
@@ -330,7 +339,8 @@ class LibvirtBackend:
                 for what in volumes:
                     host.storage.delete(what)
             raise
-        inst = LibvirtInstance(host, name, volumes=volumes, console_log_what=log_what)
+        cls = LocalLibvirtInstance if host.address.local else LibvirtInstance
+        inst = cls(host, name, volumes=volumes, console_log_what=log_what)
         try:
             usernet = libvirt_qemu.qemuMonitorCommand(
                 dom, "info usernet", libvirt_qemu.VIR_DOMAIN_QEMU_MONITOR_COMMAND_HMP)
