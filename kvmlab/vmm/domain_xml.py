@@ -87,8 +87,11 @@ def domain_xml(
     ET.SubElement(rng, "backend", model="random").text = "/dev/urandom"
     ET.SubElement(devices, "memballoon", model="none")
     cmd = ET.SubElement(dom, f"{{{QEMU_NS}}}commandline")
-    # An explicit address: libvirt allocates the low slots to its own devices.
-    device = "virtio-net-pci,netdev=net0,bus=pcie.0,addr=0x10"
+    # An explicit address libvirt does not allocate (its root ports take the
+    # functions of slot 1, then 2). A low slot also gets a legacy interrupt
+    # from q35's ACPI tables: a kernel without MSI (the demo's base config)
+    # gets none at slot 0x10.
+    device = "virtio-net-pci,netdev=net0,bus=pcie.0,addr=0x3"
     for arg in ("-netdev", netdev_arg(ssh_port), "-device", device):
         ET.SubElement(cmd, f"{{{QEMU_NS}}}arg", value=arg)
     ET.indent(dom)
