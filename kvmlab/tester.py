@@ -8,9 +8,12 @@ size is served by consecutive pools of at most ``vm.count`` VMs.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import os
+import threading
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from kvmlab.bisect.overlap import Claim, OverlapScheduler, background_capacity
 from kvmlab.config import Config
 from kvmlab.kernel.builder import KernelBuilder, Progress
 from kvmlab.kernel.config import ConfigRequest
@@ -56,11 +59,36 @@ class VMTester:
         self._calls: dict[str, int] = {}
         self.build_seconds = 0.0
         self.test_seconds = 0.0
+        # Background builds only on the cores the VMs leave free: none on a
+        # small machine, so it is never slowed.
+        free = (os.cpu_count() or 1) - cfg.vm.count * cfg.vm.cpus
+        capacity = background_capacity(free)
+        self.prebuilder = Prebuilder(self._background_build, capacity=capacity,
+                                     jobs=max(1, free // max(1, capacity)))
+
+    def _background_build(self, commit: str, jobs: int, cancelled: threading.Event) -> BuildOutcome:
+        def check(_p: Progress) -> None:
+            if cancelled.is_set():
+                raise BuildCancelled(commit)
+
+        return self.builder.with_jobs(jobs).build(self.tree, commit, self.request, progress=check)
 
     def build(self, commit: str) -> BuildOutcome:
-        outcome = self.builder.build(self.tree, commit, self.request, progress=self.progress)
+        outcome = self.prebuilder.take(commit)
+        if outcome is None:
+            outcome = self.builder.build(self.tree, commit, self.request, progress=self.progress)
         self.build_seconds += outcome.duration
         return outcome
+
+    def prebuild(self, commits: Sequence[str]) -> None:
+        self.prebuilder.want(commits)
+
+    def prebuilt(self) -> frozenset[str]:
+        return self.prebuilder.ready()
+
+    def close(self) -> None:
+        """Cancel background builds and wait for them to stop."""
+        self.prebuilder.close()
 
     def test(self, build: BuildOutcome, runs: int) -> list[RunOutcome]:
         if build.status is not BuildStatus.OK:
@@ -83,3 +111,81 @@ class VMTester:
             self.test_seconds += result.wall
             outcomes.extend(result.outcomes)
         return outcomes
+
+
+class BuildCancelled(Exception):
+    """A background build was stopped because it is no longer wanted."""
+
+
+class Prebuilder:
+    """Background builds driven by an :class:`OverlapScheduler`, one thread each.
+
+    ``build(commit, jobs, cancelled)`` builds with ``jobs`` parallel jobs and
+    stops (raising) once ``cancelled`` is set. With ``capacity`` 0 nothing is
+    ever built in the background.
+    """
+
+    def __init__(self, build: Callable[[str, int, threading.Event], BuildOutcome], *, capacity: int,
+                 jobs: int) -> None:
+        self._build = build
+        self.jobs = jobs
+        self.sched = OverlapScheduler(capacity)
+        self._cond = threading.Condition()
+        self._outcomes: dict[str, BuildOutcome] = {}
+        self._flags: dict[str, threading.Event] = {}
+        self._threads: list[threading.Thread] = []
+
+    def want(self, commits: Sequence[str]) -> None:
+        with self._cond:
+            start, cancel = self.sched.want(commits)
+            for c in cancel:
+                log.info("background build of %s cancelled: no longer likely to be tested", c[:12])
+                self._flags[c].set()
+            self._start(start)
+
+    def _start(self, commits: Sequence[str]) -> None:
+        for c in commits:
+            log.info("building %s in the background (%d jobs)", c[:12], self.jobs)
+            flag = self._flags[c] = threading.Event()
+            t = threading.Thread(target=self._run, args=(c, flag), name=f"prebuild-{c[:12]}", daemon=True)
+            self._threads.append(t)
+            t.start()
+
+    def _run(self, commit: str, flag: threading.Event) -> None:
+        outcome: BuildOutcome | None = None
+        try:
+            outcome = self._build(commit, self.jobs, flag)
+        except BuildCancelled:
+            pass
+        except Exception as e:  # the foreground will build it again and report
+            log.warning("background build of %s failed on kvmlab's side: %s", commit[:12], e)
+        with self._cond:
+            if flag.is_set():
+                self._cond.notify_all()
+                return
+            if outcome is not None:
+                self._outcomes[commit] = outcome
+            self._start(self.sched.finished(commit, ok=outcome is not None))
+            self._cond.notify_all()
+
+    def take(self, commit: str) -> BuildOutcome | None:
+        """The background build of ``commit`` (waiting for a running one), or
+        None when the foreground must build it."""
+        with self._cond:
+            claim = self.sched.claim(commit)
+            while claim is Claim.RUNNING:
+                self._cond.wait()
+                claim = self.sched.claim(commit)
+            return self._outcomes.get(commit) if claim is Claim.READY else None
+
+    def ready(self) -> frozenset[str]:
+        with self._cond:
+            return frozenset(self._outcomes)
+
+    def close(self) -> None:
+        with self._cond:
+            self.sched.want([])
+            for flag in self._flags.values():
+                flag.set()
+        for t in self._threads:
+            t.join()

@@ -74,6 +74,22 @@ class Repository(Protocol):
 
 
 @runtime_checkable
+class Prebuilds(Protocol):
+    """Optional ability of a tester: build commits in the background while VMs
+    run (see :mod:`kvmlab.bisect.overlap`)."""
+
+    def prebuild(self, commits: Sequence[str]) -> None:
+        """Build these commits in the background, most wanted first, on the
+        cores the VMs leave free; cancel earlier ones not named again. Returns
+        at once and never delays a test."""
+        ...
+
+    def prebuilt(self) -> frozenset[str]:
+        """Commits whose background build has finished."""
+        ...
+
+
+@runtime_checkable
 class TreeHashes(Protocol):
     """Optional ability: the tree object of a commit (equal trees build equal kernels)."""
 
@@ -98,6 +114,37 @@ class Tester(Protocol):
     def test(self, build: BuildOutcome, runs: int) -> list[RunOutcome]:
         """Run the reproducer ``runs`` times on a successful build; may be called
         again on the same build for more runs."""
+        ...
+
+
+@dataclass(frozen=True)
+class SyntheticCommit:
+    """A commit kvmlab made on top of ``base`` to confirm a culprit: ``commit``
+    undoes (or, for a fix, applies) ``change``. Only objects are written: no
+    branch, tag or checkout changes."""
+
+    base: str
+    change: str
+    commit: str | None
+    """None when no file's change applied."""
+    applied: tuple[str, ...] = ()
+    """Files whose change applied."""
+    failed: tuple[str, ...] = ()
+    """Files whose change does not apply on ``base`` (left as they are there)."""
+
+
+@runtime_checkable
+class Reverts(Protocol):
+    """Optional ability: commits that revert (or cherry-pick) one change on top
+    of another commit, and the tree's HEAD."""
+
+    def revert_onto(self, base: str, change: str, *, pick: bool = False) -> SyntheticCommit:
+        """``change`` reverted (``pick``: applied) on top of ``base``, file by
+        file when the whole does not apply."""
+        ...
+
+    def head(self) -> str:
+        """The commit the tree's HEAD points to."""
         ...
 
 

@@ -45,6 +45,8 @@ def add_bisect_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--confidence", type=float, help="adaptive: culprit posterior to reach (default 0.95)")
     p.add_argument("--release-floor", help="oldest release tag to try when no --good (e.g. v4.18)")
     p.add_argument("--expect", help="title of the bug (default: the first crash on the bad commit)")
+    p.add_argument("--no-verify", action="store_true",
+                   help="do not confirm the culprit by reverting it on the bad commit (a fix: applying it)")
     p.add_argument("--json", type=Path, help="write the structured result here")
     p.add_argument("--journal", type=Path, help="resumable journal (default: one per bisection in the cache)")
     p.add_argument("--workdir", type=Path, help="where logs go (default: in the cache)")
@@ -134,8 +136,9 @@ def run_bisection(args: argparse.Namespace, *, say: Any = print) -> BisectResult
     try:
         result = bisect(repo, tester, bad=bad, good=good, fix=args.fix, policy=policy,
                         is_target=target_matcher(args.expect), journal=journal, log=logw,
-                        release_floor=args.release_floor)
+                        release_floor=args.release_floor, verify=not args.no_verify)
     finally:
+        tester.close()
         logw.close()
     if args.json is not None:
         args.json.write_text(json.dumps(result.to_json(), indent=1))

@@ -17,6 +17,7 @@ FAILED; kvmlab's own and the host's failures are exceptions.
 from __future__ import annotations
 
 import contextlib
+import copy
 import fcntl
 import functools
 import hashlib
@@ -239,6 +240,12 @@ class KernelBuilder:
         self.max_slots = max_slots
 
     # -- public API -------------------------------------------------------
+
+    def with_jobs(self, jobs: int) -> KernelBuilder:
+        """The same builder (work dir, cache, compiler) running ``make -j jobs``."""
+        other = copy.copy(self)
+        other.jobs = jobs
+        return other
 
     def build(
         self,

@@ -1,0 +1,126 @@
+"""Overlapping builds with tests: build what the engine would test next while
+the current commit's VMs run.
+
+Two pure parts, used by the real tester and by the simulations:
+
+* :func:`likely_next` asks the adaptive policy what it would test next under
+  each likely outcome of the test about to run (the bug shows, or all runs
+  stay clean) and orders those commits by how likely they are to be needed.
+* :class:`OverlapScheduler` keeps the background builds in line with that
+  list: it starts the wanted ones while there is capacity (the cores the VMs
+  leave free; none means no background builds at all, so a small machine is
+  never slowed), cancels the ones no longer wanted, and tells the foreground
+  what to do when it needs a build (take a finished one, wait for a running
+  one, or build it itself).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from kvmlab.bisect.model import Belief, Observation, near_mask
+from kvmlab.bisect.planner import Option, survival_curve
+
+if TYPE_CHECKING:
+    from kvmlab.bisect.adaptive import AdaptiveBisection
+
+#: Commits pre-built per likely outcome.
+PER_OUTCOME = 2
+def background_capacity(free_cores: int) -> int:
+    """How many background builds may run on the ``free_cores`` cores the VMs
+    leave free: none below 2, so a small machine is never slowed; else one,
+    with all of them (a kernel build uses every core it gets, so one build at
+    full speed is ready sooner than two at half)."""
+    return 1 if free_cores >= 2 else 0
+
+
+def likely_next(ab: AdaptiveBisection, b: Belief, plan: Option, *,
+                per_outcome: int = PER_OUTCOME) -> list[str]:
+    """Unbuilt commits the engine would test after ``plan``, most likely first."""
+    g = ab.g
+    commit = g.commits[plan.index].hash
+    e = ab.s.ev(commit)
+    surv = float(survival_curve(b, e.target_crashes, e.oks)[plan.runs])
+    p_clean = plan.q_crash * surv + (1.0 - plan.q_crash) * (1.0 - ab.pol.eps) ** plan.runs
+    outcomes = [(1.0 - p_clean, (e.target_crashes + 1, e.oks)),
+                (p_clean, (e.target_crashes, e.oks + plan.runs))]
+    outcomes.sort(key=lambda t: -t[0])
+    clo = g.closure[plan.index]
+    base = [o for o in ab.observations() if o.closure != clo]
+    near = near_mask(clo, plan.index, len(g), ab.pol.model.near, fix=ab.s.fix)
+    scored: dict[str, float] = {}
+    for prob, (crashes, oks) in outcomes:
+        if prob < 0.05:
+            continue
+        after = Belief(ab.pol.model, g.all_mask, [*base, Observation(clo, crashes, oks, near)], fix=ab.s.fix)
+        fresh = [o for o in ab.options(after) if not o.built]
+        for rank, o in enumerate(fresh[:per_outcome]):
+            h = g.commits[o.index].hash
+            scored[h] = max(scored.get(h, 0.0), prob / (1 + rank))
+    return sorted(scored, key=lambda h: -scored[h])
+
+
+class Claim(enum.Enum):
+    """What the foreground should do about a build it needs."""
+
+    READY = "ready"
+    """Built in the background: take it."""
+    RUNNING = "running"
+    """Being built in the background: wait for it."""
+    ABSENT = "absent"
+    """Not built or building: build it in the foreground (it was dropped from the queue)."""
+
+
+@dataclass
+class OverlapScheduler:
+    """Which background builds run. ``capacity``: how many at once (0: none)."""
+
+    capacity: int
+    wanted: list[str] = field(default_factory=list)
+    running: set[str] = field(default_factory=set)
+    ready: set[str] = field(default_factory=set)
+    failed: set[str] = field(default_factory=set)
+    cancelled: list[str] = field(default_factory=list)
+    """Every cancellation so far, in order (for logs and tests)."""
+
+    def want(self, commits: Sequence[str]) -> tuple[list[str], list[str]]:
+        """Replace the wanted list; returns (builds to start, running builds to cancel)."""
+        if self.capacity <= 0:
+            return [], []
+        self.wanted = [c for c in commits if c not in self.ready and c not in self.failed]
+        cancel = sorted(self.running - set(self.wanted))
+        for c in cancel:
+            self.running.discard(c)
+            self.cancelled.append(c)
+        return self._fill(), cancel
+
+    def _fill(self) -> list[str]:
+        start = []
+        for c in self.wanted:
+            if len(self.running) >= self.capacity:
+                break
+            if c not in self.running:
+                self.running.add(c)
+                start.append(c)
+        return start
+
+    def finished(self, commit: str, ok: bool) -> list[str]:
+        """A background build ended; returns the builds to start next."""
+        self.running.discard(commit)
+        if commit in self.wanted:
+            self.wanted.remove(commit)
+        (self.ready if ok else self.failed).add(commit)
+        return self._fill()
+
+    def claim(self, commit: str) -> Claim:
+        """The foreground needs ``commit`` now."""
+        if commit in self.ready or commit in self.failed:
+            return Claim.READY
+        if commit in self.running:
+            return Claim.RUNNING
+        if commit in self.wanted:
+            self.wanted.remove(commit)
+        return Claim.ABSENT
