@@ -12,6 +12,10 @@ Example (every key optional)::
       memory_mb: 1024
       accel: auto            # auto | kvm | tcg
       cmdline: []            # extra kernel command-line words
+      hosts:                 # libvirt hosts to spread VMs over (libvirt backend)
+        - {uri: "qemu:///system", capacity: 2}
+        - {uri: "qemu+ssh://root@lab1/system", capacity: 8}
+      quarantine_after: 3    # infra failures before a host is dropped for the job
     timeouts:                # seconds, before the TCG scale factor
       boot: 60
     repro:
@@ -33,9 +37,28 @@ import yaml
 
 from kvmlab.errors import ConfigError, MissingFileError
 from kvmlab.timeouts import Timeouts
+from kvmlab.vmm.host_uri import parse_host_uri
 
 BACKENDS = ("qemu", "libvirt")
 ACCELS = ("auto", "kvm", "tcg")
+
+
+@dataclass(frozen=True)
+class HostConfig:
+    """One libvirt host of ``vm.hosts``."""
+
+    uri: str = ""
+    """libvirt URI: ``qemu:///system`` (this machine) or ``qemu+ssh://[user@]host[:port]/system``
+    (or ``/session``); ``keyfile=`` and ``known_hosts=`` query parameters are honoured."""
+    capacity: int = 1
+    """VMs this host may run at once for a job."""
+
+    def __post_init__(self) -> None:
+        if not self.uri:
+            raise ConfigError("uri: required")
+        parse_host_uri(self.uri, where="uri")
+        if self.capacity < 1:
+            raise ConfigError(f"capacity: must be positive, got {self.capacity}")
 
 
 @dataclass(frozen=True)
@@ -55,8 +78,20 @@ class VMConfig:
     cmdline: tuple[str, ...] = ()
     """Extra kernel command-line words."""
     qemu: str = "qemu-system-x86_64"
+    hosts: tuple[HostConfig, ...] = ()
+    """libvirt hosts to spread VMs over, each ``{uri, capacity}`` (libvirt backend
+    only; the local host is one more entry). Empty: ``uri`` alone, all VMs at once."""
+    quarantine_after: int = 3
+    """Infra failures after which a host of ``hosts`` takes no more VMs for the job."""
 
     def __post_init__(self) -> None:
+        if self.hosts and self.backend != "libvirt":
+            raise ConfigError("vm.hosts: needs vm.backend: libvirt")
+        labels = [h.uri for h in self.hosts]
+        if len(set(labels)) != len(labels):
+            raise ConfigError("vm.hosts: the same uri twice")
+        if self.quarantine_after < 1:
+            raise ConfigError(f"vm.quarantine_after: must be positive, got {self.quarantine_after}")
         if self.backend not in BACKENDS:
             raise ConfigError(f"vm.backend: {self.backend!r} is not one of {', '.join(BACKENDS)}")
         if self.accel not in ACCELS:

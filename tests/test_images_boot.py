@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from kvmlab.images.kernel_check import missing_for_disk_boot
 from kvmlab.outcome import BuildOutcome, BuildStatus
 from kvmlab.timeouts import TCG_SCALE, Timeouts
 from kvmlab.vmm.backend import Backend
+from kvmlab.vmm.factory import close_backend
 from kvmlab.vmm.libvirt_backend import LibvirtBackend
 from kvmlab.vmm.pool import Pool
 from kvmlab.vmm.qemu_backend import QemuBackend
@@ -47,6 +49,18 @@ def disk_kernel(tmp_path: Path) -> tuple[Path, Path]:
     if not Path("/lib/modules", release, "modules.dep").is_file():
         pytest.skip(f"modules of {release} are not installed")
     return kernel, build_modules_initrd(release, tmp_path / "virtio-initrd.cpio")
+
+
+def _overlay(workdir: Path) -> Path:
+    """The VM's qcow2 overlay: in its work dir (qemu) or the disk the domain
+    XML names (a volume on the libvirt host, here this machine)."""
+    local = list(workdir.glob("vm-*/overlay.qcow2"))
+    if local:
+        return local[0]
+    xml = ET.parse(next(workdir.glob("vm-*/domain.xml")))
+    source = xml.find("devices/disk/source")
+    assert source is not None
+    return Path(source.get("file", ""))
 
 
 def boot_and_check(
@@ -86,12 +100,17 @@ def boot_and_check(
         r = m.run("echo written-by-guest > /root/kvmlab-probe && sync && cat /root/kvmlab-probe", timeout=60)
         assert r.ok and r.output.strip() == "written-by-guest", r.output
 
-        # The VM writes into its own overlay, which is backed by the base image.
-        overlay = next(workdir.glob("vm-*/overlay.qcow2"))
+        # The VM writes into its own overlay, which is backed by the base
+        # image (libvirt: by the image's copy in the host's kvmlab pool).
+        overlay = _overlay(workdir)
         info = json.loads(
             proc.run(["qemu-img", "info", "-U", "--output=json", str(overlay)], timeout=60).stdout
         )
-        assert Path(info["backing-filename"]).resolve() == root.path.resolve()
+        backing = Path(info["backing-filename"]).resolve()
+        if isinstance(be, LibvirtBackend):
+            assert backing.parent == overlay.parent and sha256(backing) == before
+        else:
+            assert backing == root.path.resolve()
         assert sha256(root.path) == before
 
         # Destroy the guest's filesystem; only the overlay may change.
@@ -113,7 +132,10 @@ def test_image_boots_and_base_stays_unchanged(
     if config.is_file():
         assert missing_for_disk_boot(config.read_text(), with_initrd=True) == []
     be: Backend = QemuBackend() if backend == "qemu" else LibvirtBackend()
-    boot_and_check(kernel, initrd, bookworm_image, bookworm_recipe, tmp_path, be)
+    try:
+        boot_and_check(kernel, initrd, bookworm_image, bookworm_recipe, tmp_path, be)
+    finally:
+        close_backend(be)  # libvirt: the image's volume in the host's pool goes too
 
 
 @pytest.mark.kernel

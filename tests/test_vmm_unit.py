@@ -15,7 +15,6 @@ from kvmlab.config import VMConfig, load_config
 from kvmlab.errors import ConfigError, MissingFileError, UserError
 from kvmlab.timeouts import Timeouts
 from kvmlab.vmm.console import ConsoleWatcher, EventKind
-from kvmlab.vmm.domain_xml import domain_xml
 from kvmlab.vmm.initramfs import kernel_release, resolve_modules
 from kvmlab.vmm.ports import PortAllocator, PortExhaustedError
 from kvmlab.vmm.qemu_argv import qemu_argv
@@ -61,16 +60,6 @@ def test_qemu_argv_refuses_unresolved_accel() -> None:
     spec = VMSpec(kernel=Path("/k/bzImage"), root=INITRAMFS, accel=Accel.AUTO)
     with pytest.raises(ValueError, match="AUTO"):
         qemu_argv(spec, ssh_port=1, disk=None)
-
-
-def test_domain_xml_snapshot() -> None:
-    spec = VMSpec(kernel=Path("/k/bzImage"), root=DISK, accel=Accel.TCG, cpus=1, memory_mb=512, name="vm")
-    xml = domain_xml(spec, name="kvmlab-1-vm-0", ssh_port=2224, kernel=Path("/k/bzImage"), initrd=None,
-                     disk=Path("/w/overlay.qcow2"), run_as_root=True)
-    _snapshot("domain_tcg_disk.xml", xml)
-    assert "<on_crash>destroy</on_crash>" in xml and "<on_reboot>destroy</on_reboot>" in xml
-    assert "hostfwd=tcp:127.0.0.1:2224-:22" in xml
-    assert 'type="qemu"' in xml
 
 
 def test_timeouts_scale_every_field() -> None:

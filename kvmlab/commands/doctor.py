@@ -11,8 +11,9 @@ from kvmlab import proc
 from kvmlab.config import cache_dir, load_config
 from kvmlab.errors import KvmlabError
 from kvmlab.vmm.accel import resolve_accel
-from kvmlab.vmm.libvirt_backend import open_connection
+from kvmlab.vmm.host import Host, open_connection
 from kvmlab.vmm.spec import Accel
+from kvmlab.vmm.storage import POOL_NAME
 
 #: Free disk below which builds and images will fail, bytes.
 MIN_FREE_DISK = 20 * 2**30
@@ -22,6 +23,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("doctor", help="check what this host can do")
     p.add_argument("--conf", type=Path, help="kvmlab YAML config file")
     p.add_argument("--kernel", type=Path, help="bzImage to probe KVM with (default: a cloud kernel in /boot)")
+    p.add_argument("--host", metavar="URI",
+                   help="check a libvirt host instead, e.g. qemu+ssh://root@lab1/system")
     p.set_defaults(func=run)
 
 
@@ -40,6 +43,8 @@ def _probe_kernel(given: Path | None) -> Path | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.host:
+        return 0 if check_host(args.host) else 1
     cfg = load_config(args.conf)
     ok = True
     qemu = shutil.which(cfg.vm.qemu)
@@ -63,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         _line(False, "kvm", "not probed (no qemu or no kernel to boot)", "pass --kernel bzImage")
     try:
-        conn = open_connection(cfg.vm.uri)
+        conn = open_connection(cfg.vm.uri, 30.0)
         try:
             _line(True, "libvirt", f"{cfg.vm.uri} reachable (libvirt {_version(conn.getLibVersion())})")
         finally:
@@ -85,3 +90,74 @@ def run(args: argparse.Namespace) -> int:
 
 def _version(n: int) -> str:
     return f"{n // 1_000_000}.{n // 1000 % 1000}.{n % 1000}"
+
+
+#: Free space in a host's kvmlab pool below which doctor warns, bytes.
+MIN_HOST_FREE = 10 * 2**30
+
+
+def check_host(uri: str) -> bool:
+    """Check a libvirt host kvmlab is to run VMs on: one line per check,
+    with what to do about a problem. True when everything is usable."""
+    host = Host(uri, capacity=1)
+    try:
+        try:
+            conn = host.conn()
+        except KvmlabError as e:
+            fix = "start libvirtd"
+            if not host.address.local:
+                fix = (f"check that sshd runs there, your key logs in (ssh {host.address.label} true) "
+                       "and libvirtd runs (libvirt-daemon-system)")
+            return _line(False, "libvirt", str(e), fix)
+        ok = _line(True, "libvirt", f"{host.label}: libvirt {_version(conn.getLibVersion())}, "
+                   f"{conn.getType()} {_version(conn.getVersion())}")
+        types = domain_types(conn.getCapabilities())
+        ok = _line(bool(types), "domain type", ", ".join(types) or "no x86_64 qemu/kvm guests",
+                   "install qemu-system-x86 on the host") and ok
+        if types and "kvm" not in types:
+            print("NOTE    kvm: the host has no KVM: VMs there run under TCG (set vm.accel: tcg)")
+        try:
+            pool = host.storage.pool()
+            host.storage.upload(_probe_file(), "probe")  # removed by host.close()
+            _, _, _, available = pool.info()
+            ok = _line(True, "storage pool", f"{POOL_NAME} at {host.storage.pool_path()} is writable") and ok
+            ok = _line(available >= MIN_HOST_FREE, "free space", f"{available / 2**30:.1f} GiB in the pool",
+                       "free disk space on the host (a disk image and each VM's overlay go there)") and ok
+        except KvmlabError as e:
+            ok = _line(False, "storage pool", str(e),
+                       "let the connecting user create a directory pool in libvirt's images dir") and ok
+        if host.ssh is not None:
+            try:
+                allowed, detail = host.ssh.forwarding_allowed(timeout=10.0)
+            except KvmlabError as e:
+                allowed, detail = False, str(e)
+            ok = _line(allowed, "ssh forwarding", detail,
+                       "set AllowTcpForwarding yes (or local) in the host's sshd_config") and ok
+        return ok
+    finally:
+        host.close()
+
+
+def domain_types(capabilities_xml: str) -> list[str]:
+    """Domain types (``qemu``, ``kvm``) the host offers for x86_64 guests."""
+    import xml.etree.ElementTree as ET
+
+    root = ET.fromstring(capabilities_xml)
+    found: list[str] = []
+    for guest in root.findall("guest"):
+        arch = guest.find("arch")
+        if arch is None or arch.get("name") != "x86_64" or guest.findtext("os_type") != "hvm":
+            continue
+        for d in arch.findall("domain"):
+            t = d.get("type", "")
+            if t in ("qemu", "kvm") and t not in found:
+                found.append(t)
+    return found
+
+
+def _probe_file() -> Path:
+    d = cache_dir() / "doctor"
+    d.mkdir(parents=True, exist_ok=True)
+    f = d / "probe"
+    f.write_bytes(b"kvmlab doctor probe\n")
+    return f

@@ -18,7 +18,7 @@ from kvmlab.kernel.config import ConfigRequest
 from kvmlab.outcome import BuildStatus, RunOutcome
 from kvmlab.repro.reproducer import CProgram, Reproducer, ShellCommand, SyzProgram
 from kvmlab.repro.runner import ReproOptions, run_line, run_repro, summary_lines
-from kvmlab.vmm.factory import make_backend, prepare, resolve_root
+from kvmlab.vmm.factory import close_backend, make_backend, prepare, resolve_root
 
 
 def add_vm_options(p: argparse.ArgumentParser) -> None:
@@ -141,9 +141,13 @@ def run(args: argparse.Namespace) -> int:
         note = " (a different bug)" if expected is False else ""
         print(run_line(o) + note, flush=True)
 
-    result = run_repro(prep.spec, prepared, backend=make_backend(cfg.vm), timeouts=prep.timeouts,
-                       options=opts, workdir=workdir, ready_marker=prep.ready_marker, vmlinux=vmlinux,
-                       on_run=on_run)
+    backend = make_backend(cfg.vm)
+    try:
+        result = run_repro(prep.spec, prepared, backend=backend, timeouts=prep.timeouts,
+                           options=opts, workdir=workdir, ready_marker=prep.ready_marker, vmlinux=vmlinux,
+                           on_run=on_run)
+    finally:
+        close_backend(backend)
     for line in summary_lines(result):
         print(line)
     if args.json is not None:

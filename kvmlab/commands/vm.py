@@ -8,7 +8,9 @@ import sys
 from pathlib import Path
 
 from kvmlab.config import load_config
-from kvmlab.vmm.factory import make_backend, prepare, resolve_root
+from kvmlab.errors import UserError
+from kvmlab.vmm.factory import close_backend, make_backend, prepare, resolve_root
+from kvmlab.vmm.fleet import Fleet
 from kvmlab.vmm.machine import Machine
 from kvmlab.vmm.pool import Pool
 
@@ -39,6 +41,9 @@ def run(args: argparse.Namespace) -> int:
     root = resolve_root(args.root or cfg.repro.root, args.kernel, modules_dir=args.modules)
     prep = prepare(cfg, args.kernel, root)
     backend = make_backend(cfg.vm)
+    if isinstance(backend, Fleet) and cfg.vm.count > backend.capacity():
+        close_backend(backend)
+        raise UserError(f"vm.count: {cfg.vm.count} VMs at once, but vm.hosts can run {backend.capacity()}")
     print(f"booting {cfg.vm.count} VM(s) with {args.kernel} ({cfg.vm.backend}, {prep.accel.accel.value})",
           file=sys.stderr)
 
@@ -56,7 +61,10 @@ def run(args: argparse.Namespace) -> int:
             return 1
         return 0 if res.exit_status == 0 else 1
 
-    with Pool(prep.spec, cfg.vm.count, backend=backend, timeouts=prep.timeouts,
-              workdir=args.workdir, ready_marker=prep.ready_marker) as pool:
-        codes = pool.map(one)
+    try:
+        with Pool(prep.spec, cfg.vm.count, backend=backend, timeouts=prep.timeouts,
+                  workdir=args.workdir, ready_marker=prep.ready_marker) as pool:
+            codes = pool.map(one)
+    finally:
+        close_backend(backend)
     return max(codes)

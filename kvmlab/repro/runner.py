@@ -27,11 +27,12 @@ from kvmlab.errors import KvmlabError, SSHError
 from kvmlab.outcome import RunOutcome, RunStatus
 from kvmlab.repro.reproducer import GUEST_DIR, Prepared
 from kvmlab.timeouts import Timeouts
-from kvmlab.vmm.backend import Backend
+from kvmlab.vmm.backend import Backend, HasFailure
 from kvmlab.vmm.console import EventKind
+from kvmlab.vmm.fleet import Fleet
 from kvmlab.vmm.machine import Machine
-from kvmlab.vmm.pool import Pool
 from kvmlab.vmm.spec import VMSpec
+from kvmlab.vmm.spread import Retried, spread
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,9 @@ class ReproResult:
     cancelled: int = 0
     """Runs ended by ``stop_when_decided`` before they had an answer (not in
     ``outcomes``: they neither crashed nor ran their time)."""
+    retried: list[Retried] = field(default_factory=list)
+    """Attempts a host spoiled (infra) that were run again on another host;
+    their final outcomes are in ``outcomes``."""
 
     def crashes(self) -> list[RunOutcome]:
         return [o for o in self.outcomes if o.status is RunStatus.CRASHED]
@@ -77,6 +81,7 @@ class ReproResult:
             "runs": [o.to_json() | {"expected": e}
                      for o, e in zip(self.outcomes, self.expected, strict=True)],
             "cancelled_runs": self.cancelled,
+            "retried": [{"index": r.index, "host": r.host, "detail": r.detail} for r in self.retried],
             "crash_rate": len(self.crashes()) / max(1, len(self.outcomes)),
             "titles": dict(Counter(o.title for o in self.crashes())),
             "wall": round(self.wall, 3),
@@ -178,7 +183,8 @@ def run_one(m: Machine, prepared: Prepared, opts: ReproOptions, timeouts: Timeou
         if boot.crashed or boot.reason in ("no output", "timed out", "unexpected reboot"):
             return _boot_failed(m, boot.reason, started)
         if not m.instance.alive() and m.watcher.crash is None:
-            return RunOutcome(m.index, RunStatus.INFRA, detail=f"vm died while booting: {boot.reason}",
+            detail = _host_failure(m) or f"vm died while booting: {boot.reason}"
+            return RunOutcome(m.index, RunStatus.INFRA, detail=detail,
                               duration=time.monotonic() - started, console_log=str(m.console_log))
         return _boot_failed(m, boot.reason, started)
     try:
@@ -215,7 +221,8 @@ def run_one(m: Machine, prepared: Prepared, opts: ReproOptions, timeouts: Timeou
         crash = _crash_outcome(m, started, vmlinux)
         if crash is not None:
             return crash
-        return RunOutcome(m.index, RunStatus.INFRA, detail="vm stopped without a crash on the console",
+        return RunOutcome(m.index, RunStatus.INFRA,
+                          detail=_host_failure(m) or "vm stopped without a crash on the console",
                           duration=time.monotonic() - started, console_log=str(m.console_log))
     # The reproducer exited or ran for the whole run time (or the verdict
     # was decided elsewhere): a crash it caused may still be on its way.
@@ -235,6 +242,11 @@ def run_one(m: Machine, prepared: Prepared, opts: ReproOptions, timeouts: Timeou
                       console_log=str(m.console_log))
 
 
+def _host_failure(m: Machine) -> str | None:
+    """Why the VM's host failed it, when it did (a lost libvirt connection)."""
+    return m.instance.failure() if isinstance(m.instance, HasFailure) else None
+
+
 def _after_transport_loss(m: Machine, started: float, vmlinux: Path | None, why: str) -> RunOutcome:
     """SSH broke: a crash on the console explains it; otherwise it is ours."""
     m.watcher.wait_for({EventKind.CRASH, EventKind.EOF}, timeout=5.0 * m.timeouts.scale)
@@ -242,7 +254,8 @@ def _after_transport_loss(m: Machine, started: float, vmlinux: Path | None, why:
     if crash is not None:
         return crash
     if not m.instance.alive():
-        return RunOutcome(m.index, RunStatus.INFRA, detail=f"vm died with no crash on the console ({why})",
+        return RunOutcome(m.index, RunStatus.INFRA,
+                          detail=_host_failure(m) or f"vm died with no crash on the console ({why})",
                           duration=time.monotonic() - started, console_log=str(m.console_log))
     # The VM runs: was it only our session that broke, or does the guest no
     # longer answer (hung, or the reproducer killed sshd)? syzkaller calls the
@@ -282,7 +295,7 @@ def run_repro(
     spec: VMSpec,
     prepared: Prepared,
     *,
-    backend: Backend,
+    backend: Backend | Fleet,
     timeouts: Timeouts,
     options: ReproOptions,
     workdir: Path,
@@ -292,6 +305,11 @@ def run_repro(
 ) -> ReproResult:
     """Boot ``options.count`` VMs of ``spec`` and run ``prepared`` in each.
 
+    ``backend`` may be a :class:`~kvmlab.vmm.fleet.Fleet` of several hosts:
+    the runs are spread over them by free capacity, and a run that comes out
+    ``infra`` on one host is run again on another (the failed attempt is in
+    ``ReproResult.retried``); with one backend, all runs start at once.
+
     ``on_run`` is called as each run ends (from the run's thread) with the
     outcome and whether it matches ``options.expect``. Console logs and
     reports are kept under ``workdir/vm-<i>/``; ``workdir/result.json`` holds
@@ -299,34 +317,42 @@ def run_repro(
     """
     workdir.mkdir(parents=True, exist_ok=True)
     decider = _Decider(options.stop_when_decided, options.stop_after_crashes)
+    fleet = backend if isinstance(backend, Fleet) else Fleet.single(backend, options.count)
     t0 = time.monotonic()
+    expected: dict[int, bool | None] = {}
 
     def matches(o: RunOutcome) -> bool | None:
         if o.status is not RunStatus.CRASHED or options.expect is None or o.title is None:
             return None
         return any(report.same_bug(t, options.expect) for t in (o.title, *o.alt_titles))
 
-    def one(m: Machine) -> tuple[RunOutcome, bool | None] | None:
+    def job(m: Machine) -> RunOutcome | None:
         try:
-            o = run_one(m, prepared, options, timeouts, decider, vmlinux)
+            return run_one(m, prepared, options, timeouts, decider, vmlinux)
         except KvmlabError as e:
-            o = RunOutcome(m.index, RunStatus.INFRA, detail=str(e), duration=time.monotonic() - m.started,
-                           console_log=str(m.console_log))
-        if o is None:
-            return None
+            return RunOutcome(m.index, RunStatus.INFRA, detail=str(e), duration=time.monotonic() - m.started,
+                              console_log=str(m.console_log))
+
+    def done(o: RunOutcome) -> None:
         exp = matches(o)
+        expected[o.index] = exp
         if o.status is RunStatus.CRASHED:
             decider.record(exp is not False)
-            (m.workdir / "report.txt").write_text(f"{o.title}\n\n{o.report}")
+            if o.console_log:
+                (Path(o.console_log).parent / "report.txt").write_text(f"{o.title}\n\n{o.report}")
         if on_run is not None:
             on_run(o, exp)
-        return o, exp
 
-    with Pool(spec, options.count, backend=backend, timeouts=timeouts, workdir=workdir,
-              ready_marker=ready_marker) as pool:
-        got = pool.map(one)
-    pairs = [p for p in got if p is not None]
-    result = ReproResult([p[0] for p in pairs], [p[1] for p in pairs], time.monotonic() - t0,
-                         cancelled=len(got) - len(pairs))
+    got = spread(
+        spec, options.count, fleet=fleet, timeouts=timeouts, workdir=workdir, ready_marker=ready_marker,
+        job=job, done=done, cancel=decider.decided,
+        host_failure=lambda o: o.detail or "infra" if o.status is RunStatus.INFRA else None,
+        no_host=lambda i, why: RunOutcome(i, RunStatus.INFRA, detail=why),
+    )
+    outs = [o for o in got.results if o is not None]
+    result = ReproResult(outs, [expected.get(o.index) for o in outs], time.monotonic() - t0,
+                         cancelled=len(got.results) - len(outs), retried=got.retried)
+    for r in got.retried:
+        log.info("run #%d: infra on %s (%s), run again on another host", r.index, r.host, r.detail)
     (workdir / "result.json").write_text(json.dumps(result.to_json(), indent=1))
     return result

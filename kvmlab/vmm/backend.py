@@ -1,20 +1,34 @@
 """The backend contract: what a VM backend must do, and nothing more.
 
 A backend creates an :class:`Instance` from a :class:`~kvmlab.vmm.spec.VMSpec`.
-An instance gives its console as a readable file descriptor, the host port
-forwarded to its SSH port, tells whether it is still running, and closes
+An instance gives its console as a readable file descriptor, opens a new
+stream to its guest's SSH port, tells whether it is still running, and closes
 (graceful stop, then a hard kill; nothing survives ``close``). Everything that
 is the same for every backend (console watching, SSH, copying files in,
 running commands, pools) lives once, above, in :mod:`kvmlab.vmm.machine` and
 :mod:`kvmlab.vmm.pool`; that is why copy/run are not part of this contract.
+
+How the guest's port 22 is reached is the backend's business: a local QEMU
+forwards it to a port on 127.0.0.1 and :meth:`Instance.connect` opens a TCP
+socket there; a VM on a remote libvirt host forwards it to the *host's*
+127.0.0.1 and ``connect`` opens a ``direct-tcpip`` channel through an SSH
+connection to that host. Either way the caller gets one connected stream that
+paramiko runs the guest's SSH session over.
 """
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Protocol, TypeAlias, runtime_checkable
+
+import paramiko
 
 from kvmlab.vmm.spec import VMSpec
+
+#: A connected byte stream to the guest's SSH server: what paramiko accepts
+#: as the ``sock`` of a client connection.
+GuestStream: TypeAlias = socket.socket | paramiko.Channel
 
 
 @runtime_checkable
@@ -24,9 +38,10 @@ class Instance(Protocol):
     @property
     def name(self) -> str: ...
 
-    @property
-    def ssh_port(self) -> int:
-        """Port on 127.0.0.1 forwarded to the guest's port 22."""
+    def connect(self, timeout: float) -> GuestStream:
+        """A new connected stream to the guest's port 22, within ``timeout``
+        seconds. Raises :class:`kvmlab.errors.SSHError` when the way to the
+        guest is not there (nothing listens yet, the host is unreachable)."""
         ...
 
     def console_fd(self) -> int:
@@ -43,20 +58,47 @@ class Instance(Protocol):
 
 @runtime_checkable
 class HasQemuPid(Protocol):
-    """Optional: the host pid of the VM's qemu process."""
+    """Optional: the pid of the VM's qemu process on this machine."""
 
     def qemu_pid(self) -> int | None: ...
+
+
+@runtime_checkable
+class HasLocalSSHPort(Protocol):
+    """Optional: the guest's SSH is forwarded to this port on this machine's
+    127.0.0.1 (a local QEMU or a local libvirt), for tools that need a plain
+    ``ssh -p PORT`` command line. Remote instances do not have it."""
+
+    @property
+    def local_ssh_port(self) -> int: ...
+
+
+@runtime_checkable
+class HasFailure(Protocol):
+    """Optional: the VM is gone because its *host* failed (connection lost
+    for good, libvirtd gone), not its kernel; says why (None otherwise)."""
+
+    def failure(self) -> str | None: ...
+
+
+@runtime_checkable
+class Closeable(Protocol):
+    """Optional, for backends: releases what the backend keeps between VMs
+    (connections, uploaded files on a host)."""
+
+    def close(self) -> None: ...
 
 
 @runtime_checkable
 class Backend(Protocol):
     name: str
 
-    def create(self, spec: VMSpec, *, workdir: Path, ssh_port: int, index: int) -> Instance:
-        """Start one VM. ``workdir`` is the VM's own directory (overlay, logs).
+    def create(self, spec: VMSpec, *, workdir: Path, index: int) -> Instance:
+        """Start one VM. ``workdir`` is the VM's own directory on this machine
+        (console log, local files).
 
         Raises InfraError when the VM can't be started (qemu missing,
-        libvirtd down, port taken...); a kernel that doesn't boot is *not*
-        an error here: it is seen later on the console.
+        libvirtd down, host unreachable...); a kernel that doesn't boot is
+        *not* an error here: it is seen later on the console.
         """
         ...

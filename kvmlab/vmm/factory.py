@@ -13,7 +13,9 @@ from kvmlab.config import Config, VMConfig, cache_dir
 from kvmlab.errors import ConfigError, MissingFileError
 from kvmlab.timeouts import Timeouts
 from kvmlab.vmm.accel import AccelChoice, resolve_accel
-from kvmlab.vmm.backend import Backend
+from kvmlab.vmm.backend import Backend, Closeable
+from kvmlab.vmm.fleet import Fleet, Member
+from kvmlab.vmm.host import Host
 from kvmlab.vmm.initramfs import READY_MARKER, build_initramfs, kernel_release, resolve_modules
 from kvmlab.vmm.libvirt_backend import LibvirtBackend
 from kvmlab.vmm.qemu_backend import QemuBackend
@@ -22,18 +24,38 @@ from kvmlab.vmm.spec import Accel, VMSpec
 
 log = logging.getLogger(__name__)
 
+def _libvirt(cfg: VMConfig) -> Backend:
+    if not cfg.hosts:
+        return LibvirtBackend(cfg.uri)
+    members = [
+        Member(host.label, LibvirtBackend(host, owns_host=True), host.capacity, host.health)
+        for host in (Host(h.uri, capacity=h.capacity) for h in cfg.hosts)
+    ]
+    return Fleet(members, quarantine_after=cfg.quarantine_after)
+
+
 BACKENDS: dict[str, Callable[[VMConfig], Backend]] = {
     "qemu": lambda cfg: QemuBackend(),
-    "libvirt": lambda cfg: LibvirtBackend(cfg.uri),
+    "libvirt": _libvirt,
 }
 
 
 def make_backend(cfg: VMConfig) -> Backend:
+    """The backend ``cfg`` names: QEMU, libvirt on ``vm.uri``, or a
+    :class:`~kvmlab.vmm.fleet.Fleet` of the libvirt hosts in ``vm.hosts``
+    (connected on first use). Close it with :func:`close_backend`."""
     try:
         factory = BACKENDS[cfg.backend]
     except KeyError:
         raise ConfigError(f"vm.backend: unknown backend {cfg.backend!r}") from None
     return factory(cfg)
+
+
+def close_backend(backend: Backend) -> None:
+    """Remove what a backend keeps on its hosts (uploaded volumes) and close
+    its connections. Hosts also do this at interpreter exit if nobody did."""
+    if isinstance(backend, Closeable):
+        backend.close()
 
 
 def resolve_root(name: str, kernel: Path, *, modules_dir: Path | None = None) -> GuestRoot:

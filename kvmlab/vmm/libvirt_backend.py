@@ -1,13 +1,19 @@
-"""The ``libvirt`` backend: transient domains through libvirt-python.
+"""The ``libvirt`` backend: transient domains on a libvirt host, local or remote.
 
-Works on any URI (``qemu:///system``, ``qemu:///session``,
-``qemu+ssh://host/system``). The console is read through libvirt itself — its
-console stream — so it works for a remote URI too; a thread pumps the stream
-into a pipe the console watcher reads. The domain is created paused, the
-console opened, then the domain resumed, so no console byte is lost.
+Works the same on every URI (``qemu:///system``, ``qemu:///session``,
+``qemu+ssh://user@host/system``): the kernel, the initramfs and the disk
+overlay reach the host as storage volumes (:mod:`kvmlab.vmm.storage`) and the
+domain XML names only their paths on the host. The guest's SSH is forwarded to
+the host's 127.0.0.1 on a port QEMU picks (read back from the monitor), reached
+through :meth:`kvmlab.vmm.host.Host.open_tcp`.
 
-Files (kernel, initrd, overlay) are referenced by path: with a remote URI
-they must exist at the same paths on the remote host.
+The console is read through libvirt's console stream, pumped into a pipe the
+console watcher reads. The domain is created paused, the console opened, then
+the domain resumed, so no console byte is lost. The host also writes the
+console to a log file in the pool: when the stream ends while the domain runs
+(a dropped connection, or libvirt ending a pty stream while the guest opens
+ttyS0), the pump reconnects if it must and follows that file from the byte
+the stream stopped at, so nothing is lost and nothing is repeated.
 """
 
 from __future__ import annotations
@@ -15,161 +21,176 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import re
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import libvirt
+import libvirt_qemu
 
-from kvmlab import proc
 from kvmlab.errors import InfraError, LibvirtError
-from kvmlab.vmm.domain_xml import domain_xml
-from kvmlab.vmm.overlay import make_overlay
-from kvmlab.vmm.qemu_backend import PortInUseError
+from kvmlab.vmm.backend import GuestStream
+from kvmlab.vmm.domain_xml import domain_xml, hostfwd_port
+from kvmlab.vmm.host import DOMAIN_PREFIX, Host, open_connection
 from kvmlab.vmm.root import RootKind
 from kvmlab.vmm.spec import VMSpec
+from kvmlab.vmm.storage import download
+
+__all__ = ["DOMAIN_PREFIX", "LibvirtBackend", "LibvirtInstance", "LocalLibvirtInstance", "open_connection"]
 
 log = logging.getLogger(__name__)
 
-#: Domains kvmlab creates are named ``kvmlab-<pid>-<spec name>-<index>``; the
-#: pid lets a later run remove domains whose kvmlab process died (kill -9).
-DOMAIN_PREFIX = "kvmlab-"
-
-
-def _quiet(ctx: Any, err: Any) -> None:
-    """libvirt prints every error to stderr by default; we raise them instead."""
-
-
-libvirt.registerErrorHandler(_quiet, None)
-
-
-def open_connection(uri: str) -> Any:
-    try:
-        return libvirt.open(uri)
-    except libvirt.libvirtError as e:
-        raise LibvirtError(f"libvirt at {uri}: {e.get_error_message()} (is libvirtd running?)") from e
-
-
-def reap_stale_domains(conn: Any) -> list[str]:
-    """Destroy kvmlab domains whose owning kvmlab process is gone."""
-    reaped = []
-    for dom in conn.listAllDomains():
-        m = re.match(rf"{DOMAIN_PREFIX}(\d+)-", dom.name())
-        if not m:
-            continue
-        pid = int(m.group(1))
-        if pid == os.getpid() or proc.pid_alive(pid):
-            continue
-        try:
-            dom.destroy()
-            reaped.append(dom.name())
-        except libvirt.libvirtError:
-            pass
-    return reaped
-
-
-class _EventLoop:
-    """libvirt's default event loop, run in one daemon thread per process.
-
-    Console streams are read non-blocking from this loop: a blocking
-    ``virStream.recv`` in one thread can stall other calls on libvirt
-    connections (seen here: a domain destroy hung behind it).
-    """
-
-    _lock = threading.Lock()
-    _started = False
-
-    @classmethod
-    def ensure(cls) -> None:
-        with cls._lock:
-            if cls._started:
-                return
-            libvirt.virEventRegisterDefaultImpl()
-            threading.Thread(target=cls._run, name="libvirt-events", daemon=True).start()
-            cls._started = True
-
-    @staticmethod
-    def _run() -> None:
-        while True:
-            libvirt.virEventRunDefaultImpl()
+#: Seconds between reads of the host's console log while following it.
+_FOLLOW_POLL = 0.5
 
 
 class _ConsolePump:
-    """Copy a domain's console, read non-blocking from libvirt's event loop,
-    into a pipe.
+    """Copy a domain's console into a pipe; see the module docstring."""
 
-    libvirt sometimes ends a pty console stream while the domain runs on
-    (seen here while the guest's getty opens ttyS0); the pump then opens the
-    console again, so the pipe ends only when the domain does.
-    """
-
-    def __init__(self, conn: Any, dom: Any) -> None:
-        self._conn = conn
-        self._dom = dom
+    def __init__(self, inst: LibvirtInstance) -> None:
+        self._inst = inst
+        self._host = inst.host
         self.read_fd, self._write_fd = os.pipe()
         self._done = threading.Event()
         self._lock = threading.Lock()
         self._stream: Any = None
-        self._open()
+        self._following = False
+        self.forwarded = 0
+        """Console bytes written to the pipe so far (an offset into the log)."""
+        self._remove_listener = self._host.on_connection_lost(lambda why: self._stream_ended())
 
-    def _open(self) -> None:
-        stream = self._conn.newStream(libvirt.VIR_STREAM_NONBLOCK)
-        self._dom.openConsole(None, stream, libvirt.VIR_DOMAIN_CONSOLE_FORCE)
+    def open_stream(self, dom: Any) -> None:
+        stream = self._host.conn().newStream(libvirt.VIR_STREAM_NONBLOCK)
+        dom.openConsole(None, stream, libvirt.VIR_DOMAIN_CONSOLE_FORCE)
         events = (libvirt.VIR_STREAM_EVENT_READABLE | libvirt.VIR_STREAM_EVENT_ERROR
                   | libvirt.VIR_STREAM_EVENT_HANGUP)
         stream.eventAddCallback(events, self._on_event, None)
         self._stream = stream
 
+    def _write(self, data: bytes) -> bool:
+        try:
+            os.write(self._write_fd, data)
+        except OSError:
+            self._finish()
+            return False
+        self.forwarded += len(data)
+        return True
+
     def _on_event(self, stream: Any, events: int, opaque: Any) -> None:
         while not self._done.is_set():
-            try:
-                data = stream.recv(65536)
-            except libvirt.libvirtError as e:
-                log.debug("console stream ended: %s", e)
-                self._ended(stream)
-                return
-            if data == -2:  # nothing more for now
-                return
-            if isinstance(data, int) or not data:
-                self._ended(stream)
-                return
-            try:
-                os.write(self._write_fd, data)
-            except OSError:
-                self._finish()
-                return
+            with self._lock:
+                if self._following:
+                    return
+                try:
+                    data = stream.recv(65536)
+                except libvirt.libvirtError as e:
+                    log.debug("%s: console stream ended: %s", self._inst.name, e)
+                    data = b""
+                if data == -2:  # nothing more for now
+                    return
+                if isinstance(data, int) or not data:
+                    break
+                if not self._write(data):
+                    return
+        self._stream_ended()
 
-    def _ended(self, stream: Any) -> None:
-        with contextlib.suppress(libvirt.libvirtError):
-            stream.eventRemoveCallback()
-        with contextlib.suppress(libvirt.libvirtError):
-            stream.abort()
-        try:
-            active = bool(self._dom.isActive())
-        except libvirt.libvirtError:
-            active = False
-        if active and not self._done.is_set():
-            log.debug("console stream ended while the domain runs: reopening")
-            try:
-                self._open()
+    def _stream_ended(self) -> None:
+        """Stop reading the stream and follow the host's console log instead."""
+        with self._lock:
+            if self._following or self._done.is_set():
                 return
-            except libvirt.libvirtError as e:
-                log.debug("could not reopen the console: %s", e)
-        self._finish()
+            self._following = True
+            stream, self._stream = self._stream, None
+        if stream is not None:
+            with contextlib.suppress(libvirt.libvirtError):
+                stream.eventRemoveCallback()
+            with contextlib.suppress(libvirt.libvirtError):
+                stream.abort()
+        threading.Thread(target=self._follow, name=f"console-log:{self._inst.name}", daemon=True).start()
+
+    def _offset_in_log(self, vol: Any) -> int:
+        """Where the console bytes not forwarded yet start in the host's log.
+
+        The host's virtlogd rotates a log past its size limit (2 MiB by
+        default) into ``.0``, ``.1``, ``.2``: the bytes in those come first.
+        When older ones were dropped the gap cannot be placed; the log is then
+        followed from its end, and a warning says output may be missing.
+        """
+        before = 0
+        for n in range(8):
+            rotated = self._host.storage.volume(f"{self._inst.console_log_what}.{n}")
+            if rotated is None:
+                break
+            before += int(rotated.info()[1])
+        size = int(vol.info()[1])
+        offset = self.forwarded - before
+        if not 0 <= offset <= size:
+            log.warning("%s: the host rotated the console log past what kvmlab had read; "
+                        "output while disconnected may be missing", self._inst.name)
+            return size
+        return offset
+
+    def _follow(self) -> None:
+        inst = self._inst
+        offset: int | None = None
+        try:
+            while not self._done.is_set():
+                lost = self._host.connection_lost
+                if lost is not None:
+                    inst.state = "reconnecting"
+                    deadline = time.monotonic() + self._host.timeouts.reconnect
+                    if not self._host.revive(deadline):
+                        inst.lost(f"{lost}; no new connection within {self._host.timeouts.reconnect:.0f}s")
+                        return
+                    log.info("%s: re-attached after the connection came back", inst.name)
+                inst.state = "running"
+                dom = self._host.lookup(inst.name)
+                active = False
+                with contextlib.suppress(libvirt.libvirtError):
+                    active = dom is not None and bool(dom.isActive())
+                vol = self._host.storage.volume(inst.console_log_what)
+                if vol is None:
+                    if not self._done.is_set():
+                        log.warning("%s: the host has no console log; console output ends here", inst.name)
+                    return
+                try:
+                    if offset is None:
+                        offset = self._offset_in_log(vol)
+                    data = b""
+                    if int(vol.info()[1]) < offset:
+                        # Rotated while we follow it: the end of the old file, then the new one.
+                        rotated = self._host.storage.volume(f"{inst.console_log_what}.0")
+                        data = download(self._host.conn(), rotated, offset) if rotated is not None else b""
+                        offset = -len(data)
+                    data += download(self._host.conn(), vol, max(offset, 0))
+                except (libvirt.libvirtError, LibvirtError, OSError) as e:
+                    log.debug("%s: reading the console log: %s", inst.name, e)
+                    time.sleep(_FOLLOW_POLL)
+                    continue
+                offset += len(data)
+                if data and not self._write(data):
+                    return
+                if not active:
+                    return  # the domain ended: everything it printed is in
+                time.sleep(_FOLLOW_POLL)
+        finally:
+            self._finish()
 
     def _finish(self) -> None:
         with self._lock:
             if self._done.is_set():
                 return
             self._done.set()
-            if self._stream is not None:
-                with contextlib.suppress(libvirt.libvirtError):
-                    self._stream.eventRemoveCallback()
-                with contextlib.suppress(libvirt.libvirtError):
-                    self._stream.abort()
-            with contextlib.suppress(OSError):
-                os.close(self._write_fd)
+            stream, self._stream = self._stream, None
+        self._remove_listener()
+        if stream is not None:
+            with contextlib.suppress(libvirt.libvirtError):
+                stream.eventRemoveCallback()
+            with contextlib.suppress(libvirt.libvirtError):
+                stream.abort()
+        with contextlib.suppress(OSError):
+            os.close(self._write_fd)
 
     def close(self) -> None:
         self._finish()
@@ -178,35 +199,59 @@ class _ConsolePump:
 
 
 class LibvirtInstance:
-    """One transient domain; see :class:`kvmlab.vmm.backend.Instance`."""
+    """One transient domain on a host; see :class:`kvmlab.vmm.backend.Instance`."""
 
-    def __init__(self, conn: Any, dom: Any, ssh_port: int, pump: _ConsolePump, files: list[Path]) -> None:
-        self._conn = conn
-        self._dom = dom
-        self._name: str = dom.name()
-        self._ssh_port = ssh_port
-        self._pump = pump
-        self._files = files
+    def __init__(self, host: Host, name: str, *, volumes: list[str], console_log_what: str) -> None:
+        self.host = host
+        self._name = name
+        self._volumes = volumes
+        self.console_log_what = console_log_what
+        self.ssh_port = 0
+        """The guest's SSH port on the host's 127.0.0.1."""
+        self.state = "running"
+        """``running``, ``reconnecting`` (the connection dropped), ``lost`` or ``closed``."""
+        self._failure: str | None = None
         self._closed = False
+        self.pump = _ConsolePump(self)
 
     @property
     def name(self) -> str:
         return self._name
 
-    @property
-    def ssh_port(self) -> int:
-        return self._ssh_port
+    def connect(self, timeout: float) -> GuestStream:
+        return self.host.open_tcp(self.ssh_port, timeout)
 
     def console_fd(self) -> int:
-        return self._pump.read_fd
+        return self.pump.read_fd
 
     def alive(self) -> bool:
+        if self.state == "reconnecting":
+            return True  # not known yet: the pump decides within the reconnect time
+        if self.state != "running":
+            return False
+        if self.host.connection_lost is not None:
+            return True  # the pump starts reconnecting
+        dom = self.host.lookup(self._name)
+        if dom is None:
+            return False
         try:
-            return bool(self._dom.isActive())
+            return bool(dom.isActive())
         except libvirt.libvirtError:
             return False
 
+    def lost(self, why: str) -> None:
+        """The host stopped answering for good: the VM counts as gone."""
+        self._failure = why
+        self.state = "lost"
+        log.warning("%s: %s", self._name, why)
+
+    def failure(self) -> str | None:
+        """Why the VM is gone when its host failed, not its kernel (None otherwise)."""
+        return self._failure
+
     def qemu_pid(self) -> int | None:
+        if not (self.host.address.local and self.host.address.path == "system"):
+            return None
         pidfile = Path("/run/libvirt/qemu") / f"{self._name}.pid"
         try:
             return int(pidfile.read_text().strip())
@@ -217,72 +262,104 @@ class LibvirtInstance:
         if self._closed:
             return
         self._closed = True
+        prior, self.state = self.state, "closed"
+        # The console first: the stream the destroy ends is not followed.
+        self.pump.close()
         try:
-            if self._dom.isActive():
+            if prior != "lost" or self.host.connection_lost is None:
+                dom = self.host.lookup(self._name)
                 # A test guest has nothing to save: destroy (SIGTERM, then
                 # SIGKILL inside libvirt) rather than an ACPI shutdown.
-                self._dom.destroy()
+                if dom is not None and dom.isActive():
+                    dom.destroy()
+                self.host.forget_domain(self._name)
         except libvirt.libvirtError as e:
-            if self.alive():
-                log.warning("%s: could not destroy: %s", self._name, e)
+            if e.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                self.host.forget_domain(self._name)  # it ended on its own (a panic) meanwhile
+            else:
+                log.warning("%s: could not destroy (the host's cleanup retries): %s", self._name, e)
+        except LibvirtError as e:
+            log.warning("%s: could not destroy (the host's cleanup retries): %s", self._name, e)
         finally:
-            self._pump.close()
-            for f in self._files:
-                f.unlink(missing_ok=True)
-            self._conn.close()
+            with contextlib.suppress(LibvirtError):
+                for what in self._volumes:
+                    self.host.storage.delete(what)
+
+
+class LocalLibvirtInstance(LibvirtInstance):
+    """A domain on this machine's libvirt: its SSH forward is on our own
+    127.0.0.1 too (:class:`~kvmlab.vmm.backend.HasLocalSSHPort`)."""
+
+    @property
+    def local_ssh_port(self) -> int:
+        return self.ssh_port
 
 
 class LibvirtBackend:
-    """Start VMs as transient libvirt domains at ``uri``."""
+    """Start VMs as transient libvirt domains on one :class:`Host` (or on the
+    host of a URI, connected at once). ``owns_host`` (default: when given a
+    URI): :meth:`close` closes the host."""
 
     name = "libvirt"
 
-    def __init__(self, uri: str = "qemu:///system") -> None:
-        self.uri = uri
-        _EventLoop.ensure()
-        conn = open_connection(uri)
-        try:
-            reaped = reap_stale_domains(conn)
-        finally:
-            conn.close()
-        if reaped:
-            log.warning("removed %d domains left by dead kvmlab processes: %s", len(reaped), reaped)
+    def __init__(self, host: Host | str = "qemu:///system", *, owns_host: bool | None = None) -> None:
+        self._owns_host = isinstance(host, str) if owns_host is None else owns_host
+        self.host = Host(host, capacity=1 << 16) if isinstance(host, str) else host
+        if isinstance(host, str):
+            # Fail early, with the host's own message, when it is unreachable
+            # (a Host given by a fleet connects on first use instead).
+            self.host.conn()
 
-    def create(self, spec: VMSpec, *, workdir: Path, ssh_port: int, index: int) -> LibvirtInstance:
-        files: list[Path] = []
-        disk = None
-        if spec.root.kind is RootKind.DISK:
-            disk = make_overlay(spec.root.path, workdir / "overlay.qcow2")
-            files.append(disk)
-        local_system = self.uri in ("qemu:///system", "qemu+unix:///system") and os.geteuid() == 0
-        name = f"{DOMAIN_PREFIX}{os.getpid()}-{spec.name}-{index}"
-        xml = domain_xml(
-            spec,
-            name=name,
-            ssh_port=ssh_port,
-            kernel=spec.kernel.resolve(),
-            initrd=(spec.root.path if spec.root.kind is RootKind.INITRAMFS else spec.initrd),
-            disk=disk.resolve() if disk else None,
-            run_as_root=local_system,
-        )
-        (workdir / "domain.xml").write_text(xml)
-        conn = open_connection(self.uri)
+    def create(self, spec: VMSpec, *, workdir: Path, index: int) -> LibvirtInstance:
+        host = self.host
+        name = host.new_domain_name(spec.name, index)
+        volumes: list[str] = []
         try:
-            dom = conn.createXML(xml, libvirt.VIR_DOMAIN_START_PAUSED)
-        except libvirt.libvirtError as e:
-            conn.close()
-            msg = e.get_error_message()
-            if "hostfwd" in msg or "host forwarding" in msg:
-                raise PortInUseError(f"libvirt: qemu could not forward 127.0.0.1:{ssh_port}") from e
-            raise LibvirtError(f"libvirt: could not start {name}: {msg}") from e
-        try:
-            pump = _ConsolePump(conn, dom)
-            dom.resume()
-        except libvirt.libvirtError as e:
+            kernel = host.storage.upload(spec.kernel, "kernel").path
+            initrd_file = spec.root.path if spec.root.kind is RootKind.INITRAMFS else spec.initrd
+            initrd = host.storage.upload(initrd_file, "initrd").path if initrd_file else None
+            disk = None
+            if spec.root.kind is RootKind.DISK:
+                disk = host.storage.overlay(name, base=spec.root.path)
+                volumes.append(f"{name}.qcow2")
+            log_what = f"{name}.console.log"
+            console_log = host.storage.file_path(log_what)
+            volumes.append(log_what)
+            xml = domain_xml(spec, name=name, kernel=kernel, initrd=initrd, disk=disk,
+                             console_log=console_log, owner=host.owner)
+            (workdir / "domain.xml").write_text(xml)
+            (workdir / "host").write_text(f"{host.label} {host.uri}\n")
             try:
-                dom.destroy()
-            finally:
-                conn.close()
-            msg = e.get_error_message()
-            raise InfraError(f"libvirt: could not attach the console of {name}: {msg}") from e
-        return LibvirtInstance(conn, dom, ssh_port, pump, files)
+                dom = host.conn().createXML(xml, libvirt.VIR_DOMAIN_START_PAUSED)
+            except libvirt.libvirtError as e:
+                raise LibvirtError(f"{host.label}: could not start {name}: {e.get_error_message()}") from e
+        except BaseException:
+            host.forget_domain(name)
+            with contextlib.suppress(LibvirtError):
+                for what in volumes:
+                    host.storage.delete(what)
+            raise
+        cls = LocalLibvirtInstance if host.address.local else LibvirtInstance
+        inst = cls(host, name, volumes=volumes, console_log_what=log_what)
+        try:
+            usernet = libvirt_qemu.qemuMonitorCommand(
+                dom, "info usernet", libvirt_qemu.VIR_DOMAIN_QEMU_MONITOR_COMMAND_HMP)
+            port = hostfwd_port(usernet)
+            if port is None:
+                raise InfraError(f"{host.label}: {name}: QEMU reports no SSH forward: {usernet.strip()!r}")
+            inst.ssh_port = port
+            inst.pump.open_stream(dom)
+            dom.resume()
+        except BaseException as e:
+            inst.close(1.0)
+            if isinstance(e, libvirt.libvirtError):
+                raise InfraError(f"{host.label}: could not attach the console of {name}: "
+                                 f"{e.get_error_message()}") from e
+            raise
+        log.debug("%s: %s started, SSH on the host's 127.0.0.1:%d", host.label, name, inst.ssh_port)
+        return inst
+
+    def close(self) -> None:
+        """Close the host if this backend opened it."""
+        if self._owns_host:
+            self.host.close()

@@ -66,16 +66,12 @@ class Machine:
             no_output=timeouts.no_output,
             ready_marker=ready_marker,
         )
-        self.ssh = SSHSession("127.0.0.1", instance.ssh_port, root.ssh_user, root.ssh_key)
+        self.ssh = SSHSession(instance.connect, root.ssh_user, root.ssh_key, label=instance.name)
         self.boot: BootResult | None = None
 
     @property
     def name(self) -> str:
         return self.instance.name
-
-    @property
-    def ssh_port(self) -> int:
-        return self.instance.ssh_port
 
     def qemu_pid(self) -> int | None:
         return self.instance.qemu_pid() if isinstance(self.instance, HasQemuPid) else None

@@ -20,26 +20,41 @@ from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any, TypeVar
 
-from kvmlab.errors import InfraError, MissingFileError, UserError
+from kvmlab.errors import MissingFileError, UserError
 from kvmlab.timeouts import Timeouts
 from kvmlab.vmm.backend import Backend
 from kvmlab.vmm.initramfs import kernel_release
 from kvmlab.vmm.machine import Machine
-from kvmlab.vmm.ports import PortAllocator
-from kvmlab.vmm.qemu_backend import PortInUseError
 from kvmlab.vmm.spec import Accel, VMSpec
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-#: Start attempts per VM when QEMU loses the race for its SSH port.
-_PORT_RETRIES = 5
-
 
 class Terminated(BaseException):
     """SIGTERM arrived while a pool was open (a BaseException, like
     KeyboardInterrupt, so that ordinary ``except Exception`` doesn't eat it)."""
+
+
+def _on_term(signum: int, frame: FrameType | None) -> None:
+    raise Terminated("terminated by SIGTERM")
+
+
+def install_sigterm() -> Any:
+    """Turn SIGTERM into :class:`Terminated` (main thread only); returns the
+    previous handler for :func:`restore_sigterm`, or None."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, _on_term)
+
+
+def restore_sigterm(previous: Any, *, during_cleanup: bool = False) -> None:
+    """Put ``previous`` back (``during_cleanup``: ignore SIGTERM meanwhile, so
+    a second one cannot abort the cleanup itself)."""
+    if previous is None:
+        return
+    signal.signal(signal.SIGTERM, signal.SIG_IGN if during_cleanup else previous)
 
 
 def validate_spec(spec: VMSpec) -> None:
@@ -87,7 +102,6 @@ class Pool:
         self._own_workdir = workdir is None
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="kvmlab-pool-"))
         self.machines: list[Machine] = []
-        self._ports = PortAllocator()
         self._lock = threading.Lock()
         self._old_sigterm: Any = None
         self._closed = False
@@ -109,38 +123,20 @@ class Pool:
         self.close()
 
     def _install_sigterm(self) -> None:
-        if threading.current_thread() is not threading.main_thread():
-            return
-
-        def on_term(signum: int, frame: FrameType | None) -> None:
-            raise Terminated("terminated by SIGTERM")
-
-        self._old_sigterm = signal.signal(signal.SIGTERM, on_term)
+        self._old_sigterm = install_sigterm()
 
     def _start_one(self, index: int) -> Machine:
         vmdir = self.workdir / f"vm-{index}"
         vmdir.mkdir(parents=True, exist_ok=True)
-        last: Exception | None = None
-        for _ in range(_PORT_RETRIES):
-            port = self._ports.reserve()
-            started = time.monotonic()
-            try:
-                inst = self.backend.create(self.spec, workdir=vmdir, ssh_port=port, index=index)
-            except PortInUseError as e:
-                self._ports.release(port)
-                last = e
-                continue
-            except BaseException:
-                self._ports.release(port)
-                raise
-            machine = Machine(
-                index, inst, self.spec.root, vmdir, self.timeouts,
-                ready_marker=self.ready_marker, started=started,
-            )
-            with self._lock:
-                self.machines.append(machine)
-            return machine
-        raise InfraError(f"vm {index}: no usable SSH port after {_PORT_RETRIES} tries: {last}")
+        started = time.monotonic()
+        inst = self.backend.create(self.spec, workdir=vmdir, index=index)
+        machine = Machine(
+            index, inst, self.spec.root, vmdir, self.timeouts,
+            ready_marker=self.ready_marker, started=started,
+        )
+        with self._lock:
+            self.machines.append(machine)
+        return machine
 
     def start(self) -> None:
         """Start every VM concurrently (returns once all are started, not booted)."""
@@ -171,7 +167,6 @@ class Pool:
             if machines:
                 with ThreadPoolExecutor(max_workers=len(machines), thread_name_prefix="pool-stop") as ex:
                     for m, err in zip(machines, ex.map(_close_quietly, machines), strict=True):
-                        self._ports.release(m.ssh_port)
                         if err:
                             log.warning("vm %d: cleanup: %s", m.index, err)
             if self._own_workdir:

@@ -16,6 +16,7 @@ from pathlib import Path
 import paramiko
 
 from kvmlab.errors import SSHError
+from kvmlab.vmm.backend import GuestStream
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +39,15 @@ class CommandResult:
 
 
 class SSHSession:
-    """One SSH connection to ``user@host:port`` authenticated by ``key``."""
+    """One SSH connection as ``user`` authenticated by ``key``, over the
+    streams ``open_stream(timeout)`` gives (see
+    :meth:`kvmlab.vmm.backend.Instance.connect`). ``label`` names the guest
+    in messages."""
 
-    def __init__(self, host: str, port: int, user: str, key: Path) -> None:
-        self.host, self.port, self.user, self.key = host, port, user, key
+    def __init__(self, open_stream: Callable[[float], GuestStream], user: str, key: Path, *,
+                 label: str) -> None:
+        self._open_stream = open_stream
+        self.user, self.key, self.label = user, key, label
         self._client: paramiko.SSHClient | None = None
 
     def connect(self, timeout: float) -> None:
@@ -52,9 +58,14 @@ class SSHSession:
         # Guests are fresh every boot; their host keys are ours anyway.
         client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
         try:
+            sock = self._open_stream(timeout)
+        except SSHError as e:
+            client.close()
+            raise SSHError(f"ssh {self.user}@{self.label}: {e}") from e
+        try:
             client.connect(
-                self.host,
-                port=self.port,
+                self.label,
+                sock=sock,
                 username=self.user,
                 key_filename=str(self.key),
                 timeout=timeout,
@@ -68,7 +79,8 @@ class SSHSession:
                 transport.set_keepalive(5)
         except _TRANSPORT_ERRORS as e:
             client.close()
-            raise SSHError(f"ssh {self.user}@{self.host}:{self.port}: {e or type(e).__name__}") from e
+            sock.close()
+            raise SSHError(f"ssh {self.user}@{self.label}: {e or type(e).__name__}") from e
         self._client = client
 
     @property
@@ -78,7 +90,7 @@ class SSHSession:
 
     def _require(self) -> paramiko.SSHClient:
         if self._client is None:
-            raise SSHError(f"ssh {self.host}:{self.port}: not connected")
+            raise SSHError(f"ssh {self.label}: not connected")
         return self._client
 
     def run(
@@ -102,7 +114,7 @@ class SSHSession:
         try:
             transport = client.get_transport()
             if transport is None or not transport.is_active():
-                raise SSHError(f"ssh {self.host}:{self.port}: connection lost")
+                raise SSHError(f"ssh {self.label}: connection lost")
             chan = transport.open_session(timeout=timeout)
             chan.set_combine_stderr(True)
             chan.settimeout(0.5)
@@ -116,7 +128,7 @@ class SSHSession:
                     data = chan.recv(65536)
                 except TimeoutError:
                     if not transport.is_active():
-                        raise SSHError(f"ssh {self.host}:{self.port}: connection lost") from None
+                        raise SSHError(f"ssh {self.label}: connection lost") from None
                     continue
                 if not data:
                     break
@@ -128,11 +140,11 @@ class SSHSession:
             # connection died with the guest.
             while not chan.exit_status_ready():
                 if not transport.is_active() or time.monotonic() > deadline:
-                    raise SSHError(f"ssh {self.host}:{self.port}: connection lost")
+                    raise SSHError(f"ssh {self.label}: connection lost")
                 time.sleep(0.05)
             status = chan.recv_exit_status()
         except _TRANSPORT_ERRORS as e:
-            raise SSHError(f"ssh {self.host}:{self.port}: {e or type(e).__name__}") from e
+            raise SSHError(f"ssh {self.label}: {e or type(e).__name__}") from e
         return CommandResult(status, "".join(chunks), False, time.monotonic() - start)
 
     def copy_in(self, local: Path, remote: str, *, timeout: float, mode: int | None = None) -> None:
@@ -150,7 +162,7 @@ class SSHSession:
             finally:
                 sftp.close()
         except _TRANSPORT_ERRORS as e:
-            raise SSHError(f"copy {local} to {self.host}:{remote}: {e or type(e).__name__}") from e
+            raise SSHError(f"copy {local} to {self.label}:{remote}: {e or type(e).__name__}") from e
 
     def close(self) -> None:
         if self._client is not None:

@@ -1,0 +1,372 @@
+"""Files reach a libvirt host through libvirt storage, never by path.
+
+kvmlab keeps one ``dir`` storage pool per host, ``kvmlab``, in the host's
+libvirt images directory. A kernel, an initramfs or a base disk image is
+uploaded once per host and job into a volume named by its content hash
+(:meth:`HostStorage.upload`, a ``virStorageVol.upload`` stream); a VM's disk
+is a qcow2 volume backed by the base image's volume; the domain XML names only
+``vol.path()`` paths. Every volume a kvmlab process makes carries its owner
+(``kvmlab-<pid>@<client host>_...``) in the name: the process removes them when
+it ends, and a later run removes those of a dead process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import struct
+import threading
+import xml.etree.ElementTree as ET
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import libvirt
+
+from kvmlab.errors import LibvirtError, UserError
+from kvmlab.vmm.host_uri import owned_name, parse_owned_name
+
+log = logging.getLogger(__name__)
+
+POOL_NAME = "kvmlab"
+#: Bytes per chunk of an upload stream.
+_CHUNK = 1 << 20
+
+
+# -- pure parts ---------------------------------------------------------------------------------
+
+
+def pool_xml(path: str) -> str:
+    pool = ET.Element("pool", type="dir")
+    ET.SubElement(pool, "name").text = POOL_NAME
+    target = ET.SubElement(pool, "target")
+    ET.SubElement(target, "path").text = path
+    ET.indent(pool)
+    return ET.tostring(pool, encoding="unicode") + "\n"
+
+
+def raw_volume_xml(name: str, size: int) -> str:
+    """A plain file volume of ``size`` bytes, filled by an upload."""
+    vol = ET.Element("volume")
+    ET.SubElement(vol, "name").text = name
+    ET.SubElement(vol, "capacity", unit="bytes").text = str(size)
+    ET.SubElement(vol, "allocation", unit="bytes").text = "0"
+    target = ET.SubElement(vol, "target")
+    ET.SubElement(target, "format", type="raw")
+    ET.indent(vol)
+    return ET.tostring(vol, encoding="unicode") + "\n"
+
+
+def overlay_volume_xml(name: str, *, backing: str, virtual_size: int) -> str:
+    """A qcow2 volume backed by the qcow2 at ``backing`` (a path on the host)."""
+    vol = ET.Element("volume")
+    ET.SubElement(vol, "name").text = name
+    ET.SubElement(vol, "capacity", unit="bytes").text = str(virtual_size)
+    target = ET.SubElement(vol, "target")
+    ET.SubElement(target, "format", type="qcow2")
+    bs = ET.SubElement(vol, "backingStore")
+    ET.SubElement(bs, "path").text = backing
+    ET.SubElement(bs, "format", type="qcow2")
+    ET.indent(vol)
+    return ET.tostring(vol, encoding="unicode") + "\n"
+
+
+def qcow2_virtual_size(header: bytes) -> int:
+    """The virtual disk size in bytes from the first 32 bytes of a qcow2 file."""
+    if len(header) < 32 or header[:4] != b"QFI\xfb":
+        raise ValueError("not a qcow2 image")
+    (size,) = struct.unpack(">Q", header[24:32])
+    return int(size)
+
+
+def content_hash(path: Path) -> str:
+    """sha256 of a file, hex."""
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class Uploaded:
+    """A local file's volume on a host."""
+
+    path: str
+    """The volume's path on the host."""
+    bytes_sent: int
+    """Bytes this call sent (0 when the volume was already there)."""
+
+
+class _Hashes:
+    """Content hashes of local files, remembered by (path, size, mtime) so a
+    bisection hashes each kernel once, not once per VM."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._known: dict[tuple[str, int, int], str] = {}
+
+    def of(self, path: Path) -> str:
+        st = path.stat()
+        key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+        with self._lock:
+            got = self._known.get(key)
+        if got is None:
+            got = content_hash(path)
+            with self._lock:
+                self._known[key] = got
+        return got
+
+
+class HostStorage:
+    """The ``kvmlab`` pool on one host, and the volumes this process made in it.
+
+    ``conn`` gives the host's current libvirt connection (it may change when
+    a dropped connection is replaced). ``images_dir`` gives the directory
+    the pool is created in when it does not exist yet.
+    """
+
+    def __init__(self, conn: Callable[[], Any], *, images_dir: Callable[[], str], pid: int,
+                 client_host: str, job: int, label: str) -> None:
+        self._conn = conn
+        self._images_dir = images_dir
+        self.pid, self.client_host, self.job, self.label = pid, client_host, job, label
+        self._lock = threading.Lock()
+        self._upload_locks: dict[str, threading.Lock] = {}
+        self._uploaded: dict[str, str] = {}
+        self._mine: set[str] = set()
+        self._hashes = _Hashes()
+        self.bytes_uploaded = 0
+        """Bytes sent to this host by this process, all uploads together."""
+
+    # -- the pool ---------------------------------------------------------
+
+    def pool(self) -> Any:
+        """The ``kvmlab`` pool, defined, built and started on first use."""
+        conn = self._conn()
+        try:
+            pool = conn.storagePoolLookupByName(POOL_NAME)
+        except libvirt.libvirtError:
+            pool = self._define(conn)
+        try:
+            if not pool.isActive():
+                pool.create(0)
+        except libvirt.libvirtError as e:
+            raise LibvirtError(f"{self.label}: cannot start storage pool {POOL_NAME}: "
+                               f"{e.get_error_message()}") from e
+        return pool
+
+    def _define(self, conn: Any) -> Any:
+        path = os.path.join(self._images_dir(), POOL_NAME)
+        try:
+            pool = conn.storagePoolDefineXML(pool_xml(path), 0)
+        except libvirt.libvirtError as e:
+            # Another kvmlab may have defined it a moment ago.
+            with contextlib.suppress(libvirt.libvirtError):
+                return conn.storagePoolLookupByName(POOL_NAME)
+            raise LibvirtError(f"{self.label}: cannot define storage pool {POOL_NAME} at {path}: "
+                               f"{e.get_error_message()}") from e
+        try:
+            pool.build(0)
+            pool.setAutostart(1)
+        except libvirt.libvirtError as e:
+            raise LibvirtError(f"{self.label}: cannot create the storage pool directory {path}: "
+                               f"{e.get_error_message()}") from e
+        log.info("%s: created storage pool %s at %s", self.label, POOL_NAME, path)
+        return pool
+
+    def pool_path(self) -> str:
+        root = ET.fromstring(self.pool().XMLDesc(0))
+        return root.findtext("target/path") or ""
+
+    def name(self, what: str) -> str:
+        """The volume name of ``what`` for this process and job (two jobs of
+        one process never share or delete each other's volumes)."""
+        return owned_name(self.pid, self.client_host, f"{self.job}.{what}")
+
+    # -- volumes ----------------------------------------------------------
+
+    def upload(self, local: Path, kind: str) -> Uploaded:
+        """The volume holding ``local``'s content on this host, uploaded
+        unless this process already did. ``kind`` ends the name (``kernel``,
+        ``initrd``, ``disk``)."""
+        if not local.is_file():
+            raise UserError(f"{local}: no such file")
+        digest = self._hashes.of(local)
+        name = self.name(f"{digest[:24]}.{kind}")
+        with self._lock:
+            lock = self._upload_locks.setdefault(name, threading.Lock())
+        with lock:
+            with self._lock:
+                done = self._uploaded.get(name)
+            if done is not None:
+                return Uploaded(done, 0)
+            pool = self.pool()
+            with contextlib.suppress(libvirt.libvirtError):
+                # Left by this pid before (a reused name) or by an earlier
+                # call whose bookkeeping we lost: sizes equal means same content.
+                vol = pool.storageVolLookupByName(name)
+                if vol.info()[1] == local.stat().st_size:
+                    path = str(vol.path())
+                    with self._lock:
+                        self._uploaded[name] = path
+                        self._mine.add(name)
+                    return Uploaded(path, 0)
+                vol.delete(0)
+            path, sent = self._send(pool, name, local)
+            with self._lock:
+                self._uploaded[name] = path
+                self.bytes_uploaded += sent
+            return Uploaded(path, sent)
+
+    def _send(self, pool: Any, name: str, local: Path) -> tuple[str, int]:
+        size = local.stat().st_size
+        conn = self._conn()
+        try:
+            vol = pool.createXML(raw_volume_xml(name, size), 0)
+        except libvirt.libvirtError as e:
+            raise LibvirtError(f"{self.label}: cannot create volume {name}: {e.get_error_message()}") from e
+        with self._lock:
+            self._mine.add(name)
+        stream = conn.newStream(0)
+        sent = 0
+        try:
+            vol.upload(stream, 0, size, 0)
+            with local.open("rb") as f:
+                sent = _send_all(stream, f)
+            stream.finish()
+        except (libvirt.libvirtError, OSError) as e:
+            with contextlib.suppress(libvirt.libvirtError):
+                stream.abort()
+            self._delete(name)
+            msg = e.get_error_message() if isinstance(e, libvirt.libvirtError) else str(e)
+            raise LibvirtError(f"{self.label}: upload of {local} failed: {msg}") from e
+        log.debug("%s: uploaded %s to %s (%d bytes)", self.label, local, name, sent)
+        return str(vol.path()), sent
+
+    def overlay(self, what: str, *, base: Path) -> str:
+        """A new qcow2 volume backed by ``base``'s volume (uploaded if needed);
+        returns its path on the host."""
+        with base.open("rb") as f:
+            try:
+                vsize = qcow2_virtual_size(f.read(32))
+            except ValueError:
+                raise UserError(f"disk image {base}: not a qcow2 image") from None
+        backing = self.upload(base, "disk").path
+        name = self.name(f"{what}.qcow2")
+        pool = self.pool()
+        with contextlib.suppress(libvirt.libvirtError):
+            pool.storageVolLookupByName(name).delete(0)
+        try:
+            vol = pool.createXML(overlay_volume_xml(name, backing=backing, virtual_size=vsize), 0)
+        except libvirt.libvirtError as e:
+            raise LibvirtError(f"{self.label}: cannot create overlay {name}: {e.get_error_message()}") from e
+        with self._lock:
+            self._mine.add(name)
+        return str(vol.path())
+
+    def file_path(self, what: str) -> str:
+        """A path in the pool for a file the host itself writes (a console
+        log); call :meth:`adopt` once it exists so it is cleaned up."""
+        name = self.name(what)
+        with self._lock:
+            self._mine.add(name)
+        return os.path.join(self.pool_path(), name)
+
+    def volume(self, what: str) -> Any | None:
+        """The volume of a file the host wrote (after a pool refresh), or None."""
+        pool = self.pool()
+        name = self.name(what)
+        try:
+            return pool.storageVolLookupByName(name)
+        except libvirt.libvirtError:
+            with contextlib.suppress(libvirt.libvirtError):
+                pool.refresh(0)
+                return pool.storageVolLookupByName(name)
+        return None
+
+    def delete(self, what: str) -> None:
+        self._delete(self.name(what))
+
+    def _delete(self, name: str) -> None:
+        with contextlib.suppress(libvirt.libvirtError):
+            self.pool().storageVolLookupByName(name).delete(0)
+        with self._lock:
+            self._mine.discard(name)
+            self._uploaded.pop(name, None)
+
+    def remove_all(self) -> None:
+        """Remove every volume this job made on the host (also those whose
+        bookkeeping was lost: their names say whose they are)."""
+        pool = self.pool()
+        with contextlib.suppress(libvirt.libvirtError):
+            pool.refresh(0)
+        names = set()
+        with contextlib.suppress(libvirt.libvirtError):
+            for vol in pool.listAllVolumes(0):
+                parsed = parse_owned_name(vol.name())
+                if parsed and parsed[:2] == (self.pid, self.client_host) and \
+                        parsed[2].startswith(f"{self.job}."):
+                    names.add(vol.name())
+        with self._lock:
+            names |= self._mine
+        for name in sorted(names):
+            self._delete(name)
+
+    def reap(self, alive: Callable[[int], bool]) -> list[str]:
+        """Remove volumes made on this client host by kvmlab processes that
+        are gone; returns their names."""
+        try:
+            pool = self.pool()
+            pool.refresh(0)
+            vols = pool.listAllVolumes(0)
+        except (libvirt.libvirtError, LibvirtError):
+            return []
+        reaped = []
+        for vol in vols:
+            parsed = parse_owned_name(vol.name())
+            if parsed is None or parsed[1] != self.client_host or parsed[0] == self.pid or alive(parsed[0]):
+                continue
+            with contextlib.suppress(libvirt.libvirtError):
+                vol.delete(0)
+                reaped.append(vol.name())
+        return reaped
+
+
+def _send_all(stream: Any, f: BinaryIO) -> int:
+    sent = 0
+    while chunk := f.read(_CHUNK):
+        view = memoryview(chunk)
+        while view:
+            n = stream.send(bytes(view))
+            if n < 0:
+                raise OSError("stream send failed")
+            view = view[n:]
+            sent += n
+    return sent
+
+
+def download(conn: Any, vol: Any, offset: int) -> bytes:
+    """The bytes of a volume from ``offset`` to its current end."""
+    stream = conn.newStream(0)
+    out = bytearray()
+    try:
+        vol.download(stream, offset, 0, 0)
+        while True:
+            chunk = stream.recv(_CHUNK)
+            if isinstance(chunk, int):
+                if chunk == -2:
+                    continue
+                raise OSError(f"stream recv returned {chunk}")
+            if not chunk:
+                break
+            out += chunk
+        stream.finish()
+    except BaseException:
+        with contextlib.suppress(libvirt.libvirtError):
+            stream.abort()
+        raise
+    return bytes(out)

@@ -1,0 +1,292 @@
+"""Remote libvirt hosts, for real: a lab host on this machine that shares no
+path with the client (tests/lab/harness.py: its own root filesystem, mount,
+PID and network namespaces, reached over a veth pair as
+``qemu+ssh://root@<lab>/system``), with a tripwire that fails the test if the
+client opens a file inside the lab or reaches it other than through its sshd.
+
+One lab per session (about 5 s to start; its root image is built once, 3-5
+minutes cold, and cached under the test cache).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from kvmlab import report
+from kvmlab.errors import KvmlabError
+from kvmlab.outcome import RunOutcome, RunStatus
+from kvmlab.repro.reproducer import ShellCommand
+from kvmlab.repro.runner import ReproOptions, run_repro
+from kvmlab.timeouts import Timeouts
+from kvmlab.vmm.backend import HasLocalSSHPort
+from kvmlab.vmm.console import EventKind
+from kvmlab.vmm.fleet import Fleet, Member
+from kvmlab.vmm.host import Host, HostTimeouts
+from kvmlab.vmm.libvirt_backend import LibvirtBackend
+from kvmlab.vmm.pool import Pool
+from kvmlab.vmm.spec import VMSpec
+from tests.conftest import REPO, TEST_CACHE
+from tests.fixtures_vm import MARKER
+from tests.lab.harness import Lab, LabUnavailable, root_image, start_lab, tripwire, unavailable_reason
+
+pytestmark = [pytest.mark.vm, pytest.mark.libvirt, pytest.mark.slow]
+
+#: The title syzkaller's parser gives the sysrq-triggered panic.
+SYSRQ_TITLE = "kernel panic: sysrq triggered crash"
+
+
+@pytest.fixture(scope="session")
+def lab() -> Iterator[Lab]:
+    reason = unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+    try:
+        image = root_image(TEST_CACHE)
+        the_lab = start_lab(image)
+    except LabUnavailable as e:
+        pytest.skip(str(e))
+    try:
+        yield the_lab
+    finally:
+        the_lab.stop()
+
+
+@pytest.fixture
+def clean_lab(lab: Lab) -> Iterator[Lab]:
+    """The lab, checked empty afterwards: no domain, no volume, no QEMU."""
+    yield lab
+    deadline = time.monotonic() + 20
+    while lab.qemu_processes() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not lab.domains(), f"domains left on the lab host: {lab.domains()}"
+    assert not lab.volumes(), f"volumes left on the lab host: {lab.volumes()}"
+    assert not lab.qemu_processes(), f"QEMU left running on the lab host: {lab.qemu_processes()}"
+
+
+def _local_domains() -> set[str]:
+    import libvirt
+
+    conn = libvirt.open("qemu:///system")
+    try:
+        return {d.name() for d in conn.listAllDomains() if d.name().startswith(f"kvmlab-{os.getpid()}-")}
+    finally:
+        conn.close()
+
+
+def _ssh_children(lab: Lab) -> list[psutil.Process]:
+    """libvirt's ssh transport processes to the lab (children of this process)."""
+    out = []
+    for p in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            if p.name() == "ssh" and lab.ip in " ".join(p.cmdline()):
+                out.append(p)
+    return out
+
+
+def test_remote_boot_ssh_console_and_crash_title(clean_lab: Lab, cloud_spec: VMSpec,
+                                                  tcg_timeouts: Timeouts, tmp_path: Path) -> None:
+    lab = clean_lab
+    with tripwire(lab, strict=True) as tw:
+        host = Host(lab.uri, capacity=1, timeouts=HostTimeouts(reconnect=30))
+        try:
+            with Pool(cloud_spec, 1, backend=LibvirtBackend(host), timeouts=tcg_timeouts, workdir=tmp_path,
+                      ready_marker=MARKER) as pool:
+                m = pool.machines[0]
+                assert lab.domains() == [m.name]
+                # Its SSH forward is on the lab's 127.0.0.1, not ours.
+                assert not isinstance(m.instance, HasLocalSSHPort)
+                boot = m.wait_ready()
+                assert boot.ok, boot.console_tail
+                assert m.run("cat /proc/cmdline", timeout=60).output.startswith("console=ttyS0")
+                payload = tmp_path / "payload"
+                payload.write_bytes(os.urandom(50_000))
+                m.copy_in(payload, "/tmp/payload")
+                assert m.run("wc -c < /tmp/payload", timeout=60).output.strip() == "50000"
+                # The kernel and initramfs went up once; asking again sends nothing.
+                sent = host.storage.bytes_uploaded
+                assert sent >= cloud_spec.kernel.stat().st_size + cloud_spec.root.path.stat().st_size
+                assert host.storage.upload(cloud_spec.kernel, "kernel").bytes_sent == 0
+                assert host.storage.bytes_uploaded == sent
+                # Drop the libvirt connection (its ssh transport dies): the VM
+                # runs on; kvmlab reconnects and reads the console from the
+                # host's log, so the crash below is still seen.
+                before = len(m.watcher.text())
+                for p in _ssh_children(lab):
+                    p.kill()
+                deadline = time.monotonic() + 30
+                while host.connection_lost is None and time.monotonic() < deadline:
+                    time.sleep(0.1)
+                assert host.connection_lost is not None
+                with contextlib.suppress(KvmlabError):
+                    m.run("echo kvmlab-after-drop > /dev/kmsg; echo c > /proc/sysrq-trigger", timeout=30)
+                ev = m.watcher.wait_for({EventKind.CRASH}, timeout=120)
+                assert ev is not None, m.watcher.tail()
+                m.watcher.settle(quiet=1.0, limit=30)
+                text = m.watcher.text()
+                assert "kvmlab-after-drop" in text[before:]
+                rep = report.parse(text)
+                assert rep is not None and rep.title == SYSRQ_TITLE
+                # The stream and the log file are the same bytes: nothing
+                # doubled around the switch.
+                assert text.count("Linux version") == 1
+                assert host.generation >= 2
+        finally:
+            host.close()
+    assert not tw.trips, tw.trips
+
+
+def test_pool_over_local_and_remote_runs_a_repro(clean_lab: Lab, cloud_spec: VMSpec,
+                                                 tcg_timeouts: Timeouts, tmp_path: Path) -> None:
+    lab = clean_lab
+    hosts = [Host("qemu:///system", capacity=1), Host(lab.uri, capacity=1)]
+    fleet = Fleet([Member(h.label, LibvirtBackend(h, owns_host=True), h.capacity, h.health) for h in hosts])
+    prepared = ShellCommand("sleep 2; echo c > /proc/sysrq-trigger").prepare(tmp_path)
+    with tripwire(lab, strict=False) as tw:
+        try:
+            result = run_repro(cloud_spec, prepared, backend=fleet, timeouts=tcg_timeouts,
+                               options=ReproOptions(count=2, run_time=60), workdir=tmp_path / "runs",
+                               ready_marker=MARKER)
+        finally:
+            fleet.close()
+    assert not tw.trips, tw.trips
+    assert [o.status for o in result.outcomes] == [RunStatus.CRASHED] * 2, [o.detail for o in result.outcomes]
+    assert {o.title for o in result.outcomes} == {SYSRQ_TITLE}
+    ran_on = {(tmp_path / "runs" / f"vm-{i}" / "host").read_text().split()[0] for i in range(2)}
+    assert ran_on == {"local", f"root@{lab.ip}"}
+    assert not result.retried
+    assert not _local_domains()
+
+
+def test_remote_libvirtd_killed_mid_run(clean_lab: Lab, cloud_spec: VMSpec, tcg_timeouts: Timeouts,
+                                        tmp_path: Path) -> None:
+    """The lab's libvirtd dies while its run goes on: that run is infra, is
+    run again on the local host, and the verdict is the same as with no
+    failure. Afterwards nothing of the job is left on either host."""
+    lab = clean_lab
+    remote = Host(lab.uri, capacity=1, timeouts=HostTimeouts(reconnect=8, keepalive_interval=2))
+    local = Host("qemu:///system", capacity=1)
+    fleet = Fleet([Member(remote.label, LibvirtBackend(remote, owns_host=True), 1, remote.health),
+                   Member(local.label, LibvirtBackend(local, owns_host=True), 1, local.health)])
+    prepared = ShellCommand("sleep 25; echo c > /proc/sysrq-trigger").prepare(tmp_path)
+    outcomes: list[RunOutcome] = []
+    killed = threading.Event()
+
+    def killer() -> None:
+        # Once the remote guest runs the reproducer, kill libvirtd there.
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            logs = list((tmp_path / "runs").glob("vm-*/console.log"))
+            for log in logs:
+                host_file = log.parent / "host"
+                if host_file.is_file() and lab.ip in host_file.read_text() and MARKER in log.read_text(
+                        errors="replace"):
+                    time.sleep(5)
+                    lab.kill_libvirtd()
+                    killed.set()
+                    return
+            time.sleep(0.5)
+
+    t = threading.Thread(target=killer, daemon=True)
+    t.start()
+    with tripwire(lab, strict=False) as tw:
+        try:
+            result = run_repro(cloud_spec, prepared, backend=fleet, timeouts=tcg_timeouts,
+                               options=ReproOptions(count=2, run_time=120), workdir=tmp_path / "runs",
+                               ready_marker=MARKER, on_run=lambda o, e: outcomes.append(o))
+            assert killed.is_set()
+            # The lab's libvirtd is back before the job ends: the job's
+            # cleanup removes the VM and volumes it left there.
+            lab.start_libvirtd()
+        finally:
+            fleet.close()
+    assert not tw.trips, tw.trips
+    assert [o.status for o in result.outcomes] == [RunStatus.CRASHED] * 2, [o.detail for o in result.outcomes]
+    assert {o.title for o in result.outcomes} == {SYSRQ_TITLE}
+    assert [(r.host, "lost" in r.detail) for r in result.retried] == [(f"root@{lab.ip}", True)]
+    retried = result.retried[0].index
+    assert (tmp_path / "runs" / f"vm-{retried}.1" / "host").read_text().startswith("local")
+    assert not _local_domains()
+
+
+def test_doctor_checks_a_remote_host(lab: Lab, capsys: pytest.CaptureFixture[str]) -> None:
+    from kvmlab.commands.doctor import check_host
+
+    ok = check_host(lab.uri)
+    out = capsys.readouterr().out
+    assert ok, out
+    for what in ("libvirt", "domain type", "storage pool", "free space", "ssh forwarding"):
+        assert f"OK      {what}" in out or f"OK     {what}" in out, out
+    assert not lab.volumes()
+
+
+
+def test_a_killed_kvmlab_leaves_nothing_after_the_next_run(clean_lab: Lab, cloud_spec: VMSpec,
+                                                           tmp_path: Path) -> None:
+    """kill -9 gives kvmlab no chance to clean the lab host: its domain and
+    volumes stay, with their owner in the domain's metadata and the volumes'
+    names; the next kvmlab from this machine that connects removes them."""
+    lab = clean_lab
+    script = tmp_path / "hold.py"
+    script.write_text(textwrap.dedent(f"""
+        import time
+        from pathlib import Path
+        from kvmlab.vmm.libvirt_backend import LibvirtBackend
+        from kvmlab.vmm.root import GuestRoot, RootKind
+        from kvmlab.vmm.spec import Accel, VMSpec
+        root = GuestRoot("initramfs", RootKind.INITRAMFS, Path({str(cloud_spec.root.path)!r}),
+                         Path({str(cloud_spec.root.ssh_key)!r}))
+        spec = VMSpec(kernel=Path({str(cloud_spec.kernel)!r}), root=root, cpus=1, memory_mb=256,
+                      accel=Accel.TCG, name="held")
+        be = LibvirtBackend({lab.uri!r})
+        be.create(spec, workdir=Path({str(tmp_path)!r}), index=0)
+        print("READY", flush=True)
+        time.sleep(600)
+    """))
+    p = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True, cwd=REPO,
+                         start_new_session=True)
+    try:
+        assert p.stdout is not None
+        assert p.stdout.readline().strip() == "READY"
+        doms, vols = lab.domains(), lab.volumes()
+        assert len(doms) == 1 and doms[0].startswith(f"kvmlab-{p.pid}-held-0-")
+        assert len(vols) == 3 and all(v.startswith(f"kvmlab-{p.pid}@") for v in vols), vols
+        assert f"pid=\"{p.pid}\"" in lab.virsh("dumpxml", doms[0]).replace("'", '"')
+    finally:
+        os.kill(p.pid, signal.SIGKILL)
+        p.wait(timeout=30)
+    assert lab.domains() and lab.volumes()  # nobody cleaned up
+    host = Host(lab.uri)
+    try:
+        host.conn()  # connecting reaps what dead owners from this machine left
+        assert not lab.domains() and not lab.volumes()
+    finally:
+        host.close()
+
+
+def test_the_tripwire_catches_a_client_that_reaches_around_the_lab_sshd(lab: Lab) -> None:
+    """The tripwire itself: opening a file of the lab's root from outside,
+    and connecting to the lab anywhere but its sshd, are each caught."""
+    with tripwire(lab, strict=True) as tw:
+        (Path(f"/proc/{lab.pid}/root") / "etc" / "hostname").read_text()
+        with contextlib.suppress(OSError), socket.create_connection((lab.ip, 16509), timeout=2):
+            pass
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", 9), timeout=2):
+            pass
+    kinds = [t.what for t in tw.trips]
+    assert kinds.count("file") >= 1, tw.trips
+    assert kinds.count("socket") == 2, tw.trips
+    assert kinds.count("packet") == 1, tw.trips
+    assert any("/etc/hostname" in t.detail for t in tw.trips), tw.trips
