@@ -21,7 +21,7 @@ from kvmlab.outcome import BuildOutcome, BuildStatus, RunOutcome
 from kvmlab.repro.reproducer import Prepared
 from kvmlab.repro.runner import ReproOptions, run_repro
 from kvmlab.vmm.accel import AccelChoice
-from kvmlab.vmm.factory import make_backend, prepare, resolve_root
+from kvmlab.vmm.factory import close_backend, make_backend, prepare, resolve_root
 
 log = logging.getLogger(__name__)
 
@@ -87,8 +87,12 @@ class VMTester:
         return self.prebuilder.ready()
 
     def close(self) -> None:
-        """Cancel background builds and wait for them to stop."""
-        self.prebuilder.close()
+        """Cancel background builds and wait for them to stop; release the
+        backend's hosts (connections, uploaded volumes)."""
+        try:
+            self.prebuilder.close()
+        finally:
+            close_backend(self.backend)
 
     def test(self, build: BuildOutcome, runs: int) -> list[RunOutcome]:
         if build.status is not BuildStatus.OK:
