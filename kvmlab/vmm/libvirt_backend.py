@@ -3,8 +3,10 @@
 Works on any URI (``qemu:///system``, ``qemu:///session``,
 ``qemu+ssh://host/system``). The console is read through libvirt itself — its
 console stream — so it works for a remote URI too; a thread pumps the stream
-into a pipe the console watcher reads. The domain is created paused, the
-console opened, then the domain resumed, so no console byte is lost.
+into a pipe the console watcher reads, and input typed into the console goes
+back through the same stream. The domain is created paused, the console
+opened, then the domain resumed, so no console byte is lost. The monitor is
+QEMU's, through libvirt-qemu's monitor command passthrough.
 
 Files (kernel, initrd, overlay) are referenced by path: with a remote URI
 they must exist at the same paths on the remote host.
@@ -17,10 +19,12 @@ import logging
 import os
 import re
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import libvirt
+import libvirt_qemu
 
 from kvmlab import proc
 from kvmlab.errors import InfraError, LibvirtError
@@ -171,6 +175,26 @@ class _ConsolePump:
             with contextlib.suppress(OSError):
                 os.close(self._write_fd)
 
+    def write(self, data: bytes, timeout: float = 5.0) -> None:
+        """Send ``data`` into the console (the stream is non-blocking: wait
+        while it is full, at most ``timeout`` seconds)."""
+        deadline = time.monotonic() + timeout
+        while data:
+            with self._lock:
+                stream = None if self._done.is_set() else self._stream
+            if stream is None:
+                raise InfraError("the console stream has ended")
+            try:
+                sent = stream.send(data)
+            except libvirt.libvirtError as e:
+                raise InfraError(f"console input: {e.get_error_message()}") from e
+            if sent == -2:  # full for now
+                if time.monotonic() > deadline:
+                    raise InfraError("console input: the stream stays full")
+                time.sleep(0.01)
+                continue
+            data = data[sent:]
+
     def close(self) -> None:
         self._finish()
         with contextlib.suppress(OSError):
@@ -205,6 +229,22 @@ class LibvirtInstance:
             return bool(self._dom.isActive())
         except libvirt.libvirtError:
             return False
+
+    def console_write(self, data: bytes) -> None:
+        try:
+            self._pump.write(data)
+        except InfraError as e:
+            raise InfraError(f"{self._name}: {e}") from e
+
+    def monitor(self, command: str, *, timeout: float) -> str:
+        # libvirt bounds monitor commands by its own job timeout (30 s);
+        # ``timeout`` can't shorten it.
+        try:
+            out = libvirt_qemu.qemuMonitorCommand(
+                self._dom, command, libvirt_qemu.VIR_DOMAIN_QEMU_MONITOR_COMMAND_HMP)
+        except libvirt.libvirtError as e:
+            raise LibvirtError(f"{self._name}: monitor {command!r}: {e.get_error_message()}") from e
+        return str(out)
 
     def qemu_pid(self) -> int | None:
         pidfile = Path("/run/libvirt/qemu") / f"{self._name}.pid"
@@ -252,8 +292,11 @@ class LibvirtBackend:
         files: list[Path] = []
         disk = None
         if spec.root.kind is RootKind.DISK:
-            disk = make_overlay(spec.root.path, workdir / "overlay.qcow2")
-            files.append(disk)
+            if spec.root.persistent:
+                disk = spec.root.path
+            else:
+                disk = make_overlay(spec.root.path, workdir / "overlay.qcow2")
+                files.append(disk)
         local_system = self.uri in ("qemu:///system", "qemu+unix:///system") and os.geteuid() == 0
         name = f"{DOMAIN_PREFIX}{os.getpid()}-{spec.name}-{index}"
         xml = domain_xml(
@@ -277,7 +320,8 @@ class LibvirtBackend:
             raise LibvirtError(f"libvirt: could not start {name}: {msg}") from e
         try:
             pump = _ConsolePump(conn, dom)
-            dom.resume()
+            if not spec.paused:
+                dom.resume()
         except libvirt.libvirtError as e:
             try:
                 dom.destroy()
