@@ -348,6 +348,16 @@ def _no_signals() -> Iterator[None]:
             signal.signal(s, h)
 
 
+def _interruption(e: BaseException) -> str:
+    """How an exception ended a session, for its record and its last line
+    ('' for kvmlab's own errors, which say so themselves)."""
+    if isinstance(e, SystemExit) and isinstance(e.code, int) and e.code > 128:
+        return f"ended by {signal.Signals(e.code - 128).name}"
+    if isinstance(e, KeyboardInterrupt):
+        return "interrupted"
+    return f"error: {e}" if not isinstance(e, SystemExit) else ""
+
+
 def run(args: argparse.Namespace) -> int:
     command = command_words(args.command)
     _check_args(args, command)
@@ -442,6 +452,7 @@ def _session(args: argparse.Namespace, sdir: SessionDir, spec: VMSpec, backend: 
     svm = SessionVM(sdir, spec, backend, timeouts, ready_marker=ready_marker, vmlinux=choice.vmlinux,
                     on_output=screen.console, on_crash=lambda c: screen.note(crash_line(c), alert=True))
     outcome: Outcome | None = None
+    interrupted = ""
     what = choice.commit[:12] if choice.commit else str(choice.kernel)
     try:
         with (_signals_end_session(), (RawTerminal(0) if raw else contextlib.nullcontext()),
@@ -465,13 +476,18 @@ def _session(args: argparse.Namespace, sdir: SessionDir, spec: VMSpec, backend: 
                 else:
                     limit = args.timeout if args.timeout is not None else timeouts.command
                     outcome = run_command(svm, " ".join(command), setup, screen, limit)
+    except BaseException as e:
+        interrupted = _interruption(e)
+        raise
     finally:
         screen.raw_off()
         with _no_signals():
             svm.close(sync=keep)
-            result = outcome.describe() if outcome is not None else "interrupted"
+            result = outcome.describe() if outcome is not None else interrupted
             with contextlib.suppress(OSError, UserError):
                 sdir.update(state="ended", ended=time.time(), result=result, ssh_port=0, gdb_port=0)
+        if outcome is None and interrupted.startswith(("ended by", "interrupted")):
+            screen.note(f"session {sdir.name} ended ({interrupted}); files in {sdir.path}")
     assert outcome is not None  # an exception above would have left already
     if outcome.status == EXIT_CRASH:
         if not svm.crashes:  # a crash the flagger did not title: say it here

@@ -287,7 +287,7 @@ def ps_rows(records: Sequence[tuple[SessionRecord, bool, Path]], now: float) -> 
     rows: list[tuple[str, ...]] = []
     for rec, running, path in records:
         state = rec.state if running else ("kept" if rec.keep and (path / KEPT_DISK).exists() else "ended")
-        if rec.crashes and running:
+        if rec.crashes:
             state += "+crash"
         ssh = f"{rec.ssh_host}:{rec.ssh_port}" if running and rec.ssh_port else "-"
         gdb = f":{rec.gdb_port}" if running and rec.gdb_port else "-"

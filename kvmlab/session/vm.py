@@ -165,7 +165,12 @@ class SessionVM:
             self._machine_set.wait(30.0)
             w = self.machine.watcher
             w.settle(quiet=1.0, limit=10.0 * self.timeouts.scale)
-            text = w.text_from(ev.offset)
+            # From the end of the last report, not from this event's line: a
+            # report's first line can share its line with a shell prompt, and
+            # then the watcher's first event is only the "Kernel panic" after it.
+            with self._lock:
+                start = self._consumed
+            text = w.text_from(start)
             consumed = w.size()
             rep = report.parse(text)
             title = rep.title if rep is not None else ev.line.strip()
