@@ -80,6 +80,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     src.add_argument("--config", help="config fragments for the build (default: base)")
     vm = p.add_argument_group("the VM")
     vm.add_argument("--root", help="guest root: initramfs (default) or an image recipe")
+    vm.add_argument("--modules", type=Path, help="the kernel's modules dir, for an initramfs root "
+                    "(default: /lib/modules/<release>)")
     vm.add_argument("--name", help="session name (default: the commit's short hash or the kernel release)")
     vm.add_argument("--cpus", type=int, help="vCPUs (default: vm.cpus; build with the smp fragment)")
     vm.add_argument("--memory", help="RAM: 2G, 512M or MiB (default: vm.memory_mb)")
@@ -386,7 +388,7 @@ def run(args: argparse.Namespace) -> int:
     if args.gdb and (choice.vmlinux is None or not choice.vmlinux.is_file()):
         raise UserError("--gdb needs the kernel's vmlinux: give --vmlinux PATH")
     root_name = resumed.root if resumed is not None else (args.root or cfg.repro.root)
-    root = resolve_root(root_name, choice.kernel)
+    root = resolve_root(root_name, choice.kernel, modules_dir=args.modules)
     if (args.keep or resumed is not None) and root.kind is not RootKind.DISK:
         raise UserError("--keep needs a disk root (--root RECIPE): an initramfs lives in RAM")
     shares, mounts = parse_shares(args.share)
