@@ -27,7 +27,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(func=ps)
 
     s = sub.add_parser("ssh", help="ssh into a session's guest (a shell, or CMD)")
-    s.add_argument("name", nargs="?", help="session (may be left out when one is running)")
+    s.add_argument("name", nargs="?", help="session (for a shell, may be left out when one is running)")
     s.add_argument("command", nargs=argparse.REMAINDER, help="command to run instead of a shell")
     s.set_defaults(func=ssh)
 

@@ -191,6 +191,7 @@ class Foreground:
         self.ready = threading.Event()
         self.boot: BootResult | None = None
         self._boot_done = threading.Event()
+        self._over = threading.Event()
 
     def _bring_up(self) -> None:
         """Background: wait for SSH, then set the guest up and say so."""
@@ -206,7 +207,8 @@ class Foreground:
                 self.screen.note(f"the guest does not answer SSH after {boot.seconds:.0f} s; "
                                  "the console stays open (Ctrl-A x quits)", alert=True)
         except KvmlabError as e:
-            self.screen.note(f"guest setup: {e}", alert=True)
+            if not self._over.is_set():  # a VM torn down under us is no news
+                self.screen.note(f"guest setup: {e}", alert=True)
         finally:
             self._boot_done.set()
 
@@ -255,6 +257,12 @@ class Foreground:
     def run(self) -> Outcome:
         """Until the person quits, the VM stops, or the boot fails with nothing
         on the console."""
+        try:
+            return self._loop()
+        finally:
+            self._over.set()
+
+    def _loop(self) -> Outcome:
         threading.Thread(target=self._bring_up, name="bring-up", daemon=True).start()
         reading = True
         while True:
