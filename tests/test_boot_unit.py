@@ -17,6 +17,7 @@ import pytest
 
 from kvmlab.cli import main
 from kvmlab.commands.boot import (
+    cpu_warning,
     find_vmlinux,
     fragments_for,
     gdb_argv,
@@ -130,6 +131,16 @@ def test_gdb_command_loads_the_kernels_scripts_when_built_with_them(tmp_path: Pa
     assert gdb_argv(vmlinux, 1234) == [
         "gdb", "-iex", f"add-auto-load-safe-path {tmp_path}", str(vmlinux),
         "-ex", "target remote 127.0.0.1:1234", "-ex", "lx-symbols"]
+
+
+def test_cpu_warning_for_kernels_that_would_boot_on_one_cpu() -> None:
+    smp = "CONFIG_SMP=y\nCONFIG_ACPI=y\nCONFIG_NR_CPUS=8\n"
+    assert cpu_warning(smp, 4) is None
+    assert cpu_warning("# CONFIG_SMP is not set\n", 1) is None
+    assert "without SMP: the guest will use 1 of its 2 CPUs" in (cpu_warning("CONFIG_ACPI=y\n", 2) or "")
+    assert "neither ACPI nor MPPARSE" in (cpu_warning("CONFIG_SMP=y\n", 2) or "")
+    assert cpu_warning("CONFIG_SMP=y\nCONFIG_X86_MPPARSE=y\n", 2) is None
+    assert "at most 8 CPUs" in (cpu_warning(smp, 12) or "")
 
 
 def test_find_vmlinux(tmp_path: Path) -> None:

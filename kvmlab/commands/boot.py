@@ -28,7 +28,7 @@ from kvmlab.commands.kernel import _Ticker
 from kvmlab.config import Config, load_config
 from kvmlab.errors import MissingFileError, UserError
 from kvmlab.kernel.builder import GDB_LOADER, KernelBuilder
-from kvmlab.kernel.config import ConfigRequest
+from kvmlab.kernel.config import ConfigRequest, parse_config
 from kvmlab.outcome import BuildStatus
 from kvmlab.repro.reproducer import GUEST_DIR, CProgram, Prepared, SyzProgram
 from kvmlab.session.foreground import (
@@ -177,6 +177,32 @@ def gdb_argv(vmlinux: Path, port: int) -> list[str]:
     return argv
 
 
+def cpu_warning(config_text: str, cpus: int) -> str | None:
+    """Why a kernel of this .config would use fewer than ``cpus`` CPUs, or None.
+    Such a kernel boots fine on one CPU and says nothing, so say it here."""
+    if cpus <= 1:
+        return None
+    cfg = parse_config(config_text, source="kernel .config")
+    if cfg.get("CONFIG_SMP", "n") != "y":
+        return (f"the kernel is built without SMP: the guest will use 1 of its {cpus} CPUs "
+                "(add the smp fragment)")
+    if cfg.get("CONFIG_ACPI", "n") != "y" and cfg.get("CONFIG_X86_MPPARSE", "n") != "y":
+        return (f"the kernel has neither ACPI nor MPPARSE: it can't find the other CPUs and will use 1 of "
+                f"{cpus}")
+    limit = cfg.get("CONFIG_NR_CPUS", "")
+    if limit.isdigit() and int(limit) < cpus:
+        return f"the kernel is built for at most {limit} CPUs (CONFIG_NR_CPUS): the guest will use {limit}"
+    return None
+
+
+def _kernel_config(choice: KernelChoice) -> str | None:
+    """The .config a kernel was built with, when kvmlab can find it."""
+    for cand in (choice.kernel.parent / "config", choice.kernel.parent.parent.parent.parent / ".config"):
+        if cand.is_file():
+            return cand.read_text(errors="replace")
+    return None
+
+
 def command_words(remainder: list[str]) -> list[str]:
     words = list(remainder)
     if words and words[0] == "--":
@@ -263,7 +289,7 @@ def _kernel(args: argparse.Namespace, resumed: SessionRecord | None, *, build: b
             if outcome is None:
                 return None
         else:
-            print(f"kvmlab: building {commit} with {','.join(frags)} (cached after the first time)",
+            print(f"kvmlab: kernel {commit} with {','.join(frags)}: from the build cache, or built now",
                   file=sys.stderr)
             outcome = builder.build(args.tree, commit, request, progress=_Ticker(), argv=sys.argv)
         if outcome.status is BuildStatus.FAILED:
@@ -392,6 +418,11 @@ def run(args: argparse.Namespace) -> int:
     if (args.keep or resumed is not None) and root.kind is not RootKind.DISK:
         raise UserError("--keep needs a disk root (--root RECIPE): an initramfs lives in RAM")
     shares, mounts = parse_shares(args.share)
+    # Only for --cpus: the default of 2 on a base (UP) kernel is not news.
+    config_text = _kernel_config(choice) if args.cpus is not None else None
+    warning = cpu_warning(config_text, cfg.vm.cpus) if config_text else None
+    if warning:
+        print(f"kvmlab: warning: {warning}", file=sys.stderr)
     name = resumed.name if resumed is not None else (args.name or default_name(choice.commit, release,
                                                                                  choice.kernel))
     prep = prepare(cfg, choice.kernel, root, name=name)
