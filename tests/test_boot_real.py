@@ -89,6 +89,18 @@ def test_crash_is_its_own_status_with_the_title_on_stderr_and_a_symbolized_repor
 
 
 @pytest.mark.kernel
+def test_a_kernel_that_panics_while_booting_is_a_named_boot_failure(base_kernel: BuildOutcome,
+                                                                    kvmlab_cli: RunKvmlab) -> None:
+    # No init in the initramfs and no root device: the kernel panics at boot.
+    res = kvmlab_cli("boot", "--kernel", _bz(base_kernel), "--accel", "tcg", "--name", "nope",
+                     "--cmdline", "rdinit=/no/such/init", "--", "true")
+    title = "kernel panic: VFS: Unable to mount root fs on unknown-block(NUM,NUM)"  # syzkaller's title
+    assert res.returncode == EXIT_CRASH, res.stderr
+    assert f"kvmlab: crash: {title}\n" in res.stderr and f"kvmlab: boot failed: {title}\n" in res.stderr
+    assert SessionStore().get("nope").read().result == f"boot failed: {title}"
+
+
+@pytest.mark.kernel
 def test_two_sessions_side_by_side_ps_ssh_kill(base_kernel: BuildOutcome, kvmlab_cli: RunKvmlab,
                                               tmp_path: Path) -> None:
     owners = {}

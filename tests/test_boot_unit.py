@@ -475,3 +475,26 @@ def test_screen_puts_kvmlab_lines_on_their_own_line_in_raw_mode() -> None:
     os.close(r)
     assert got == (b"/ # \r\n\x1b[1;31mkvmlab: crash: BUG: x\x1b[0m\r\nmore\r\nkvmlab: bye\r\n"
                    b"kvmlab: plain\n")
+
+
+def test_repro_kinds(tmp_path: Path) -> None:
+    import argparse
+
+    from kvmlab.commands.boot import _reproducer
+
+    def ns(**kw: object) -> argparse.Namespace:
+        return argparse.Namespace(**{"repro": None, "syz_execprog": None, "syz_executor": None, **kw})
+
+    script = tmp_path / "try it.sh"
+    script.write_text("#!/bin/sh\necho hi\n")
+    p = _reproducer(ns(repro=script), tmp_path)
+    assert p is not None
+    assert p.files == ((script.resolve(), "/tmp/kvmlab-repro/try_it.sh", 0o755),)
+    assert p.command == "cd /tmp/kvmlab-repro && ./try_it.sh"
+    assert _reproducer(ns(), tmp_path) is None
+    with pytest.raises(UserError, match="both --syz-execprog and --syz-executor"):
+        _reproducer(ns(repro=script, syz_execprog=script), tmp_path)
+    with pytest.raises(UserError, match="go with --repro"):
+        _reproducer(ns(syz_executor=script), tmp_path)
+    with pytest.raises(MissingFileError, match=r"--repro .*nothing\.c: no such file"):
+        _reproducer(ns(repro=tmp_path / "nothing.c"), tmp_path)

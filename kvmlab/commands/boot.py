@@ -522,10 +522,9 @@ def _session(args: argparse.Namespace, sdir: SessionDir, spec: VMSpec, backend: 
         if outcome is None and interrupted.startswith(("ended by", "interrupted")):
             screen.note(f"session {sdir.name} ended ({interrupted}); files in {sdir.path}")
     assert outcome is not None  # an exception above would have left already
-    if outcome.status == EXIT_CRASH:
-        if not svm.crashes:  # a crash the flagger did not title: say it here
-            screen.note(f"crash: {outcome.detail}", alert=True)
-    elif outcome.ending is Ending.BOOT_FAILED:
+    if outcome.status == EXIT_CRASH and not svm.crashes:  # a crash the flagger did not title
+        screen.note(f"crash: {outcome.detail}", alert=True)
+    if outcome.ending is Ending.BOOT_FAILED:
         screen.note(f"boot failed: {outcome.detail}", alert=True)
     elif outcome.status == EXIT_TIMEOUT:
         screen.note(f"timeout: {outcome.detail}", alert=True)

@@ -169,6 +169,8 @@ def _setup_guest(svm: SessionVM, setup: GuestSetup, screen: Screen) -> list[str]
 def end_of_stop(svm: SessionVM, ready: bool, boot: BootResult | None) -> Outcome:
     """The outcome of a VM that stopped by itself."""
     crashes = svm.wait_crash_reports()
+    if crashes and not ready:
+        return Outcome(Ending.BOOT_FAILED, EXIT_CRASH, crashes[0].title)
     if crashes:
         return Outcome(Ending.STOPPED, EXIT_CRASH, f"after a kernel crash: {crashes[0].title}")
     if not ready:
