@@ -122,12 +122,16 @@ class SessionVM:
                                     ready_marker=self.ready_marker, started=started,
                                     on_output=self._on_output, on_event=self._on_event)
             self._machine_set.set()
-            self.sdir.update(ssh_port=port, qemu_pid=self._machine.qemu_pid() or 0,
+            ep = self.endpoint()
+            self.sdir.update(ssh_host=ep.host, ssh_port=ep.port, ssh_user=ep.user, ssh_key=str(ep.key),
+                             qemu_pid=self._machine.qemu_pid() or 0,
                              domain=inst.name if self.backend.name == "libvirt" else "")
             return
         raise InfraError(f"session {self.sdir.name}: no usable SSH port after {_PORT_TRIES} tries: {last}")
 
     def endpoint(self) -> Endpoint:
+        """Where ``kvmlab ssh`` reaches the guest (the one place that turns the
+        instance's SSH port into an address)."""
         return Endpoint("127.0.0.1", self.machine.ssh_port, self.spec.root.ssh_user, self.spec.root.ssh_key)
 
     def wait_ready(self) -> BootResult:
