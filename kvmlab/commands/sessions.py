@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from kvmlab import proc
-from kvmlab.errors import LibvirtError, UserError
+from kvmlab.errors import KvmlabError, LibvirtError, UserError
 from kvmlab.session.store import PS_COLUMNS, SessionDir, SessionStore, format_table, now, ps_rows
 from kvmlab.vmm.ssh import Endpoint, scp_argv, ssh_argv
 
@@ -49,7 +49,10 @@ def ps(args: argparse.Namespace) -> int:
         running = d.running()
         if not running and not args.all:
             continue
-        entries.append((d.read(), running, d.path))
+        try:
+            entries.append((d.read(), running, d.path))
+        except KvmlabError as e:  # one broken record must not hide the others
+            print(f"kvmlab: {e}", file=sys.stderr)
     if not entries:
         print("no sessions running" if not args.all else "no sessions", file=sys.stderr)
         return 0
