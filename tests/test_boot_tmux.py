@@ -10,7 +10,6 @@ The Debian cloud kernel is booted (prebuilt, with sysrq): no kernel build.
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
 import shutil
@@ -35,14 +34,14 @@ BOOT = 240.0
 class Tmux:
     """A private tmux server with one window running a plain bash."""
 
-    def __init__(self, sock: str, cwd: Path) -> None:
-        self.sock = sock
+    def __init__(self, sock: Path, cwd: Path) -> None:
+        self.sock = str(sock)
         self._tmux("-f", "/dev/null", "new-session", "-d", "-s", "t", "-x", "200", "-y", "50",
                    "-c", str(cwd), "bash --norc --noprofile")
         self._tmux("set-option", "-g", "history-limit", "20000")
 
     def _tmux(self, *args: str) -> str:
-        return proc.run(["tmux", "-L", self.sock, *args], timeout=30).stdout
+        return proc.run(["tmux", "-S", self.sock, *args], timeout=30).stdout
 
     def type(self, text: str) -> None:
         """Type ``text`` and Enter."""
@@ -71,14 +70,16 @@ class Tmux:
         self._tmux("kill-window", "-t", "t")
 
     def close(self) -> None:
-        proc.run(["tmux", "-L", self.sock, "kill-server"], timeout=30, check=False)
+        proc.run(["tmux", "-S", self.sock, "kill-server"], timeout=30, check=False)
+        Path(self.sock).unlink(missing_ok=True)
 
 
 @pytest.fixture
 def tmux(tmp_path: Path, shared_caches: None) -> Iterator[Tmux]:
     if shutil.which("tmux") is None:
         pytest.skip("tmux is not installed (scripts/setup.sh installs it)")
-    t = Tmux(f"kvmlab-test-{os.getpid()}-{tmp_path.name}", tmp_path)
+    # The server's socket in the test's own dir: nothing left in /tmp/tmux-UID.
+    t = Tmux(tmp_path / "tmux.sock", tmp_path)
     try:
         yield t
     finally:
