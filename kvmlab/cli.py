@@ -22,6 +22,8 @@ from kvmlab.errors import InfraError, KvmlabError, UserError
 COMMANDS: tuple[str, ...] = (
     "kvmlab.commands.doctor",
     "kvmlab.commands.vm",
+    "kvmlab.commands.boot",
+    "kvmlab.commands.sessions",
     "kvmlab.commands.kernel",
     "kvmlab.commands.demo_tree",
     "kvmlab.commands.image",

@@ -2,7 +2,10 @@
 
 Every call passes an explicit ``timeout`` (seconds), runs without a shell and
 without stdin, in its own session so that a timeout or an interrupt kills the
-whole process group and nothing is left behind.
+whole process group and nothing is left behind. The exceptions are the
+programs a person drives from kvmlab's terminal (ssh, gdb): those are handed
+the terminal (:func:`exec_replace`, :func:`run_foreground`) and end when the
+person ends them.
 """
 
 from __future__ import annotations
@@ -14,12 +17,13 @@ import shlex
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, NoReturn
 
 from kvmlab.errors import HostToolError, ProcessError
 
@@ -111,6 +115,7 @@ def spawn(
     stdin: int | None = subprocess.DEVNULL,
     text: bool = False,
     die_with_us: bool = False,
+    own_session: bool = True,
 ) -> subprocess.Popen[bytes]:
     """Start a long-running process in its own session; the caller must stop it
     with :func:`kill_group`.
@@ -119,6 +124,9 @@ def spawn(
     it (``kill -9``, OOM killer), through util-linux ``setpriv --pdeathsig``,
     which execs the program in place (same pid). Without setpriv on the host,
     the process is started plainly.
+
+    ``own_session`` False keeps the process in kvmlab's session and process
+    group: only for programs that must share kvmlab's terminal.
     """
     args = _fmt(argv)
     log.debug("spawn: %s", shlex.join(args))
@@ -135,7 +143,7 @@ def spawn(
             stdin=stdin,
             stdout=stdout,
             stderr=stderr,
-            start_new_session=True,
+            start_new_session=own_session,
             text=text,
         )
 
@@ -186,6 +194,37 @@ def run(
     if check and proc.returncode != 0:
         raise ProcessError(args, proc.returncode, (stdout + stderr)[-_TAIL_CHARS:])
     return done
+
+
+def run_foreground(argv: Sequence[str | Path], *, cwd: Path | None = None) -> int:
+    """Run an interactive program on kvmlab's own terminal (stdin, stdout and
+    stderr inherited, in kvmlab's process group so the terminal's Ctrl-C
+    reaches it) and return its exit code. No timeout: a person ends it.
+    kvmlab itself ignores SIGINT meanwhile (gdb uses Ctrl-C to stop the
+    target, not to end)."""
+    # Ignored only after the start: an ignored signal stays ignored across exec.
+    p = spawn(_fmt(argv), cwd=cwd, stdin=None, stdout=None, stderr=None, own_session=False)
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        return p.wait()
+    except BaseException:
+        p.terminate()
+        p.wait(timeout=5)
+        raise
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def exec_replace(argv: Sequence[str | Path]) -> NoReturn:
+    """Replace kvmlab by ``argv`` (same pid, same terminal; its exit code is
+    kvmlab's): for handing a person over to ssh or scp."""
+    args = _fmt(argv)
+    log.debug("exec: %s", shlex.join(args))
+    if shutil.which(args[0]) is None:
+        raise HostToolError(f"{args[0]}: not found on this host")
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os.execvp(args[0], args)
 
 
 def pid_alive(pid: int) -> bool:

@@ -18,6 +18,8 @@ APT_PACKAGES=(
   git xz-utils kmod binutils
   # test kernels
   linux-source-6.1 linux-image-cloud-amd64
+  # kvmlab boot: gdb for --gdb, tmux for its terminal tests
+  gdb tmux
   # python headers for libvirt-python
   python3-dev
 )

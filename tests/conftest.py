@@ -20,7 +20,9 @@ TEST_CACHE = Path(os.environ.get("KVMLAB_TEST_CACHE", REPO / ".test-cache"))
 
 _CCACHE_DIR = os.environ.get("CCACHE_DIR") or str(Path.home() / ".cache" / "ccache")
 
-pytest_plugins: list[str] = ["tests.fixtures_vm", "tests.fixtures_kernel", "tests.fixtures_images"]
+pytest_plugins: list[str] = [
+    "tests.fixtures_vm", "tests.fixtures_kernel", "tests.fixtures_images", "tests.fixtures_boot",
+]
 
 
 def _qemu_pids() -> set[int]:

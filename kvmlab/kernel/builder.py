@@ -66,6 +66,12 @@ ARTIFACTS = {
     "config": ".config",
 }
 
+#: With CONFIG_GDB_SCRIPTS: the kernel's gdb helpers, kept next to vmlinux in
+#: the build entry as Kbuild lays them out in the object dir (``gdb vmlinux``
+#: then loads ``vmlinux-gdb.py``, which imports ``scripts/gdb/linux``).
+GDB_LOADER = "vmlinux-gdb.py"
+GDB_PACKAGE = "scripts/gdb/linux"
+
 # Fixed build identity, so that a rebuild of one tree is byte-for-byte the
 # same where the toolchain allows it and ccache can hit.
 _REPRO_ENV = {
@@ -200,6 +206,17 @@ def _remove_dead_tmps(builds: Path) -> None:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _copy_gdb_scripts(obj: Path, dest: Path) -> None:
+    """The gdb helpers of an object dir (symlinks into the source tree, and the
+    generated constants.py), copied as plain files into ``dest``: the slot's
+    source tree moves on to other commits, the build entry must not."""
+    shutil.copy2((obj / GDB_LOADER).resolve(), dest / GDB_LOADER)
+    pkg = dest / GDB_PACKAGE
+    pkg.mkdir(parents=True)
+    for f in sorted((obj / GDB_PACKAGE).glob("*.py")):
+        shutil.copy2(f.resolve(), pkg / f.name)
+
+
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
     with path.open("rb") as f:
@@ -305,6 +322,17 @@ class KernelBuilder:
             )
         self._remember_request(rkey, key)
         return self._outcome(entry, commit, cached=False, out_dir=out_dir, manifest=manifest)
+
+    def lookup(self, tree_path: Path, rev: str, config: ConfigRequest) -> BuildOutcome | None:
+        """The cached build of ``rev`` with ``config`` as :meth:`build` would
+        return it, or None when it was never built (nothing is built here)."""
+        tree = KernelTree.open(tree_path)
+        commit = tree.resolve(rev)
+        tree_hash = tree.tree_hash(commit)
+        requested = config.requested(self.fragments_dir)
+        cc = self._compiler_for(tree, commit)
+        known = self._lookup_request(request_key(tree_hash, config, requested, cc.version))
+        return None if known is None else self._outcome(known, commit, cached=True, out_dir=None)
 
     # -- steps ------------------------------------------------------------
 
@@ -417,7 +445,9 @@ class KernelBuilder:
     ) -> Manifest:
         stats_log = obj / "ccache-stats.log"
         stats_log.unlink(missing_ok=True)
-        make_argv = [*make_base, f"-j{self.jobs}", "bzImage"]
+        gdb_scripts = parse_config(final_text).get("CONFIG_GDB_SCRIPTS") == "y"
+        # `make bzImage` alone does not make the gdb helpers (only `all` does).
+        make_argv = [*make_base, f"-j{self.jobs}", "bzImage", *(["scripts_gdb"] if gdb_scripts else [])]
         entry = self.work_dir / "builds" / key
         tmp = entry.with_name(f".{key}.tmp{os.getpid()}")
         _remove_dead_tmps(entry.parent)
@@ -437,6 +467,8 @@ class KernelBuilder:
         if status is BuildStatus.OK:
             for name, rel in ARTIFACTS.items():
                 shutil.copy2(obj / rel, tmp / name)
+            if gdb_scripts:
+                _copy_gdb_scripts(obj, tmp)
             kernel_sha = _sha256(tmp / "bzImage")
         else:
             (tmp / "config").write_text(final_text)
@@ -514,11 +546,14 @@ class KernelBuilder:
         if out_dir is not None:
             out_dir.mkdir(parents=True, exist_ok=True)
             for f in entry.iterdir():
-                shutil.copy2(f, out_dir / f.name)
+                if f.is_dir():
+                    shutil.copytree(f, out_dir / f.name, dirs_exist_ok=True)
+                else:
+                    shutil.copy2(f, out_dir / f.name)
             src = out_dir
         artifacts = {
             name: str(src / name)
-            for name in (*ARTIFACTS, "build.log")
+            for name in (*ARTIFACTS, "build.log", GDB_LOADER)
             if (src / name).exists()
         }
         artifacts["manifest"] = str(src / "manifest.json")

@@ -90,6 +90,28 @@ class Closeable(Protocol):
 
 
 @runtime_checkable
+class HasConsoleInput(Protocol):
+    """Optional: type into the VM's serial console."""
+
+    def console_write(self, data: bytes) -> None:
+        """Send ``data`` to the serial port as if typed; raises InfraError
+        when the console is gone."""
+        ...
+
+
+@runtime_checkable
+class HasMonitor(Protocol):
+    """Optional: QEMU's human monitor (HMP), e.g. ``info registers``,
+    ``gdbserver tcp:127.0.0.1:1234``."""
+
+    def monitor(self, command: str, *, timeout: float) -> str:
+        """Run one HMP command and return its output (QEMU's own complaints
+        included: HMP reports errors as text). Raises InfraError when the
+        monitor can't be reached within ``timeout`` seconds."""
+        ...
+
+
+@runtime_checkable
 class Backend(Protocol):
     name: str
 

@@ -86,8 +86,10 @@ class ConsoleWatcher:
     ``os.dup`` of a descriptor someone else also owns).
 
     ``no_output``: seconds of silence that raise a NO_OUTPUT event (once per
-    silence). ``ready_marker``: text that raises READY. The thread ends at EOF
-    or :meth:`close`.
+    silence). ``ready_marker``: text that raises READY. ``on_output`` gets
+    every chunk of raw console bytes as it arrives (from the reading thread;
+    an exception in it is logged, never stops the watcher). The thread ends
+    at EOF or :meth:`close`.
     """
 
     def __init__(
@@ -98,8 +100,10 @@ class ConsoleWatcher:
         no_output: float,
         ready_marker: str | None = None,
         on_event: Callable[[Event], None] | None = None,
+        on_output: Callable[[bytes], None] | None = None,
     ) -> None:
         self._fd = fd
+        self._on_output = on_output
         self.log_path = log_path
         self._no_output = no_output
         self._on_event = on_event
@@ -145,6 +149,11 @@ class ConsoleWatcher:
                 with self._cond:
                     self._buf += chunk
                     end = self._buf.rfind(b"\n") + 1
+                if self._on_output is not None:
+                    try:
+                        self._on_output(chunk)
+                    except Exception:
+                        log.exception("%s: console output callback failed", self.log_path.name)
                 if end > scan_from:
                     self._scan(scan_from, end)
                     scan_from = end
@@ -199,6 +208,18 @@ class ConsoleWatcher:
     def tail(self, chars: int = 4000) -> str:
         with self._cond:
             return self._buf[-chars:].decode(errors="replace")
+
+    def text_from(self, offset: int) -> str:
+        """Console text from the start of the line holding byte ``offset``
+        (an event's offset) to now."""
+        with self._cond:
+            start = self._buf.rfind(b"\n", 0, offset) + 1
+            return self._buf[start:].decode(errors="replace")
+
+    def size(self) -> int:
+        """Bytes of console seen so far."""
+        with self._cond:
+            return len(self._buf)
 
     def events(self) -> list[Event]:
         with self._cond:

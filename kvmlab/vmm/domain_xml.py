@@ -83,6 +83,12 @@ def domain_xml(
     ET.SubElement(serial, "target", port="0")
     console = ET.SubElement(devices, "console", type="pty")
     ET.SubElement(console, "target", type="serial", port="0")
+    for share in spec.shares:
+        # 9p (libvirt's default driver for a mount filesystem); passthrough:
+        # the guest sees and makes files with the host's owners.
+        fs = ET.SubElement(devices, "filesystem", type="mount", accessmode="passthrough")
+        ET.SubElement(fs, "source", dir=str(share.path))
+        ET.SubElement(fs, "target", dir=share.tag)
     rng = ET.SubElement(devices, "rng", model="virtio")
     ET.SubElement(rng, "backend", model="random").text = "/dev/urandom"
     ET.SubElement(devices, "memballoon", model="none")

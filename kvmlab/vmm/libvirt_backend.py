@@ -13,7 +13,9 @@ the domain resumed, so no console byte is lost. The host also writes the
 console to a log file in the pool: when the stream ends while the domain runs
 (a dropped connection, or libvirt ending a pty stream while the guest opens
 ttyS0), the pump reconnects if it must and follows that file from the byte
-the stream stopped at, so nothing is lost and nothing is repeated.
+the stream stopped at, so nothing is lost and nothing is repeated. Input
+typed into the console goes back through the same stream; the monitor is
+QEMU's, through libvirt-qemu's monitor command passthrough.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from typing import Any
 import libvirt
 import libvirt_qemu
 
-from kvmlab.errors import InfraError, LibvirtError
+from kvmlab.errors import InfraError, LibvirtError, UserError
 from kvmlab.vmm.backend import GuestStream
 from kvmlab.vmm.domain_xml import domain_xml, hostfwd_port
 from kvmlab.vmm.host import DOMAIN_PREFIX, Host, open_connection
@@ -192,6 +194,26 @@ class _ConsolePump:
         with contextlib.suppress(OSError):
             os.close(self._write_fd)
 
+    def write(self, data: bytes, timeout: float = 5.0) -> None:
+        """Send ``data`` into the console (the stream is non-blocking: wait
+        while it is full, at most ``timeout`` seconds)."""
+        deadline = time.monotonic() + timeout
+        while data:
+            with self._lock:
+                stream = None if self._done.is_set() else self._stream
+            if stream is None:
+                raise InfraError("the console stream has ended")
+            try:
+                sent = stream.send(data)
+            except libvirt.libvirtError as e:
+                raise InfraError(f"console input: {e.get_error_message()}") from e
+            if sent == -2:  # full for now
+                if time.monotonic() > deadline:
+                    raise InfraError("console input: the stream stays full")
+                time.sleep(0.01)
+                continue
+            data = data[sent:]
+
     def close(self) -> None:
         self._finish()
         with contextlib.suppress(OSError):
@@ -248,6 +270,25 @@ class LibvirtInstance:
     def failure(self) -> str | None:
         """Why the VM is gone when its host failed, not its kernel (None otherwise)."""
         return self._failure
+
+    def console_write(self, data: bytes) -> None:
+        try:
+            self.pump.write(data)
+        except InfraError as e:
+            raise InfraError(f"{self._name}: {e}") from e
+
+    def monitor(self, command: str, *, timeout: float) -> str:
+        # libvirt bounds monitor commands by its own job timeout (30 s);
+        # ``timeout`` can't shorten it.
+        dom = self.host.lookup(self._name)
+        if dom is None:
+            raise LibvirtError(f"{self._name}: monitor {command!r}: the domain is gone")
+        try:
+            out = libvirt_qemu.qemuMonitorCommand(dom, command,
+                                                  libvirt_qemu.VIR_DOMAIN_QEMU_MONITOR_COMMAND_HMP)
+        except libvirt.libvirtError as e:
+            raise LibvirtError(f"{self._name}: monitor {command!r}: {e.get_error_message()}") from e
+        return str(out)
 
     def qemu_pid(self) -> int | None:
         if not (self.host.address.local and self.host.address.path == "system"):
@@ -318,8 +359,17 @@ class LibvirtBackend:
             kernel = host.storage.upload(spec.kernel, "kernel").path
             initrd_file = spec.root.path if spec.root.kind is RootKind.INITRAMFS else spec.initrd
             initrd = host.storage.upload(initrd_file, "initrd").path if initrd_file else None
+            if spec.shares and not host.address.local:
+                raise UserError(f"{host.label}: a shared directory (--share) is this machine's: it needs a "
+                                "VM on this machine (the qemu backend or a local libvirt)")
             disk = None
-            if spec.root.kind is RootKind.DISK:
+            if spec.root.kind is RootKind.DISK and spec.root.persistent:
+                # A kept disk stays where the session keeps it: on this machine.
+                if not host.address.local:
+                    raise UserError(f"{host.label}: a kept disk (--keep/--resume) needs a VM on this "
+                                    "machine (the qemu backend or a local libvirt)")
+                disk = str(spec.root.path.resolve())
+            elif spec.root.kind is RootKind.DISK:
                 disk = host.storage.overlay(name, base=spec.root.path)
                 volumes.append(f"{name}.qcow2")
             log_what = f"{name}.console.log"
@@ -349,7 +399,8 @@ class LibvirtBackend:
                 raise InfraError(f"{host.label}: {name}: QEMU reports no SSH forward: {usernet.strip()!r}")
             inst.ssh_port = port
             inst.pump.open_stream(dom)
-            dom.resume()
+            if not spec.paused:
+                dom.resume()
         except BaseException as e:
             inst.close(1.0)
             if isinstance(e, libvirt.libvirtError):

@@ -51,6 +51,8 @@ class Machine:
         *,
         ready_marker: str | None,
         started: float,
+        on_output: Callable[[bytes], None] | None = None,
+        on_event: Callable[[Event], None] | None = None,
     ) -> None:
         self.index = index
         self.instance = instance
@@ -65,6 +67,8 @@ class Machine:
             self.console_log,
             no_output=timeouts.no_output,
             ready_marker=ready_marker,
+            on_output=on_output,
+            on_event=on_event,
         )
         self.ssh = SSHSession(instance.connect, root.ssh_user, root.ssh_key, label=instance.name)
         self.boot: BootResult | None = None

@@ -29,11 +29,14 @@ def qemu_argv(
     ssh_port: int,
     disk: Path | None,
     pidfile: Path | None = None,
+    qmp: Path | None = None,
 ) -> list[str]:
     """argv for ``qemu-system-x86_64`` with the serial console on stdio.
 
     ``disk`` is the VM's own qcow2 overlay when the root is a disk image. The
-    console is the process's stdout; QEMU's own messages go to stderr.
+    console is the process's stdout (and its input the process's stdin);
+    QEMU's own messages go to stderr. ``qmp``: a unix socket QEMU listens on
+    for QMP (the monitor kvmlab sends commands to).
     """
     argv = [
         spec.qemu,
@@ -62,6 +65,14 @@ def qemu_argv(
         argv += ["-drive", f"file={disk},format=qcow2,if=virtio,cache=unsafe"]
         if spec.initrd is not None:
             argv += ["-initrd", str(spec.initrd)]
+    for i, share in enumerate(spec.shares):
+        # security_model=none: guest file ownership is the host's, and it
+        # works for an unprivileged QEMU too.
+        argv += ["-virtfs", f"local,path={share.path},mount_tag={share.tag},security_model=none,id=fs{i}"]
+    if spec.paused:
+        argv += ["-S"]
+    if qmp is not None:
+        argv += ["-qmp", f"unix:{qmp},server=on,wait=off"]
     if pidfile is not None:
         argv += ["-pidfile", str(pidfile)]
     argv += list(spec.extra_args)

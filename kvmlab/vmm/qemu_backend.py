@@ -1,17 +1,21 @@
 """The ``qemu`` backend: kvmlab starts qemu-system-x86_64 itself.
 
 For a workstation with no libvirtd. The serial console is QEMU's stdout (a
-pipe the console watcher reads); QEMU's own messages go to ``qemu.log`` in the
-VM's work dir.
+pipe the console watcher reads) and its stdin (what is typed into it); QEMU's
+own messages go to ``qemu.log`` in the VM's work dir. The monitor is QMP on a
+unix socket in the work dir.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
+import os
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +25,7 @@ from kvmlab.errors import HostToolError, InfraError
 from kvmlab.vmm.overlay import make_overlay
 from kvmlab.vmm.ports import PortAllocator, PortInUseError, connect_local
 from kvmlab.vmm.qemu_argv import qemu_argv
+from kvmlab.vmm.qmp import QMPClient
 from kvmlab.vmm.root import RootKind
 from kvmlab.vmm.spec import VMSpec
 
@@ -30,16 +35,34 @@ log = logging.getLogger(__name__)
 __all__ = ["PortInUseError", "QemuBackend", "QemuInstance"]
 
 
+#: A unix socket path must fit in sun_path (108 bytes with the NUL).
+_MAX_SOCKET_PATH = 100
+
+
+def _qmp_path(workdir: Path) -> tuple[Path, Path | None]:
+    """Where QEMU's QMP socket goes: in the VM's work dir when the path is
+    short enough for a unix socket, else in a temp dir of its own (returned
+    second, for removal)."""
+    path = workdir.resolve() / "qmp.sock"
+    if len(str(path)) <= _MAX_SOCKET_PATH:
+        return path, None
+    d = Path(tempfile.mkdtemp(prefix="kvmlab-qmp-"))
+    return d / "qmp.sock", d
+
+
 class QemuInstance:
     """One qemu process; see :class:`kvmlab.vmm.backend.Instance`."""
 
     def __init__(self, name: str, popen: subprocess.Popen[bytes], ssh_port: int, files: list[Path],
-                 on_close: Callable[[], None] = lambda: None) -> None:
+                 qmp: Path, qmp_dir: Path | None = None, on_close: Callable[[], None] = lambda: None) -> None:
         self._name = name
         self._popen = popen
         self._ssh_port = ssh_port
         self._files = files
         self._on_close = on_close
+        self._qmp = QMPClient(qmp)
+        self._qmp_path = qmp
+        self._qmp_dir = qmp_dir
 
     @property
     def name(self) -> str:
@@ -62,12 +85,29 @@ class QemuInstance:
     def qemu_pid(self) -> int | None:
         return self._popen.pid if self.alive() else None
 
+    def console_write(self, data: bytes) -> None:
+        if self._popen.stdin is None:
+            raise InfraError(f"{self._name}: the console takes no input")
+        try:
+            os.write(self._popen.stdin.fileno(), data)
+        except (BrokenPipeError, ValueError, OSError) as e:
+            raise InfraError(f"{self._name}: console input: {e}") from e
+
+    def monitor(self, command: str, *, timeout: float) -> str:
+        return self._qmp.hmp(command, timeout=timeout)
+
     def close(self, timeout: float) -> None:
+        self._qmp.close()
         proc.kill_group(self._popen, grace=timeout)
-        if self._popen.stdout is not None:
-            self._popen.stdout.close()
+        for stream in (self._popen.stdout, self._popen.stdin):
+            if stream is not None:
+                with contextlib.suppress(OSError):
+                    stream.close()
         for f in self._files:
             f.unlink(missing_ok=True)
+        self._qmp_path.unlink(missing_ok=True)
+        if self._qmp_dir is not None:
+            shutil.rmtree(self._qmp_dir, ignore_errors=True)
         self._on_close()
         self._on_close = lambda: None
 
@@ -91,15 +131,21 @@ class QemuBackend:
         files: list[Path] = []
         disk = None
         if spec.root.kind is RootKind.DISK:
-            disk = make_overlay(spec.root.path, workdir / "overlay.qcow2")
-            files.append(disk)
+            if spec.root.persistent:
+                disk = spec.root.path
+            else:
+                disk = make_overlay(spec.root.path, workdir / "overlay.qcow2")
+                files.append(disk)
         qemu_log = workdir / "qemu.log"
+        qmp, qmp_dir = _qmp_path(workdir)
         # The VM's own name in the argv: ps shows which pool member it is.
-        argv = qemu_argv(dataclasses.replace(spec, name=f"{spec.name}-{index}"), ssh_port=ssh_port, disk=disk)
+        argv = qemu_argv(dataclasses.replace(spec, name=f"{spec.name}-{index}"), ssh_port=ssh_port, disk=disk,
+                         qmp=qmp)
         (workdir / "qemu.argv").write_text(" ".join(argv) + "\n")
         with qemu_log.open("wb") as err:
-            popen = proc.spawn(argv, stdout=subprocess.PIPE, stderr=err, die_with_us=True)
-        inst = QemuInstance(f"{spec.name}-{index}", popen, ssh_port, files,
+            popen = proc.spawn(argv, stdout=subprocess.PIPE, stderr=err, stdin=subprocess.PIPE,
+                               die_with_us=True)
+        inst = QemuInstance(f"{spec.name}-{index}", popen, ssh_port, files, qmp, qmp_dir,
                             on_close=lambda: self._ports.release(ssh_port))
         # QEMU fails fast on bad arguments or a taken port; catch that here so
         # the error names the cause instead of showing up as a silent console.

@@ -23,6 +23,17 @@ BASE_CMDLINE: tuple[str, ...] = (
 )
 
 
+@dataclass(frozen=True)
+class Share:
+    """A host directory exported to the guest over 9p (virtio transport); the
+    guest mounts it with ``mount -t 9p -o trans=virtio,version=9p2000.L TAG DIR``."""
+
+    tag: str
+    """The mount tag the guest names (at most 31 characters)."""
+    path: Path
+    """The host directory, absolute."""
+
+
 class Accel(enum.Enum):
     AUTO = "auto"
     KVM = "kvm"
@@ -53,6 +64,11 @@ class VMSpec:
     modules (virtio) before mounting the root. Unused with an initramfs root."""
     extra_args: tuple[str, ...] = field(default_factory=tuple)
     """Extra QEMU arguments (direct backend) for advanced use."""
+    paused: bool = False
+    """Start with the vCPUs stopped (QEMU ``-S``; a libvirt domain is not
+    resumed): a debugger attaches first and lets it run."""
+    shares: tuple[Share, ...] = ()
+    """Host directories the guest can mount (9p over virtio)."""
 
     def full_cmdline(self) -> str:
         return " ".join((*BASE_CMDLINE, *self.root.cmdline, *self.cmdline))

@@ -168,3 +168,42 @@ class SSHSession:
         if self._client is not None:
             self._client.close()
             self._client = None
+
+
+# -- the OpenSSH client, for a person at a terminal --------------------------
+
+#: Options of every OpenSSH client call to a guest: guests are fresh every
+#: boot (a new host key each time) and reached on 127.0.0.1 ports that other
+#: guests had before, so their keys are neither checked nor remembered.
+OPENSSH_OPTIONS: tuple[str, ...] = (
+    "-o", "StrictHostKeyChecking=no",
+    "-o", "UserKnownHostsFile=/dev/null",
+    "-o", "LogLevel=ERROR",
+    "-o", "IdentitiesOnly=yes",
+    "-o", "ConnectTimeout=10",
+)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where a guest's sshd is reached, and as whom."""
+
+    host: str
+    port: int
+    user: str
+    key: Path
+
+
+def ssh_argv(ep: Endpoint, command: list[str] | tuple[str, ...] = ()) -> list[str]:
+    """``ssh`` to the guest: a login shell without ``command``, else the
+    command (its words joined by ssh with spaces, as ssh always does). A pty
+    is asked for when there is no command, as ssh does by itself."""
+    return ["ssh", "-p", str(ep.port), "-i", str(ep.key), *OPENSSH_OPTIONS,
+            f"{ep.user}@{ep.host}", *command]
+
+
+def scp_argv(ep: Endpoint, paths: list[tuple[bool, str]]) -> list[str]:
+    """``scp`` between host and guest; ``paths`` are (in the guest?, path),
+    the last one the destination."""
+    words = [f"{ep.user}@{ep.host}:{p}" if guest else p for guest, p in paths]
+    return ["scp", "-r", "-P", str(ep.port), "-i", str(ep.key), *OPENSSH_OPTIONS, *words]
