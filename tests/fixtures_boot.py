@@ -28,6 +28,8 @@ from kvmlab import proc
 from kvmlab.kernel.demo_tree import DemoTree
 from kvmlab.outcome import BuildOutcome, BuildStatus
 from kvmlab.session.store import SessionDir, SessionStore
+from kvmlab.vmm.host_uri import parse_owned_name
+from kvmlab.vmm.storage import POOL_NAME
 from tests.conftest import TEST_CACHE
 from tests.fixtures_kernel import KERNEL_CACHE, BuildKernel
 
@@ -116,7 +118,8 @@ def port_open(port: int) -> bool:
 
 def assert_nothing_left(sd: SessionDir, ssh_port: int, *, timeout: float = 30.0) -> None:
     """The session ended and took its VM with it: no owner, no qemu process, no
-    libvirt domain, nothing on its SSH port, no overlay."""
+    libvirt domain or volume, nothing on its SSH port, no overlay."""
+    assert ssh_port, f"session {sd.name} never recorded its SSH port"
     rec = sd.read()
     deadline = time.monotonic() + timeout
     while sd.running() and time.monotonic() < deadline:
@@ -133,6 +136,11 @@ def assert_nothing_left(sd: SessionDir, ssh_port: int, *, timeout: float = 30.0)
         conn = libvirt.open(rec.uri or "qemu:///system")
         try:
             assert rec.domain not in [d.name() for d in conn.listAllDomains()], f"{rec.domain} survived"
+            pool = conn.storagePoolLookupByName(POOL_NAME)
+            pool.refresh(0)
+            # The session's kvmlab made them: they carry its pid.
+            left = [v for v in pool.listVolumes() if (parse_owned_name(v) or (0,))[0] == rec.pid]
+            assert not left, f"volumes of session {sd.name} survived in the {POOL_NAME} pool: {left}"
         finally:
             conn.close()
     assert not port_open(ssh_port), f"something still listens on the session's SSH port {ssh_port}"

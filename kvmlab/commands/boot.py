@@ -49,7 +49,7 @@ from kvmlab.session.store import SessionDir, SessionRecord, SessionStore, check_
 from kvmlab.session.terminal import RawTerminal, is_terminal
 from kvmlab.session.vm import MountPoint, SessionVM
 from kvmlab.vmm.domain_xml import Owner, domain_xml
-from kvmlab.vmm.factory import make_backend, prepare, resolve_root
+from kvmlab.vmm.factory import close_backend, make_backend, prepare, resolve_root
 from kvmlab.vmm.initramfs import kernel_release
 from kvmlab.vmm.overlay import make_overlay
 from kvmlab.vmm.ports import PortAllocator
@@ -449,7 +449,11 @@ def run(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="kvmlab-boot-") as tmp:
         repro = _reproducer(args, Path(tmp))  # a reproducer that does not compile stops us here
         backend = make_backend(cfg.vm)
-        sdir = store.reopen(name) if resumed is not None else store.create(name, explicit=bool(args.name))
+        try:
+            sdir = store.reopen(name) if resumed is not None else store.create(name, explicit=bool(args.name))
+        except BaseException:
+            close_backend(backend)
+            raise
         try:
             if resumed is None:
                 rec = SessionRecord(
@@ -478,6 +482,11 @@ def run(args: argparse.Namespace) -> int:
             return _session(args, sdir, spec, backend, timeouts, prep.ready_marker, choice, command,
                             GuestSetup(mounts, repro), keep=rec.keep, accel=prep.accel.accel.value)
         finally:
+            # The backend's leftovers on its host (a libvirt host's uploaded
+            # volumes) go before the session is released: `kvmlab kill`
+            # returns when nothing is left.
+            with _no_signals():
+                close_backend(backend)
             sdir.release()
 
 
