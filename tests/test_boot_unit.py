@@ -374,7 +374,8 @@ class FakeBackend:
         return inst
 
 
-def _session(tmp_path: Path, backend: FakeBackend, crashes: list[Crash] | None = None) -> SessionVM:
+def _session(tmp_path: Path, backend: FakeBackend | RemoteBackend,
+             crashes: list[Crash] | None = None) -> SessionVM:
     key = tmp_path / "id"
     key.write_text("")
     root = GuestRoot("initramfs", RootKind.INITRAMFS, key, key)
@@ -448,6 +449,57 @@ def test_keys_go_to_the_console_and_ctrl_a_x_quits(tmp_path: Path) -> None:
     assert (out.ending, out.status) == (Ending.QUIT, 0)
     assert time.monotonic() - t0 < 5
     assert bytes(backend.instances[0].typed) == b"uname -r\r\x01"
+
+
+class RemoteInstance:
+    """A fake VM on another host: a monitor, but no SSH forward on this machine."""
+
+    def __init__(self) -> None:
+        self._inner = FakeInstance(b"", stop=False)
+        self.monitored: list[str] = []
+
+    @property
+    def name(self) -> str:
+        return "remote-0"
+
+    def connect(self, timeout: float) -> socket.socket:
+        return self._inner.connect(timeout)
+
+    def console_fd(self) -> int:
+        return self._inner.console_fd()
+
+    def alive(self) -> bool:
+        return self._inner.alive()
+
+    def monitor(self, command: str, *, timeout: float) -> str:
+        self.monitored.append(command)
+        return "Waiting for gdb connection on device 'tcp:127.0.0.1:1'"
+
+    def close(self, timeout: float) -> None:
+        self._inner.close(timeout)
+
+
+class RemoteBackend:
+    name = "fake"
+
+    def __init__(self) -> None:
+        self.remote = RemoteInstance()
+
+    def create(self, spec: VMSpec, *, workdir: Path, index: int) -> RemoteInstance:
+        return self.remote
+
+
+def test_gdb_on_a_vm_on_another_host_is_a_clear_error(tmp_path: Path) -> None:
+    backend = RemoteBackend()
+    svm = _session(tmp_path, backend)
+    svm.start()
+    try:
+        assert svm.endpoint() is None and svm.sdir.read().ssh_port == 0
+        with pytest.raises(UserError, match=r"--gdb needs a VM on this machine"):
+            svm.open_gdbstub()
+    finally:
+        svm.close()
+    assert backend.remote.monitored == []  # no gdbstub opened on that host
 
 
 def test_a_vm_that_stops_without_a_crash_after_output_is_not_a_crash(tmp_path: Path) -> None:

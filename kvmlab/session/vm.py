@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kvmlab import report
-from kvmlab.errors import InfraError, KvmlabError, SSHError
+from kvmlab.errors import InfraError, KvmlabError, SSHError, UserError
 from kvmlab.repro.reproducer import GUEST_DIR, Prepared
 from kvmlab.session.store import SessionDir
 from kvmlab.timeouts import Timeouts
@@ -256,6 +256,11 @@ class SessionVM:
     def open_gdbstub(self) -> int:
         """Open QEMU's gdbstub on a free 127.0.0.1 port (through the monitor,
         so it works the same for a libvirt domain); returns the port."""
+        if not isinstance(self.machine.instance, HasLocalSSHPort):
+            # A VM on a remote host: its QEMU would listen on that host's
+            # 127.0.0.1, and the printed gdb command would reach nothing here.
+            raise UserError(f"session {self.sdir.name}: --gdb needs a VM on this machine (the qemu "
+                            "backend or a local libvirt): the gdbstub listens on its host's 127.0.0.1")
         out = ""
         for _ in range(_PORT_TRIES):
             port = self._ports.reserve()
