@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.metadata
 import logging
 import signal
 import sys
@@ -32,12 +33,23 @@ COMMANDS: tuple[str, ...] = (
 )
 
 
+def version() -> str:
+    """kvmlab's version: the installed distribution's, else the source tree's."""
+    try:
+        return importlib.metadata.version("kvmlab")
+    except importlib.metadata.PackageNotFoundError:
+        from kvmlab import __version__
+
+        return __version__
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kvmlab",
         description="Reproduce and bisect Linux kernel crashes in QEMU/KVM virtual machines.",
     )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)")
+    parser.add_argument("--version", action="version", version=f"kvmlab {version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
         importlib.import_module(name).register(sub)
