@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from types import FrameType
 
 from kvmlab.errors import InfraError, KvmlabError, UserError
+from kvmlab.vmm.pool import Terminated
 
 #: Subcommand modules, in the order ``--help`` lists them.
 COMMANDS: tuple[str, ...] = (
@@ -106,6 +107,9 @@ def _run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("kvmlab: interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        print("kvmlab: terminated (SIGTERM); everything it started is stopped", file=sys.stderr)
+        return 128 + signal.SIGTERM
 
 
 if __name__ == "__main__":
