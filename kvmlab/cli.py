@@ -74,8 +74,9 @@ def _setup_logging(verbosity: int) -> None:
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
     # Unwind like Ctrl-C does, so every cleanup path runs: VMs stopped,
-    # builds' process groups killed, temp dirs removed.
-    raise SystemExit(128 + signum)
+    # builds' process groups killed, temp dirs removed. (An open pool
+    # installs its own handler raising the same.)
+    raise Terminated("terminated by SIGTERM")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

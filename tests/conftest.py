@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -41,6 +42,20 @@ def track_pid(pid: int) -> None:
     """Count libvirt domains named after ``pid`` (kvmlab-<pid>-...) as this
     test run's, so the leftover check finds them after ``pid`` is gone."""
     _TRACKED_PIDS.add(pid)
+
+
+def signal_disposition(pid: int, sig: signal.Signals) -> str:
+    """``ignored``, ``caught`` or ``default``: how process ``pid`` treats
+    ``sig`` now (from /proc/PID/status)."""
+    masks = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("SigIgn", "SigCgt"):
+            masks[key] = int(value.strip(), 16)
+    bit = 1 << (int(sig) - 1)
+    if masks["SigIgn"] & bit:
+        return "ignored"
+    return "caught" if masks["SigCgt"] & bit else "default"
 
 
 def _descendants() -> dict[int, psutil.Process]:

@@ -25,7 +25,7 @@ from kvmlab.vmm.libvirt_backend import LibvirtBackend
 from kvmlab.vmm.pool import Pool
 from kvmlab.vmm.qemu_backend import QemuBackend
 from kvmlab.vmm.spec import VMSpec
-from tests.conftest import REPO, track_pid
+from tests.conftest import REPO, signal_disposition, track_pid
 from tests.fixtures_vm import MARKER, CloudKernel, qemu_children
 
 pytestmark = pytest.mark.vm
@@ -154,20 +154,6 @@ import signal
 signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C -> KeyboardInterrupt, as in a terminal
 signal.signal(signal.SIGTERM, signal.SIG_DFL)  # kvmlab's pools install their own handler
 """
-
-
-def signal_disposition(pid: int, sig: signal.Signals) -> str:
-    """``ignored``, ``caught`` or ``default``: how process ``pid`` treats
-    ``sig`` now (from /proc/PID/status)."""
-    masks = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key in ("SigIgn", "SigCgt"):
-            masks[key] = int(value.strip(), 16)
-    bit = 1 << (int(sig) - 1)
-    if masks["SigIgn"] & bit:
-        return "ignored"
-    return "caught" if masks["SigCgt"] & bit else "default"
 
 
 StartHolder = Callable[[str], tuple[subprocess.Popen[str], str]]
