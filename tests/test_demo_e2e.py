@@ -1,20 +1,35 @@
 """End to end, for real: ``kvmlab demo`` makes the demo history, bisects the
 planted bug with real kernel builds and VM runs, and names the planted culprit
-(checked here against the demo's record, which the bisection never reads)."""
+(checked here against the demo's record, which the bisection never reads).
+
+Budget: both bisections build with the suite's TEST_CONFIG (so they share their
+builds with each other and with the other kernel tests), and the flaky one runs
+a reproducer that calls the buggy prctl 4 times (a run crashes with p ~ 0.80
+instead of 1/3), which bounds its VM runs: with the demo's own reproducer the
+bisection took 52-137 VM runs (10-25 min) depending on luck. That full one is
+``benchmarks/demo_bisect.py``.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from kvmlab.cli import main
 from kvmlab.kernel.demo_tree import DemoTree
-from tests.fixtures_kernel import KERNEL_CACHE
+from tests.fixtures_kernel import KERNEL_CACHE, TEST_CONFIG
 
 pytestmark = [pytest.mark.vm, pytest.mark.kernel, pytest.mark.slow]
+
+#: Reproducers the test bisects with, by bug (None: the demo's own).
+REPROS = {
+    "culprit": None,
+    "flaky_culprit": Path(__file__).parent / "fixtures" / "demo" / "repro_timerslack_hint_x4.c",
+}
 
 
 def _share_kernel_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -26,13 +41,16 @@ def _share_kernel_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None
     monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
 
 
-@pytest.mark.parametrize("bug", ["culprit", "flaky_culprit"])
+@pytest.mark.parametrize("bug", list(REPROS))
 def test_demo_finds_the_planted_culprit(bug: str, demo_tree: DemoTree, monkeypatch: pytest.MonkeyPatch,
-                                        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+                                        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                        record_property: Callable[[str, object], None]) -> None:
     _share_kernel_cache(monkeypatch, tmp_path)
     out_json = tmp_path / "result.json"
     count = str(min(4, os.cpu_count() or 2))
-    rc = main(["demo", "--dir", str(demo_tree.path), "--bug", bug, "--count", count, "--json", str(out_json)])
+    repro = REPROS[bug]
+    rc = main(["demo", "--dir", str(demo_tree.path), "--bug", bug, "--count", count, "--json", str(out_json),
+               "--config", ",".join(TEST_CONFIG), *([str(repro)] if repro else [])])
     out = capsys.readouterr().out
     planted = getattr(demo_tree, bug)
     assert rc == 0, out[-3000:]
@@ -46,3 +64,6 @@ def test_demo_finds_the_planted_culprit(bug: str, demo_tree: DemoTree, monkeypat
     result = json.loads(out_json.read_text())
     assert result["culprit"] == planted
     assert result["confidence"] >= 0.95
+    # What this bisection cost, printed by the budget summary at the end of the run.
+    record_property("budget", f"{result['vm_runs']} VM runs, {result['builds']} builds, "
+                    f"{result['build_seconds']:.0f} s building, {result['test_seconds']:.0f} s testing")
