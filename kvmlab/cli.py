@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.metadata
 import logging
 import signal
 import sys
@@ -17,6 +18,7 @@ from collections.abc import Sequence
 from types import FrameType
 
 from kvmlab.errors import InfraError, KvmlabError, UserError
+from kvmlab.vmm.pool import Terminated
 
 #: Subcommand modules, in the order ``--help`` lists them.
 COMMANDS: tuple[str, ...] = (
@@ -34,12 +36,23 @@ COMMANDS: tuple[str, ...] = (
 )
 
 
+def version() -> str:
+    """kvmlab's version: the installed distribution's, else the source tree's."""
+    try:
+        return importlib.metadata.version("kvmlab")
+    except importlib.metadata.PackageNotFoundError:
+        from kvmlab import __version__
+
+        return __version__
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kvmlab",
         description="Reproduce and bisect Linux kernel crashes in QEMU/KVM virtual machines.",
     )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)")
+    parser.add_argument("--version", action="version", version=f"kvmlab {version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
         importlib.import_module(name).register(sub)
@@ -63,8 +76,9 @@ def _setup_logging(verbosity: int) -> None:
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
     # Unwind like Ctrl-C does, so every cleanup path runs: VMs stopped,
-    # builds' process groups killed, temp dirs removed.
-    raise SystemExit(128 + signum)
+    # builds' process groups killed, temp dirs removed. (An open pool
+    # installs its own handler raising the same.)
+    raise Terminated("terminated by SIGTERM")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -96,6 +110,9 @@ def _run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("kvmlab: interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        print("kvmlab: terminated (SIGTERM); everything it started is stopped", file=sys.stderr)
+        return 128 + signal.SIGTERM
 
 
 if __name__ == "__main__":

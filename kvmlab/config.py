@@ -21,6 +21,14 @@ Example (every key optional)::
     repro:
       run_time: 120          # seconds a reproducer runs before the run is OK
       root: initramfs        # initramfs, or an image recipe name
+    kernel:
+      fragments_dir: ~/my-fragments   # your config fragments, before kvmlab's own
+    images:
+      recipes_dir: recipes   # your image recipes (relative: to this file)
+
+A command without ``--conf`` reads ``$KVMLAB_CONFIG``, else
+``$XDG_CONFIG_HOME/kvmlab/config.yaml`` when it exists (:mod:`kvmlab.paths`
+lists every file and environment variable kvmlab reads).
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ from typing import Any, TypeVar
 
 import yaml
 
+from kvmlab import paths
 from kvmlab.errors import ConfigError, MissingFileError
 from kvmlab.timeouts import Timeouts
 from kvmlab.vmm.host_uri import parse_host_uri
@@ -110,10 +119,37 @@ class ReproConfig:
 
 
 @dataclass(frozen=True)
+class KernelConfig:
+    fragments_dir: str = ""
+    """Directory of your own config fragments (``NAME.config``, and a
+    ``compilers.yaml`` replacing kvmlab's), searched before kvmlab's own; a
+    relative path is relative to the config file. Default: none.
+    ``$KVMLAB_FRAGMENTS_DIR`` wins over it."""
+
+    @property
+    def fragments_path(self) -> Path | None:
+        return Path(self.fragments_dir).expanduser() if self.fragments_dir else None
+
+
+@dataclass(frozen=True)
+class ImagesConfig:
+    recipes_dir: str = ""
+    """Directory of your own image recipes (``NAME.yaml``), searched before
+    kvmlab's own; relative to the config file. Default: none.
+    ``$KVMLAB_RECIPES_DIR`` wins over it."""
+
+    @property
+    def recipes_path(self) -> Path | None:
+        return Path(self.recipes_dir).expanduser() if self.recipes_dir else None
+
+
+@dataclass(frozen=True)
 class Config:
     vm: VMConfig = field(default_factory=VMConfig)
     timeouts: Timeouts = field(default_factory=Timeouts)
     repro: ReproConfig = field(default_factory=ReproConfig)
+    kernel: KernelConfig = field(default_factory=KernelConfig)
+    images: ImagesConfig = field(default_factory=ImagesConfig)
 
 
 def cache_dir() -> Path:
@@ -170,9 +206,12 @@ def from_mapping(cls: type[T], data: dict[str, Any], where: str) -> T:
 
 
 def load_config(path: Path | None) -> Config:
-    """Read a YAML config; ``None`` gives the defaults."""
+    """Read a YAML config; ``None`` reads :func:`kvmlab.paths.default_config_file`,
+    or gives the defaults when there is none."""
     if path is None:
-        return Config()
+        path = paths.default_config_file()
+        if path is None:
+            return Config()
     try:
         text = path.read_text()
     except FileNotFoundError:
@@ -185,4 +224,33 @@ def load_config(path: Path | None) -> Config:
         raise ConfigError(f"config {path}: not valid YAML: {str(e).splitlines()[0]}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config {path}: top level must be a mapping")
-    return from_mapping(Config, data, str(path))
+    return _relative_to(from_mapping(Config, data, str(path)), path.parent)
+
+
+def with_recipe_path(cfg: Config) -> Config:
+    """``cfg`` with ``repro.root`` turned from a recipe name into the recipe
+    file the user's ``images.recipes_dir`` provides (a name is otherwise
+    looked up in ``$KVMLAB_RECIPES_DIR`` and kvmlab's own recipes only)."""
+    root = cfg.repro.root
+    named = root != "initramfs" and "/" not in root and not root.endswith((".yaml", ".yml"))
+    if not named or cfg.images.recipes_path is None:
+        return cfg
+    from kvmlab.images.recipe import find_recipe  # the recipe module is heavier than this one
+
+    path = find_recipe(root, cfg.images.recipes_path)
+    return dataclasses.replace(cfg, repro=dataclasses.replace(cfg.repro, root=str(path)))
+
+
+def _relative_to(cfg: Config, base: Path) -> Config:
+    """Directories named relative in a config file are relative to that file."""
+    def fix(value: str) -> str:
+        if not value:
+            return value
+        p = Path(value).expanduser()
+        return str(p if p.is_absolute() else (base / p).resolve())
+
+    return dataclasses.replace(
+        cfg,
+        kernel=dataclasses.replace(cfg.kernel, fragments_dir=fix(cfg.kernel.fragments_dir)),
+        images=dataclasses.replace(cfg.images, recipes_dir=fix(cfg.images.recipes_dir)),
+    )

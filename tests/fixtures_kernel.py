@@ -2,13 +2,21 @@
 one work directory under TEST_CACHE, and builds through its cache, so a CI run
 builds each kernel once.
 
+The suite builds its kernels with the configs of :data:`TEST_CONFIGS` only:
+each config is one cold build on a fresh machine (about 7-11 min on 2 cores),
+later commits of the same config are incremental (seconds). A test that needs
+another config adds it there, says so, and reports its cold cost (README, "Test
+budget").
+
 Reuse from other tests:
 
 * ``demo_tree`` -> :class:`kvmlab.kernel.demo_tree.DemoTree` (``.path``, the
   planted commits, reproducer sources).
-* ``base_kernel`` -> BuildOutcome of the demo's base commit (v6.1) with the
-  ``base`` fragment; ``artifacts["bzImage"]``, ``["vmlinux"]``...
-* ``build_kernel(commit, fragments=("base",))`` -> BuildOutcome, cached.
+* ``base_kernel`` -> BuildOutcome of the demo's base commit (v6.1) with
+  :data:`TEST_CONFIG`; ``artifacts["bzImage"]``, ``["vmlinux"]``...
+* ``build_kernel(commit, fragments=TEST_CONFIG)`` -> BuildOutcome, cached.
+* ``kasan_culprit`` -> the demo's head built with :data:`KASAN_CONFIG`, booted
+  once with the planted bug's reproducer: (BuildOutcome, console text).
 * ``busybox_initramfs(init_script, extra={"/repro": path})`` -> Path of a cpio.
 * :func:`boot_console` boots a kernel + initramfs under TCG and returns the
   console text.
@@ -28,11 +36,23 @@ from kvmlab.errors import ProcessError
 from kvmlab.kernel.builder import KernelBuilder
 from kvmlab.kernel.config import ConfigRequest
 from kvmlab.kernel.demo_tree import DEFAULT_TARBALL, DemoTree, compile_reproducer, make_demo_tree
-from kvmlab.outcome import BuildOutcome
+from kvmlab.outcome import BuildOutcome, BuildStatus
 from tests.conftest import TEST_CACHE
 
 KERNEL_CACHE = TEST_CACHE / "kernel"
 BUSYBOX = Path("/bin/busybox")
+
+#: The config every kernel test builds unless it needs KASAN or line numbers:
+#: ``base`` without debug info (nothing symbolizes these kernels).
+TEST_CONFIG: tuple[str, ...] = ("base", "nodwarf")
+#: KASAN, with base's reduced DWARF: the KASAN report test, and the test that
+#: symbolizes a report with addr2line (which needs DWARF) share its one build.
+KASAN_CONFIG: tuple[str, ...] = ("base", "kasan")
+#: Every config the suite builds, with its cold cost on 2 cores (empty ccache).
+TEST_CONFIGS: dict[tuple[str, ...], str] = {
+    TEST_CONFIG: "cold build ~7 min",
+    KASAN_CONFIG: "cold build ~10.5 min",
+}
 
 BuildKernel = Callable[..., BuildOutcome]
 MakeInitramfs = Callable[..., Path]
@@ -61,21 +81,35 @@ def kernel_builder() -> KernelBuilder:
     return KernelBuilder(KERNEL_CACHE / "work", jobs=os.cpu_count())
 
 
+def check_test_config(fragments: Sequence[str]) -> tuple[str, ...]:
+    """``fragments`` as a tuple; fails the calling test when the suite does not
+    budget for that config (see :data:`TEST_CONFIGS`)."""
+    key = tuple(fragments)
+    if key not in TEST_CONFIGS:
+        known = "; ".join(",".join(k) for k in TEST_CONFIGS)
+        pytest.fail(f"kernel config {','.join(key)} is not one of the test suite's ({known}): each new "
+                    "config is a ~10 min cold build on a fresh machine; add it to TEST_CONFIGS in "
+                    "tests/fixtures_kernel.py with its measured cold cost (README: Test budget)",
+                    pytrace=False)
+    return key
+
+
 @pytest.fixture(scope="session")
 def build_kernel(demo_tree: DemoTree, kernel_builder: KernelBuilder) -> BuildKernel:
-    """``build_kernel(commit, fragments=("base",))``: a demo-tree build through
-    the shared cache."""
+    """``build_kernel(commit, fragments=TEST_CONFIG)``: a demo-tree build
+    through the shared cache, with one of :data:`TEST_CONFIGS`."""
 
-    def build(commit: str, fragments: Sequence[str] = ("base",)) -> BuildOutcome:
-        return kernel_builder.build(demo_tree.path, commit, ConfigRequest.from_fragments(fragments))
+    def build(commit: str, fragments: Sequence[str] = TEST_CONFIG) -> BuildOutcome:
+        request = ConfigRequest.from_fragments(check_test_config(fragments))
+        return kernel_builder.build(demo_tree.path, commit, request)
 
     return build
 
 
 @pytest.fixture(scope="session")
 def base_kernel(demo_tree: DemoTree, build_kernel: BuildKernel) -> BuildOutcome:
-    """The demo's base commit (v6.1) built with ``base``."""
-    return build_kernel(demo_tree.base, ("base",))
+    """The demo's base commit (v6.1) built with :data:`TEST_CONFIG`."""
+    return build_kernel(demo_tree.base, TEST_CONFIG)
 
 
 @pytest.fixture(scope="session")
@@ -114,6 +148,22 @@ def make_initramfs(out: Path, init_script: str, extra: Mapping[str, Path] | None
     )
     shutil.rmtree(stage)
     return out
+
+
+@pytest.fixture(scope="session")
+def kasan_culprit(demo_tree: DemoTree, build_kernel: BuildKernel, reproducers: dict[str, Path],
+                  tmp_path_factory: pytest.TempPathFactory) -> tuple[BuildOutcome, str]:
+    """The demo's head (which has the planted use-after-free) built with
+    :data:`KASAN_CONFIG` and booted once under TCG running the culprit's
+    reproducer: (build, console). One KASAN build and boot for the tests that
+    look at the KASAN report and symbolize it."""
+    build = build_kernel(demo_tree.head, KASAN_CONFIG)
+    if build.status is not BuildStatus.OK:
+        return build, ""
+    initramfs = make_initramfs(tmp_path_factory.mktemp("kasan") / "initramfs.cpio",
+                               INIT_PRELUDE + "/repro\necho KVMLAB-USERSPACE-OK\npoweroff -f\n",
+                               {"/repro": reproducers["culprit"]})
+    return build, boot_console(Path(build.artifacts["bzImage"]), initramfs, timeout=300)
 
 
 @pytest.fixture

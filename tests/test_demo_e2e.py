@@ -1,20 +1,44 @@
 """End to end, for real: ``kvmlab demo`` makes the demo history, bisects the
 planted bug with real kernel builds and VM runs, and names the planted culprit
-(checked here against the demo's record, which the bisection never reads)."""
+(checked here against the demo's record, which the bisection never reads).
+
+Budget: both bisections build with the suite's TEST_CONFIG (so they share their
+builds with each other and with the other kernel tests), and the flaky one runs
+a reproducer that calls the buggy prctl 4 times (a run crashes with p ~ 0.80
+instead of 1/3), which bounds its VM runs: with the demo's own reproducer the
+bisection took 52-137 VM runs (10-25 min) depending on luck. That full one is
+``benchmarks/demo_bisect.py``.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
+import psutil
 import pytest
 
+from kvmlab import proc
 from kvmlab.cli import main
 from kvmlab.kernel.demo_tree import DemoTree
-from tests.fixtures_kernel import KERNEL_CACHE
+from kvmlab.outcome import BuildStatus
+from tests.conftest import REPO, signal_disposition, track_pid
+from tests.fixtures_kernel import KERNEL_CACHE, TEST_CONFIG, BuildKernel
 
 pytestmark = [pytest.mark.vm, pytest.mark.kernel, pytest.mark.slow]
+
+#: Reproducers the test bisects with, by bug (None: the demo's own).
+REPROS = {
+    "culprit": None,
+    "flaky_culprit": Path(__file__).parent / "fixtures" / "demo" / "repro_timerslack_hint_x4.c",
+}
 
 
 def _share_kernel_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -26,13 +50,16 @@ def _share_kernel_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None
     monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
 
 
-@pytest.mark.parametrize("bug", ["culprit", "flaky_culprit"])
+@pytest.mark.parametrize("bug", list(REPROS))
 def test_demo_finds_the_planted_culprit(bug: str, demo_tree: DemoTree, monkeypatch: pytest.MonkeyPatch,
-                                        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+                                        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                        record_property: Callable[[str, object], None]) -> None:
     _share_kernel_cache(monkeypatch, tmp_path)
     out_json = tmp_path / "result.json"
     count = str(min(4, os.cpu_count() or 2))
-    rc = main(["demo", "--dir", str(demo_tree.path), "--bug", bug, "--count", count, "--json", str(out_json)])
+    repro = REPROS[bug]
+    rc = main(["demo", "--dir", str(demo_tree.path), "--bug", bug, "--count", count, "--json", str(out_json),
+               "--config", ",".join(TEST_CONFIG), *([str(repro)] if repro else [])])
     out = capsys.readouterr().out
     planted = getattr(demo_tree, bug)
     assert rc == 0, out[-3000:]
@@ -46,3 +73,62 @@ def test_demo_finds_the_planted_culprit(bug: str, demo_tree: DemoTree, monkeypat
     result = json.loads(out_json.read_text())
     assert result["culprit"] == planted
     assert result["confidence"] >= 0.95
+    # What this bisection cost, printed by the budget summary at the end of the run.
+    record_property("budget", f"{result['vm_runs']} VM runs, {result['builds']} builds, "
+                    f"{result['build_seconds']:.0f} s building, {result['test_seconds']:.0f} s testing")
+
+
+def test_background_bisection_stops_on_sigterm_and_resumes(demo_tree: DemoTree, build_kernel: BuildKernel,
+                                                           monkeypatch: pytest.MonkeyPatch,
+                                                           tmp_path: Path) -> None:
+    """The README's recipe: a bisection started as a background job (SIGINT
+    ignored) is stopped with ``kill PID``: one line, exit 143, no VM left, the
+    journal intact; the same command again resumes from it and finishes. The
+    range is the planted commit and its parent, built first (shared builds), so
+    the cost is a few VM batches."""
+    _share_kernel_cache(monkeypatch, tmp_path)
+    parent = proc.run(["git", "-C", str(demo_tree.path), "rev-parse", f"{demo_tree.culprit}^"],
+                      timeout=60).stdout.strip()
+    for commit in (demo_tree.culprit, parent):
+        assert build_kernel(commit).status is BuildStatus.OK
+    journal = tmp_path / "journal.jsonl"
+    out_json = tmp_path / "result.json"
+    argv = [sys.executable, "-m", "kvmlab.cli", "bisect", "--tree", str(demo_tree.path),
+            "--bad", demo_tree.culprit, "--good", parent, "--config", ",".join(TEST_CONFIG), "--count", "2",
+            "--cpus", "1", "--memory-mb", "512", "--run-time", "20", "--accel", "tcg",
+            "--journal", str(journal), "--json", str(out_json), demo_tree.reproducers["culprit"]]
+    script = 'trap "" INT; "$@" > "$LOG" 2>&1 & echo "$!"; wait "$!"'
+    env = {**os.environ, "LOG": str(tmp_path / "first.log")}
+    shell = subprocess.Popen(["bash", "-c", script, "bash", *argv], cwd=REPO, stdout=subprocess.PIPE,
+                             text=True, env=env, start_new_session=True)
+    try:
+        assert shell.stdout is not None
+        pid = int(shell.stdout.readline())
+        track_pid(pid)
+        assert signal_disposition(pid, signal.SIGINT) == "ignored"
+        deadline = time.monotonic() + 600
+        while not (journal.is_file() and '"kind": "run"' in journal.read_text()):
+            assert shell.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "no VM run recorded in 10 min"
+            time.sleep(0.5)
+        kvmlab = psutil.Process(pid)
+        os.kill(pid, signal.SIGTERM)
+        assert shell.wait(timeout=120) == 143, (tmp_path / "first.log").read_text()[-3000:]
+        assert not kvmlab.is_running()
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(shell.pid, signal.SIGKILL)
+        shell.wait(timeout=30)
+        if shell.stdout is not None:
+            shell.stdout.close()
+    first_log = (tmp_path / "first.log").read_text()
+    assert first_log.rstrip().endswith("kvmlab: terminated (SIGTERM); everything it started is stopped"), \
+        first_log[-2000:]
+    assert not [p for p in psutil.Process().children(recursive=True) if "qemu" in p.name()]
+    first = journal.read_text().splitlines()
+    assert all(json.loads(line) for line in first)  # whole lines only
+    rc = main(argv[3:])
+    assert rc == 0
+    result = json.loads(out_json.read_text())
+    assert result["culprit"] == demo_tree.culprit
+    assert journal.read_text().splitlines()[: len(first)] == first  # resumed: appended to, not restarted

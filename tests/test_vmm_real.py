@@ -12,6 +12,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import pytest
@@ -24,7 +25,7 @@ from kvmlab.vmm.libvirt_backend import LibvirtBackend
 from kvmlab.vmm.pool import Pool
 from kvmlab.vmm.qemu_backend import QemuBackend
 from kvmlab.vmm.spec import VMSpec
-from tests.conftest import REPO
+from tests.conftest import REPO, signal_disposition, track_pid
 from tests.fixtures_vm import MARKER, CloudKernel, qemu_children
 
 pytestmark = pytest.mark.vm
@@ -143,36 +144,93 @@ def test_kernel_without_serial_console_is_no_output(cloud_spec: VMSpec, tcg_time
     assert boot.reason in ("no output", "timed out")
 
 
-def _start_holder(tmp_path: Path, cloud_kernel: CloudKernel, body: str) -> tuple[subprocess.Popen[str], str]:
-    """Start a separate Python process that makes an initramfs spec for the
-    cloud kernel and runs ``body`` (which prints one line, then holds its VMs);
-    return the process and that line."""
-    script = tmp_path / "hold.py"
-    script.write_text(textwrap.dedent(f"""
-        import time
-        from pathlib import Path
-        from kvmlab.timeouts import TCG_SCALE, Timeouts
-        from kvmlab.vmm.initramfs import READY_MARKER, build_initramfs
-        from kvmlab.vmm.pool import Pool
-        from kvmlab.vmm.qemu_backend import QemuBackend
-        from kvmlab.vmm.libvirt_backend import LibvirtBackend
-        from kvmlab.vmm.spec import Accel, VMSpec
-        root = build_initramfs(Path({str(tmp_path / 'ir')!r}), kernel=Path({str(cloud_kernel.bzimage)!r}),
-                               modules_dir=Path({str(cloud_kernel.modules)!r}))
-        spec = VMSpec(kernel=Path({str(cloud_kernel.bzimage)!r}), root=root, cpus=1, memory_mb=256,
-                      accel=Accel.TCG)
-    """) + textwrap.dedent(body))
-    p = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True, cwd=REPO,
-                         start_new_session=True)
-    assert p.stdout is not None
-    return p, p.stdout.readline()
+#: The first lines of every holder: the signal dispositions the tests rely on,
+#: set in the process that gets the signals. A shell starts background jobs
+#: (``bash scripts/test.sh > log &``) with SIGINT and SIGQUIT ignored, the
+#: ignore is inherited, and Python installs its Ctrl-C handler only when
+#: SIGINT is not ignored: a holder that did not set it would never see Ctrl-C.
+HOLDER_SIGNALS = """
+import signal
+signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C -> KeyboardInterrupt, as in a terminal
+signal.signal(signal.SIGTERM, signal.SIG_DFL)  # kvmlab's pools install their own handler
+"""
+
+
+StartHolder = Callable[[str], tuple[subprocess.Popen[str], str]]
+
+
+@pytest.fixture
+def start_holder(tmp_path: Path, cloud_kernel: CloudKernel) -> Iterator[StartHolder]:
+    """``start_holder(body)``: start a separate Python process that makes an
+    initramfs spec for the cloud kernel and runs ``body`` (which prints one
+    line, then holds its VMs); returns the process and that line.
+
+    The holder starts with SIGINT ignored, as a background job's children do
+    (whatever way this pytest was started), and sets the dispositions it needs
+    itself (HOLDER_SIGNALS). Whatever the test does, the holders are killed
+    afterwards with their process group, and their libvirt domains destroyed.
+    """
+    started: list[subprocess.Popen[str]] = []
+
+    def start(body: str) -> tuple[subprocess.Popen[str], str]:
+        script = tmp_path / f"hold{len(started)}.py"
+        script.write_text(textwrap.dedent(HOLDER_SIGNALS) + textwrap.dedent(f"""
+            import time
+            from pathlib import Path
+            from kvmlab.timeouts import TCG_SCALE, Timeouts
+            from kvmlab.vmm.initramfs import READY_MARKER, build_initramfs
+            from kvmlab.vmm.pool import Pool
+            from kvmlab.vmm.qemu_backend import QemuBackend
+            from kvmlab.vmm.libvirt_backend import LibvirtBackend
+            from kvmlab.vmm.spec import Accel, VMSpec
+            root = build_initramfs(Path({str(tmp_path / 'ir')!r}),
+                                   kernel=Path({str(cloud_kernel.bzimage)!r}),
+                                   modules_dir=Path({str(cloud_kernel.modules)!r}))
+            spec = VMSpec(kernel=Path({str(cloud_kernel.bzimage)!r}), root=root, cpus=1, memory_mb=256,
+                          accel=Accel.TCG)
+        """) + textwrap.dedent(body))
+        # `trap "" INT` before exec: the background-job case, on purpose.
+        p = subprocess.Popen(["bash", "-c", 'trap "" INT; exec "$0" "$1"', sys.executable, str(script)],
+                             stdout=subprocess.PIPE, text=True, cwd=REPO, start_new_session=True)
+        started.append(p)
+        track_pid(p.pid)
+        assert p.stdout is not None
+        return p, p.stdout.readline()
+
+    try:
+        yield start
+    finally:
+        for p in started:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(p.pid, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                p.wait(timeout=30)
+            if p.stdout is not None:
+                p.stdout.close()
+        # QEMU dies with its holder (parent-death signal); libvirt domains don't.
+        with contextlib.suppress(Exception):
+            _destroy_domains_of(p.pid for p in started)
+
+
+def _destroy_domains_of(pids: Iterable[int]) -> None:
+    import libvirt
+
+    prefixes = tuple(f"kvmlab-{pid}-" for pid in pids)
+    conn = libvirt.open("qemu:///system")
+    try:
+        for d in conn.listAllDomains():
+            if d.name().startswith(prefixes):
+                with contextlib.suppress(libvirt.libvirtError):
+                    d.destroy()
+    finally:
+        conn.close()
 
 
 @pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGINT])
-def test_nothing_survives_signals(how: signal.Signals, cloud_kernel: CloudKernel, tmp_path: Path) -> None:
+def test_nothing_survives_signals(how: signal.Signals, start_holder: StartHolder) -> None:
     """A kvmlab process holding a pool is killed with SIGTERM / Ctrl-C: its
     qemu processes, temp dirs and (libvirt) domains all go."""
-    p, line = _start_holder(tmp_path, cloud_kernel, """
+    p, line = start_holder("""
         pools = [Pool(spec, 1, backend=QemuBackend(), timeouts=Timeouts()),
                  Pool(spec, 1, backend=LibvirtBackend(), timeouts=Timeouts())]
         with pools[0], pools[1]:
@@ -190,6 +248,8 @@ def test_nothing_survives_signals(how: signal.Signals, cloud_kernel: CloudKernel
         time.sleep(0.1)
     doms = {d for d in _all_domains() if d.startswith(f"kvmlab-{p.pid}-")}
     assert doms, "the libvirt pool's domain should be running"
+    # It was started ignoring SIGINT (a background job's lot) and set its own.
+    assert signal_disposition(p.pid, how) == "caught"
     os.kill(p.pid, how)
     assert p.wait(timeout=60) != 0
     assert not [c for c in qemu_children()], "qemu survived"
@@ -197,11 +257,11 @@ def test_nothing_survives_signals(how: signal.Signals, cloud_kernel: CloudKernel
     assert not {d for d in _all_domains() if d.startswith(f"kvmlab-{p.pid}-")}, "libvirt domain survived"
 
 
-def test_qemu_dies_with_a_sigkilled_kvmlab(cloud_kernel: CloudKernel, tmp_path: Path) -> None:
+def test_qemu_dies_with_a_sigkilled_kvmlab(start_holder: StartHolder) -> None:
     """kill -9 gives kvmlab no chance to clean up: its qemu processes still go
     (parent-death signal), and they were not killed early when the pool's
     start-up threads finished (the signal follows the forking thread)."""
-    p, line = _start_holder(tmp_path, cloud_kernel, """
+    p, line = start_holder("""
         with Pool(spec, 2, backend=QemuBackend(), timeouts=Timeouts().scaled(TCG_SCALE),
                   ready_marker=READY_MARKER) as pool:
             boots = pool.map(lambda m: m.wait_ready())
@@ -219,6 +279,54 @@ def test_qemu_dies_with_a_sigkilled_kvmlab(cloud_kernel: CloudKernel, tmp_path: 
     for q in alive:
         q.kill()
     assert not alive, f"qemu survived kill -9 of kvmlab: {[q.pid for q in alive]}"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_kvmlab_in_a_background_job_stops_cleanly_on_sigterm(backend: str, cloud_kernel: CloudKernel,
+                                                             tmp_path: Path) -> None:
+    """``kvmlab ... &`` from a script ignores Ctrl-C (the shell's doing, checked
+    here first); ``kill PID`` (SIGTERM) still stops its VMs and removes what
+    they made, while a command runs in them."""
+    work = tmp_path / "work"
+    argv = [sys.executable, "-m", "kvmlab.cli", "vm", "run", "--kernel", str(cloud_kernel.bzimage),
+            "--modules", str(cloud_kernel.modules), "--count", "1", "--accel", "tcg", "--backend", backend,
+            "--workdir", str(work), "--", "sleep", "600"]
+    # A non-interactive shell starts `cmd &` with SIGINT and SIGQUIT ignored;
+    # the trap makes sure of it whatever this shell's settings.
+    script = 'trap "" INT; "$@" & echo "$!"; wait "$!"'
+    shell = subprocess.Popen(["bash", "-c", script, "bash", *argv], cwd=REPO, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        assert shell.stdout is not None and shell.stderr is not None
+        pid = int(shell.stdout.readline())
+        track_pid(pid)
+        seen = []
+        for line in shell.stderr:
+            seen.append(line)
+            if "ready for SSH" in line or "error" in line:
+                break
+        assert "ready for SSH" in seen[-1], "".join(seen)
+        assert signal_disposition(pid, signal.SIGINT) == "ignored"
+        import psutil
+
+        qemus = [c for c in psutil.Process(pid).children(recursive=True) if "qemu" in c.name()]
+        doms = {d for d in _all_domains() if d.startswith(f"kvmlab-{pid}-")}
+        assert qemus if backend == "qemu" else doms, "no VM running"
+        t0 = time.monotonic()
+        os.kill(pid, signal.SIGTERM)
+        _, err = shell.communicate(timeout=90)
+        stopped_in = time.monotonic() - t0
+        assert shell.returncode == 128 + signal.SIGTERM, err  # kvmlab's own exit status
+        _, alive = psutil.wait_procs(qemus, timeout=15)
+        assert not alive, f"qemu survived SIGTERM: {alive}"
+        assert not {d for d in _all_domains() if d.startswith(f"kvmlab-{pid}-")}, "libvirt domain survived"
+        assert not list(work.rglob("overlay*")), "overlays survived"
+        assert "Traceback" not in err, err
+        assert stopped_in < 60, f"kvmlab took {stopped_in:.0f} s to stop"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(shell.pid, signal.SIGKILL)
+        shell.wait(timeout=30)
 
 
 def _all_domains() -> set[str]:

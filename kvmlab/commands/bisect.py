@@ -111,7 +111,7 @@ def run_bisection(args: argparse.Namespace, *, say: Any = print) -> BisectResult
     workdir.mkdir(parents=True, exist_ok=True)
     journal = args.journal or workdir / "journal.jsonl"
     prepared = repro.prepare(workdir)
-    builder = KernelBuilder()
+    builder = KernelBuilder(fragments_dir=cfg.kernel.fragments_path)
     request = ConfigRequest.from_fragments(frags)
     # Resolve the accelerator once, with the bad commit's kernel, so that a
     # fallback to TCG is one warning for the whole bisection.

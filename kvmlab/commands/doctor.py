@@ -10,6 +10,8 @@ from pathlib import Path
 from kvmlab import proc
 from kvmlab.config import cache_dir, load_config
 from kvmlab.errors import KvmlabError
+from kvmlab.images.recipe import recipe_dirs
+from kvmlab.kernel.config import fragment_dirs
 from kvmlab.vmm.accel import resolve_accel
 from kvmlab.vmm.host import Host, open_connection
 from kvmlab.vmm.spec import Accel
@@ -80,6 +82,12 @@ def run(args: argparse.Namespace) -> int:
                       ("debootstrap", "debootstrap"), ("gcc", "build-essential"), ("ccache", "ccache")):
         path = shutil.which(tool) or (f"/usr/sbin/{tool}" if Path(f"/usr/sbin/{tool}").exists() else None)
         ok = _line(path is not None, tool, path or "not found", f"apt-get install {pkg}") and ok
+    try:
+        frags = ", ".join(map(str, fragment_dirs(cfg.kernel.fragments_path)))
+        recipes = ", ".join(map(str, recipe_dirs(cfg.images.recipes_path)))
+        _line(True, "data", f"kernel configs {frags}; image recipes {recipes}")
+    except KvmlabError as e:
+        ok = _line(False, "data", str(e), "fix or unset that directory (README: Files and settings)") and ok
     where = cache_dir()
     probe = where if where.exists() else Path.home()
     free = shutil.disk_usage(probe).free

@@ -1,4 +1,4 @@
-"""``kvmlab image build|list|rm``: guest disk images from recipes."""
+"""``kvmlab image build|list|rm|recipes``: guest disk images from recipes."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import datetime
 from pathlib import Path
 
+from kvmlab.config import load_config
 from kvmlab.errors import UserError
 from kvmlab.images import (
     build_cached,
@@ -15,7 +16,7 @@ from kvmlab.images import (
     load_recipe,
     remove_entries,
 )
-from kvmlab.images.recipe import DEFAULT_RECIPE
+from kvmlab.images.recipe import DEFAULT_RECIPE, recipe_dirs, recipe_files
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -27,8 +28,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "recipe",
         nargs="?",
         default=DEFAULT_RECIPE,
-        help=f"recipe name in images/ or path to a YAML file (default: {DEFAULT_RECIPE})",
+        help=f"recipe name (see: kvmlab image recipes) or path to a YAML file (default: {DEFAULT_RECIPE})",
     )
+    build.add_argument("--conf", type=Path, help="kvmlab YAML config file (for images.recipes_dir)")
     build.add_argument(
         "-o", "--output", type=Path, help="write the image into this directory instead of the cache"
     )
@@ -46,6 +48,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     _cache_option(rm)
     rm.set_defaults(func=_rm)
 
+    rec = sub.add_parser(
+        "recipes",
+        help="list the image recipes and the file each comes from",
+        description="Recipes are looked up in $KVMLAB_RECIPES_DIR (else the config file's "
+        "images.recipes_dir), then in kvmlab's own; the first file of a name wins.",
+    )
+    rec.add_argument("--conf", type=Path, help="kvmlab YAML config file (for images.recipes_dir)")
+    rec.set_defaults(func=_recipes)
+
 
 def _cache_option(p: argparse.ArgumentParser) -> None:
     p.add_argument(
@@ -57,8 +68,18 @@ def _mib(n: int) -> str:
     return f"{n / 2**20:.0f} MiB"
 
 
+def _recipes(args: argparse.Namespace) -> int:
+    user = load_config(args.conf).images.recipes_path
+    files = recipe_files(user)
+    width = max((len(n) for n in files), default=4)
+    for name, path in files.items():
+        print(f"{name:<{width}}  {path}")
+    print(f"searched: {', '.join(str(d) for d in recipe_dirs(user))}")
+    return 0
+
+
 def _build(args: argparse.Namespace) -> int:
-    recipe = load_recipe(args.recipe)
+    recipe = load_recipe(args.recipe, recipe_dir=load_config(args.conf).images.recipes_path)
     if args.output is not None:
         result = build_image(recipe, args.output, force=args.force)
     else:

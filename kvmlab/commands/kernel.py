@@ -1,4 +1,5 @@
-"""``kvmlab kernel build``: build a kernel at a commit, cached."""
+"""``kvmlab kernel build``: build a kernel at a commit, cached;
+``kvmlab kernel fragments``: the config fragments it can use, and where each comes from."""
 
 from __future__ import annotations
 
@@ -8,10 +9,18 @@ import sys
 import time
 from pathlib import Path
 
-from kvmlab.errors import ConfigError
+from kvmlab.config import load_config
+from kvmlab.errors import ConfigError, KvmlabError
 from kvmlab.kernel.builder import KernelBuilder, Manifest, Progress
-from kvmlab.kernel.config import ConfigRequest, available_fragments
+from kvmlab.kernel.config import ConfigRequest, find_data_file, fragment_dirs, fragment_files
 from kvmlab.outcome import BuildStatus
+
+
+def _fragment_names() -> str:
+    try:
+        return ", ".join(fragment_files()) or "none found"
+    except KvmlabError as e:  # a bad $KVMLAB_FRAGMENTS_DIR must not break --help of every command
+        return f"unknown ({e})"
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -21,7 +30,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "build",
         help="build a kernel at a commit without touching your checkout",
         description="Build REV of the kernel git tree PATH in a kvmlab-owned worktree. "
-        f"Config fragments: {', '.join(available_fragments()) or 'none found'}.",
+        f"Config fragments: {_fragment_names()} (where each comes from: kvmlab kernel fragments).",
     )
     build.add_argument("--tree", type=Path, required=True, help="kernel git tree (only read)")
     build.add_argument("--commit", required=True, help="revision to build (commit, tag, branch)")
@@ -35,7 +44,39 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--work-dir", type=Path, default=None, help="worktrees, object dirs and build cache "
         "(default: $XDG_CACHE_HOME/kvmlab/kernel)"
     )
+    build.add_argument("--conf", type=Path, help="kvmlab YAML config file (for kernel.fragments_dir)")
     build.set_defaults(func=_build)
+
+    frags = sub.add_parser(
+        "fragments",
+        help="list the config fragments and the file each comes from",
+        description="Fragments are looked up in $KVMLAB_FRAGMENTS_DIR (else the config file's "
+        "kernel.fragments_dir), then in kvmlab's own; the first file of a name wins.",
+    )
+    frags.add_argument("--conf", type=Path, help="kvmlab YAML config file (for kernel.fragments_dir)")
+    frags.set_defaults(func=_fragments)
+
+
+def _summary(path: Path) -> str:
+    """The first comment line of a fragment file, without the ``#``."""
+    for line in path.read_text(errors="replace").splitlines():
+        if line.startswith("#") and line.strip("# "):
+            return line.lstrip("# ").strip()
+        if line.strip() and not line.startswith("#"):
+            break
+    return ""
+
+
+def _fragments(args: argparse.Namespace) -> int:
+    dirs = fragment_dirs(load_config(args.conf).kernel.fragments_path)
+    files = fragment_files(dirs)
+    width = max((len(n) for n in files), default=4)
+    pwidth = max((len(str(p)) for p in files.values()), default=4)
+    for name, path in files.items():
+        print(f"{name:<{width}}  {path!s:<{pwidth}}  {_summary(path)}".rstrip())
+    print(f"compiler table: {find_data_file('compilers.yaml', dirs)}")
+    print(f"searched: {', '.join(str(d) for d in dirs)}")
+    return 0
 
 
 #: Seconds between progress lines when stderr is not a terminal.
@@ -78,7 +119,9 @@ def _build(args: argparse.Namespace) -> int:
     else:
         names = [n.strip() for n in (args.config or "base").split(",") if n.strip()]
         request = ConfigRequest.from_fragments(names)
-    builder = KernelBuilder(args.work_dir, jobs=args.jobs, compiler=args.compiler)
+    cfg = load_config(args.conf)
+    builder = KernelBuilder(args.work_dir, jobs=args.jobs, compiler=args.compiler,
+                            fragments_dir=cfg.kernel.fragments_path)
     outcome = builder.build(
         args.tree, args.commit, request, out_dir=args.output, progress=_Ticker(), argv=sys.argv
     )

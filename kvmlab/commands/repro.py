@@ -11,7 +11,7 @@ from pathlib import Path
 
 from kvmlab import report
 from kvmlab.commands.kernel import _Ticker
-from kvmlab.config import Config, cache_dir, load_config
+from kvmlab.config import Config, cache_dir, load_config, with_recipe_path
 from kvmlab.errors import MissingFileError, UserError
 from kvmlab.kernel.builder import KernelBuilder
 from kvmlab.kernel.config import ConfigRequest
@@ -89,8 +89,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
     vm = {k: v for k, v in (("count", args.count), ("backend", args.backend), ("accel", args.accel),
                             ("cpus", args.cpus), ("memory_mb", args.memory_mb)) if v is not None}
     rp = {k: v for k, v in (("run_time", args.run_time), ("root", args.root)) if v is not None}
-    return dataclasses.replace(cfg, vm=dataclasses.replace(cfg.vm, **vm),
-                               repro=dataclasses.replace(cfg.repro, **rp))
+    return with_recipe_path(dataclasses.replace(cfg, vm=dataclasses.replace(cfg.vm, **vm),
+                                                repro=dataclasses.replace(cfg.repro, **rp)))
 
 
 def _expected_title(args: argparse.Namespace) -> str | None:
@@ -119,8 +119,9 @@ def run(args: argparse.Namespace) -> int:
         if args.kernel is not None or not args.commit:
             raise UserError("give either --kernel, or --tree with --commit")
         frags = [f.strip() for f in (args.config or "base").split(",") if f.strip()]
-        outcome = KernelBuilder().build(args.tree, args.commit, ConfigRequest.from_fragments(frags),
-                                        progress=_Ticker(), argv=sys.argv)
+        builder = KernelBuilder(fragments_dir=cfg.kernel.fragments_path)
+        outcome = builder.build(args.tree, args.commit, ConfigRequest.from_fragments(frags),
+                                progress=_Ticker(), argv=sys.argv)
         if outcome.status is BuildStatus.FAILED:
             print(f"kernel build failed at {outcome.commit[:12]}: {outcome.error}")
             return 1

@@ -7,7 +7,7 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from kvmlab.config import load_config
+from kvmlab.config import load_config, with_recipe_path
 from kvmlab.errors import UserError
 from kvmlab.vmm.factory import close_backend, make_backend, prepare, resolve_root
 from kvmlab.vmm.fleet import Fleet
@@ -37,8 +37,11 @@ def run(args: argparse.Namespace) -> int:
     overrides = {k: v for k, v in (("count", args.count), ("backend", args.backend),
                                    ("accel", args.accel)) if v is not None}
     cfg = dataclasses.replace(cfg, vm=dataclasses.replace(vm, **overrides))
+    if args.root is not None:
+        cfg = dataclasses.replace(cfg, repro=dataclasses.replace(cfg.repro, root=args.root))
+    cfg = with_recipe_path(cfg)
     command = " ".join(a for a in args.command if a != "--") or "uname -a"
-    root = resolve_root(args.root or cfg.repro.root, args.kernel, modules_dir=args.modules)
+    root = resolve_root(cfg.repro.root, args.kernel, modules_dir=args.modules)
     prep = prepare(cfg, args.kernel, root)
     backend = make_backend(cfg.vm)
     if isinstance(backend, Fleet) and cfg.vm.count > backend.capacity():

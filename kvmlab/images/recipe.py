@@ -17,10 +17,11 @@ from typing import Any
 
 import yaml
 
+from kvmlab import paths
 from kvmlab.errors import ConfigError, MissingFileError
 
-#: Where the shipped recipes live (``images/`` at the top of the source tree).
-RECIPE_DIR = Path(__file__).resolve().parents[2] / "images"
+#: kvmlab's own recipes (package data; the checkout's ``images/``).
+RECIPE_DIR = paths.shipped_dir("images")
 
 #: The recipe ``kvmlab image build`` uses when none is named.
 DEFAULT_RECIPE = "bookworm"
@@ -363,26 +364,45 @@ def parse_recipe(data: object, *, name: str, source: str, default_mirror: str | 
     return recipe
 
 
-def find_recipe(name_or_path: str, recipe_dir: Path = RECIPE_DIR) -> Path:
-    """The recipe file for a name (``bookworm``) or a path (``./my.yaml``)."""
+def recipe_dirs(user_dir: Path | None = None) -> tuple[Path, ...]:
+    """Where recipes are looked up, first match wins: the user's directory
+    (``$KVMLAB_RECIPES_DIR``, else ``user_dir``, the config file's
+    ``images.recipes_dir``), then kvmlab's own."""
+    return paths.search_path("images", paths.ENV_RECIPES_DIR, user_dir)
+
+
+def recipe_files(user_dir: Path | None = None) -> dict[str, Path]:
+    """Recipe name -> the file that provides it (see :func:`recipe_dirs`), sorted by name."""
+    found: dict[str, Path] = {}
+    for d in reversed(recipe_dirs(user_dir)):
+        if d.is_dir():
+            found.update((p.stem, p) for p in d.glob("*.yaml"))
+    return dict(sorted(found.items()))
+
+
+def find_recipe(name_or_path: str, recipe_dir: Path | None = None) -> Path:
+    """The recipe file for a name (``bookworm``, looked up in the user's
+    ``recipe_dir`` and then kvmlab's own: :func:`recipe_dirs`) or a path
+    (``./my.yaml``)."""
     as_path = Path(name_or_path)
     if as_path.suffix in (".yaml", ".yml") or "/" in name_or_path:
         if as_path.is_file():
             return as_path
         raise MissingFileError(f"recipe file {name_or_path} does not exist")
-    candidate = recipe_dir / f"{name_or_path}.yaml"
-    if candidate.is_file():
-        return candidate
-    known = sorted(p.stem for p in recipe_dir.glob("*.yaml")) if recipe_dir.is_dir() else []
+    files = recipe_files(recipe_dir)
+    if name_or_path in files:
+        return files[name_or_path]
+    where = ", ".join(str(d) for d in recipe_dirs(recipe_dir))
     raise MissingFileError(
-        f"no recipe named {name_or_path!r} in {recipe_dir} (known: {', '.join(known) or 'none'})"
+        f"no recipe named {name_or_path!r} in {where} (known: {', '.join(files) or 'none'})"
     )
 
 
 def load_recipe(
-    name_or_path: str, *, recipe_dir: Path = RECIPE_DIR, default_mirror: str | None = None
+    name_or_path: str, *, recipe_dir: Path | None = None, default_mirror: str | None = None
 ) -> Recipe:
-    """Find, read and validate a recipe; the mirror defaults to the host's."""
+    """Find (see :func:`find_recipe`), read and validate a recipe; the mirror
+    defaults to the host's."""
     path = find_recipe(name_or_path, recipe_dir)
     try:
         text = path.read_text()

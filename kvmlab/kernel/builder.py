@@ -37,11 +37,12 @@ from kvmlab import proc
 from kvmlab.errors import DiskFullError, InfraError, ProcessError
 from kvmlab.kernel import compilers
 from kvmlab.kernel.config import (
-    DEFAULT_FRAGMENTS_DIR,
     ConfigRequest,
     Dropped,
     config_hash,
     dropped_options,
+    find_data_file,
+    fragment_dirs,
     parse_config,
     render_config,
 )
@@ -230,14 +231,15 @@ class KernelBuilder:
 
     ``jobs`` defaults to the core count; ``ccache`` puts ccache in front of
     the compiler when it is installed (keeping ``CCACHE_DIR`` from the
-    environment).
+    environment). ``fragments_dir``: the user's fragments (and compiler
+    table), looked up before kvmlab's own (see :func:`fragment_dirs`).
     """
 
     def __init__(
         self,
         work_dir: Path | None = None,
         *,
-        fragments_dir: Path = DEFAULT_FRAGMENTS_DIR,
+        fragments_dir: Path | None = None,
         compiler_table: Path | None = None,
         compiler: str | None = None,
         jobs: int | None = None,
@@ -247,8 +249,9 @@ class KernelBuilder:
         max_slots: int = 4,
     ) -> None:
         self.work_dir = (work_dir or default_work_dir()).resolve()
-        self.fragments_dir = fragments_dir
-        self.rules = compilers.load_table(compiler_table or fragments_dir / "compilers.yaml")
+        self.fragment_dirs = fragment_dirs(fragments_dir)
+        self.rules = compilers.load_table(
+            compiler_table or find_data_file("compilers.yaml", self.fragment_dirs))
         self.compiler_override = compiler
         self.jobs = jobs or os.cpu_count() or 1
         self.ccache = shutil.which("ccache") if ccache else None
@@ -288,7 +291,7 @@ class KernelBuilder:
         tree = KernelTree.open(tree_path)
         commit = tree.resolve(rev)
         tree_hash = tree.tree_hash(commit)
-        requested = config.requested(self.fragments_dir)
+        requested = config.requested(self.fragment_dirs)
         cc = self._compiler_for(tree, commit)
         rkey = request_key(tree_hash, config, requested, cc.version)
 

@@ -10,19 +10,16 @@ disabled option has the value ``"n"`` (``# CONFIG_X is not set`` and
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from kvmlab import paths
 from kvmlab.errors import ConfigError, MissingFileError
 
-#: Where the fragment files live unless a caller names another directory:
-#: ``$KVMLAB_KERNEL_CONFIGS`` or the repository's ``kernel_configs/``.
-DEFAULT_FRAGMENTS_DIR = Path(
-    os.environ.get("KVMLAB_KERNEL_CONFIGS", Path(__file__).resolve().parents[2] / "kernel_configs")
-)
+#: kvmlab's own fragments (package data; the checkout's ``kernel_configs/``).
+DEFAULT_FRAGMENTS_DIR = paths.shipped_dir("kernel_configs")
 
 FRAGMENT_SUFFIX = ".config"
 
@@ -68,22 +65,56 @@ class Fragment:
     options: Mapping[str, str]
 
 
-def available_fragments(directory: Path = DEFAULT_FRAGMENTS_DIR) -> list[str]:
-    """Names of the fragments in ``directory`` (file names without ``.config``)."""
-    if not directory.is_dir():
-        return []
-    return sorted(p.name[: -len(FRAGMENT_SUFFIX)] for p in directory.glob(f"*{FRAGMENT_SUFFIX}"))
+def fragment_dirs(user_dir: Path | None = None) -> tuple[Path, ...]:
+    """Where fragments are looked up, first match wins: the user's directory
+    (``$KVMLAB_FRAGMENTS_DIR``, else ``user_dir``, the config file's
+    ``kernel.fragments_dir``), then kvmlab's own."""
+    return paths.search_path("kernel_configs", paths.ENV_FRAGMENTS_DIR, user_dir)
 
 
-def load_fragment(name: str, directory: Path = DEFAULT_FRAGMENTS_DIR) -> Fragment:
-    """Load fragment ``name`` from ``directory``; an unknown name is a ConfigError
-    that lists the known ones."""
+def _dirs(where: Path | Sequence[Path] | None) -> tuple[Path, ...]:
+    if where is None:
+        return fragment_dirs()
+    return (where,) if isinstance(where, Path) else tuple(where)
+
+
+def fragment_files(where: Path | Sequence[Path] | None = None) -> dict[str, Path]:
+    """Fragment name -> the file that provides it, over the search path
+    ``where`` (a directory or directories, earlier wins; default
+    :func:`fragment_dirs`), sorted by name."""
+    found: dict[str, Path] = {}
+    for d in reversed(_dirs(where)):
+        if d.is_dir():
+            found.update((p.name[: -len(FRAGMENT_SUFFIX)], p) for p in d.glob(f"*{FRAGMENT_SUFFIX}"))
+    return dict(sorted(found.items()))
+
+
+def available_fragments(where: Path | Sequence[Path] | None = None) -> list[str]:
+    """Names of the fragments on the search path (file names without ``.config``)."""
+    return list(fragment_files(where))
+
+
+def find_data_file(name: str, where: Path | Sequence[Path] | None = None) -> Path:
+    """The first ``name`` (e.g. ``compilers.yaml``) on the fragments' search path."""
+    dirs = _dirs(where)
+    for d in dirs:
+        if (d / name).is_file():
+            return d / name
+    raise MissingFileError(f"{name}: not found in {', '.join(map(str, dirs))}")
+
+
+def load_fragment(name: str, where: Path | Sequence[Path] | None = None) -> Fragment:
+    """Load fragment ``name`` from the search path ``where`` (default
+    :func:`fragment_dirs`); an unknown name is a ConfigError that lists the
+    known ones."""
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
         raise ConfigError(f"bad config fragment name {name!r}")
-    path = directory / f"{name}{FRAGMENT_SUFFIX}"
-    if not path.is_file():
-        known = ", ".join(available_fragments(directory)) or "none"
-        raise ConfigError(f"unknown config fragment {name!r} (known in {directory}: {known})")
+    files = fragment_files(where)
+    path = files.get(name)
+    if path is None:
+        known = ", ".join(files) or "none"
+        where_s = ", ".join(str(d) for d in _dirs(where))
+        raise ConfigError(f"unknown config fragment {name!r} (known in {where_s}: {known})")
     return Fragment(name, path, parse_config(path.read_text(), source=str(path)))
 
 
@@ -123,11 +154,13 @@ class ConfigRequest:
         parse_config(text, source=str(path))
         return cls(full_config=text)
 
-    def requested(self, directory: Path = DEFAULT_FRAGMENTS_DIR) -> dict[str, str]:
-        """The merged options the final config must contain."""
+    def requested(self, where: Path | Sequence[Path] | None = None) -> dict[str, str]:
+        """The merged options the final config must contain (fragments from the
+        search path ``where``, default :func:`fragment_dirs`)."""
         if self.full_config is not None:
             return parse_config(self.full_config)
-        return merge(load_fragment(n, directory).options for n in self.fragments)
+        dirs = _dirs(where)
+        return merge(load_fragment(n, dirs).options for n in self.fragments)
 
     def describe(self) -> str:
         return ",".join(self.fragments) if self.fragments else "full .config"

@@ -149,9 +149,21 @@ class Pool:
                 raise e
 
     def map(self, fn: Callable[[Machine], T]) -> list[T]:
-        """Run ``fn`` on every machine at once; results in index order."""
-        with ThreadPoolExecutor(max_workers=len(self.machines), thread_name_prefix="pool") as ex:
-            return list(ex.map(fn, self.machines))
+        """Run ``fn`` on every machine at once; results in index order.
+
+        When waiting is cut short (Ctrl-C, SIGTERM, one ``fn`` raising), the
+        others are not waited for: closing the pool, which comes next, stops
+        their VMs and so ends them. (Waiting would hold the teardown until a
+        command running in a guest finished or timed out.)
+        """
+        ex = ThreadPoolExecutor(max_workers=len(self.machines), thread_name_prefix="pool")
+        try:
+            results = list(ex.map(fn, self.machines))
+        except BaseException:
+            ex.shutdown(wait=False, cancel_futures=True)
+            raise
+        ex.shutdown(wait=True)
+        return results
 
     def close(self) -> None:
         """Stop every VM and remove what the pool made. Idempotent."""
