@@ -29,8 +29,8 @@ _CCACHE_DIR = os.environ.get("CCACHE_DIR") or str(Path.home() / ".cache" / "ccac
 EXIT_GRACE = 5.0
 
 pytest_plugins: list[str] = [
-    "tests.fixtures_vm", "tests.fixtures_kernel", "tests.fixtures_images", "tests.fixtures_boot", "tests.budget",
-    "pytester",
+    "tests.fixtures_vm", "tests.fixtures_kernel", "tests.fixtures_images", "tests.fixtures_boot",
+    "tests.budget", "pytester",
 ]
 
 #: Pids of helper processes tests started (e.g. a VM-holding kvmlab in a

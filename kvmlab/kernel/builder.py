@@ -332,7 +332,7 @@ class KernelBuilder:
         tree = KernelTree.open(tree_path)
         commit = tree.resolve(rev)
         tree_hash = tree.tree_hash(commit)
-        requested = config.requested(self.fragments_dir)
+        requested = config.requested(self.fragment_dirs)
         cc = self._compiler_for(tree, commit)
         known = self._lookup_request(request_key(tree_hash, config, requested, cc.version))
         return None if known is None else self._outcome(known, commit, cached=True, out_dir=None)
