@@ -20,6 +20,8 @@ APT_PACKAGES=(
   linux-source-6.1 linux-image-cloud-amd64
   # python headers for libvirt-python
   python3-dev
+  # the report's browser check (headless) and the live view's terminal test
+  chromium tmux
 )
 
 log() { printf 'setup: %s\n' "$*" >&2; }

@@ -1,0 +1,113 @@
+"""Bisections for the report tests: the real engine over a throwaway git
+history with the fake tester, leaving a workdir the way ``kvmlab bisect``
+does (journal, meta.json, result.json, the log)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kvmlab.bisect import AdaptivePolicy, BisectResult, LogWriter, Outcome, bisect
+from kvmlab.bisect.policy import POLICIES, Policy
+from kvmlab.show import JobMeta
+from tests.test_bisect import FakeTester, History, make_history
+
+
+@dataclass
+class Case:
+    name: str
+    outcome: Outcome
+    kw: dict[str, Any]
+    tester: dict[str, Any]
+    bad: str = "30"
+    good: str | None = "0"
+    fix: bool = False
+    policy: str | Policy = "adaptive"
+    branch: tuple[int, int, int] | None = (10, 5, 20)
+    tags: tuple[tuple[int, str], ...] = ((0, "v1.0"),)
+
+
+CASES = {
+    # Flaky culprit on a merged branch, another bug's crashes, a commit that does
+    # not build and one that does not boot: every kind of node and run.
+    "found": Case("found", Outcome.FOUND, {}, dict(culprit="b3", p=0.5, other_rate=0.1, broken=["15"],
+                                                   boot_broken=["10"])),
+    "inconclusive": Case("inconclusive", Outcome.INCONCLUSIVE, {},
+                         dict(culprit="9", broken=["8", "9", "10"]), branch=None),
+    "no-repro": Case("no-repro", Outcome.NO_REPRO, {}, dict(culprit="30", p=0.0)),
+    "fix": Case("fix", Outcome.FOUND, {}, dict(fixed_by="24"), bad="3", good="30", fix=True),
+    "syzbot": Case("syzbot", Outcome.FOUND, {}, dict(culprit="17"), policy="syzbot"),
+}
+
+
+@dataclass
+class Bisected:
+    hist: History
+    workdir: Path
+    result: BisectResult
+    case: Case
+
+    def h(self, title: str) -> str:
+        return self.hist.h[title]
+
+
+def run_case(case: Case, base: Path) -> Bisected:
+    hist = make_history(base / "repo", 30, tags=dict(case.tags), branch=case.branch)
+    wd = base / "wd"
+    wd.mkdir(parents=True)
+    tester = FakeTester(hist, **case.tester)
+    policy = POLICIES[case.policy] if isinstance(case.policy, str) else case.policy
+    bad, good = hist.h[case.bad], hist.h[case.good] if case.good else None
+    log_path = wd / "bisect-test.log"
+    JobMeta(kind="bisect", tree=str(hist.path), bad=bad, good=good, fix=case.fix, policy=policy.name,
+            confidence_goal=policy.confidence if isinstance(policy, AdaptivePolicy) else None,
+            config=["base"], reproducer="C program repro.c", vms=2, accel="tcg",
+            journal=str(wd / "journal.jsonl"), log=str(log_path), started=time.time()).write(wd)
+    logw = LogWriter(None, log_path)
+    try:
+        res = bisect(hist.repo, tester, bad=bad, good=good, fix=case.fix, policy=policy,
+                     journal=wd / "journal.jsonl", log=logw, **case.kw)
+    finally:
+        logw.close()
+    assert res.outcome is case.outcome, (case.name, res.outcome, res.message)
+    (wd / "result.json").write_text(json.dumps(res.to_json(), indent=1))
+    return Bisected(hist, wd, res, case)
+
+
+_DONE: dict[str, Bisected] = {}
+
+
+def bisected(name: str, factory: pytest.TempPathFactory) -> Bisected:
+    """The bisection of case ``name``, run once per test session (treat as read-only)."""
+    if name not in _DONE:
+        _DONE[name] = run_case(CASES[name], factory.mktemp(f"bisect-{name}"))
+    return _DONE[name]
+
+
+def copy_of(b: Bisected, dest: Path) -> Bisected:
+    """``b`` with a workdir of its own (same repository), for tests that change it."""
+    shutil.copytree(b.workdir, dest)
+    return Bisected(b.hist, dest, b.result, b.case)
+
+
+def expected_colour_key(res: BisectResult, commit: str) -> str:
+    """The verdict a tested commit's node must show, from the result's evidence
+    (independently of the report's own code): crashed with the bug = bad,
+    did not build = build-failed, ran clean = good, else skip."""
+    e = res.evidence[commit]
+    step = [s for s in res.steps if s.commit == commit]
+    if e.build_failed:
+        return "build-failed"
+    if step:
+        return step[-1].verdict
+    if e.target_crashes:
+        return "bad"
+    if e.boot_failures:
+        return "skip"
+    return "good" if e.oks else "pending"
