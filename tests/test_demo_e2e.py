@@ -10,9 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from kvmlab import proc
 from kvmlab.cli import main
 from kvmlab.kernel.demo_tree import DemoTree
+from tests.chromium import browser
 from tests.fixtures_kernel import KERNEL_CACHE
+from tests.report_checks import check_bisection_page, expected_from_result
 
 pytestmark = [pytest.mark.vm, pytest.mark.kernel, pytest.mark.slow]
 
@@ -31,8 +34,10 @@ def test_demo_finds_the_planted_culprit(bug: str, demo_tree: DemoTree, monkeypat
                                         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     _share_kernel_cache(monkeypatch, tmp_path)
     out_json = tmp_path / "result.json"
+    workdir = tmp_path / "wd"
     count = str(min(4, os.cpu_count() or 2))
-    rc = main(["demo", "--dir", str(demo_tree.path), "--bug", bug, "--count", count, "--json", str(out_json)])
+    rc = main(["demo", "--dir", str(demo_tree.path), "--bug", bug, "--count", count, "--json", str(out_json),
+               "--workdir", str(workdir)])
     out = capsys.readouterr().out
     planted = getattr(demo_tree, bug)
     assert rc == 0, out[-3000:]
@@ -46,3 +51,11 @@ def test_demo_finds_the_planted_culprit(bug: str, demo_tree: DemoTree, monkeypat
     result = json.loads(out_json.read_text())
     assert result["culprit"] == planted
     assert result["confidence"] >= 0.95
+    # Every bisection leaves report.html next to its log: look at it.
+    assert f"kvmlab: report {workdir / 'report.html'}" in out
+    expected, runs = expected_from_result(result)
+    subject = proc.run(["git", "-C", str(demo_tree.path), "log", "-1", "--format=%s", planted],
+                       timeout=60).stdout.strip()
+    with browser(tmp_path) as b:
+        check_bisection_page(b, workdir / "report.html", expected=expected, culprit_subject=subject,
+                             runs=runs, chart=True, shot=tmp_path / "report.png")

@@ -24,6 +24,8 @@ REPORT_NAME = "report.html"
 
 #: Run squares drawn per commit row in the graph (more are counted, not drawn).
 MAX_SQUARES = 20
+#: Width of the graph's text columns (hash, verdict, runs, subject), CSS pixels.
+GRAPH_TEXT_W = 640
 
 
 def _dur(seconds: Any) -> str:
@@ -87,7 +89,8 @@ def render_bisection(v: BisectView) -> str:
         v=v, verdict_colours=VERDICT_COLOURS, verdict_words=words, run_kinds=RUN_KINDS,
         used_verdicts={c.verdict for c in v.commits.values()},
         used_kinds={r.kind for c in v.commits.values() for r in c.runs},
-        initial=initial, max_squares=MAX_SQUARES, has_notes=any(st.get("note") for st in v.steps),
+        initial=initial, max_squares=MAX_SQUARES, text_w=GRAPH_TEXT_W,
+        has_notes=any(st.get("note") for st in v.steps),
     )
 
 
