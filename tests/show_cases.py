@@ -29,8 +29,6 @@ class Case:
     good: str | None = "0"
     fix: bool = False
     policy: str | Policy = "adaptive"
-    branch: tuple[int, int, int] | None = (10, 5, 20)
-    tags: tuple[tuple[int, str], ...] = ((0, "v1.0"),)
 
 
 CASES = {
@@ -39,7 +37,7 @@ CASES = {
     "found": Case("found", Outcome.FOUND, {}, dict(culprit="b3", p=0.5, other_rate=0.1, broken=["15"],
                                                    boot_broken=["10"])),
     "inconclusive": Case("inconclusive", Outcome.INCONCLUSIVE, {},
-                         dict(culprit="9", broken=["8", "9", "10"]), branch=None),
+                         dict(culprit="9", broken=["8", "9", "10"])),
     "no-repro": Case("no-repro", Outcome.NO_REPRO, {}, dict(culprit="30", p=0.0)),
     "fix": Case("fix", Outcome.FOUND, {}, dict(fixed_by="24"), bad="3", good="30", fix=True),
     "syzbot": Case("syzbot", Outcome.FOUND, {}, dict(culprit="17"), policy="syzbot"),
@@ -57,8 +55,13 @@ class Bisected:
         return self.hist.h[title]
 
 
-def run_case(case: Case, base: Path) -> Bisected:
-    hist = make_history(base / "repo", 30, tags=dict(case.tags), branch=case.branch)
+def history(path: Path) -> History:
+    """Commits 0..30 (v1.0 is 0), with a branch b1..b5 forked after 10 and merged as 20."""
+    return make_history(path, 30, tags={0: "v1.0"}, branch=(10, 5, 20))
+
+
+def run_case(case: Case, base: Path, hist: History | None = None) -> Bisected:
+    hist = hist or history(base / "repo")
     wd = base / "wd"
     wd.mkdir(parents=True)
     tester = FakeTester(hist, **case.tester)
@@ -81,12 +84,16 @@ def run_case(case: Case, base: Path) -> Bisected:
 
 
 _DONE: dict[str, Bisected] = {}
+_HISTORY: list[History] = []
 
 
 def bisected(name: str, factory: pytest.TempPathFactory) -> Bisected:
-    """The bisection of case ``name``, run once per test session (treat as read-only)."""
+    """The bisection of case ``name``, run once per test session over one
+    shared history (treat both as read-only)."""
+    if not _HISTORY:
+        _HISTORY.append(history(factory.mktemp("history") / "repo"))
     if name not in _DONE:
-        _DONE[name] = run_case(CASES[name], factory.mktemp(f"bisect-{name}"))
+        _DONE[name] = run_case(CASES[name], factory.mktemp(f"bisect-{name}"), _HISTORY[0])
     return _DONE[name]
 
 

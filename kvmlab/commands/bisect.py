@@ -16,6 +16,7 @@ import yaml
 from kvmlab import report
 from kvmlab.bisect import POLICIES, AdaptivePolicy, BisectResult, GitRepository, LogWriter, bisect
 from kvmlab.bisect.policy import Policy
+from kvmlab.bisect.result import StepRecord
 from kvmlab.commands.live import View, WatchedTester, progress_view
 from kvmlab.commands.repro import add_repro_options, add_vm_options, config_from_args, reproducer_from_args
 from kvmlab.config import cache_dir
@@ -152,10 +153,16 @@ def _run_bisection(args: argparse.Namespace, view: View, say: Any) -> BisectResu
             journal=str(journal), log=str(logw.path), started=started,
             first_build={"commit": bad, "duration": first.duration, "cached": first.cached}).write(workdir)
     say(f"kvmlab: journal {journal}; logs under {workdir}")
+    (workdir / RESULT_NAME).unlink(missing_ok=True)  # an earlier attempt's answer is not this one's
+
+    def on_step(rec: StepRecord) -> None:
+        view.step(rec)
+        _report(workdir, None)  # report.html follows the bisection as it goes
+
     try:
         result = bisect(repo, WatchedTester(tester, view), bad=bad, good=good, fix=args.fix, policy=policy,
                         is_target=target_matcher(args.expect), journal=journal, log=logw,
-                        release_floor=args.release_floor, observer=view.step)
+                        release_floor=args.release_floor, observer=on_step)
     except KvmlabError:
         _report(workdir, say)  # what was found before the failure
         raise
@@ -169,10 +176,13 @@ def _run_bisection(args: argparse.Namespace, view: View, say: Any) -> BisectResu
 
 
 def _report(workdir: Path, say: Any) -> None:
-    """Write ``report.html``; a report that cannot be made only warns (the
-    bisection's result is in the log and the JSON either way)."""
+    """Write ``report.html`` (and say where, unless ``say`` is None); a report
+    that cannot be made only warns (the bisection's result is in the log and
+    the JSON either way)."""
     try:
-        say(f"kvmlab: report {bisection_report(workdir)}")
+        path = bisection_report(workdir)
+        if say is not None:
+            say(f"kvmlab: report {path}")
     except Exception as e:  # a by-product: never lose the bisection over it
         log.warning("report.html not written: %s", e, exc_info=log.isEnabledFor(logging.DEBUG))
 

@@ -24,6 +24,9 @@ REPORT_NAME = "report.html"
 
 #: Run squares drawn per commit row in the graph (more are counted, not drawn).
 MAX_SQUARES = 20
+#: A running bisection's report reloads itself this often (seconds): the
+#: bisection rewrites it after every step.
+REFRESH_SECONDS = 30
 #: Width of the graph's text columns (hash, verdict, runs, subject), CSS pixels.
 GRAPH_TEXT_W = 640
 
@@ -90,7 +93,7 @@ def render_bisection(v: BisectView) -> str:
         used_verdicts={c.verdict for c in v.commits.values()},
         used_kinds={r.kind for c in v.commits.values() for r in c.runs},
         initial=initial, max_squares=MAX_SQUARES, text_w=GRAPH_TEXT_W,
-        has_notes=any(st.get("note") for st in v.steps),
+        has_notes=any(st.get("note") for st in v.steps), refresh_seconds=REFRESH_SECONDS,
     )
 
 
