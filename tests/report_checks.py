@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from kvmlab.show.bisection import VERDICT_COLOURS
+from kvmlab.show.model import VERDICT_COLOURS
 from tests.chromium import Browser, Shot, close_to, hex_rgb
 
 #: Screenshot width in CSS pixels.

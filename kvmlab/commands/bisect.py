@@ -151,7 +151,8 @@ def _run_bisection(args: argparse.Namespace, view: View, say: Any) -> BisectResu
             policy=policy.name, confidence_goal=getattr(policy, "confidence", None), config=frags,
             reproducer=prepared.description, expect=args.expect, vms=cfg.vm.count, accel=accel.accel.value,
             journal=str(journal), log=str(logw.path), started=started,
-            first_build={"commit": bad, "duration": first.duration, "cached": first.cached}).write(workdir)
+            first_build={"commit": bad, "duration": first.duration, "cached": first.cached,
+                         "status": first.status.value, "artifacts": dict(first.artifacts)}).write(workdir)
     say(f"kvmlab: journal {journal}; logs under {workdir}")
     (workdir / RESULT_NAME).unlink(missing_ok=True)  # an earlier attempt's answer is not this one's
 

@@ -24,36 +24,14 @@ from kvmlab.bisect.graph import CommitGraph
 from kvmlab.bisect.seams import CommitInfo as _CommitInfo
 from kvmlab.bisect.seams import cc_list, email_of, parse_trailers
 from kvmlab.errors import MissingFileError, UserError
-from kvmlab.show import gitinfo, layout
+from kvmlab.show import gitinfo, layout, panels
 from kvmlab.show.meta import JobMeta, load_meta
+from kvmlab.show.model import BuildView, CommitView, Culprit, RunView, TitleCount, build_kind
 
 log = logging.getLogger(__name__)
 
 JOURNAL_NAME = "journal.jsonl"
 RESULT_NAME = "result.json"
-
-#: Node colours by verdict (also used by the tests to check the screenshot).
-VERDICT_COLOURS = {
-    "bad": "#d62728",       # crashed with the bug
-    "good": "#2ca02c",      # ran clean
-    "skip": "#ff9f1c",      # could not be judged (boot failures, mixed evidence)
-    "build-failed": "#7f7f7f",
-    "pending": "#9ecae1",   # being tested now
-    "untested": "#ffffff",
-}
-
-#: What a run came to, as the report names and colours it.
-RUN_KINDS = {
-    "target": ("crashed (the bug)", "#d62728"),
-    "other": ("crashed (another bug)", "#9467bd"),
-    "ok": ("OK", "#2ca02c"),
-    "boot-failed": ("boot failed", "#ff9f1c"),
-    "infra": ("infra error", "#7f7f7f"),
-    "repro-failed": ("reproducer failed", "#8c564b"),
-}
-
-#: Candidates drawn in the probability chart, at most.
-CHART_SERIES = 6
 #: Candidates of an inconclusive result listed, at most.
 MAX_CANDIDATES = 50
 #: Commits drawn in the graph besides the tested ones (candidates), at most.
@@ -126,134 +104,6 @@ def read_journal(path: Path) -> list[dict[str, Any]]:
 
 
 # ----------------------------------------------------------------- the view
-
-
-@dataclass
-class RunView:
-    commit: str
-    ordinal: int
-    """This commit's n-th run (0-based), as the log numbers them."""
-    vm: int
-    """The VM's index in its pool."""
-    status: str
-    kind: str
-    """A key of :data:`RUN_KINDS`."""
-    title: str
-    detail: str
-    report: str
-    duration: float
-    console_log: str
-    end: float = 0.0
-    """Seconds since the job started (approximate: the journal stamps a batch of runs when it returns)."""
-    start: float = 0.0
-
-    @property
-    def label(self) -> str:
-        what = RUN_KINDS[self.kind][0]
-        extra = self.title or self.detail
-        return f"run #{self.ordinal}: {what}" + (f": {extra}" if extra else "")
-
-    @property
-    def colour(self) -> str:
-        return RUN_KINDS[self.kind][1]
-
-
-@dataclass
-class BuildView:
-    commit: str
-    status: str
-    kind: str
-    """``cached``, ``incremental``, ``clean``, ``built`` (kind not recorded) or ``failed``."""
-    duration: float
-    compiler: str
-    error: str
-    objects: int | None
-    end: float = 0.0
-    start: float = 0.0
-
-    @property
-    def label(self) -> str:
-        if self.kind == "cached":
-            return "build: cached"
-        what = f"{self.kind} build" if self.kind != "built" else "build"
-        objs = f", {self.objects} objects compiled" if self.objects is not None else ""
-        if self.status == "failed":
-            return f"build failed after {self.duration:.0f} s{objs}: {self.error or 'unknown error'}"
-        return f"{what}: {self.duration:.0f} s{objs}"
-
-
-@dataclass
-class CommitView:
-    hash: str
-    subject: str = ""
-    author: str = ""
-    date: str = ""
-    tags: tuple[str, ...] = ()
-    verdict: str = "untested"
-    """A key of :data:`VERDICT_COLOURS`."""
-    verdict_word: str = ""
-    """As ``git bisect`` would say it (good / bad, or fixed / broken for a fix bisection)."""
-    build: BuildView | None = None
-    runs: list[RunView] = field(default_factory=list)
-    steps: list[int] = field(default_factory=list)
-    """1-based numbers of the steps that ended on this commit."""
-    roles: list[str] = field(default_factory=list)
-    """``bad``, ``good``, ``culprit``, ``candidate``, ``release``."""
-    hidden_below: int = 0
-    """Untested commits between this one and the next drawn ones below it."""
-    probability: float | None = None
-    """Its probability of being the culprit after the last step (adaptive)."""
-
-    @property
-    def short(self) -> str:
-        return self.hash[:12]
-
-    @property
-    def tested(self) -> bool:
-        return self.build is not None
-
-    @property
-    def colour(self) -> str:
-        return VERDICT_COLOURS[self.verdict]
-
-    @property
-    def counts(self) -> dict[str, int]:
-        c = Counter(r.kind for r in self.runs)
-        return {k: c[k] for k in RUN_KINDS if c[k]}
-
-    @property
-    def summary(self) -> str:
-        """One line for the tooltip."""
-        parts = [f"{self.short} {self.subject}".strip(), self.verdict_word or self.verdict]
-        if self.build is not None:
-            parts.append(self.build.label)
-        if self.runs:
-            parts.append(f"{len(self.runs)} runs: " + ", ".join(
-                f"{n} {RUN_KINDS[k][0]}" for k, n in self.counts.items()))
-        return " · ".join(parts)
-
-
-@dataclass
-class TitleCount:
-    title: str
-    count: int
-    target: bool
-    commits: list[str]
-    kind: str
-    """``crash`` or ``boot`` (a crash while booting)."""
-
-
-@dataclass
-class Culprit:
-    commit: CommitView
-    message: str
-    cc: list[str]
-    files: list[gitinfo.FileChange]
-    confirmation: list[str]
-    crash_title: str
-    crash_report: str
-    warnings: list[str]
-
 
 @dataclass
 class BisectView:
@@ -347,29 +197,6 @@ def _run_kind(r: dict[str, Any], target: bool) -> str:
     return "infra"
 
 
-def _build_kind(b: dict[str, Any]) -> tuple[str, int | None]:
-    """(kind, objects compiled) of a journaled build; the kind of an uncached
-    build comes from its manifest in the build cache when that is still there."""
-    if b.get("status") == "failed":
-        kind = "failed"
-    elif b.get("cached"):
-        return "cached", None
-    else:
-        kind = "built"
-    manifest = (b.get("artifacts") or {}).get("manifest")
-    objects = None
-    if manifest:
-        try:
-            m = json.loads(Path(manifest).read_text())
-            objects = int(m.get("objects_compiled", 0))
-            inc = (m.get("extra") or {}).get("incremental")
-            if kind != "failed" and inc is not None:
-                kind = "incremental" if inc else "clean"
-        except (OSError, ValueError, TypeError):
-            pass
-    return kind, objects
-
-
 def _derived_verdict(c: CommitView) -> str:
     if c.build is not None and c.build.status == "failed":
         return "build-failed"
@@ -447,7 +274,7 @@ def bisection_view(job: Job, *, tree: Path | None = None, now: float | None = No
 
     for t, b in builds:
         c = cv(str(b.get("commit", "")))
-        kind, objects = _build_kind(b)
+        kind, objects = build_kind(b)
         dur = float(b.get("duration", 0.0) or 0.0)
         c.build = BuildView(c.hash, str(b.get("status", "")), kind, dur, str(b.get("compiler", "")),
                             str(b.get("error", "")), objects, end=t - origin, start=t - origin - dur)
@@ -522,14 +349,15 @@ def bisection_view(job: Job, *, tree: Path | None = None, now: float | None = No
             c.probability = probs.get(h)
         candidates.append(c)
 
-    prob_chart, prob_keys = _prob_chart(steps, commits, meta.confidence_goal if meta else None)
-    remaining_chart = _remaining_chart(steps)
+    prob_chart, prob_keys = panels.prob_chart(steps, commits, meta.confidence_goal if meta else None)
+    remaining_chart = panels.remaining_chart(steps)
 
-    titles = _titles(commits)
+    titles = panels.crash_titles(commits)
     target_title = str((res or {}).get("target_title") or "") or next(
         (t.title for t in titles if t.target), "")
 
-    timeline, totals_t = _timeline(commits, meta, origin, (now if state == "running" and now else last_t))
+    end_t = now if state == "running" and now else last_t
+    timeline, totals_t = panels.timeline(commits, meta, origin, end_t)
     warnings = [str(w) for w in (res or {}).get("warnings", [])]
     tested = [c for c in commits.values() if c.tested]
     totals = {
@@ -656,96 +484,3 @@ def _confirmation(res: dict[str, Any], log_text: str) -> list[str]:
     if isinstance(conf, list):
         return [str(x) for x in conf]
     return [ln for ln in log_text.splitlines() if ln.startswith(_CONFIRM_PREFIXES)]
-
-
-def _prob_chart(steps: Sequence[tuple[float, dict[str, Any]]], commits: dict[str, CommitView],
-                goal: float | None) -> tuple[layout.Chart | None, list[tuple[str, str, str]]]:
-    """Probability of the leading candidates after each step (adaptive policy only)."""
-    if not steps or not any(st.get("top") for _, st in steps):
-        return None, []
-    best: dict[str, float] = {}
-    for _, st in steps:
-        for h, p in st.get("top", []):
-            best[h] = max(best.get(h, 0.0), float(p))
-    final = [h for h, _ in steps[-1][1].get("top", [])[:3]]
-    keys = list(dict.fromkeys([*final, *sorted(best, key=lambda h: -best[h])]))[:CHART_SERIES]
-    series = []
-    for h in keys:
-        pts = []
-        for n, (_, st) in enumerate(steps, 1):
-            p = dict((str(x), float(y)) for x, y in st.get("top", [])).get(h)
-            if p is not None:
-                pts.append((float(n), p))
-        c = commits.get(h)
-        label = f"{h[:12]} {c.subject if c else ''}".strip()
-        series.append(layout.Series(label, h, tuple(pts)))
-    hl = [(goal, f"goal {goal:.0%}")] if goal else []
-    chart = layout.line_chart(series, x_max=max(1, len(steps)), y_max=1.0,
-                              y_ticks=(0.0, 0.25, 0.5, 0.75, 1.0), hlines=hl,
-                              x_label_every=max(1, len(steps) // 12))
-    return chart, [(ln.key, ln.label, ln.colour) for ln in chart.lines]
-
-
-def _remaining_chart(steps: Sequence[tuple[float, dict[str, Any]]]) -> layout.Chart | None:
-    pts = tuple((float(n), float(st.get("remaining", 0))) for n, (_, st) in enumerate(steps, 1))
-    if not pts:
-        return None
-    top = max(y for _, y in pts) or 1.0
-    ticks = sorted({0.0, float(round(top / 2)), top})
-    return layout.line_chart([layout.Series("candidates left", "remaining", pts)], x_max=max(1, len(steps)),
-                             y_max=top, y_ticks=ticks, y_fmt="{:.0f}", width=640, height=160,
-                             x_label_every=max(1, len(steps) // 12))
-
-
-def _titles(commits: dict[str, CommitView]) -> list[TitleCount]:
-    seen: dict[tuple[str, str], TitleCount] = {}
-    for c in commits.values():
-        for r in c.runs:
-            if r.kind in ("target", "other"):
-                key = (r.title or "?", "crash")
-            elif r.kind == "boot-failed" and r.title:
-                key = (r.title, "boot")
-            else:
-                continue
-            t = seen.setdefault(key, TitleCount(key[0], 0, False, [], key[1]))
-            t.count += 1
-            t.target = t.target or r.kind == "target"
-            if c.hash not in t.commits:
-                t.commits.append(c.hash)
-    return sorted(seen.values(), key=lambda t: (not t.target, -t.count, t.title))
-
-
-def _timeline(commits: dict[str, CommitView], meta: JobMeta | None, origin: float, end_t: float
-              ) -> tuple[layout.Timeline | None, dict[str, float]]:
-    spans: list[layout.Span] = []
-    fb = meta.first_build if meta is not None else None
-    if fb and meta is not None and meta.started:
-        d = 0.0 if fb.get("cached") else float(fb.get("duration", 0.0))
-        kind = "cached" if fb.get("cached") else str(fb.get("kind") or "built")
-        s0 = meta.started - origin
-        spans.append(layout.Span("build", s0, s0 + d, kind,
-                                 f"{str(fb.get('commit', ''))[:12]} (before the first step): "
-                                 f"{kind}, {d:.0f} s"))
-    vms = 0
-    for c in commits.values():
-        if c.build is not None:
-            b = c.build
-            spans.append(layout.Span("build", b.start, b.end, b.kind, f"{c.short}: {b.label}"))
-        for r in c.runs:
-            vms = max(vms, r.vm + 1)
-            spans.append(layout.Span(f"VM {r.vm}", r.start, r.end, r.kind,
-                                     f"{c.short} {r.label} ({r.duration:.0f} s)"))
-    total = max([end_t - origin, *(s.end for s in spans)], default=0.0)
-    if not spans or total <= 0:
-        return None, {}
-    idle = layout.idle_spans(spans, total)
-    rows = ["build", *(f"VM {i}" for i in range(vms)), "waiting"]
-    tl = layout.lay_out_timeline([*spans, *idle], rows, total=total)
-    totals: dict[str, float] = {"total": total}
-    for s in spans:
-        if s.row == "build":
-            totals[f"build ({s.kind})"] = totals.get(f"build ({s.kind})", 0.0) + (s.end - s.start)
-    totals["VM time (summed over VMs)"] = sum(s.end - s.start for s in spans if s.row.startswith("VM "))
-    totals["waiting"] = sum(s.end - s.start for s in idle)
-    return tl, totals
-

@@ -15,7 +15,8 @@ import jinja2
 from markupsafe import Markup
 
 from kvmlab.bisect.log import format_duration
-from kvmlab.show.bisection import RUN_KINDS, VERDICT_COLOURS, BisectView
+from kvmlab.show.bisection import BisectView
+from kvmlab.show.model import RUN_KINDS, VERDICT_COLOURS
 from kvmlab.show.repro import ReproView
 
 log = logging.getLogger(__name__)

@@ -10,8 +10,9 @@ from typing import Any
 
 from kvmlab.errors import MissingFileError, UserError
 from kvmlab.show import layout
-from kvmlab.show.bisection import RESULT_NAME, RunView, TitleCount
+from kvmlab.show.bisection import RESULT_NAME
 from kvmlab.show.meta import JobMeta, load_meta
+from kvmlab.show.model import RUN_KINDS, RunView, TitleCount
 
 
 @dataclass
@@ -56,8 +57,6 @@ def load_repro(workdir: Path) -> tuple[dict[str, Any], JobMeta | None]:
 
 
 def repro_view(workdir: Path, result: dict[str, Any], meta: JobMeta | None) -> ReproView:
-    from kvmlab.show.bisection import RUN_KINDS
-
     expect = meta.expect if meta else None
     kinds = dict(RUN_KINDS)
     if not expect:
