@@ -168,6 +168,14 @@ def test_running_bisection_report_from_a_partial_journal(tmp_path: Path,
     assert v.target_title == "KASAN: use-after-free Read in target_bug"  # found without the result
     html = _html(bisection_report(b.workdir / "journal.jsonl", tmp_path / "out.html"))
     assert 'class="pill running"' in html and "3 steps so far" in html
+    assert '<meta http-equiv="refresh"' in html
+    # One more line: the next commit's build. It is the one being tested.
+    nxt = json.loads(lines[steps[2] + 1])
+    assert nxt["kind"] == "build"
+    (b.workdir / "journal.jsonl").write_text("\n".join(lines[: steps[2] + 2]) + "\n")
+    v = bisection_view(load_job(b.workdir))
+    assert v.commits[nxt["commit"]].verdict == "pending"
+    assert [c.verdict for c in v.commits.values()].count("pending") == 1
 
 
 def test_report_without_the_tree_still_shows_the_evidence(tmp_path: Path,

@@ -219,6 +219,19 @@ def _verdict_word(verdict: str, fix: bool) -> str:
             "untested": "not tested"}[verdict]
 
 
+def _being_tested(lines: Sequence[dict[str, Any]]) -> str | None:
+    """The commit a running bisection is at: the last one built or run, unless
+    a step closed it since."""
+    for d in reversed(lines):
+        if d.get("kind") == "step":
+            return None
+        if d.get("kind") == "build" and isinstance(d.get("build"), dict):
+            return str(d["build"].get("commit", "")) or None
+        if d.get("kind") == "run":
+            return str(d.get("commit", "")) or None
+    return None
+
+
 def _place_runs(runs: list[RunView], ends: list[float]) -> None:
     """Start and end of each run. The journal stamps runs when their batch
     returns; a batch is the runs of one tester call (VM indexes restart at 0
@@ -297,6 +310,7 @@ def bisection_view(job: Job, *, tree: Path | None = None, now: float | None = No
         if st.get("verdict") in ("good", "bad", "skip"):
             c.verdict = str(st["verdict"])
     state = str(res["outcome"]) if res else "running"
+    current = _being_tested(lines) if state == "running" else None
     culprit_h = (res or {}).get("culprit")
     cand_hashes: list[str] = [str(h) for h in (res or {}).get("candidates", [])]
     top = [(str(h), float(p)) for h, p in last_step.get("top", []) if isinstance(h, str)]
@@ -317,6 +331,8 @@ def bisection_view(job: Job, *, tree: Path | None = None, now: float | None = No
         c.probability = probs.get(h)
         if not c.steps or (c.build is not None and c.build.status == "failed"):
             c.verdict = _derived_verdict(c)
+        if h == current:
+            c.verdict = "pending"
         c.verdict_word = _verdict_word(c.verdict, fix)
         if not c.tested and "good" in c.roles:
             c.verdict_word = "fixed (given)" if fix else "good (given)"
