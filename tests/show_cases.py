@@ -41,6 +41,8 @@ CASES = {
     "no-repro": Case("no-repro", Outcome.NO_REPRO, {}, dict(culprit="30", p=0.0)),
     "fix": Case("fix", Outcome.FOUND, {}, dict(fixed_by="24"), bad="3", good="30", fix=True),
     "syzbot": Case("syzbot", Outcome.FOUND, {}, dict(culprit="17"), policy="syzbot"),
+    "oldest-release-bad": Case("oldest-release-bad", Outcome.OLDEST_RELEASE_BAD, {}, dict(culprit="0"),
+                               good=None),
 }
 
 

@@ -146,6 +146,9 @@ def test_report_of_each_kind_of_bisection(name: str, tmp_path: Path,
             assert b.h(t)[:12] in html
     if name == "no-repro":
         assert "did not reproduce" in html and 'id="no-culprit"' in html
+    if name == "oldest-release-bad":
+        assert "the oldest tested release already had the bug" in html
+        assert len(v.graph.edges) == 1  # v1.0 is an ancestor of the bad commit, and git says so
     if name == "fix":
         assert "fixed (no crash)" in html and "First fixed commit" in html
 
