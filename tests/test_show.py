@@ -194,6 +194,26 @@ def test_report_without_the_tree_still_shows_the_evidence(tmp_path: Path,
             assert f'data-commit="{c}"' in html
 
 
+def test_unknown_step_fields_show_as_columns(tmp_path: Path,
+                                             tmp_path_factory: pytest.TempPathFactory) -> None:
+    """A newer engine may add step fields (a note on a re-test, a crash-rate
+    estimate): they show; missing ones do not break the report."""
+    b = copy_of(bisected("found", tmp_path_factory), tmp_path / "wd")
+    j = b.workdir / "journal.jsonl"
+    out = []
+    for n, line in enumerate(j.read_text().splitlines()):
+        d = json.loads(line)
+        if d["kind"] == "step":
+            d["step"]["note"] = f"re-test number {n}" if n % 2 else None
+            d["step"]["crash_rate"] = 0.42
+            del d["step"]["builds"], d["step"]["top"]
+        out.append(json.dumps(d))
+    j.write_text("\n".join(out) + "\n")
+    html = _html(bisection_report(b.workdir))
+    assert "<th>note</th>" in html and "<th>crash rate</th>" in html and "re-test number" in html
+    assert "<td>0.42</td>" in html
+
+
 def test_hostile_titles_are_escaped(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
     b = copy_of(bisected("no-repro", tmp_path_factory), tmp_path / "wd")
     j = b.workdir / "journal.jsonl"

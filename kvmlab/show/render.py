@@ -94,7 +94,7 @@ def render_bisection(v: BisectView) -> str:
         used_verdicts={c.verdict for c in v.commits.values()},
         used_kinds={r.kind for c in v.commits.values() for r in c.runs},
         initial=initial, max_squares=MAX_SQUARES, text_w=GRAPH_TEXT_W,
-        has_notes=any(st.get("note") for st in v.steps), refresh_seconds=REFRESH_SECONDS,
+        extra_step_keys=extra_step_keys(v.steps), refresh_seconds=REFRESH_SECONDS,
     )
 
 
@@ -102,6 +102,21 @@ def render_repro(v: ReproView) -> str:
     """The repro report for ``v`` as one HTML document."""
     return environment().get_template("repro.html.j2").render(
         v=v, used_kinds={r.kind for r in v.runs}, generated=time.time())
+
+
+#: StepRecord fields the steps table always shows.
+_STEP_KEYS = frozenset({"index", "commit", "verdict", "remaining", "top", "confidence", "vm_runs", "builds"})
+
+
+def extra_step_keys(steps: list[dict[str, Any]]) -> list[str]:
+    """Step fields beyond the known ones (a newer engine's ``note``, a crash-rate
+    estimate ...) that hold plain values: shown as extra columns, in first-seen order."""
+    keys: dict[str, None] = {}
+    for st in steps:
+        for k, val in st.items():
+            if k not in _STEP_KEYS and isinstance(val, (str, int, float, bool)):
+                keys[k] = None
+    return list(keys)
 
 
 def write_atomic(path: Path, text: str) -> Path:
