@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -233,6 +234,16 @@ def test_show_command(tmp_path: Path, capsys: pytest.CaptureFixture[str],
     out = tmp_path / "x" / "r.html"
     assert main(["show", str(b.workdir), "-o", str(out)]) == 0
     assert capsys.readouterr().out.strip() == str(out) and out.is_file()
+    # A workdir whose meta.json names no tree: --tree supplies it.
+    wd = tmp_path / "wd"
+    shutil.copytree(b.workdir, wd)
+    (wd / "meta.json").unlink()
+    assert main(["show", str(wd)]) == 0
+    assert "the kernel tree is not known" in (wd / "report.html").read_text()
+    assert main(["show", str(wd), "--tree", str(b.hist.path)]) == 0
+    html = (wd / "report.html").read_text()
+    assert "the kernel tree is not known" not in html and 'id="culprit-subject">24</div>' in html
+    capsys.readouterr()
     assert main(["show", str(tmp_path / "nothing")]) == 2
     assert "no such bisection workdir or journal" in capsys.readouterr().err
     (tmp_path / "junk").write_text("not a journal\n")

@@ -43,6 +43,7 @@ def prob_chart(steps: Sequence[tuple[float, dict[str, Any]]], commits: dict[str,
 
 
 def remaining_chart(steps: Sequence[tuple[float, dict[str, Any]]]) -> layout.Chart | None:
+    """Candidates left after each step (either policy)."""
     pts = tuple((float(n), float(st.get("remaining", 0))) for n, (_, st) in enumerate(steps, 1))
     if not pts:
         return None
