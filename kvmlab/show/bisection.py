@@ -136,7 +136,8 @@ class BisectView:
     titles: list[TitleCount]
     target_title: str
     timeline: layout.Timeline | None
-    time_totals: dict[str, float]
+    time_totals: dict[str, tuple[float, int]]
+    """Label -> (seconds, how many: builds or runs; 0 when not a count)."""
     warnings: list[str]
     updated: float
     """Unix time of the last journal line."""
@@ -340,7 +341,8 @@ def bisection_view(job: Job, *, tree: Path | None = None, now: float | None = No
     # What the tree says about them.
     tree_path = tree or (Path(meta.tree) if meta is not None and meta.tree else None)
     extra_cands = [h for h in cand_hashes[:MAX_CANDIDATES] if h not in commits]
-    tinfo = gitinfo.read_commits(tree_path, [*commits, *extra_cands])
+    in_chart = [str(h) for _, st in steps for h, _p in st.get("top", [])]
+    tinfo = gitinfo.read_commits(tree_path, [*commits, *extra_cands, *in_chart])
     for h, c in commits.items():
         m = tinfo.commits.get(h)
         if m is not None:
@@ -365,7 +367,7 @@ def bisection_view(job: Job, *, tree: Path | None = None, now: float | None = No
             c.probability = probs.get(h)
         candidates.append(c)
 
-    prob_chart, prob_keys = panels.prob_chart(steps, commits, meta.confidence_goal if meta else None)
+    prob_chart, prob_keys = panels.prob_chart(steps, tinfo.subject, meta.confidence_goal if meta else None)
     remaining_chart = panels.remaining_chart(steps)
 
     titles = panels.crash_titles(commits)
@@ -424,8 +426,8 @@ def _graph(tree: Path | None, tinfo: gitinfo.TreeInfo, commits: dict[str, Commit
         # Tested commits outside the range (releases tested before a good one
         # was found; a tree that moved on): drawn below, unconnected.
         lay = layout.lay_out_graph(full + [(h, []) for h in reversed(outside)])
-        note = (f"{len(keep)} of the range's {len(g)} commits drawn; "
-                "each is joined to its nearest drawn ancestors")
+        note = (f"{len(keep)} of the range's {len(g)} commits drawn, each joined to its nearest drawn "
+                "ancestors; (+n untested): commits between it and those")
         return [n.commit for n in lay.nodes], lay, note
     # No range (no good commit, or no tree): the commits in the order they were
     # tested, newest release last; joined only where git says one is an ancestor.

@@ -3,7 +3,7 @@ charts, the crash titles seen, the job's timeline."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from kvmlab.show import layout
@@ -14,9 +14,10 @@ from kvmlab.show.model import CommitView, TitleCount, build_kind
 CHART_SERIES = 6
 
 
-def prob_chart(steps: Sequence[tuple[float, dict[str, Any]]], commits: dict[str, CommitView],
-                goal: float | None) -> tuple[layout.Chart | None, list[tuple[str, str, str]]]:
-    """Probability of the leading candidates after each step (adaptive policy only)."""
+def prob_chart(steps: Sequence[tuple[float, dict[str, Any]]], subject: Callable[[str], str],
+               goal: float | None) -> tuple[layout.Chart | None, list[tuple[str, str, str]]]:
+    """Probability of the leading candidates after each step (adaptive policy
+    only), with the line of each labelled by its commit's ``subject``."""
     if not steps or not any(st.get("top") for _, st in steps):
         return None, []
     best: dict[str, float] = {}
@@ -32,8 +33,7 @@ def prob_chart(steps: Sequence[tuple[float, dict[str, Any]]], commits: dict[str,
             p = dict((str(x), float(y)) for x, y in st.get("top", [])).get(h)
             if p is not None:
                 pts.append((float(n), p))
-        c = commits.get(h)
-        label = f"{h[:12]} {c.subject if c else ''}".strip()
+        label = f"{h[:12]} {subject(h)}".strip()
         series.append(layout.Series(label, h, tuple(pts)))
     hl = [(goal, f"goal {goal:.0%}")] if goal else []
     chart = layout.line_chart(series, x_max=max(1, len(steps)), y_max=1.0,
@@ -73,7 +73,7 @@ def crash_titles(commits: dict[str, CommitView]) -> list[TitleCount]:
 
 
 def timeline(commits: dict[str, CommitView], meta: JobMeta | None, origin: float, end_t: float
-              ) -> tuple[layout.Timeline | None, dict[str, float]]:
+              ) -> tuple[layout.Timeline | None, dict[str, tuple[float, int]]]:
     spans: list[layout.Span] = []
     fb = meta.first_build if meta is not None else None
     if fb and meta is not None and meta.started:
@@ -98,10 +98,12 @@ def timeline(commits: dict[str, CommitView], meta: JobMeta | None, origin: float
     idle = layout.idle_spans(spans, total)
     rows = ["build", *(f"VM {i}" for i in range(vms)), "waiting"]
     tl = layout.lay_out_timeline([*spans, *idle], rows, total=total)
-    totals: dict[str, float] = {"total": total}
+    totals: dict[str, tuple[float, int]] = {"total": (total, 0)}
     for s in spans:
         if s.row == "build":
-            totals[f"build ({s.kind})"] = totals.get(f"build ({s.kind})", 0.0) + (s.end - s.start)
-    totals["VM time (summed over VMs)"] = sum(s.end - s.start for s in spans if s.row.startswith("VM "))
-    totals["waiting"] = sum(s.end - s.start for s in idle)
+            secs, n = totals.get(f"build ({s.kind})", (0.0, 0))
+            totals[f"build ({s.kind})"] = (secs + s.end - s.start, n + 1)
+    vm = [s for s in spans if s.row.startswith("VM ")]
+    totals["VM runs (time summed over VMs)"] = (sum(s.end - s.start for s in vm), len(vm))
+    totals["waiting (no build, no VM)"] = (sum(s.end - s.start for s in idle), 0)
     return tl, totals

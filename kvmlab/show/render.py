@@ -29,7 +29,7 @@ MAX_SQUARES = 20
 #: bisection rewrites it after every step.
 REFRESH_SECONDS = 30
 #: Width of the graph's text columns (hash, verdict, runs, subject), CSS pixels.
-GRAPH_TEXT_W = 640
+GRAPH_TEXT_W = 700
 
 
 def _dur(seconds: Any) -> str:
