@@ -10,7 +10,7 @@ import pytest
 from kvmlab.bisect import CommitGraph, Verdict
 from kvmlab.bisect import log as fmt
 from kvmlab.bisect.git import release_version
-from kvmlab.bisect.model import Observation, posterior
+from kvmlab.bisect.model import Belief, Observation, RateModel
 from kvmlab.bisect.seams import cc_list
 from kvmlab.errors import MissingFileError, UnknownCommitError
 from kvmlab.outcome import RunOutcome, RunStatus
@@ -82,6 +82,10 @@ def test_graph_closure_with_merge() -> None:
     assert set(g.members(g.closure_of("y"))) == {"a", "x", "y"}
     assert set(g.members(g.closure_of("m"))) == {"a", "b", "c", "x", "y", "m"}
     assert g.closure_of("g") == 0 and g.is_merge("m") and not g.is_merge("c")
+
+
+def posterior(all_mask: int, obs: list[Observation], *, fix: bool, eps: float) -> Belief:
+    return Belief(RateModel(eps=eps), all_mask, obs, fix=fix)
 
 
 def test_posterior_is_ancestry_aware() -> None:

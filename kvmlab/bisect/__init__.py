@@ -29,7 +29,7 @@ published baseline rule, and ``adaptive``, a Bayesian bisection over the culprit
 and the bug's unknown crash rate (:mod:`kvmlab.bisect.model`).
 """
 
-from kvmlab.bisect.engine import BisectInfraError, BisectUsageError, ReproFailedError, bisect
+from kvmlab.bisect.engine import bisect
 from kvmlab.bisect.git import GitRepository
 from kvmlab.bisect.graph import CommitGraph, RangeCommit
 from kvmlab.bisect.journal import JournalMismatchError
@@ -37,6 +37,7 @@ from kvmlab.bisect.log import LogWriter
 from kvmlab.bisect.policy import POLICIES, AdaptivePolicy, Policy, SyzbotPolicy
 from kvmlab.bisect.result import BisectResult, CommitEvidence, Outcome, StepRecord, Verdict
 from kvmlab.bisect.seams import CommitInfo, IsTarget, Repository, Tag, Tester
+from kvmlab.bisect.session import BisectInfraError, BisectUsageError, ReproFailedError
 
 __all__ = [
     "POLICIES",

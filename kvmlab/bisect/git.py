@@ -7,6 +7,7 @@ range comes from a single ``git log`` with parents and subjects.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import tempfile
 from collections.abc import Sequence
@@ -14,7 +15,7 @@ from pathlib import Path
 
 from kvmlab import proc
 from kvmlab.bisect.graph import CommitGraph
-from kvmlab.bisect.seams import CommitInfo, Tag, email_of, parse_trailers
+from kvmlab.bisect.seams import CommitInfo, SyntheticCommit, Tag, email_of, parse_trailers
 from kvmlab.errors import InfraError, MissingFileError, ProcessError, UnknownCommitError
 
 log = logging.getLogger(__name__)
@@ -132,3 +133,54 @@ class GitRepository:
             log.warning("get_maintainer.pl exited %d: %s", done.returncode, last)
             return []
         return sorted({addr for line in done.stdout.splitlines() if (addr := email_of(line))})
+
+    def head(self) -> str:
+        return self.resolve("HEAD")
+
+    def revert_onto(self, base: str, change: str, *, pick: bool = False) -> SyntheticCommit:
+        """A commit on ``base`` that reverts ``change`` (``pick``: applies it),
+        made with git's plumbing in a private index: no branch, tag, worktree
+        or checkout of the user changes. Dates are the base's, so the same
+        request always gives the same commit (a resumed bisection re-uses it).
+        When the whole patch does not apply, each file's part that does is
+        taken and the rest named in ``failed``."""
+        info = self.commit_info(change)
+        parent = info.parents[0] if info.parents else None
+        if parent is None:
+            raise UnknownCommitError(f"{change[:12]}: a root commit cannot be reverted")
+        old, new = (parent, change) if pick else (change, parent)
+        with tempfile.TemporaryDirectory(prefix="kvmlab-revert-") as tmp:
+            date = self._git("show", "-s", "--format=%cI", base).stdout.strip()
+            env = {**os.environ, "GIT_INDEX_FILE": str(Path(tmp) / "index"),
+                   "GIT_AUTHOR_NAME": "kvmlab", "GIT_AUTHOR_EMAIL": "kvmlab@localhost",
+                   "GIT_COMMITTER_NAME": "kvmlab", "GIT_COMMITTER_EMAIL": "kvmlab@localhost",
+                   "GIT_AUTHOR_DATE": date, "GIT_COMMITTER_DATE": date}
+
+            def git(*args: str, check: bool = True) -> proc.Completed:
+                return proc.run(["git", "-C", str(self.path), *args], timeout=GIT_TIMEOUT, env=env,
+                                check=check)
+
+            git("read-tree", base)
+            files = [f for f in git("diff", "--name-only", "--no-renames", old, new, "--").stdout.splitlines()
+                     if f]
+            whole = str(Path(tmp) / "all.patch")
+            git("diff", "--binary", "--no-renames", f"--output={whole}", old, new, "--")
+            applied: list[str] = []
+            failed: list[str] = []
+            if git("apply", "--cached", whole, check=False).returncode == 0:
+                applied = files
+            else:
+                for i, f in enumerate(files):
+                    one = str(Path(tmp) / f"{i}.patch")
+                    git("diff", "--binary", "--no-renames", f"--output={one}", old, new, "--", f)
+                    ok = git("apply", "--cached", one, check=False).returncode == 0
+                    (applied if ok else failed).append(f)
+            if not applied:
+                return SyntheticCommit(base, change, None, (), tuple(failed))
+            tree = git("write-tree").stdout.strip()
+            verb = "Apply" if pick else "Revert"
+            partial = f"\n\nOnly these files: {', '.join(applied)}." if failed else ""
+            msg = (f'{verb} "{info.subject}"\n\nThis {"applies" if pick else "reverts"} commit {change} '
+                   f"on top of {base}, to confirm a bisection (made by kvmlab, on no branch).{partial}")
+            commit = git("commit-tree", tree, "-p", base, "-m", msg).stdout.strip()
+        return SyntheticCommit(base, change, commit, tuple(applied), tuple(failed))

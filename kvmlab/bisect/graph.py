@@ -34,13 +34,20 @@ class CommitGraph:
     """The commits the range starts after (excluded, with their ancestors)."""
     index: dict[str, int] = field(init=False, repr=False, compare=False)
     closure: tuple[int, ...] = field(init=False, repr=False, compare=False)
-    parent_bits: tuple[tuple[int, ...], ...] = field(init=False, repr=False, compare=False)
-    """Per commit: one-bit ints of its in-range parents (empty for the range's roots)."""
+    parent_index: tuple[tuple[int, ...], ...] = field(init=False, repr=False, compare=False)
+    """Per commit: indices of its in-range parents (empty for the range's roots)."""
+    chains: tuple[tuple[int, int, int], ...] = field(init=False, repr=False, compare=False)
+    """The range cut into runs ``(start, stop, base)`` of consecutive indices where
+    each commit after ``start`` has exactly one in-range parent, the one before
+    it; ``base`` is the in-range parent of ``start`` (-1 for none). A commit with
+    two or more in-range parents is a run of its own with ``base`` -2."""
+    chain_of: tuple[int, ...] = field(init=False, repr=False, compare=False)
+    """Per commit: the index of its run in :attr:`chains`."""
 
     def __post_init__(self) -> None:
         index = {c.hash: i for i, c in enumerate(self.commits)}
         closure: list[int] = []
-        parent_bits: list[tuple[int, ...]] = []
+        parent_index: list[tuple[int, ...]] = []
         for i, c in enumerate(self.commits):
             bits = 1 << i
             mine = []
@@ -50,14 +57,26 @@ class CommitGraph:
                     if j >= i:
                         raise ValueError(f"commit {c.hash} listed before its parent {p}")
                     bits |= closure[j]
-                    mine.append(1 << j)
+                    mine.append(j)
             closure.append(bits)
-            parent_bits.append(tuple(mine))
+            parent_index.append(tuple(mine))
         if self.commits and self.tip not in index:
             raise ValueError(f"tip {self.tip} is not in the range")
         object.__setattr__(self, "index", index)
         object.__setattr__(self, "closure", tuple(closure))
-        object.__setattr__(self, "parent_bits", tuple(parent_bits))
+        object.__setattr__(self, "parent_index", tuple(parent_index))
+        chains: list[tuple[int, int, int]] = []
+        for i, ps in enumerate(parent_index):
+            if len(ps) >= 2:
+                chains.append((i, i + 1, -2))
+            elif chains and ps == (i - 1,) and chains[-1][2] != -2 and chains[-1][1] == i:
+                start, _, base = chains[-1]
+                chains[-1] = (start, i + 1, base)
+            else:
+                chains.append((i, i + 1, ps[0] if ps else -1))
+        object.__setattr__(self, "chains", tuple(chains))
+        chain_of = tuple(k for k, (a, b, _) in enumerate(chains) for _ in range(a, b))
+        object.__setattr__(self, "chain_of", chain_of)
 
     @classmethod
     def from_parents(

@@ -159,6 +159,16 @@ def candidates_lines(candidates: Sequence[tuple[str, str]], *, fix: bool) -> lis
     return [f"the first {word} commit could be any of:", *(f"{h} {s}" for h, s in candidates)]
 
 
+def probability_lines(probabilities: dict[str, float], limit: int = 10) -> list[str]:
+    """The most probable candidates of an inconclusive range, with their probability."""
+    if not probabilities:
+        return []
+    best = sorted(probabilities.items(), key=lambda t: -t[1])[:limit]
+    return ["kvmlab: probability of being the culprit: "
+            + ", ".join(f"{h[:12]} {p:.3f}" for h, p in best)
+            + (f" (and {len(probabilities) - limit} more)" if len(probabilities) > limit else "")]
+
+
 def kvmlab_lines(
     *, policy: str, confidence: float | None, vm_runs: int, builds: int,
     uncounted: Sequence[tuple[str, str]], counted_all: bool,

@@ -1,30 +1,224 @@
-"""The adaptive policy's belief: a posterior over the culprit and the crash rate.
+"""The adaptive policy's belief: a posterior over the culprit and the crash rates.
 
-Model. The culprit is one commit of the range, a priori uniform. The bug
-crashes a run of a *crashing* commit with an unknown probability ``p`` (one
-value shared by every crashing commit, prior uniform over :data:`P_GRID`), and a
-run of a *clean* commit with a small probability ``eps`` (a mismatched crash
-counted as the target). In a cause bisection the crashing commits are those
-that contain the culprit; in a fix bisection, those that do not. Only runs that
-answered count: a target crash or an OK run; other crashes, boot failures and
-infrastructure errors carry no information about this bug.
+Model. The culprit is one commit of the range, a priori uniform. In a cause
+bisection the *crashing* commits are those that contain the culprit; in a fix
+bisection, those that do not. Each crashing commit ``j`` crashes a run with the
+target bug with its **own** probability ``p_j``: a race's window changes from
+commit to commit, so a reliable bad tip says little about a flaky commit next
+to the culprit. The ``p_j`` are drawn from a population of rates shared by the
+range (hierarchical): a Beta distribution with an unknown mean ``mu`` and an
+unknown concentration ``kappa`` (``kappa`` = infinity is one rate shared by every
+crashing commit; a small ``kappa`` lets rates differ widely). Both are learnt
+from the data: consistent rates make the model as sharp as a shared rate,
+differing ones make it careful. Rates live on a grid (:attr:`RateModel.p`) whose
+smallest value is a floor: a commit that crashes less often than that cannot be
+told from a clean one by any method. A *clean* commit shows a crash matched as
+the target with a small probability ``eps``.
 
-Computation. Commits whose membership is the same in every tested commit's
-ancestor set have the same likelihood, so the candidates are split into such
-classes (bitsets) by the tested commits; each class needs only sums of
-crashes and OK runs, and the posterior is a short sum over the p grid.
+Rates near the culprit. A crashing commit within ``near`` commits of the
+culprit (in the range's topological order) may have a rate unlike the rest: a
+later change often widens the race, so the commits right after the culprit
+crash less often than the tip. Their rates come from a *near* population:
+either the same as the others (``tied``) or log-odds normal around a mean of
+their own. The commit next to the culprit, whose clean runs decide the answer,
+is then judged by the rates seen near the culprit, not by the tip's.
+
+Only runs that answered count: a target crash (a boot crash with the target's
+title included) or an OK run. Other crashes, boot failures and infrastructure
+errors carry no information about this bug.
+
+Computation. Candidates whose crashing state is the same for every tested
+commit have the same likelihood, so they are split into classes (bitsets) by
+the tested commits' ancestor sets. For each tested commit the likelihood of its
+runs is one scalar if it is clean and a vector over the hyper grid
+``(mu, kappa)`` if it crashes; a class's likelihood is a sum of those logs, so
+the posterior is a (classes x hyper) matrix.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-#: Values of the per-run crash probability the model considers (midpoints of 50 bins).
-P_GRID: tuple[float, ...] = tuple((i + 0.5) / 50 for i in range(50))
-_LOG_P = tuple(math.log(p) for p in P_GRID)
-_LOG_Q = tuple(math.log1p(-p) for p in P_GRID)
+import numpy as np
+import numpy.typing as npt
+
+Array = npt.NDArray[np.float64]
+
+
+def _logit_grid(lo: float, hi: float, n: int) -> Array:
+    a, b = math.log(lo / (1 - lo)), math.log(hi / (1 - hi))
+    x = np.linspace(a, b, n)
+    return np.asarray(1.0 / (1.0 + np.exp(-x)), dtype=np.float64)
+
+
+def _cell_widths(grid: Array) -> Array:
+    """Width of the part of [0, 1] closest to each grid point."""
+    edges = np.concatenate(([0.0], (grid[1:] + grid[:-1]) / 2, [1.0]))
+    return np.asarray(np.diff(edges), dtype=np.float64)
+
+
+def _logsumexp(a: Array, axis: int) -> Array:
+    top = np.max(a, axis=axis, keepdims=True)
+    top = np.where(np.isfinite(top), top, 0.0)
+    return np.asarray(np.log(np.sum(np.exp(a - top), axis=axis)) + np.squeeze(top, axis=axis))
+
+
+@dataclass(frozen=True)
+class RateModel:
+    """The prior over crash rates, and the likelihood of one commit's runs.
+
+    The population of rates of crashing commits is ``family``: ``logit`` (the
+    rates' log-odds are normal around a mean, with standard deviation one of
+    ``spreads``; 0 = one rate shared by every crashing commit) or ``beta``
+    (Beta with mean mu and concentration one of ``spreads``; inf = shared).
+    ``spread_weights`` are the spreads' prior weights; the mean is a priori
+    uniform on [0, 1]. Rates live on ``p_points`` logit-spaced values from
+    ``p_floor`` to ``p_ceil``.
+    """
+
+    eps: float = 0.001
+    family: str = "logit"
+    spreads: tuple[float, ...] = (0.0, 0.5, 1.0, 1.5, 2.0)
+    spread_weights: tuple[float, ...] = (0.2, 0.2, 0.2, 0.2, 0.2)
+    p_floor: float = 0.03
+    p_ceil: float = 0.995
+    p_points: int = 48
+    near: int = 16
+    """Crashing commits this close to the culprit draw their rate from the near population."""
+    near_spread: float = 0.7
+    """Log-odds standard deviation of the near population around its own mean."""
+    near_tied: float = 0.5
+    """Prior probability that the near population is the same as the others'."""
+    mean_prior: str = "log"
+    """Prior of the populations' mean rate: ``uniform`` on [0, 1], or ``log``
+    (uniform in log rate: a few fast crashes do not make a high rate certain)."""
+
+    @functools.cached_property
+    def p(self) -> Array:
+        """The rate grid."""
+        return _logit_grid(self.p_floor, self.p_ceil, self.p_points)
+
+    @functools.cached_property
+    def _log_pq(self) -> tuple[Array, Array]:
+        return np.log(self.p), np.log1p(-self.p)
+
+    @functools.cached_property
+    def _hyper(self) -> tuple[Array, Array]:
+        """(log population pmf per hyper point (H x G), log prior (H))."""
+        p = self.p
+        logit = np.log(p / (1 - p))
+        width = _cell_widths(p)
+        mu_idx = list(range(1, len(p), 2))
+        mu_w = self._mean_weights(mu_idx)
+        rows: list[Array] = []
+        prior: list[float] = []
+        total = sum(self.spread_weights)
+        for spread, sw in zip(self.spreads, self.spread_weights, strict=True):
+            for j in mu_idx:
+                mu = float(p[j])
+                shared = spread == 0.0 if self.family == "logit" else spread >= 1e6
+                if shared:
+                    row = np.full(len(p), -np.inf)
+                    row[j] = 0.0
+                else:
+                    if self.family == "logit":
+                        logpdf = -0.5 * ((logit - logit[j]) / spread) ** 2
+                    else:
+                        a, b = mu * spread, (1 - mu) * spread
+                        logpdf = (a - 1) * np.log(p) + (b - 1) * np.log1p(-p) + np.log(width)
+                    row = logpdf - _logsumexp(logpdf[None, :], axis=1)[0]
+                rows.append(row)
+            prior.extend(math.log(sw / total) + math.log(w / mu_w.sum()) for w in mu_w)
+        return np.array(rows), np.array(prior)
+
+    def _mean_weights(self, idx: list[int]) -> Array:
+        w = _cell_widths(self.p[idx])
+        if self.mean_prior == "log":
+            w = w / self.p[idx]
+        return np.asarray(w / w.sum())
+
+    @functools.cached_property
+    def _near(self) -> tuple[Array, Array]:
+        """(log pmf of the near population per free mean (S x G), log prior of
+        the S free means and, last, of ``tied``)."""
+        p = self.p
+        logit = np.log(p / (1 - p))
+        mu_idx = list(range(1, len(p), 2))
+        mu_w = self._mean_weights(mu_idx)
+        rows = []
+        for j in mu_idx:
+            logpdf = -0.5 * ((logit - logit[j]) / self.near_spread) ** 2
+            rows.append(logpdf - _logsumexp(logpdf[None, :], axis=1)[0])
+        free = (1.0 - self.near_tied) * mu_w / mu_w.sum()
+        return np.array(rows), np.log(np.concatenate((free, [self.near_tied])))
+
+    @property
+    def log_pop(self) -> Array:
+        """log P(rate = p[g] | hyper point h), shape (H, G)."""
+        return self._hyper[0]
+
+    @property
+    def log_near_pop(self) -> Array:
+        """log P(rate = p[g] | near mean s), shape (S, G)."""
+        return self._near[0]
+
+    @property
+    def log_near_prior(self) -> Array:
+        """log prior of the S near means, then of ``tied`` (S + 1)."""
+        return self._near[1]
+
+    @property
+    def log_hyper_prior(self) -> Array:
+        return self._hyper[1]
+
+    def powers(self, horizon: int) -> Array:
+        """(1 - p[g]) ** t for t = 0 .. ``horizon``, shape (G, horizon + 1)."""
+        return _powers(self, horizon)
+
+    def crashing_loglik(self, crashes: int, oks: int) -> Array:
+        """log P(these runs | the commit crashes, hyper point h), per h."""
+        return _loglik(self, False, crashes, oks)
+
+    def near_loglik(self, crashes: int, oks: int) -> Array:
+        """log P(these runs | the commit crashes near the culprit, near mean s), per s."""
+        return _loglik(self, True, crashes, oks)
+
+    def clean_loglik(self, crashes: int, oks: int) -> float:
+        """log P(these runs | the commit is clean)."""
+        return crashes * math.log(self.eps) + oks * math.log1p(-self.eps)
+
+    def rate_table(self, near: bool, crashes: int, oks: int) -> Array:
+        """P(rate = p[g] | population row, a crashing commit's runs): shape (H, G)
+        for the hyper grid, (S, G) for the near means."""
+        return _rate_given(self, near, crashes, oks)
+
+
+@functools.lru_cache(maxsize=64)
+def _powers(model: RateModel, horizon: int) -> Array:
+    out = np.asarray((1.0 - model.p)[:, None] ** np.arange(horizon + 1)[None, :])
+    out.setflags(write=False)
+    return out
+
+
+@functools.lru_cache(maxsize=8192)
+def _rate_given(model: RateModel, near: bool, crashes: int, oks: int) -> Array:
+    lp, lq = model._log_pq
+    log_post = (model.log_near_pop if near else model.log_pop) + (crashes * lp + oks * lq)[None, :]
+    out = np.exp(log_post - _logsumexp(log_post, axis=1)[:, None])
+    out.setflags(write=False)
+    return out
+
+
+@functools.lru_cache(maxsize=65536)
+def _loglik(model: RateModel, near: bool, crashes: int, oks: int) -> Array:
+    lp, lq = model._log_pq
+    v = crashes * lp + oks * lq
+    out = _logsumexp((model.log_near_pop if near else model.log_pop) + v[None, :], axis=1)
+    out.setflags(write=False)
+    return out
 
 
 @dataclass(frozen=True)
@@ -36,104 +230,172 @@ class Observation:
     """Runs that crashed with the target bug."""
     oks: int
     """Runs that ran to the end without a crash."""
+    near: int = 0
+    """Candidates for which this commit crashes *and* is near the culprit
+    (see :func:`near_mask`)."""
 
 
-@dataclass(frozen=True)
-class Posterior:
-    """Belief after the observations. ``classes`` are (bitset, weight per member)."""
+def near_mask(closure: int, index: int, n: int, distance: int, *, fix: bool) -> int:
+    """Candidates (bitset) for which the commit with this ancestor bitset and
+    topological ``index`` crashes within ``distance`` commits of the culprit:
+    for a cause bisection its own ancestors up to ``distance`` - 1 places
+    before it; for a fix bisection the commits up to ``distance`` places after
+    it that it does not contain."""
+    if fix:
+        window = ((1 << min(n, index + distance + 1)) - 1) & ~((1 << (index + 1)) - 1)
+        return window & ~closure
+    window = ((1 << (index + 1)) - 1) & ~((1 << max(0, index - distance + 1)) - 1)
+    return window & closure
 
-    classes: tuple[tuple[int, float], ...]
-    p_weights: tuple[float, ...]
-    """Posterior over :data:`P_GRID`."""
-    fix: bool
-    eps: float
 
-    def changed_probability(self, closure: int) -> float:
-        """P(the commit with this ancestor bitset contains the culprit)."""
-        return sum(w * (s & closure).bit_count() for s, w in self.classes if s & closure)
+class Belief:
+    """What the adaptive policy believes after some observations.
 
-    def crash_probability_of_state(self, closure: int) -> float:
-        """P(the commit is in the crashing state)."""
-        q = self.changed_probability(closure)
-        return 1.0 - q if self.fix else q
+    ``classes[c]`` is a bitset of candidates with equal posterior;
+    ``mass[c]`` the posterior of the whole class; ``hyper`` the posterior over
+    the population's hyper grid.
+    """
+
+    def __init__(self, model: RateModel, all_mask: int, observations: Sequence[Observation], *,
+                 fix: bool) -> None:
+        self.model = model
+        self.fix = fix
+        obs = [o for o in observations if o.crashes or o.oks]
+        self.observations = obs
+        # Split the range into classes; per class remember which observations
+        # crash far from the culprit and which crash near it.
+        classes: list[tuple[int, int, int]] = [(all_mask, 0, 0)]
+        for j, ob in enumerate(obs):
+            crash = (all_mask & ~ob.closure) if fix else ob.closure
+            near = ob.near & crash
+            far = crash & ~near
+            refined = []
+            for bits, f, n in classes:
+                for part, df, dn in ((bits & far, 1, 0), (bits & near, 0, 1), (bits & ~crash, 0, 0)):
+                    if part:
+                        refined.append((part, f | (df << j), n | (dn << j)))
+            classes = refined
+        self.classes = [bits for bits, _, _ in classes]
+        n_c, n_o = len(classes), len(obs)
+        far_m = np.zeros((n_c, n_o))
+        near_m = np.zeros((n_c, n_o))
+        for c, (_, f, n) in enumerate(classes):
+            for j in range(n_o):
+                far_m[c, j] = f >> j & 1
+                near_m[c, j] = n >> j & 1
+        h = len(model.log_hyper_prior)
+        s = len(model.log_near_prior) - 1
+        far_ll = np.array([model.crashing_loglik(o.crashes, o.oks) for o in obs]).reshape(n_o, h)
+        near_ll = np.array([model.near_loglik(o.crashes, o.oks) for o in obs]).reshape(n_o, s)
+        clean_ll = np.array([model.clean_loglik(o.crashes, o.oks) for o in obs])
+        self.size = np.array([bits.bit_count() for bits in self.classes], dtype=np.float64)
+        base = (far_m @ far_ll + ((1.0 - far_m - near_m) @ clean_ll)[:, None]
+                + model.log_hyper_prior[None, :] + np.log(self.size)[:, None])      # (C, H)
+        prior_near = model.log_near_prior
+        log_joint = np.empty((n_c, s + 1, h))
+        log_joint[:, :s, :] = base[:, None, :] + (near_m @ near_ll + prior_near[None, :s])[:, :, None]
+        log_joint[:, s, :] = base + near_m @ far_ll + prior_near[s]
+        log_joint -= log_joint.max()
+        joint = np.exp(log_joint)
+        joint /= joint.sum()
+        self.mass: Array = np.asarray(joint.sum(axis=(1, 2)))
+        self._class_hyper: Array = np.asarray(joint.sum(axis=1))              # (C, H)
+        self.hyper: Array = np.asarray(self._class_hyper.sum(axis=0))        # far population
+        near_w = joint.sum(axis=(0, 2))
+        self.near_weights: Array = np.asarray(near_w)                        # S free means, then tied
+        tied = joint[:, s, :].sum(axis=0)
+        self.tied_hyper: Array = np.asarray(tied / tied.sum()) if tied.sum() > 0 else self.hyper
+
+    # -- the culprit -------------------------------------------------------
+
+    def per_member(self) -> Array:
+        """Posterior of one candidate of each class."""
+        return np.asarray(self.mass / self.size)
 
     def best(self) -> tuple[int, float]:
         """(bit index, posterior) of the most probable culprit (lowest index on ties)."""
-        bits, w = max(self.classes, key=lambda c: (c[1], -(c[0] & -c[0]).bit_length()))
-        return (bits & -bits).bit_length() - 1, w
+        per = self.per_member()
+        top = float(per.max())
+        c = min((c for c in range(len(self.classes)) if per[c] >= top * (1 - 1e-12)),
+                key=lambda c: (self.classes[c] & -self.classes[c]).bit_length())
+        bits = self.classes[c]
+        return (bits & -bits).bit_length() - 1, float(per[c])
+
+    def ranked(self) -> list[tuple[int, float]]:
+        """(bitset, posterior per member) of every class, most probable first."""
+        per = self.per_member()
+        return sorted(zip(self.classes, (float(x) for x in per), strict=True), key=lambda t: -t[1])
 
     def credible(self, level: float) -> int:
         """Smallest set of candidates (bitset) holding at least ``level`` of the mass."""
         out, mass = 0, 0.0
-        for bits, w in sorted(self.classes, key=lambda c: -c[1]):
+        for bits, w in self.ranked():
             if mass >= level:
                 break
             out |= bits
             mass += w * bits.bit_count()
         return out
 
-    def survival(self, runs: int) -> float:
-        """E[(1-p)^runs]: chance that a crashing commit gives ``runs`` OK runs."""
-        return sum(w * (1.0 - p) ** runs for w, p in zip(self.p_weights, P_GRID, strict=True))
+    def probabilities(self, n: int) -> Array:
+        """Posterior of every candidate, by bit index (length ``n``)."""
+        out = np.zeros(n, dtype=np.float64)
+        for bits, w in zip(self.classes, self.per_member(), strict=True):
+            out[bit_indices(bits, n)] = w
+        return out
 
-    def mean_p(self) -> float:
-        return sum(w * p for w, p in zip(self.p_weights, P_GRID, strict=True))
+    # -- commits -----------------------------------------------------------
 
+    def changed_probability(self, closure: int) -> float:
+        """P(the commit with this ancestor bitset contains the culprit)."""
+        per = self.per_member()
+        return float(sum(per[c] * (bits & closure).bit_count()
+                         for c, bits in enumerate(self.classes) if bits & closure))
 
-def posterior(all_mask: int, observations: Sequence[Observation], *, fix: bool, eps: float) -> Posterior:
-    """Posterior over culprits in ``all_mask`` and over p, given the observations."""
-    # Each class carries: bitset, crashes/oks on crashing commits, crashes/oks on clean ones.
-    classes: list[tuple[int, int, int, int, int]] = [(all_mask, 0, 0, 0, 0)]
-    for ob in observations:
-        if ob.crashes == 0 and ob.oks == 0:
-            continue
-        refined = []
-        for bits, ck, cm, gk, gm in classes:
-            for part, changed in ((bits & ob.closure, True), (bits & ~ob.closure, False)):
-                if not part:
-                    continue
-                if changed != fix:
-                    refined.append((part, ck + ob.crashes, cm + ob.oks, gk, gm))
-                else:
-                    refined.append((part, ck, cm, gk + ob.crashes, gm + ob.oks))
-        classes = refined
-    log_eps, log_neps = math.log(eps), math.log1p(-eps)
-    tables: list[list[float]] = []
-    top = -math.inf
-    for _, ck, cm, gk, gm in classes:
-        base = gk * log_eps + gm * log_neps
-        row = [base + ck * lp + cm * lq for lp, lq in zip(_LOG_P, _LOG_Q, strict=True)]
-        tables.append(row)
-        top = max(top, max(row))
-    p_weights = [0.0] * len(P_GRID)
-    masses = []
-    for (bits, *_), row in zip(classes, tables, strict=True):
-        n = bits.bit_count()
-        per = [math.exp(v - top) for v in row]
-        for g, x in enumerate(per):
-            p_weights[g] += n * x
-        masses.append(sum(per))
-    total = sum(p_weights)
-    out = tuple(
-        (bits, m / total) for (bits, *_), m in zip(classes, masses, strict=True)
-    )
-    return Posterior(
-        classes=out, p_weights=tuple(w / total for w in p_weights), fix=fix, eps=eps
-    )
+    def crash_probability(self, closure: int) -> float:
+        """P(the commit with this ancestor bitset is in the crashing state)."""
+        q = self.changed_probability(closure)
+        return 1.0 - q if self.fix else q
 
+    def near_probability(self, closure: int, near: int) -> float:
+        """P(the commit is near the culprit | it crashes), for the commit with
+        this ancestor bitset and near mask (:func:`near_mask`)."""
+        per = self.per_member()
+        crash_bits = closure if not self.fix else ~closure
+        crashing = sum(per[c] * (bits & crash_bits).bit_count() for c, bits in enumerate(self.classes))
+        if crashing <= 0.0:
+            return 0.0
+        close = sum(per[c] * (bits & near).bit_count() for c, bits in enumerate(self.classes) if bits & near)
+        return float(min(1.0, close / crashing))
 
-def binary_entropy(q: float) -> float:
-    if q <= 0.0 or q >= 1.0:
-        return 0.0
-    return -(q * math.log2(q) + (1.0 - q) * math.log2(1.0 - q))
+    def rate_pmf(self, crashes: int, oks: int, near: float = 0.0) -> Array:
+        """P(the commit's rate = p[g] | it crashes and showed these runs), for a
+        commit near the culprit with probability ``near``."""
+        m = self.model
+        far = self.hyper @ m.rate_table(False, crashes, oks)
+        if near <= 0.0:
+            return np.asarray(far / far.sum())
+        w = self.near_weights
+        tied = self.tied_hyper @ m.rate_table(False, crashes, oks)
+        close = w[:-1] @ m.rate_table(True, crashes, oks) + w[-1] * tied
+        mix = (1.0 - near) * far / far.sum() + near * close / close.sum()
+        return np.asarray(mix / mix.sum())
+
+    def survival(self, crashes: int, oks: int, horizon: int, near: float = 0.0) -> Array:
+        """P(no target crash in t more runs | the commit crashes), t = 0 .. ``horizon``."""
+        return np.asarray(self.rate_pmf(crashes, oks, near) @ self.model.powers(horizon))
+
+    def rate(self, crashes: int, oks: int, near: float = 0.0) -> float:
+        """Posterior mean crash rate of a crashing commit with these runs."""
+        return float(np.dot(self.rate_pmf(crashes, oks, near), self.model.p))
 
 
-def information_gain(q_crash: float, survival: float, eps_survival: float) -> float:
-    """Bits learnt about the culprit by runs on one commit that stop at the first
-    target crash: ``q_crash`` = P(commit in crashing state), ``survival`` =
-    P(no crash in all the runs | crashing), ``eps_survival`` = same | clean.
-    A crash is taken as settling the commit (eps is small)."""
-    p_none = q_crash * survival + (1.0 - q_crash) * eps_survival
-    if p_none <= 0.0:
-        return binary_entropy(q_crash)
-    return binary_entropy(q_crash) - p_none * binary_entropy(q_crash * survival / p_none)
+def bit_mask(bits: int, n: int) -> npt.NDArray[np.bool_]:
+    """The bits of ``bits`` below ``n`` as a boolean array."""
+    raw = np.frombuffer(bits.to_bytes((n + 7) // 8, "little"), dtype=np.uint8)
+    return np.unpackbits(raw, bitorder="little")[:n].astype(bool)
+
+
+def bit_indices(bits: int, n: int) -> npt.NDArray[np.intp]:
+    """Indices of the set bits of ``bits`` (below ``n``), ascending."""
+    raw = np.frombuffer(bits.to_bytes((n + 7) // 8, "little"), dtype=np.uint8)
+    return np.flatnonzero(np.unpackbits(raw, bitorder="little")[:n])

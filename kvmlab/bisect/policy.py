@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
+
+from kvmlab.bisect.model import RateModel
 
 
 @dataclass(frozen=True)
@@ -25,12 +28,13 @@ class SyzbotPolicy:
 
 @dataclass(frozen=True)
 class AdaptivePolicy:
-    """Bayesian bisection over the culprit and the bug's crash probability.
+    """Bayesian bisection over the culprit and each commit's crash rate.
 
     See :mod:`kvmlab.bisect.model`. Counts only target crashes; picks the commit
     and number of runs with the most expected information per VM run (a build
-    costs ``build_cost`` runs); stops at ``confidence`` or when ``max_runs`` VM
-    runs or ``max_builds`` builds are spent.
+    costs ``build_cost`` runs); stops at ``confidence``, when no test can tell
+    the remaining candidates apart, or when ``max_runs`` VM runs or
+    ``max_builds`` builds are spent (then the answer is inconclusive).
     """
 
     confidence: float = 0.95
@@ -47,10 +51,27 @@ class AdaptivePolicy:
     """Runs per tester call (runs stop early only between calls)."""
     build_cost: float = 3.0
     """What one build costs, in VM runs, when choosing the next commit."""
-    eps: float = 0.002
+    eps: float = 0.001
     """Probability that a run of a clean commit still shows a crash matched as the target."""
+    rate_family: str = "logit"
+    rate_spreads: tuple[float, ...] = (0.0, 0.5, 1.0, 1.5, 2.0)
+    rate_spread_weights: tuple[float, ...] = (0.2, 0.2, 0.2, 0.2, 0.2)
+    """How much crash rates may differ between commits with the bug, and the
+    prior weight of each spread (see :class:`~kvmlab.bisect.model.RateModel`)."""
+    rate_mean_prior: str = "log"
+    """Prior of the typical crash rate: ``uniform`` or ``log`` (see RateModel.mean_prior)."""
+    rate_floor: float = 0.03
+    """Smallest crash rate the model considers for a commit with the bug: a
+    commit that crashes less often than this cannot be told from a clean one
+    within any reasonable budget."""
 
     name = "adaptive"
+
+    @functools.cached_property
+    def model(self) -> RateModel:
+        return RateModel(eps=self.eps, family=self.rate_family, spreads=self.rate_spreads,
+                         spread_weights=self.rate_spread_weights, p_floor=self.rate_floor,
+                         mean_prior=self.rate_mean_prior)
 
 
 Policy = SyzbotPolicy | AdaptivePolicy

@@ -8,6 +8,10 @@ from typing import Any
 
 from kvmlab.outcome import BuildOutcome, BuildStatus, RunOutcome, RunStatus
 
+#: Boot failures (not the target's title) that make a commit untestable, when
+#: they also outnumber its successful boots.
+UNTESTABLE_BOOT_FAILURES = 3
+
 
 class Verdict(enum.Enum):
     """A commit's state as ``git bisect`` would be told."""
@@ -41,7 +45,22 @@ class CommitEvidence:
 
     @property
     def boot_failures(self) -> int:
-        return sum(1 for r in self.runs if r.status is RunStatus.BOOT_FAILED)
+        """Boots that failed without the target's title (a boot crash with the
+        target's title is the target, not a boot failure)."""
+        return sum(1 for r, t in zip(self.runs, self.target, strict=True)
+                   if r.status is RunStatus.BOOT_FAILED and not t)
+
+    @property
+    def booted(self) -> int:
+        """Runs whose kernel booted (OK or crashed, whatever the title)."""
+        return sum(1 for r in self.runs if r.status in (RunStatus.OK, RunStatus.CRASHED))
+
+    @property
+    def boot_failure_title(self) -> str:
+        """The most frequent boot-failure title (``no output`` when none was given)."""
+        titles = [r.title or r.detail or "no output" for r, t in zip(self.runs, self.target, strict=True)
+                  if r.status is RunStatus.BOOT_FAILED and not t]
+        return max(set(titles), key=titles.count) if titles else ""
 
     @property
     def vm_runs(self) -> int:
@@ -54,8 +73,15 @@ class CommitEvidence:
         return [r.title or "?" for r, t in zip(self.runs, self.target, strict=True) if r.crashed and not t]
 
     @property
+    def boots_fail(self) -> bool:
+        """Its boots fail consistently: at least :data:`UNTESTABLE_BOOT_FAILURES`
+        failures, and more failures than boots. An isolated failure is transient."""
+        bf = self.boot_failures
+        return bf >= UNTESTABLE_BOOT_FAILURES and bf > self.booted
+
+    @property
     def untestable(self) -> bool:
-        return self.build_failed or self.boot_failures > 0
+        return self.build_failed or self.boots_fail
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -82,7 +108,8 @@ class StepRecord:
     releases tested before the range are not steps)."""
     commit: str
     verdict: str
-    """``good``, ``bad`` or ``skip`` as the log's ``# git bisect`` line says."""
+    """``good``, ``bad`` or ``skip`` as the log's ``# git bisect`` line says, or
+    ``undecided`` when the engine left the commit without a verdict (yet)."""
     remaining: int
     """Candidates still in play (the adaptive policy: its 99% credible set)."""
     top: tuple[tuple[str, float], ...]
@@ -92,6 +119,12 @@ class StepRecord:
     """Probability of the best candidate (None for the syzbot policy)."""
     vm_runs: int
     builds: int
+    p_crash: float | None = None
+    """Adaptive: P(this commit has the bug) after the step."""
+    rate: float | None = None
+    """Adaptive: the estimated crash rate of this commit if it has the bug."""
+    note: str = ""
+    """Why the engine did what it did with this commit (re-test, untestable), or empty."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -99,6 +132,8 @@ class StepRecord:
             "remaining": self.remaining, "top": [[c, round(p, 6)] for c, p in self.top],
             "confidence": None if self.confidence is None else round(self.confidence, 6),
             "vm_runs": self.vm_runs, "builds": self.builds,
+            "p_crash": None if self.p_crash is None else round(self.p_crash, 6),
+            "rate": None if self.rate is None else round(self.rate, 6), "note": self.note,
         }
 
     @classmethod
@@ -108,7 +143,43 @@ class StepRecord:
             remaining=int(d["remaining"]), top=tuple((c, float(p)) for c, p in d.get("top", ())),
             confidence=None if d.get("confidence") is None else float(d["confidence"]),
             vm_runs=int(d.get("vm_runs", 0)), builds=int(d.get("builds", 0)),
+            p_crash=None if d.get("p_crash") is None else float(d["p_crash"]),
+            rate=None if d.get("rate") is None else float(d["rate"]), note=str(d.get("note", "")),
         )
+
+
+class ConfirmStatus(enum.Enum):
+    CONFIRMED = "confirmed"
+    """The change undone (or the fix applied), the crash is gone."""
+    NOT_CONFIRMED = "not-confirmed"
+    """The crash is still there: the culprit is doubtful."""
+    DOES_NOT_APPLY = "does-not-apply"
+    """No file of the change applies on the base: nothing to test."""
+    UNTESTABLE = "untestable"
+    """The synthetic commit does not build or its boots fail."""
+
+
+@dataclass(frozen=True)
+class Confirmation:
+    """One check of the culprit on one base (see :mod:`kvmlab.bisect.confirm`)."""
+
+    status: ConfirmStatus
+    base: str
+    commit: str | None
+    runs: int = 0
+    crashes: int = 0
+    applied: tuple[str, ...] = ()
+    failed: tuple[str, ...] = ()
+    message: str = ""
+
+    @property
+    def doubtful(self) -> bool:
+        return self.status is ConfirmStatus.NOT_CONFIRMED
+
+    def to_json(self) -> dict[str, Any]:
+        return {"status": self.status.value, "base": self.base, "commit": self.commit, "runs": self.runs,
+                "crashes": self.crashes, "applied": list(self.applied), "failed": list(self.failed),
+                "message": self.message}
 
 
 class Outcome(enum.Enum):
@@ -134,6 +205,9 @@ class BisectResult:
     culprit: str | None = None
     confidence: float | None = None
     candidates: list[str] = field(default_factory=list)
+    probabilities: dict[str, float] = field(default_factory=dict)
+    """Adaptive: posterior of each candidate (of an inconclusive range: the
+    credible set; of a found culprit: the culprit and the runners-up)."""
     target_title: str | None = None
     message: str = ""
     """One line for humans: what was found or why not."""
@@ -145,6 +219,14 @@ class BisectResult:
     warnings: list[str] = field(default_factory=list)
     steps: list[StepRecord] = field(default_factory=list)
     """The engine's belief after each tested commit of the range, in order."""
+    confirmations: list[Confirmation] = field(default_factory=list)
+    """The culprit reverted (a fix applied) and tested, per base; empty when
+    not verified."""
+
+    @property
+    def doubtful(self) -> bool:
+        """A confirmation found the crash still there with the culprit undone."""
+        return any(c.doubtful for c in self.confirmations)
 
     @property
     def commits_tested(self) -> int:
@@ -164,10 +246,12 @@ class BisectResult:
             "outcome": self.outcome.value, "fix": self.fix, "policy": self.policy,
             "bad": self.bad, "good": self.good, "culprit": self.culprit,
             "confidence": self.confidence, "candidates": self.candidates,
+            "probabilities": {c: round(p, 6) for c, p in self.probabilities.items()},
             "target_title": self.target_title, "message": self.message,
             "commits_tested": self.commits_tested, "vm_runs": self.vm_runs, "builds": self.builds,
             "build_seconds": self.build_seconds, "test_seconds": self.test_seconds,
             "warnings": self.warnings,
             "steps": [st.to_json() for st in self.steps],
+            "confirmations": [c.to_json() for c in self.confirmations], "doubtful": self.doubtful,
             "evidence": [e.to_json() for e in self.evidence.values()],
         }

@@ -101,6 +101,37 @@ class Tester(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class SyntheticCommit:
+    """A commit kvmlab made on top of ``base`` to confirm a culprit: ``commit``
+    undoes (or, for a fix, applies) ``change``. Only objects are written: no
+    branch, tag or checkout changes."""
+
+    base: str
+    change: str
+    commit: str | None
+    """None when no file's change applied."""
+    applied: tuple[str, ...] = ()
+    """Files whose change applied."""
+    failed: tuple[str, ...] = ()
+    """Files whose change does not apply on ``base`` (left as they are there)."""
+
+
+@runtime_checkable
+class Reverts(Protocol):
+    """Optional ability: commits that revert (or cherry-pick) one change on top
+    of another commit, and the tree's HEAD."""
+
+    def revert_onto(self, base: str, change: str, *, pick: bool = False) -> SyntheticCommit:
+        """``change`` reverted (``pick``: applied) on top of ``base``, file by
+        file when the whole does not apply."""
+        ...
+
+    def head(self) -> str:
+        """The commit the tree's HEAD points to."""
+        ...
+
+
 def cc_list(info: CommitInfo) -> list[str]:
     """Sorted unique e-mail addresses of the author and the cc trailers."""
     emails = {info.author_email.strip().lower()} if info.author_email.strip() else set()

@@ -1,0 +1,229 @@
+"""The adaptive policy: Bayesian bisection with per-commit crash rates.
+
+:class:`AdaptiveBisection` answers two questions at any point of a bisection —
+*what do we believe now* (:meth:`~AdaptiveBisection.belief`, a
+:class:`~kvmlab.bisect.model.Belief`) and *what would we test next*
+(:meth:`~AdaptiveBisection.options`, ranked by expected information per cost) —
+and :meth:`~AdaptiveBisection.run` loops over them until one commit holds the
+asked-for confidence, or no test can help, or the budget is spent.
+
+The log stays truthful: ``# git bisect good`` only for a commit whose
+probability of having the bug is at most 1 - confidence; a commit left
+between the two gets a ``no verdict yet`` line, and a commit tested again says
+why.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from kvmlab.bisect import log as fmt
+from kvmlab.bisect.graph import CommitGraph
+from kvmlab.bisect.model import Belief, Observation, near_mask
+from kvmlab.bisect.planner import Option, near_probability, rank
+from kvmlab.bisect.policy import AdaptivePolicy
+from kvmlab.bisect.result import Outcome, Verdict
+from kvmlab.bisect.session import Session
+from kvmlab.outcome import BuildStatus
+
+#: Expected bits per unit of cost below which no test is worth running.
+MIN_VALUE = 1e-6
+
+
+@dataclass
+class Decision:
+    """How an adaptive bisection ended."""
+
+    outcome: Outcome
+    culprit: str | None
+    confidence: float
+    probabilities: dict[str, float]
+    """The culprit and its runners-up, or an inconclusive range's credible set."""
+    budget_spent: bool = False
+
+
+@dataclass
+class _Visit:
+    commit: str
+    since: int
+    """Index of the commit's first run of this visit."""
+
+
+@dataclass
+class AdaptiveBisection:
+    """The adaptive policy over one range ``g``, testing through ``s``."""
+
+    s: Session
+    pol: AdaptivePolicy
+    g: CommitGraph
+    marks: dict[str, str] = field(default_factory=dict)
+    """The last verdict the log gave each commit (``good``/``bad``/``skip``/``undecided``)."""
+
+    # -- what do we believe now ------------------------------------------
+
+    def observations(self) -> list[Observation]:
+        out = []
+        n, distance = len(self.g), self.pol.model.near
+        for c, e in self.s.evidence.items():
+            if not (e.target_crashes or e.oks):
+                continue
+            i = self.g.index.get(c)
+            clo = self.g.closure_of(c)
+            near = 0 if i is None else near_mask(clo, i, n, distance, fix=self.s.fix)
+            out.append(Observation(clo, e.target_crashes, e.oks, near))
+        return out
+
+    def belief(self) -> Belief:
+        return Belief(self.pol.model, self.g.all_mask, self.observations(), fix=self.s.fix)
+
+    def top(self, b: Belief, n: int = 10) -> tuple[tuple[str, float], ...]:
+        """The ``n`` most probable culprits with their probability, best first."""
+        out: list[tuple[str, float]] = []
+        for bits, w in b.ranked():
+            for h in self.g.members(bits):
+                if len(out) >= n:
+                    return tuple(out)
+                out.append((h, w))
+        return tuple(out)
+
+    def commit_state(self, b: Belief, commit: str) -> tuple[float, float]:
+        """(P(the commit is in the crashing state), its estimated rate if it is)."""
+        e = self.s.ev(commit)
+        i = self.g.index[commit]
+        near = near_probability(b, self.g, i)
+        return b.crash_probability(self.g.closure[i]), b.rate(e.target_crashes, e.oks, near)
+
+    # -- what would we test next -----------------------------------------
+
+    def testable(self) -> int:
+        bits = self.g.all_mask
+        for c, e in self.s.evidence.items():
+            if e.untestable and c in self.g.index:
+                bits &= ~(1 << self.g.index[c])
+        return bits
+
+    def built(self) -> dict[int, tuple[int, int]]:
+        return {self.g.index[c]: (e.target_crashes, e.oks) for c, e in self.s.evidence.items()
+                if c in self.g.index and e.build is not None and e.build.status is BuildStatus.OK}
+
+    def options(self, b: Belief) -> list[Option]:
+        """Every test worth running now, best first (builds beyond the budget excluded)."""
+        opts = rank(b, self.g, testable=self.testable(), built=self.built(), build_cost=self.pol.build_cost)
+        if self.s.builds >= self.pol.max_builds:
+            opts = [o for o in opts if o.built]
+        return [o for o in opts if o.value > MIN_VALUE]
+
+    # -- the loop ----------------------------------------------------------
+
+    def run(self) -> Decision:
+        """Test until one commit holds the confidence, no test can help, or the
+        budget is spent. Each chosen plan (a commit, up to N runs stopping at
+        the first target crash) is carried out before the next choice."""
+        visit: _Visit | None = None
+        while True:
+            b = self.belief()
+            idx, conf = b.best()
+            if conf >= self.pol.confidence:
+                self._close(visit, b)
+                culprit = self.g.commits[idx].hash
+                return Decision(Outcome.FOUND, culprit, conf, dict(self.top(b, 5)))
+            budget = self.s.runs < self.pol.max_runs and self.s.builds <= self.pol.max_builds
+            opts = self.options(b) if budget else []
+            if not opts:
+                self._close(visit, b)
+                return self._inconclusive(b, budget_spent=not budget)
+            pick = self.g.commits[opts[0].index].hash
+            if visit is None or pick != visit.commit:
+                self._close(visit, b)
+                visit = self._open(pick, b)
+                if self.s.build(pick).status is BuildStatus.FAILED:
+                    continue
+            runs = min(opts[0].runs, max(1, self.pol.max_runs - self.s.runs))
+            self.s.run_until_crash(pick, runs, self.pol.chunk)
+
+    def _open(self, commit: str, b: Belief) -> _Visit:
+        e = self.s.ev(commit)
+        if e.runs:
+            q, rate = self.commit_state(b, commit)
+            self.s.out(self._retest_line(commit, q, rate))
+        else:
+            left = b.credible(0.99).bit_count()
+            self.s.out(fmt.bisecting_line(max(0, left // 2 - 1), fmt.estimate_steps(left)))
+            self.s.out(fmt.next_line(commit, self.g.subject(commit)))
+        return _Visit(commit, len(e.runs))
+
+    def _retest_line(self, commit: str, q: float, rate: float) -> str:
+        e = self.s.ev(commit)
+        short = commit[:12]
+        if e.target_crashes:
+            return (f"re-testing {short}: it crashed {e.target_crashes} time(s), but the other evidence "
+                    f"makes P(it has the bug) only {q:.2f}")
+        before = "marked good earlier, but " if self.marks.get(commit) == "good" else ""
+        runs = "clean run is" if e.oks == 1 else "clean runs are"
+        line = (f"re-testing {short}: {before}{e.oks} {runs} not enough at the estimated rate {rate:.2f} "
+                f"(P(it has the bug) = {q:.2f})")
+        if e.boot_failures:
+            line += f"; {e.boot_failures} transient boot failure(s) not counted"
+        return line
+
+    def _close(self, visit: _Visit | None, b: Belief) -> None:
+        if visit is None:
+            return
+        commit = visit.commit
+        e = self.s.ev(commit)
+        self.s.show_runs(commit, visit.since, counted_all=False)
+        q, rate = self.commit_state(b, commit)
+        note = ""
+        if e.untestable:
+            verdict = Verdict.SKIP.value
+            note = self.s.untestable_line(commit)
+            self.s.out(note)
+        elif e.target_crashes and q >= 0.5:
+            verdict = Verdict.BAD.value
+        elif q <= 1.0 - self.pol.confidence:
+            verdict = Verdict.GOOD.value
+        else:
+            verdict = "undecided"
+            crashes = f", {e.target_crashes} target crash(es)" if e.target_crashes else ""
+            note = (f"kvmlab: {commit[:12]}: no verdict yet: {e.oks} clean run(s){crashes}, "
+                    f"P(it has the bug) = {q:.2f} (estimated rate {rate:.2f} if it has)")
+            self.s.out(note)
+        if verdict != "undecided":
+            self.s.out(fmt.mark_line(Verdict(verdict), commit, fix=self.s.fix))
+        self.marks[commit] = verdict
+        self.s.step(commit, verdict, b.credible(0.99).bit_count(), top=self.top(b), confidence=b.best()[1],
+                    p_crash=q, rate=rate, note=note)
+
+    def _inconclusive(self, b: Belief, *, budget_spent: bool) -> Decision:
+        cands = b.credible(self.pol.confidence)
+        probs = b.probabilities(len(self.g))
+        members = self.g.members(cands)
+        ranked = sorted(members, key=lambda h: -probs[self.g.index[h]])
+        out = {h: float(probs[self.g.index[h]]) for h in ranked}
+        return Decision(Outcome.INCONCLUSIVE, None, b.best()[1], out, budget_spent=budget_spent)
+
+
+def settle_release(s: Session, pol: AdaptivePolicy, commit: str) -> Verdict:
+    """Test a release until it crashes or P(it has the bug) falls to
+    1 - ``release_confidence``, using what the commits known to crash taught
+    about the population of crash rates."""
+    if s.build(commit).status is BuildStatus.FAILED:
+        return Verdict.SKIP
+    e = s.ev(commit)
+    since = len(e.runs)
+    while e.target_crashes == 0 and not e.untestable and len(e.runs) - since < pol.release_max_runs:
+        # Two hypotheses: bit 0 "the release has the bug", bit 1 "it has not";
+        # every commit that crashed so far crashes under both.
+        obs = [Observation(0b11, x.target_crashes, x.oks)
+               for c, x in s.evidence.items() if x.target_crashes and c != commit]
+        obs.append(Observation(0b01, 0, e.oks))
+        if Belief(pol.model, 0b11, obs, fix=False).crash_probability(0b01) <= 1.0 - pol.release_confidence:
+            break
+        s.run_until_crash(commit, pol.chunk, pol.chunk)
+    s.show_runs(commit, since, counted_all=False)
+    if e.target_crashes:
+        return Verdict.BAD
+    if e.untestable:
+        s.out(s.untestable_line(commit))
+        return Verdict.SKIP
+    return Verdict.GOOD if len(e.runs) - since < pol.release_max_runs else Verdict.SKIP

@@ -1,0 +1,100 @@
+"""Confirm a culprit by reverting it.
+
+Once a bisection names a culprit, kvmlab reverts it on top of the bad commit
+(and on top of the tree's HEAD when that differs and contains it), builds
+that, and runs the reproducer as many times as it takes for the bug, if still
+there, to show with 99% probability at the rate the bad commit showed. The
+crash gone is a confirmation; the crash still there makes the culprit
+doubtful. A revert that does not apply is retried file by file and the files
+that do not apply are named. For a fix bisection it is the mirror image: the
+fix applied on top of the bad (still broken) commit must make the crash go.
+"""
+
+from __future__ import annotations
+
+from kvmlab.bisect.result import Confirmation, ConfirmStatus
+from kvmlab.bisect.seams import Repository, Reverts, SyntheticCommit
+from kvmlab.bisect.session import Session
+from kvmlab.outcome import BuildStatus
+
+#: The bug, if still there, must show in the confirmation runs with this probability.
+SHOW_PROBABILITY = 0.99
+MIN_RUNS, MAX_RUNS = 3, 60
+
+
+def runs_needed(crashes: int, oks: int) -> int:
+    """Runs after which a bug that showed ``crashes`` in ``crashes + oks`` runs
+    would show at least once with :data:`SHOW_PROBABILITY` (rate posterior
+    Beta(1 + crashes, 1 + oks))."""
+    a, b = 1 + crashes, 1 + oks
+    survive = 1.0  # E[(1 - p)^n] = prod_{i<n} (b + i) / (a + b + i)
+    for n in range(1, MAX_RUNS + 1):
+        survive *= (b + n - 1) / (a + b + n - 1)
+        if n >= MIN_RUNS and survive <= 1.0 - SHOW_PROBABILITY:
+            return n
+    return MAX_RUNS
+
+
+def confirm(repo: Repository, s: Session, *, culprit: str, bad: str, chunk: int) -> list[Confirmation]:
+    """Check ``culprit`` on the bad commit and, for a cause bisection, on the
+    tree's HEAD when that differs and contains the culprit."""
+    if not isinstance(repo, Reverts):
+        return []
+    e = s.ev(bad)
+    n = runs_needed(e.target_crashes, e.oks)
+    bases = [bad]
+    if not s.fix:
+        head = repo.head()
+        if head != bad and repo.is_ancestor(culprit, head):
+            bases.append(head)
+    return [_check(repo, s, culprit, base, n, chunk) for base in bases]
+
+
+def _check(repo: Reverts, s: Session, culprit: str, base: str, runs: int, chunk: int) -> Confirmation:
+    what = "applied" if s.fix else "reverted"
+    syn = repo.revert_onto(base, culprit, pick=s.fix)
+    if syn.commit is None:
+        msg = (f"{'the fix does' if s.fix else 'the revert does'} not apply on {base[:12]}: "
+               f"none of {', '.join(syn.failed)} applies")
+        s.out(f"kvmlab: {msg}")
+        return Confirmation(ConfirmStatus.DOES_NOT_APPLY, base, None, failed=syn.failed, message=msg)
+    s.out(f"kvmlab: confirming: {culprit[:12]} {what} on top of {base[:12]}: commit {syn.commit[:12]}"
+          + (f" (only {', '.join(syn.applied)}; {', '.join(syn.failed)} do not apply)" if syn.failed else ""))
+    build = s.build(syn.commit)
+    if build.status is BuildStatus.FAILED:
+        msg = f"the commit with {culprit[:12]} {what} does not build: {build.error}"
+        s.out(f"kvmlab: {msg}")
+        return _result(ConfirmStatus.UNTESTABLE, syn, 0, 0, msg)
+    e = s.ev(syn.commit)
+    since = len(e.runs)
+    done = 0
+    while done < runs and not e.untestable and not e.target_crashes:
+        done += len(s.run(syn.commit, min(chunk, runs - done)))
+    s.show_runs(syn.commit, since, counted_all=False)
+    crashes = e.target_crashes
+    if e.untestable:
+        msg = s.untestable_line(syn.commit).removeprefix("kvmlab: ")
+        status = ConfirmStatus.UNTESTABLE
+    elif crashes:
+        status = ConfirmStatus.NOT_CONFIRMED
+        msg = f"not confirmed: still crashes with {culprit[:12]} {what} ({crashes}/{done})"
+    else:
+        status = ConfirmStatus.CONFIRMED
+        msg = f"confirmed: the crash is gone with {culprit[:12]} {what} (0/{done} runs)"
+    if syn.failed:
+        msg = (f"{'the fix' if s.fix else 'the revert'} does not apply cleanly: {what} only "
+               f"{', '.join(syn.applied)} ({', '.join(syn.failed)} do not apply); {msg}")
+    s.out(f"kvmlab: {msg}")
+    return _result(status, syn, done, crashes, msg)
+
+
+def _result(status: ConfirmStatus, syn: SyntheticCommit, runs: int, crashes: int, msg: str) -> Confirmation:
+    return Confirmation(status, syn.base, syn.commit, runs, crashes, syn.applied, syn.failed, msg)
+
+
+def summary_lines(checks: list[Confirmation]) -> list[str]:
+    """The closing block's lines about the confirmation."""
+    out = [f"kvmlab: confirmation on {c.base[:12]}: {c.message}" for c in checks]
+    out += [f"warning: the culprit is doubtful: {c.message}" for c in checks if c.doubtful]
+    return out
+

@@ -1,0 +1,175 @@
+"""What the adaptive policy would test next, and how much each choice is worth.
+
+Pure functions of a :class:`~kvmlab.bisect.model.Belief` and the commit graph.
+A test of a commit is a *plan* of up to ``runs`` runs that stops at the first
+target crash; its value is the expected information about the culprit (bits)
+per unit of cost, where a run costs 1 and building a commit not built yet
+costs ``build_cost``. The engine takes the best option; the overlap scheduler
+uses the ranking to pre-build what is likely to come next.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from kvmlab.bisect.graph import CommitGraph
+from kvmlab.bisect.model import Array, Belief, bit_mask, near_mask
+
+#: Run counts a plan may have.
+PLAN_RUNS: tuple[int, ...] = (1, 2, 3, 5, 8, 12, 20, 30, 45)
+_HORIZON = max(PLAN_RUNS)
+
+#: Fresh (unbuilt) commits evaluated exactly per decision: those whose
+#: P(crashing) is nearest the most valuable one.
+FRESH_EVALUATED = 8
+
+
+@dataclass(frozen=True)
+class Option:
+    """One possible next test."""
+
+    index: int
+    """Bit index of the commit in the graph."""
+    runs: int
+    """Runs planned (the plan stops at the first target crash)."""
+    value: float
+    """Expected bits about the culprit per unit of cost."""
+    q_crash: float
+    """P(the commit is in the crashing state)."""
+    built: bool
+
+
+def crash_probabilities(belief: Belief, graph: CommitGraph) -> Array:
+    """P(crashing state) of every commit of the range, by bit index.
+
+    P(a commit contains the culprit) is the posterior mass of its ancestors:
+    along a chain it is the parent's plus its own (a cumulative sum); only
+    commits with two or more parents inside the range need their ancestor bitset.
+    """
+    own = belief.probabilities(len(graph))
+    per = belief.per_member()
+    live = [(bits, float(w)) for bits, w in zip(belief.classes, per, strict=True) if w > 1e-15]
+    cum = np.cumsum(own)
+    c = cum.tolist()
+    chain_of = graph.chain_of
+    # q = cum + the offset of the commit's chain: each chain continues its base.
+    offset: list[float] = []
+    for start, _, base in graph.chains:
+        before = c[start - 1] if start else 0.0
+        if base == -2:
+            clo = graph.closure[start]
+            offset.append(sum(w * (bits & clo).bit_count() for bits, w in live if bits & clo) - c[start])
+        elif base >= 0:
+            offset.append(c[base] + offset[chain_of[base]] - before)
+        else:
+            offset.append(-before)
+    q = cum + np.asarray(offset)[np.asarray(chain_of)]
+    np.clip(q, 0.0, 1.0, out=q)
+    return np.asarray(1.0 - q) if belief.fix else q
+
+
+def _entropy(q: Array) -> Array:
+    q = np.clip(q, 1e-300, 1.0)
+    r = np.clip(1.0 - q, 1e-300, 1.0)
+    h = -(q * np.log2(q) + r * np.log2(r))
+    return np.asarray(np.where((q >= 1.0) | (r >= 1.0), 0.0, h))
+
+
+_M = np.array(PLAN_RUNS)
+
+
+def plan_values(q: Array, survivals: Array, eps: float, build_cost: float) -> Array:
+    """Value (expected bits per unit of cost) of each plan of :data:`PLAN_RUNS`
+    runs, for K commits in the crashing state with probabilities ``q`` (K);
+    ``survivals`` (horizon + 1, or K x (horizon + 1)) = P(no crash in t runs |
+    crashing), t = 0 .. horizon. Returns shape (K, len(PLAN_RUNS))."""
+    q = np.asarray(q, dtype=np.float64)[:, None]
+    surv = np.atleast_2d(survivals)
+    clean = (1.0 - eps) ** np.arange(_HORIZON + 1)
+    s_m, e_m = surv[:, _M], clean[_M][None, :]
+    p_none = q * s_m + (1.0 - q) * e_m
+    post = np.divide(q * s_m, p_none, out=np.zeros_like(p_none), where=p_none > 0)
+    gain = _entropy(q) - p_none * _entropy(post)
+    cum_s = np.concatenate((np.zeros((surv.shape[0], 1)), np.cumsum(surv, axis=1)), axis=1)[:, _M]
+    cum_e = np.concatenate(([0.0], np.cumsum(clean)))[_M][None, :]
+    cost = q * cum_s + (1.0 - q) * cum_e + build_cost
+    return np.asarray(np.maximum(gain, 0.0) / cost)
+
+
+def plan_value(q: float, survivals: Array, eps: float, build_cost: float) -> tuple[float, int]:
+    """(value, runs) of the best plan for one commit."""
+    v = plan_values(np.array([q]), survivals, eps, build_cost)[0]
+    k = int(np.argmax(v))
+    return float(v[k]), PLAN_RUNS[k]
+
+
+def survival_curve(belief: Belief, crashes: int, oks: int, near: float = 0.0) -> Array:
+    """P(no target crash in t more runs | crashing) for t = 0 .. horizon, for a
+    commit near the culprit with probability ``near``."""
+    return belief.survival(crashes, oks, _HORIZON, near)
+
+
+def near_probability(belief: Belief, graph: CommitGraph, i: int) -> float:
+    """P(commit ``i`` is near the culprit | it crashes)."""
+    mask = near_mask(graph.closure[i], i, len(graph), belief.model.near, fix=belief.fix)
+    return belief.near_probability(graph.closure[i], mask)
+
+
+def rank(
+    belief: Belief,
+    graph: CommitGraph,
+    *,
+    testable: int,
+    built: Mapping[int, tuple[int, int]],
+    build_cost: float,
+    fresh_limit: int = FRESH_EVALUATED,
+) -> list[Option]:
+    """Options worth running, best first.
+
+    ``testable``: bitset of commits that may be tested (not unbuildable, not
+    consistently failing to boot). ``built``: bit index -> (target crashes, OK
+    runs) of commits already built. Fresh commits are ranked by how close their
+    P(crashing) is to the most valuable one, and only ``fresh_limit`` of them
+    are evaluated exactly.
+    """
+    eps = belief.model.eps
+    q_all = crash_probabilities(belief, graph)
+    useful = (q_all > 1e-6) & (q_all < 1.0 - 1e-6)
+    options: list[Option] = []
+    olds = [i for i in built if (testable >> i) & 1 and useful[i]]
+    if olds:
+        surv = np.array([survival_curve(belief, *built[i], near_probability(belief, graph, i)) for i in olds])
+        values = plan_values(q_all[olds], surv, eps, 0.0)
+        for i, row in zip(olds, values, strict=True):
+            k = int(np.argmax(row))
+            if row[k] > 0.0:
+                options.append(Option(i, PLAN_RUNS[k], float(row[k]), float(q_all[i]), True))
+    pop = survival_curve(belief, 0, 0)
+    grid = np.arange(1, 64) / 64
+    q_star = float(grid[int(np.argmax(plan_values(grid, pop, eps, build_cost).max(axis=1)))])
+    n = len(graph)
+    ok = useful & bit_mask(testable, n)
+    ok[list(built)] = False
+    fresh = np.flatnonzero(ok)
+    order = fresh[np.lexsort((fresh, np.abs(q_all[fresh] - q_star)))]
+    picked: list[int] = []
+    seen_q: set[float] = set()
+    for i in (int(x) for x in order):
+        if len(picked) >= fresh_limit:
+            break
+        key = round(float(q_all[i]), 9)
+        if key not in seen_q:  # else it splits the belief exactly as one already picked
+            seen_q.add(key)
+            picked.append(i)
+    if picked:
+        surv = np.array([survival_curve(belief, 0, 0, near_probability(belief, graph, i)) for i in picked])
+        values = plan_values(q_all[picked], surv, eps, build_cost)
+        for i, row in zip(picked, values, strict=True):
+            k = int(np.argmax(row))
+            if row[k] > 0.0:
+                options.append(Option(i, PLAN_RUNS[k], float(row[k]), float(q_all[i]), False))
+    options.sort(key=lambda o: (-o.value, o.index))
+    return options
