@@ -33,9 +33,10 @@ def expected_from_result(result: dict[str, Any]) -> tuple[dict[str, str], dict[s
     """Per tested commit of a ``result.json``: the verdict its node must show
     (from the evidence, not from the report's code) and its number of runs."""
     steps = {s["commit"]: s["verdict"] for s in result.get("steps", [])}
+    made = {c["commit"] for c in result.get("confirmations", []) if c.get("commit")}
     expected, runs = {}, {}
     for e in result["evidence"]:
-        if e["build"] is None:
+        if e["build"] is None or e["commit"] in made:
             continue
         c = e["commit"]
         runs[c] = len(e["runs"])

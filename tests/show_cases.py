@@ -34,8 +34,10 @@ class Case:
 CASES = {
     # Flaky culprit on a merged branch, another bug's crashes, a commit that does
     # not build and one that does not boot: every kind of node and run.
-    "found": Case("found", Outcome.FOUND, {}, dict(culprit="b3", p=0.5, other_rate=0.1, broken=["15"],
-                                                   boot_broken=["10"])),
+    "found": Case("found", Outcome.FOUND, {}, dict(culprit="b3", p=0.5, other_rate=0.1, broken=["9"],
+                                                   boot_broken=["7"])),
+    # The culprit on the mainline while a branch was open: tested commits on both.
+    "merged-branch": Case("merged-branch", Outcome.FOUND, {}, dict(culprit="15")),
     "inconclusive": Case("inconclusive", Outcome.INCONCLUSIVE, {},
                          dict(culprit="9", broken=["8", "9", "10"])),
     "no-repro": Case("no-repro", Outcome.NO_REPRO, {}, dict(culprit="30", p=0.0)),
@@ -103,6 +105,12 @@ def copy_of(b: Bisected, dest: Path) -> Bisected:
     """``b`` with a workdir of its own (same repository), for tests that change it."""
     shutil.copytree(b.workdir, dest)
     return Bisected(b.hist, dest, b.result, b.case)
+
+
+def history_commits_tested(res: BisectResult) -> set[str]:
+    """Commits the bisection built, less the ones it made to confirm the culprit."""
+    made = {c.commit for c in res.confirmations if c.commit}
+    return {c for c, e in res.evidence.items() if e.build is not None and c not in made}
 
 
 def expected_colour_key(res: BisectResult, commit: str) -> str:

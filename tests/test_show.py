@@ -21,7 +21,7 @@ from kvmlab.show.bisection import bisection_view
 from kvmlab.show.gitinfo import parse_numstat
 from kvmlab.show.meta import JobMeta
 from kvmlab.show.model import VERDICT_COLOURS
-from tests.show_cases import CASES, Bisected, bisected, copy_of, expected_colour_key
+from tests.show_cases import CASES, Bisected, bisected, copy_of, expected_colour_key, history_commits_tested
 
 pytestmark = pytest.mark.unit
 
@@ -119,7 +119,7 @@ def test_report_of_each_kind_of_bisection(name: str, tmp_path: Path,
     _self_contained(html)
     v = bisection_view(load_job(b.workdir))
     assert v.state == b.result.outcome.value
-    tested = {c for c, e in b.result.evidence.items() if e.build is not None}
+    tested = history_commits_tested(b.result)
     # One node per tested commit, coloured by the verdict the evidence gives.
     drawn = dict(re.findall(r'<circle class="node" data-commit="([0-9a-f]{40})"[^>]*fill="(#[0-9a-f]{6})"',
                             html))
@@ -131,14 +131,19 @@ def test_report_of_each_kind_of_bisection(name: str, tmp_path: Path,
         subject = b.hist.title(b.result.culprit)
         assert f'<div class="subject" id="culprit-subject">{subject}</div>' in html
         assert 'class="ring"' in html
+    made = {c.commit for c in b.result.confirmations if c.commit}
+    assert not made & set(drawn)  # confirmation commits are not part of the history
     if name == "found":
+        assert "confirmed: the crash is gone with" in html and made
+        assert "undecided" in html and "P(it has the bug)" in html
         assert 'id="prob-chart"' in html and 'id="remaining-chart"' in html
         assert "the bug</span>" in html and "WARNING in something_else" in html  # titles, target marked
         assert "build failed" in html and "boot failed" in html
         assert "ann@example.org" in html and "rita@example.org" in html  # cc from the log
         assert "report of KASAN" in html  # the culprit's crash report
-        lanes = {n.lane for n in v.graph.nodes}
-        assert lanes == {0, 1}  # the merged branch b1..b5 has its own lane
+    if name == "merged-branch":
+        lane = {b.hist.title(n.commit): n.lane for n in v.graph.nodes}
+        assert lane["b5"] == 1 and lane["30"] == lane["18"] == lane["0"] == 0, lane  # the branch's own lane
     if name == "syzbot":
         assert 'id="prob-chart"' not in html and 'id="remaining-chart"' in html
     if name == "inconclusive":

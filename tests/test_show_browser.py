@@ -16,23 +16,23 @@ from kvmlab.kernel.demo_tree import DemoTree
 from kvmlab.show import bisection_report
 from tests.chromium import browser
 from tests.report_checks import check_bisection_page, expected_from_result
-from tests.show_cases import bisected, copy_of, expected_colour_key
+from tests.show_cases import bisected, copy_of, expected_colour_key, history_commits_tested
 
 pytestmark = pytest.mark.ui
 
 RECORDED = Path(__file__).parent / "fixtures" / "show" / "demo-culprit"
 
 
-@pytest.mark.parametrize("name", ["found", "inconclusive", "no-repro", "fix"])
+@pytest.mark.parametrize("name", ["found", "merged-branch", "inconclusive", "no-repro", "fix"])
 def test_report_in_chromium(name: str, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
     b = copy_of(bisected(name, tmp_path_factory), tmp_path / "wd")
     path = bisection_report(b.workdir)
-    tested = {c: e for c, e in b.result.evidence.items() if e.build is not None}
+    tested = {c: b.result.evidence[c] for c in history_commits_tested(b.result)}
     culprit = b.hist.title(b.result.culprit) if b.result.culprit else None
     with browser(tmp_path) as br:
         check_bisection_page(
             br, path, expected={c: expected_colour_key(b.result, c) for c in tested}, culprit_subject=culprit,
-            runs={c: len(e.runs) for c, e in tested.items()}, chart=name in ("found", "fix"),
+            runs={c: len(e.runs) for c, e in tested.items()}, chart=name in ("found", "merged-branch", "fix"),
             shot=tmp_path / "report.png")
 
 

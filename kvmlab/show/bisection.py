@@ -26,7 +26,7 @@ from kvmlab.bisect.seams import cc_list, email_of, parse_trailers
 from kvmlab.errors import MissingFileError, UserError
 from kvmlab.show import gitinfo, layout, panels
 from kvmlab.show.meta import JobMeta, load_meta
-from kvmlab.show.model import BuildView, CommitView, Culprit, RunView, TitleCount, build_kind
+from kvmlab.show.model import BuildView, CommitView, ConfirmView, Culprit, RunView, TitleCount, build_kind
 
 log = logging.getLogger(__name__)
 
@@ -216,8 +216,8 @@ def _verdict_word(verdict: str, fix: bool) -> str:
         return "broken" if fix else "bad"
     if verdict == "good":
         return "fixed" if fix else "good"
-    return {"skip": "skip", "build-failed": "skip (build failed)", "pending": "being tested",
-            "untested": "not tested"}[verdict]
+    return {"skip": "skip", "undecided": "undecided", "build-failed": "skip (build failed)",
+            "pending": "being tested", "untested": "not tested"}[verdict]
 
 
 def _being_tested(lines: Sequence[dict[str, Any]]) -> str | None:
@@ -308,8 +308,11 @@ def bisection_view(job: Job, *, tree: Path | None = None, now: float | None = No
     for n, (_, st) in enumerate(steps, 1):
         c = cv(str(st["commit"]))
         c.steps.append(n)
-        if st.get("verdict") in ("good", "bad", "skip"):
+        if st.get("verdict") in ("good", "bad", "skip", "undecided"):
             c.verdict = str(st["verdict"])
+        c.p_crash = float(st["p_crash"]) if isinstance(st.get("p_crash"), (int, float)) else c.p_crash
+        c.rate = float(st["rate"]) if isinstance(st.get("rate"), (int, float)) else c.rate
+        c.note = str(st.get("note") or "")
     state = str(res["outcome"]) if res else "running"
     current = _being_tested(lines) if state == "running" else None
     culprit_h = (res or {}).get("culprit")
@@ -325,6 +328,10 @@ def bisection_view(job: Job, *, tree: Path | None = None, now: float | None = No
         cv(str(good)).roles.append("good")
     if culprit_h:
         cv(str(culprit_h)).roles.append("culprit")
+    confirming = [d for d in (res or {}).get("confirmations", []) if isinstance(d, dict)]
+    for d in confirming:
+        if d.get("commit"):
+            cv(str(d["commit"])).roles.append("confirmation")
     if state in ("inconclusive", "running"):
         for h in cand_hashes[:MAX_EXTRA_NODES]:
             cv(h).roles.append("candidate")
@@ -376,7 +383,7 @@ def bisection_view(job: Job, *, tree: Path | None = None, now: float | None = No
 
     end_t = now if state == "running" and now else last_t
     timeline, totals_t = panels.timeline(commits, meta, origin, end_t)
-    warnings = [str(w) for w in (res or {}).get("warnings", [])]
+    warnings = [str(w) for w in (res or {}).get("warnings", []) if not str(w).startswith(_CONFIRM_PREFIX)]
     tested = [c for c in commits.values() if c.tested]
     totals = {
         "commits_tested": len(tested),
@@ -408,7 +415,9 @@ def _graph(tree: Path | None, tinfo: gitinfo.TreeInfo, commits: dict[str, Commit
     tip, boundary = (good, bad) if fix and good else (bad, good)
     g: CommitGraph | None = gitinfo.read_range(tree, tip, [boundary] if boundary else []) \
         if boundary else None
-    drawn = list(commits)
+    # The culprit's confirmation commits are made by kvmlab on top of the bad
+    # commit: they are shown with the culprit, not in the history.
+    drawn = [h for h, c in commits.items() if "confirmation" not in c.roles]
     if g is not None:
         closure = {c.hash: g.closure[i] for i, c in enumerate(g.commits)}
         bit = {c.hash: 1 << i for i, c in enumerate(g.commits)}
@@ -471,8 +480,10 @@ def _culprit(c: CommitView, commits: dict[str, CommitView], bad: str, tree: Path
         if hit is not None:
             title, rep = hit.title, hit.report
             break
-    return Culprit(c, message, cc, files, _confirmation(res, job.log_text), title, rep,
-                   [str(w) for w in res.get("warnings", [])])
+    # The result's warnings also carry the confirmation's summary lines: those
+    # are shown as the confirmation.
+    warnings = [str(w) for w in res.get("warnings", []) if not str(w).startswith(_CONFIRM_PREFIX)]
+    return Culprit(c, message, cc, files, _confirmations(res, job.log_text, commits), title, rep, warnings)
 
 
 def _cc_from_log(text: str) -> list[str] | None:
@@ -484,21 +495,23 @@ def _cc_from_log(text: str) -> list[str] | None:
     return None
 
 
-#: Log lines that carry a culprit's confirmation (issue 14: confirm by revert).
-_CONFIRM_PREFIXES = ("confirmed:", "not confirmed:", "revert does not apply", "kvmlab: confirm")
+#: The log's closing lines about the confirmation (``kvmlab bisect`` writes them
+#: from the same results; read only when result.json is missing).
+_CONFIRM_PREFIX = "kvmlab: confirmation on "
 
 
-def _confirmation(res: dict[str, Any], log_text: str) -> list[str]:
-    """The confirmation of the culprit, where the bisection made one: the
-    result's ``confirmation`` (any shape: shown as text), else the log's lines."""
-    conf = res.get("confirmation", res.get("verify"))
-    if isinstance(conf, str) and conf:
-        return [conf]
-    if isinstance(conf, dict):
-        line = conf.get("message") or conf.get("summary")
-        if line:
-            return [str(line)]
-        return [f"{k}: {v}" for k, v in conf.items() if not isinstance(v, (dict, list))]
-    if isinstance(conf, list):
-        return [str(x) for x in conf]
-    return [ln for ln in log_text.splitlines() if ln.startswith(_CONFIRM_PREFIXES)]
+def _confirmations(res: dict[str, Any], log_text: str, commits: dict[str, CommitView]) -> list[ConfirmView]:
+    """The checks of the culprit the bisection made (reverted on the bad commit,
+    and on HEAD when that differs; for a fix, the fix applied): from the
+    result's ``confirmations``, with the synthetic commits' builds and runs."""
+    out = []
+    for d in res.get("confirmations", []):
+        if not isinstance(d, dict):
+            continue
+        c = commits.get(str(d.get("commit"))) if d.get("commit") else None
+        out.append(ConfirmView(str(d.get("status", "")), str(d.get("message", "")),
+                               str(d.get("base", "")), c))
+    if out or "confirmations" in res:
+        return out
+    return [ConfirmView("log", ln.removeprefix(_CONFIRM_PREFIX).partition(": ")[2] or ln)
+            for ln in log_text.splitlines() if ln.startswith(_CONFIRM_PREFIX)]

@@ -126,10 +126,10 @@ def lay_out_graph(rows: Sequence[tuple[str, Sequence[str]]], *, newest_first: bo
             if p in placed:  # not possible with parents-first input, but be safe
                 continue
             waiting = [k for k, want in enumerate(lanes) if want == p]
-            if waiting:
+            if i == 0 and lanes[lane] is None:
+                via = lane  # the first parent goes straight down, as in git log --graph
+            elif waiting:
                 via = waiting[0]
-            elif i == 0 and lanes[lane] is None:
-                via = lane
             else:
                 via = free_lane(lane + 1)
             lanes[via] = p

@@ -14,7 +14,8 @@ from kvmlab.show import gitinfo
 VERDICT_COLOURS = {
     "bad": "#d62728",       # crashed with the bug
     "good": "#2ca02c",      # ran clean
-    "skip": "#ff9f1c",      # could not be judged (boot failures, mixed evidence)
+    "skip": "#ff9f1c",      # could not be judged (does not boot)
+    "undecided": "#ffd92f",  # left without a verdict (not enough evidence either way)
     "build-failed": "#7f7f7f",
     "pending": "#9ecae1",   # being tested now
     "untested": "#ffffff",
@@ -106,6 +107,12 @@ class CommitView:
     """Untested commits between this one and the next drawn ones below it."""
     probability: float | None = None
     """Its probability of being the culprit after the last step (adaptive)."""
+    p_crash: float | None = None
+    """P(it has the bug) after its last step (adaptive)."""
+    rate: float | None = None
+    """The estimated crash rate of the bug on it, if it has the bug (adaptive)."""
+    note: str = ""
+    """The engine's note on its last step (why a re-test, why no verdict)."""
 
     @property
     def short(self) -> str:
@@ -130,6 +137,8 @@ class CommitView:
         parts = [f"{self.short} {self.subject}".strip(), self.verdict_word or self.verdict]
         if self.build is not None:
             parts.append(self.build.label)
+        if self.p_crash is not None:
+            parts.append(f"P(has the bug) {self.p_crash:.2f}")
         if self.runs:
             parts.append(f"{len(self.runs)} runs: " + ", ".join(
                 f"{n} {RUN_KINDS[k][0]}" for k, n in self.counts.items()))
@@ -147,12 +156,29 @@ class TitleCount:
 
 
 @dataclass
+class ConfirmView:
+    """One check of the culprit: it reverted (a fix applied) on a base, built and run."""
+
+    status: str
+    """``confirmed``, ``not-confirmed``, ``does-not-apply``, ``untestable`` (or ``log``:
+    a line of the log, from a result that does not say)."""
+    message: str
+    base: str = ""
+    commit: CommitView | None = None
+    """The synthetic commit tested, with its build and runs."""
+
+    @property
+    def good(self) -> bool:
+        return self.status == "confirmed" or self.message.startswith("confirmed")
+
+
+@dataclass
 class Culprit:
     commit: CommitView
     message: str
     cc: list[str]
     files: list[gitinfo.FileChange]
-    confirmation: list[str]
+    confirmations: list[ConfirmView]
     crash_title: str
     crash_report: str
     warnings: list[str]

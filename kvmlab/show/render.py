@@ -48,6 +48,15 @@ def _pct(x: Any) -> str:
     return f"{100 * v:.1f}%" if v < 0.999 or v == 1.0 else f"{100 * v:.2f}%"
 
 
+def _num(x: Any) -> str:
+    """A step field for the table: floats to 3 significant digits, None empty."""
+    if x is None:
+        return ""
+    if isinstance(x, float):
+        return f"{x:.3g}"
+    return str(x)
+
+
 def _clock(t: Any) -> str:
     try:
         return datetime.datetime.fromtimestamp(float(t)).strftime("%Y-%m-%d %H:%M:%S")
@@ -68,7 +77,7 @@ def environment() -> jinja2.Environment:
         trim_blocks=False,
         lstrip_blocks=False,
     )
-    env.filters.update(dur=_dur, pct=_pct, clock=_clock)
+    env.filters.update(dur=_dur, pct=_pct, clock=_clock, num=_num)
     env.globals.update(css=_static("report.css"), js=_static("report.js"), version=_version())
     return env
 
@@ -86,7 +95,8 @@ def render_bisection(v: BisectView) -> str:
     """The bisection report for ``v`` as one HTML document."""
     words = {"bad": "broken (crashes)" if v.fix else "bad (crashes)",
              "good": "fixed (no crash)" if v.fix else "good (no crash)",
-             "skip": "skipped", "build-failed": "build failed", "pending": "being tested",
+             "skip": "skipped", "undecided": "undecided", "build-failed": "build failed",
+             "pending": "being tested",
              "untested": "not tested"}
     initial = v.culprit.commit.hash if v.culprit else v.bad
     return environment().get_template("bisect.html.j2").render(
