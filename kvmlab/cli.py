@@ -32,6 +32,7 @@ COMMANDS: tuple[str, ...] = (
     "kvmlab.commands.report",
     "kvmlab.commands.repro",
     "kvmlab.commands.bisect",
+    "kvmlab.commands.show",
     "kvmlab.commands.demo",
 )
 

@@ -7,6 +7,7 @@ size is served by consecutive pools of at most ``vm.count`` VMs.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -19,7 +20,7 @@ from kvmlab.kernel.builder import KernelBuilder, Progress
 from kvmlab.kernel.config import ConfigRequest
 from kvmlab.outcome import BuildOutcome, BuildStatus, RunOutcome
 from kvmlab.repro.reproducer import Prepared
-from kvmlab.repro.runner import ReproOptions, run_repro
+from kvmlab.repro.runner import ReproOptions, VMEvent, run_repro
 from kvmlab.vmm.accel import AccelChoice
 from kvmlab.vmm.factory import close_backend, make_backend, prepare, resolve_root
 
@@ -31,6 +32,7 @@ class VMTester:
 
     ``accel`` is resolved once by the caller so the TCG warning shows once.
     Each test call's console logs go to ``workdir/<commit>/<call>/``.
+    ``on_vm(commit, event)`` hears each VM's state changes (for live views).
     """
 
     def __init__(
@@ -45,6 +47,7 @@ class VMTester:
         workdir: Path,
         progress: Callable[[Progress], None] | None = None,
         on_run: Callable[[RunOutcome], None] | None = None,
+        on_vm: Callable[[str, VMEvent], None] | None = None,
     ) -> None:
         self.tree = tree
         self.builder = builder
@@ -55,6 +58,7 @@ class VMTester:
         self.workdir = workdir
         self.progress = progress
         self.on_run = on_run
+        self.on_vm = on_vm
         self.backend = make_backend(cfg.vm)
         self._calls: dict[str, int] = {}
         self.build_seconds = 0.0
@@ -111,6 +115,7 @@ class VMTester:
                 prep.spec, self.prepared, backend=self.backend, timeouts=prep.timeouts, options=opts,
                 workdir=self.workdir / build.commit[:12] / str(call), ready_marker=prep.ready_marker,
                 vmlinux=vmlinux,
+                on_vm=None if self.on_vm is None else functools.partial(self.on_vm, build.commit),
             )
             self.test_seconds += result.wall
             outcomes.extend(result.outcomes)

@@ -26,6 +26,8 @@ APT_PACKAGES=(
   gdb tmux
   # python headers for libvirt-python
   python3-dev
+  # the report's browser check (headless) and the live view's terminal test
+  chromium tmux
 )
 
 log() { printf 'setup: %s\n' "$*" >&2; }

@@ -29,8 +29,10 @@ from kvmlab import proc
 from kvmlab.cli import main
 from kvmlab.kernel.demo_tree import DemoTree
 from kvmlab.outcome import BuildStatus
+from tests.chromium import browser
 from tests.conftest import REPO, signal_disposition, track_pid
 from tests.fixtures_kernel import KERNEL_CACHE, TEST_CONFIG, BuildKernel
+from tests.report_checks import check_bisection_page, expected_from_result
 
 pytestmark = [pytest.mark.vm, pytest.mark.kernel, pytest.mark.slow]
 
@@ -56,10 +58,12 @@ def test_demo_finds_the_planted_culprit(bug: str, demo_tree: DemoTree, monkeypat
                                         record_property: Callable[[str, object], None]) -> None:
     _share_kernel_cache(monkeypatch, tmp_path)
     out_json = tmp_path / "result.json"
+    workdir = tmp_path / "wd"
     count = str(min(4, os.cpu_count() or 2))
     repro = REPROS[bug]
     rc = main(["demo", "--dir", str(demo_tree.path), "--bug", bug, "--count", count, "--json", str(out_json),
-               "--config", ",".join(TEST_CONFIG), *([str(repro)] if repro else [])])
+               "--config", ",".join(TEST_CONFIG), "--workdir", str(workdir),
+               *([str(repro)] if repro else [])])
     out = capsys.readouterr().out
     planted = getattr(demo_tree, bug)
     assert rc == 0, out[-3000:]
@@ -73,6 +77,15 @@ def test_demo_finds_the_planted_culprit(bug: str, demo_tree: DemoTree, monkeypat
     result = json.loads(out_json.read_text())
     assert result["culprit"] == planted
     assert result["confidence"] >= 0.95
+    assert "confirmed: the crash is gone" in out
+    # Every bisection leaves report.html next to its log: look at it.
+    assert f"kvmlab: report {workdir / 'report.html'}" in out
+    expected, runs = expected_from_result(result)
+    subject = proc.run(["git", "-C", str(demo_tree.path), "log", "-1", "--format=%s", planted],
+                       timeout=60).stdout.strip()
+    with browser(tmp_path) as b:
+        check_bisection_page(b, workdir / "report.html", expected=expected, culprit_subject=subject,
+                             runs=runs, chart=True, shot=tmp_path / "report.png")
     # What this bisection cost, printed by the budget summary at the end of the run.
     record_property("budget", f"{result['vm_runs']} VM runs, {result['builds']} builds, "
                     f"{result['build_seconds']:.0f} s building, {result['test_seconds']:.0f} s testing")

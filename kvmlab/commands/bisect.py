@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import hashlib
 import json
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -15,17 +16,22 @@ import yaml
 from kvmlab import report
 from kvmlab.bisect import POLICIES, AdaptivePolicy, BisectResult, GitRepository, LogWriter, bisect
 from kvmlab.bisect.policy import Policy
-from kvmlab.commands.kernel import _Ticker
+from kvmlab.bisect.result import StepRecord
+from kvmlab.commands.live import View, WatchedTester, progress_view
 from kvmlab.commands.repro import add_repro_options, add_vm_options, config_from_args, reproducer_from_args
 from kvmlab.config import cache_dir
-from kvmlab.errors import ConfigError, MissingFileError
+from kvmlab.errors import ConfigError, KvmlabError, MissingFileError
 from kvmlab.kernel.builder import KernelBuilder
 from kvmlab.kernel.config import ConfigRequest
 from kvmlab.outcome import RunOutcome
+from kvmlab.show import bisection_report
+from kvmlab.show.bisection import RESULT_NAME
+from kvmlab.show.meta import JobMeta
 from kvmlab.tester import VMTester
 from kvmlab.vmm.accel import resolve_accel
 from kvmlab.vmm.spec import Accel
 
+log = logging.getLogger(__name__)
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("bisect", help="find the commit that introduced (or fixed) a crash")
@@ -94,10 +100,20 @@ def target_matcher(expect: str | None) -> Any:
     return is_target
 
 
-def run_bisection(args: argparse.Namespace, *, say: Any = print) -> BisectResult:
-    """The bisection the arguments describe, logged through ``say``."""
+def run_bisection(args: argparse.Namespace, *, say: Any = None) -> BisectResult:
+    """The bisection the arguments describe, logged through ``say`` (default:
+    a live view on a terminal, plain lines otherwise); leaves ``report.html``
+    in its workdir."""
     if args.tree is None or args.bad is None:
         raise ConfigError("bisect needs --tree and --bad")
+    repo = GitRepository(args.tree)
+    with progress_view("kvmlab bisect", describe=lambda h: repo.commit_info(h).subject,
+                       live=False if say is not None else None) as view:
+        return _run_bisection(args, view, say or view.say)
+
+
+def _run_bisection(args: argparse.Namespace, view: View, say: Any) -> BisectResult:
+    started = time.time()
     cfg = config_from_args(args)
     repro = reproducer_from_args(args)
     repo = GitRepository(args.tree)
@@ -115,7 +131,8 @@ def run_bisection(args: argparse.Namespace, *, say: Any = print) -> BisectResult
     request = ConfigRequest.from_fragments(frags)
     # Resolve the accelerator once, with the bad commit's kernel, so that a
     # fallback to TCG is one warning for the whole bisection.
-    first = builder.build(args.tree, bad, request, progress=_Ticker())
+    view.building(bad)
+    first = builder.build(args.tree, bad, request, progress=view.build_progress)
     accel = None
     if "bzImage" in first.artifacts:
         accel = resolve_accel(Accel(cfg.vm.accel), qemu=cfg.vm.qemu, kernel=Path(first.artifacts["bzImage"]),
@@ -130,25 +147,54 @@ def run_bisection(args: argparse.Namespace, *, say: Any = print) -> BisectResult
         policy = dataclasses.replace(policy, chunk=cfg.vm.count,
                                      **({"confidence": args.confidence} if args.confidence else {}))
     tester = VMTester(tree=args.tree, builder=builder, request=request, prepared=prepared, cfg=cfg,
-                      accel=accel, workdir=workdir / "runs", progress=_Ticker())
+                      accel=accel, workdir=workdir / "runs", progress=view.build_progress, on_vm=view.vm)
     logw = LogWriter(say, workdir / f"bisect-{time.strftime('%Y%m%d-%H%M%S')}.log")
+    JobMeta(kind="bisect", tree=str(args.tree.resolve()), bad=bad, good=good, fix=args.fix,
+            policy=policy.name, confidence_goal=getattr(policy, "confidence", None), config=frags,
+            reproducer=prepared.description, expect=args.expect, vms=cfg.vm.count, accel=accel.accel.value,
+            journal=str(journal), log=str(logw.path), started=started,
+            first_build={"commit": bad, "duration": first.duration, "cached": first.cached,
+                         "status": first.status.value, "artifacts": dict(first.artifacts)}).write(workdir)
     say(f"kvmlab: journal {journal}; logs under {workdir}")
+    (workdir / RESULT_NAME).unlink(missing_ok=True)  # an earlier attempt's answer is not this one's
+
+    def on_step(rec: StepRecord) -> None:
+        view.step(rec)
+        _report(workdir, None)  # report.html follows the bisection as it goes
+
     try:
-        result = bisect(repo, tester, bad=bad, good=good, fix=args.fix, policy=policy,
+        result = bisect(repo, WatchedTester(tester, view), bad=bad, good=good, fix=args.fix, policy=policy,
                         is_target=target_matcher(args.expect), journal=journal, log=logw,
-                        release_floor=args.release_floor, verify=not args.no_verify)
+                        release_floor=args.release_floor, verify=not args.no_verify, observer=on_step)
+    except KvmlabError:
+        _report(workdir, say)  # what was found before the failure
+        raise
     finally:
         tester.close()
         logw.close()
+    (workdir / RESULT_NAME).write_text(json.dumps(result.to_json(), indent=1))
     if args.json is not None:
         args.json.write_text(json.dumps(result.to_json(), indent=1))
+    _report(workdir, say)
     return result
+
+
+def _report(workdir: Path, say: Any) -> None:
+    """Write ``report.html`` (and say where, unless ``say`` is None); a report
+    that cannot be made only warns (the bisection's result is in the log and
+    the JSON either way)."""
+    try:
+        path = bisection_report(workdir)
+        if say is not None:
+            say(f"kvmlab: report {path}")
+    except Exception as e:  # a by-product: never lose the bisection over it
+        log.warning("report.html not written: %s", e, exc_info=log.isEnabledFor(logging.DEBUG))
 
 
 def run(args: argparse.Namespace) -> int:
     defaults = {a.dest: a.default for a in _parser_actions()}
     _apply_job(args, defaults)
-    result = run_bisection(args, say=lambda line: print(line, flush=True))
+    result = run_bisection(args)
     return 0 if result.culprit else 1
 
 

@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
         args.cpus = 1
     if args.memory_mb is None:
         args.memory_mb = 512
-    result = run_bisection(args, say=lambda line: print(line, flush=True))
+    result = run_bisection(args)
     planted = getattr(demo, args.bug)
     if result.culprit == planted:
         print(f"kvmlab: demo: found the planted culprit {planted[:12]}")

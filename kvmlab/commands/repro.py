@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
+import logging
 import sys
 import time
 from pathlib import Path
 
 from kvmlab import report
-from kvmlab.commands.kernel import _Ticker
+from kvmlab.commands.live import View, progress_view
 from kvmlab.config import Config, cache_dir, load_config, with_recipe_path
 from kvmlab.errors import MissingFileError, UserError
 from kvmlab.kernel.builder import KernelBuilder
@@ -18,7 +20,11 @@ from kvmlab.kernel.config import ConfigRequest
 from kvmlab.outcome import BuildStatus, RunOutcome
 from kvmlab.repro.reproducer import CProgram, Reproducer, ShellCommand, SyzProgram
 from kvmlab.repro.runner import ReproOptions, run_line, run_repro, summary_lines
+from kvmlab.show import repro_report
+from kvmlab.show.meta import JobMeta
 from kvmlab.vmm.factory import close_backend, make_backend, prepare, resolve_root
+
+log = logging.getLogger(__name__)
 
 
 def add_vm_options(p: argparse.ArgumentParser) -> None:
@@ -108,6 +114,12 @@ def _expected_title(args: argparse.Namespace) -> str | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    with progress_view("kvmlab repro") as view:
+        return _run(args, view)
+
+
+def _run(args: argparse.Namespace, view: View) -> int:
+    started = time.time()
     cfg = config_from_args(args)
     repro = reproducer_from_args(args)
     expect = _expected_title(args)
@@ -115,17 +127,20 @@ def run(args: argparse.Namespace) -> int:
     workdir.mkdir(parents=True, exist_ok=True)
     prepared = repro.prepare(workdir)  # compile before anything boots
     vmlinux = args.vmlinux
+    frags: list[str] = []
+    built: str | None = None
     if args.tree is not None:
         if args.kernel is not None or not args.commit:
             raise UserError("give either --kernel, or --tree with --commit")
         frags = [f.strip() for f in (args.config or "base").split(",") if f.strip()]
+        view.building(args.commit)
         builder = KernelBuilder(fragments_dir=cfg.kernel.fragments_path)
         outcome = builder.build(args.tree, args.commit, ConfigRequest.from_fragments(frags),
-                                progress=_Ticker(), argv=sys.argv)
+                                progress=view.build_progress, argv=sys.argv)
         if outcome.status is BuildStatus.FAILED:
             print(f"kernel build failed at {outcome.commit[:12]}: {outcome.error}")
             return 1
-        kernel = Path(outcome.artifacts["bzImage"])
+        kernel, built = Path(outcome.artifacts["bzImage"]), outcome.commit
         vmlinux = vmlinux or Path(outcome.artifacts["vmlinux"])
     elif args.kernel is not None:
         kernel = args.kernel
@@ -137,20 +152,28 @@ def run(args: argparse.Namespace) -> int:
                         stop_when_decided=args.stop_when_decided, expect=expect)
     print(f"reproducing {prepared.description} on {kernel} in {opts.count} VMs "
           f"({cfg.vm.backend}, {prep.accel.accel.value}); logs in {workdir}", file=sys.stderr)
+    JobMeta(kind="repro", tree=str(args.tree.resolve()) if args.tree else None, commit=built, config=frags,
+            kernel=str(kernel), reproducer=prepared.description, expect=expect, vms=opts.count,
+            accel=prep.accel.accel.value, started=started).write(workdir)
 
     def on_run(o: RunOutcome, expected: bool | None) -> None:
         note = " (a different bug)" if expected is False else ""
-        print(run_line(o) + note, flush=True)
+        view.say(run_line(o) + note)
 
+    view.testing(args.commit or "", opts.count)
     backend = make_backend(cfg.vm)
     try:
         result = run_repro(prep.spec, prepared, backend=backend, timeouts=prep.timeouts,
                            options=opts, workdir=workdir, ready_marker=prep.ready_marker, vmlinux=vmlinux,
-                           on_run=on_run)
+                           on_run=on_run, on_vm=functools.partial(view.vm, args.commit or ""))
     finally:
         close_backend(backend)
     for line in summary_lines(result):
-        print(line)
+        view.say(line)
     if args.json is not None:
         args.json.write_text(json.dumps(result.to_json(), indent=1))
+    try:
+        print(f"kvmlab: report {repro_report(workdir)}", file=sys.stderr, flush=True)
+    except Exception as e:  # a by-product: the result is printed and in result.json
+        log.warning("report.html not written: %s", e)
     return 0

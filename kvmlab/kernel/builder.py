@@ -134,6 +134,7 @@ class Manifest:
     key: str = ""
     slot: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    """``incremental``: the slot held an earlier build's objects (else a clean build)."""
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -307,6 +308,8 @@ class KernelBuilder:
             tree.ensure_worktree(src)
             tree.checkout(src, commit)
             report(Progress("config", elapsed=time.monotonic() - started))
+            # Objects of an earlier build in this slot make this one incremental.
+            incremental = (obj / ".config").is_file()
             env = self._make_env(obj)
             make_base = self._make_base(src, obj, cc)
             final_text, dropped = self._configure(make_base, env, obj, config, requested)
@@ -321,7 +324,7 @@ class KernelBuilder:
                 log.warning("config option dropped by Kconfig: %s", d)
             manifest = self._compile(
                 make_base, env, src, obj, commit, tree_hash, key, config, final_text, dropped, cc,
-                list(argv), slot_name, started, report,
+                list(argv), slot_name, started, report, incremental,
             )
         self._remember_request(rkey, key)
         return self._outcome(entry, commit, cached=False, out_dir=out_dir, manifest=manifest)
@@ -444,7 +447,7 @@ class KernelBuilder:
     def _compile(
         self, make_base: list[str], env: dict[str, str], src: Path, obj: Path, commit: str, tree_hash: str,
         key: str, config: ConfigRequest, final_text: str, dropped: list[Dropped], cc: compilers.Compiler,
-        argv: list[str], slot_name: str, started: float, report: ProgressCallback,
+        argv: list[str], slot_name: str, started: float, report: ProgressCallback, incremental: bool,
     ) -> Manifest:
         stats_log = obj / "ccache-stats.log"
         stats_log.unlink(missing_ok=True)
@@ -484,6 +487,7 @@ class KernelBuilder:
             duration=round(time.monotonic() - started, 3), objects_compiled=objects,
             ccache_hits=hits, ccache_misses=misses, dropped=[str(d) for d in dropped],
             argv=argv, make_argv=make_argv, kernel_sha256=kernel_sha, error=error, key=key, slot=slot_name,
+            extra={"incremental": incremental},
         )
         (tmp / "manifest.json").write_text(json.dumps(manifest.to_json(), indent=2) + "\n")
         shutil.rmtree(entry, ignore_errors=True)

@@ -60,6 +60,23 @@ class ReproOptions:
     """With ``stop_when_decided``: this many expected crashes decide."""
 
 
+@dataclass(frozen=True)
+class VMEvent:
+    """A VM of a repro pool changed state (for live views)."""
+
+    vm: int
+    """The VM's index in its pool."""
+    state: str
+    """``booting``, ``running`` (booted, the reproducer goes in), then one of
+    the run statuses (``crashed``, ``ok``, ``boot-failed``, ``infra``,
+    ``repro-failed``) or ``cancelled``."""
+    title: str | None = None
+    """The crash title when there is one."""
+
+
+VMObserver = Callable[[VMEvent], None]
+
+
 @dataclass
 class ReproResult:
     outcomes: list[RunOutcome]
@@ -172,13 +189,15 @@ def _boot_failed(m: Machine, reason: str, started: float) -> RunOutcome:
 
 
 def run_one(m: Machine, prepared: Prepared, opts: ReproOptions, timeouts: Timeouts,
-            decider: _Decider, vmlinux: Path | None) -> RunOutcome | None:
+            decider: _Decider, vmlinux: Path | None, on_vm: VMObserver | None = None) -> RunOutcome | None:
     """One run in one VM, from boot to outcome; None when the run was
     cancelled (verdict decided elsewhere) before it had an answer."""
     started = m.started
     boot = m.wait_ready(cancel=decider.decided)
     if boot.reason == "cancelled":
         return None
+    if boot.ok and on_vm is not None:
+        on_vm(VMEvent(m.index, "running"))
     if not boot.ok:
         if boot.crashed or boot.reason in ("no output", "timed out", "unexpected reboot"):
             return _boot_failed(m, boot.reason, started)
@@ -302,6 +321,7 @@ def run_repro(
     ready_marker: str | None,
     vmlinux: Path | None = None,
     on_run: Callable[[RunOutcome, bool | None], None] | None = None,
+    on_vm: VMObserver | None = None,
 ) -> ReproResult:
     """Boot ``options.count`` VMs of ``spec`` and run ``prepared`` in each.
 
@@ -311,7 +331,8 @@ def run_repro(
     ``ReproResult.retried``); with one backend, all runs start at once.
 
     ``on_run`` is called as each run ends (from the run's thread) with the
-    outcome and whether it matches ``options.expect``. Console logs and
+    outcome and whether it matches ``options.expect``; ``on_vm`` with each
+    VM's :class:`VMEvent` (booting, running, its outcome). Console logs and
     reports are kept under ``workdir/vm-<i>/``; ``workdir/result.json`` holds
     the structured result.
     """
@@ -327,11 +348,17 @@ def run_repro(
         return any(report.same_bug(t, options.expect) for t in (o.title, *o.alt_titles))
 
     def job(m: Machine) -> RunOutcome | None:
+        if on_vm is not None:
+            on_vm(VMEvent(m.index, "booting"))
+        o: RunOutcome | None
         try:
-            return run_one(m, prepared, options, timeouts, decider, vmlinux)
+            o = run_one(m, prepared, options, timeouts, decider, vmlinux, on_vm)
         except KvmlabError as e:
-            return RunOutcome(m.index, RunStatus.INFRA, detail=str(e), duration=time.monotonic() - m.started,
-                              console_log=str(m.console_log))
+            o = RunOutcome(m.index, RunStatus.INFRA, detail=str(e), duration=time.monotonic() - m.started,
+                           console_log=str(m.console_log))
+        if on_vm is not None:
+            on_vm(VMEvent(m.index, "cancelled") if o is None else VMEvent(m.index, o.status.value, o.title))
+        return o
 
     def done(o: RunOutcome) -> None:
         exp = matches(o)

@@ -1,0 +1,25 @@
+"""``kvmlab show``: the HTML report of a bisection (also one still running) or a repro run."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from kvmlab.show import report
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "show", help="make the HTML report of a bisection or repro run",
+        description="Render report.html from a bisection's workdir or journal (also while it runs: "
+                    "run it again to refresh) or from a repro workdir. One self-contained file.")
+    p.add_argument("path", type=Path, metavar="JOURNAL|WORKDIR", help="bisection journal, or a workdir")
+    p.add_argument("-o", "--output", type=Path, help="where to write (default: report.html in the workdir)")
+    p.add_argument("--tree", type=Path, help="kernel tree for subjects and the graph "
+                                             "(default: the one the bisection used)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    print(report(args.path, args.output, tree=args.tree))
+    return 0
