@@ -17,6 +17,8 @@ Example (every key optional)::
     repro:
       run_time: 120          # seconds a reproducer runs before the run is OK
       root: initramfs        # initramfs, or an image recipe name
+    syzkaller:
+      dir: /opt/syzkaller    # syz-execprog + syz-executor (or its bin/linux_amd64/)
 """
 
 from __future__ import annotations
@@ -75,10 +77,18 @@ class ReproConfig:
 
 
 @dataclass(frozen=True)
+class SyzkallerConfig:
+    dir: str = ""
+    """Directory with syz-execprog and syz-executor (or syzkaller's
+    ``bin/linux_amd64/`` under it), for ``--syz-prog``; ``--syz-dir`` wins."""
+
+
+@dataclass(frozen=True)
 class Config:
     vm: VMConfig = field(default_factory=VMConfig)
     timeouts: Timeouts = field(default_factory=Timeouts)
     repro: ReproConfig = field(default_factory=ReproConfig)
+    syzkaller: SyzkallerConfig = field(default_factory=SyzkallerConfig)
 
 
 def cache_dir() -> Path:

@@ -78,7 +78,8 @@ class VMTester:
             result = run_repro(
                 prep.spec, self.prepared, backend=self.backend, timeouts=prep.timeouts, options=opts,
                 workdir=self.workdir / build.commit[:12] / str(call), ready_marker=prep.ready_marker,
-                vmlinux=vmlinux,
+                vmlinux=vmlinux, kernel_config=Path(build.artifacts["config"]) if "config" in build.artifacts
+                else None,
             )
             self.test_seconds += result.wall
             outcomes.extend(result.outcomes)

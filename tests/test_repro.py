@@ -12,11 +12,12 @@ import pytest
 
 from kvmlab import report
 from kvmlab.cli import main
-from kvmlab.errors import MissingFileError, UserError
+from kvmlab.errors import UserError
 from kvmlab.kernel.demo_tree import DemoTree
 from kvmlab.outcome import BuildOutcome, RunStatus
 from kvmlab.repro.reproducer import CProgram, ReproCompileError, ShellCommand, SyzProgram
 from kvmlab.repro.runner import ReproOptions, ReproResult, run_repro
+from kvmlab.repro.syz import SyzBinaryError
 from kvmlab.timeouts import Timeouts
 from kvmlab.vmm.initramfs import READY_MARKER, build_initramfs
 from kvmlab.vmm.qemu_backend import QemuBackend
@@ -57,14 +58,10 @@ def test_syz_reproducer_needs_its_binaries(tmp_path: Path) -> None:
     prog.write_text("r0 = openat(0xffffffffffffff9c, &(0x7f0000000000)='./file0\\x00', 0x0, 0x0)\n")
     execprog = tmp_path / "syz-execprog"
     execprog.write_text("")
-    with pytest.raises(MissingFileError, match="syz-executor"):
+    with pytest.raises(SyzBinaryError, match=r"syz-execprog .*: not executable"):
         SyzProgram(prog, execprog, tmp_path / "syz-executor").prepare(tmp_path)
-    executor = tmp_path / "syz-executor"
-    executor.write_text("")
-    opts = {"repeat": "0", "procs": "6", "sandbox": "none"}
-    p = SyzProgram(prog, execprog, executor, opts).prepare(tmp_path)
-    assert "./syz-execprog -executor=/tmp/kvmlab-repro/syz-executor -procs=6 -repeat=0 -sandbox=none prog" \
-        in p.command
+    with pytest.raises(SyzBinaryError, match=r"syz-executor .*: no such file"):
+        SyzProgram(prog, Path("/bin/true"), tmp_path / "syz-executor").prepare(tmp_path)
     with pytest.raises(UserError):
         ShellCommand("  ").prepare(tmp_path)
 

@@ -7,11 +7,20 @@ time while the console is watched. A crash on the console is ``crashed``
 when it took the SSH connection down with it. A run that ends without a crash
 is ``ok``. Our own failures (qemu died without a crash on the console, the SSH
 transport broke with no crash to explain it) are ``infra``.
+
+The reproducer's own output (stdout and stderr) is kept in
+``vm-<i>/repro.log``. A syzkaller program that syz-execprog could not run (it
+does not parse, the executor does not start, ``SYZFAIL``) is ``repro-failed``
+with the line that says why: such a run says nothing about the kernel. A C
+program or command that exits before its run time is still a run (``ok``
+when nothing crashed), and its outcome says after how long and with which
+status it exited.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import threading
@@ -23,8 +32,9 @@ from pathlib import Path
 from typing import Any
 
 from kvmlab import report
-from kvmlab.errors import KvmlabError, SSHError
+from kvmlab.errors import KvmlabError, SSHError, UserError
 from kvmlab.outcome import RunOutcome, RunStatus
+from kvmlab.repro import syz
 from kvmlab.repro.reproducer import GUEST_DIR, Prepared
 from kvmlab.timeouts import Timeouts
 from kvmlab.vmm.backend import Backend
@@ -39,6 +49,10 @@ log = logging.getLogger(__name__)
 #: reproducer exits: a crash it caused may print a moment later (an oops in
 #: a syscall prints before the process exits; this covers work it queued).
 GRACE = 1.5
+
+#: A reproducer that ends sooner than this many seconds before its run time
+#: "exited", and the outcome says so.
+EARLY_EXIT = 1.0
 
 #: syzkaller's titles for a guest that stopped answering.
 LOST_CONNECTION = "lost connection to test machine"
@@ -91,6 +105,8 @@ def run_line(o: RunOutcome) -> str:
         return f"run #{o.index}: OK"
     if o.status is RunStatus.BOOT_FAILED:
         return f"run #{o.index}: boot failed: {o.title}"
+    if o.status is RunStatus.REPRO_FAILED:
+        return f"run #{o.index}: reproducer failed: {o.detail}"
     return f"run #{o.index}: infra error: {o.detail}"
 
 
@@ -114,6 +130,12 @@ def summary_lines(result: ReproResult) -> list[str]:
     for o, exp in zip(outs, result.expected, strict=True):
         if exp is False:
             lines.append(f"  run #{o.index} crashed with a different bug: {o.title}")
+    for o in outs:
+        where = f" (output: {o.repro_log})" if o.repro_log else ""
+        if o.status is RunStatus.OK and o.detail:
+            lines.append(f"  run #{o.index}: {o.detail}{where}")
+        elif o.status is RunStatus.REPRO_FAILED:
+            lines.append(f"  run #{o.index}: the reproducer could not run: {o.detail}{where}")
     return lines
 
 
@@ -189,12 +211,15 @@ def run_one(m: Machine, prepared: Prepared, opts: ReproOptions, timeouts: Timeou
         return _after_transport_loss(m, started, vmlinux, f"copying the reproducer: {e}")
     run_started = time.monotonic()
     result: dict[str, Any] = {}
+    out = _ReproLog(m.workdir / "repro.log", prepared.kind == "syz")
 
     def go() -> None:
         try:
-            result["res"] = m.run(prepared.command, timeout=opts.run_time)
+            result["res"] = m.run(prepared.command, timeout=opts.run_time, on_output=out.write)
         except SSHError as e:
             result["err"] = e
+        finally:
+            out.close()
 
     runner = threading.Thread(target=go, name=f"repro-{m.index}", daemon=True)
     runner.start()
@@ -203,7 +228,7 @@ def run_one(m: Machine, prepared: Prepared, opts: ReproOptions, timeouts: Timeou
         runner.join(0.2)
         if m.watcher.first(EventKind.CRASH) or m.watcher.ended:
             break
-        if decider.decided.is_set():
+        if decider.decided.is_set() or out.failed.is_set():
             break
     crash = _crash_outcome(m, started, vmlinux)
     if crash is not None:
@@ -225,14 +250,57 @@ def run_one(m: Machine, prepared: Prepared, opts: ReproOptions, timeouts: Timeou
         crash = _crash_outcome(m, started, vmlinux)
         if crash is not None:
             return crash
-    if decider.decided.is_set() and runner.is_alive():
+    if decider.decided.is_set() and runner.is_alive() and not out.failed.is_set():
         return None
     # Is the guest still alive? A hung guest answers neither SSH nor console.
     if not _answers(m, timeouts.ssh_connect * 3):
         silent = m.watcher.first(EventKind.NO_OUTPUT) is not None
         return _stopped_answering(m, started, vmlinux, NO_OUTPUT if silent else LOST_CONNECTION)
-    return RunOutcome(m.index, RunStatus.OK, duration=time.monotonic() - started,
+    res = result.get("res")
+    status = res.exit_status if res is not None else None
+    if prepared.kind == "syz":
+        why = syz.execprog_failure(out.text(), status)
+        if why is not None:
+            return RunOutcome(m.index, RunStatus.REPRO_FAILED, detail=why,
+                              duration=time.monotonic() - started, console_log=str(m.console_log))
+    detail = ""
+    if res is not None and not res.timed_out and res.duration < opts.run_time - EARLY_EXIT:
+        detail = f"the reproducer exited after {res.duration:.1f}s with status {status}"
+    return RunOutcome(m.index, RunStatus.OK, detail=detail, duration=time.monotonic() - started,
                       console_log=str(m.console_log))
+
+
+class _ReproLog:
+    """The reproducer's output as it arrives: to ``path``, kept in memory (the
+    last 1 MiB) for the verdict, and for a syz program watched for
+    syz-execprog's own failures so that the run ends at once."""
+
+    KEEP = 1 << 20
+
+    def __init__(self, path: Path, watch_syz: bool) -> None:
+        self.path = path
+        self._f = path.open("w", encoding="utf-8", errors="replace")
+        self._buf = ""
+        self._lock = threading.Lock()
+        self._watch = watch_syz
+        self.failed = threading.Event()
+
+    def write(self, chunk: str) -> None:
+        with self._lock:
+            if not self._f.closed:
+                self._f.write(chunk)
+                self._f.flush()
+            self._buf = (self._buf + chunk)[-self.KEEP:]
+            if self._watch and not self.failed.is_set() and syz.execprog_failure(self._buf, None):
+                self.failed.set()
+
+    def text(self) -> str:
+        with self._lock:
+            return self._buf
+
+    def close(self) -> None:
+        with self._lock:
+            self._f.close()
 
 
 def _after_transport_loss(m: Machine, started: float, vmlinux: Path | None, why: str) -> RunOutcome:
@@ -278,6 +346,25 @@ def _stopped_answering(m: Machine, started: float, vmlinux: Path | None, title: 
                       console_log=str(m.console_log))
 
 
+class MissingKernelOptionError(UserError):
+    """The reproducer needs kernel options the kernel under test does not have."""
+
+
+def check_kernel_needs(prepared: Prepared, kernel_config: Path) -> None:
+    """Refuse (one line) a reproducer whose kernel needs ``kernel_config`` does
+    not meet; a config that cannot be read is not checked."""
+    if not prepared.kernel_needs:
+        return
+    try:
+        config = syz.config_from_file(kernel_config)
+    except KvmlabError as e:
+        log.warning("not checking what the reproducer needs: %s", e)
+        return
+    missing = syz.missing_needs(list(prepared.kernel_needs), config)
+    if missing:
+        raise MissingKernelOptionError(syz.describe_missing(missing, str(kernel_config)))
+
+
 def run_repro(
     spec: VMSpec,
     prepared: Prepared,
@@ -289,14 +376,20 @@ def run_repro(
     ready_marker: str | None,
     vmlinux: Path | None = None,
     on_run: Callable[[RunOutcome, bool | None], None] | None = None,
+    kernel_config: Path | None = None,
 ) -> ReproResult:
     """Boot ``options.count`` VMs of ``spec`` and run ``prepared`` in each.
 
     ``on_run`` is called as each run ends (from the run's thread) with the
-    outcome and whether it matches ``options.expect``. Console logs and
-    reports are kept under ``workdir/vm-<i>/``; ``workdir/result.json`` holds
-    the structured result.
+    outcome and whether it matches ``options.expect``. Console logs,
+    reproducer output (``repro.log``) and reports are kept under
+    ``workdir/vm-<i>/``; ``workdir/result.json`` holds the structured result.
+    With ``kernel_config`` (the kernel's .config), a reproducer that needs
+    kernel options the kernel lacks is refused before any VM boots
+    (:class:`MissingKernelOptionError`).
     """
+    if kernel_config is not None:
+        check_kernel_needs(prepared, kernel_config)
     workdir.mkdir(parents=True, exist_ok=True)
     decider = _Decider(options.stop_when_decided, options.stop_after_crashes)
     t0 = time.monotonic()
@@ -314,6 +407,8 @@ def run_repro(
                            console_log=str(m.console_log))
         if o is None:
             return None
+        if (m.workdir / "repro.log").is_file():
+            o = dataclasses.replace(o, repro_log=str(m.workdir / "repro.log"))
         exp = matches(o)
         if o.status is RunStatus.CRASHED:
             decider.record(exp is not False)
