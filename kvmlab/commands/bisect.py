@@ -15,12 +15,18 @@ import yaml
 from kvmlab import report
 from kvmlab.bisect import POLICIES, AdaptivePolicy, BisectResult, GitRepository, LogWriter, bisect
 from kvmlab.bisect.policy import Policy
-from kvmlab.commands.kernel import _Ticker
-from kvmlab.commands.repro import add_repro_options, add_vm_options, config_from_args, reproducer_from_args
+from kvmlab.commands.kernel import _Ticker, config_request
+from kvmlab.commands.repro import (
+    add_build_options,
+    add_repro_options,
+    add_vm_options,
+    apply_bug_dir,
+    config_from_args,
+    reproducer_from_args,
+)
 from kvmlab.config import cache_dir
 from kvmlab.errors import ConfigError, MissingFileError
 from kvmlab.kernel.builder import KernelBuilder
-from kvmlab.kernel.config import ConfigRequest
 from kvmlab.outcome import RunOutcome
 from kvmlab.tester import VMTester
 from kvmlab.vmm.accel import resolve_accel
@@ -33,7 +39,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(func=run)
 
 
-def add_bisect_arguments(p: argparse.ArgumentParser) -> None:
+def add_bisect_arguments(p: argparse.ArgumentParser, *, bug_dir: bool = True) -> None:
     p.add_argument("--job", type=Path, help="YAML file with any of these options (keys as the long "
                                             "option names with _ for -); the command line wins")
     p.add_argument("--tree", type=Path, help="kernel git tree (only read; builds use their own worktree)")
@@ -48,7 +54,8 @@ def add_bisect_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", type=Path, help="write the structured result here")
     p.add_argument("--journal", type=Path, help="resumable journal (default: one per bisection in the cache)")
     p.add_argument("--workdir", type=Path, help="where logs go (default: in the cache)")
-    add_repro_options(p)
+    add_build_options(p)
+    add_repro_options(p, bug_dir=bug_dir)
     add_vm_options(p)
 
 
@@ -62,7 +69,7 @@ def _apply_job(args: argparse.Namespace, parser_defaults: dict[str, Any]) -> Non
     if not isinstance(data, dict):
         raise ConfigError(f"job {args.job}: top level must be a mapping")
     paths = {"tree", "repro", "json", "journal", "workdir", "conf", "syz_prog", "syz_execprog",
-             "syz_executor"}
+             "syz_executor", "syz_dir", "bug_dir", "kernel_config"}
     for key, value in data.items():
         dest = key.replace("-", "_")
         if dest not in parser_defaults or dest in ("job", "func"):
@@ -94,23 +101,26 @@ def target_matcher(expect: str | None) -> Any:
 
 def run_bisection(args: argparse.Namespace, *, say: Any = print) -> BisectResult:
     """The bisection the arguments describe, logged through ``say``."""
+    apply_bug_dir(args, commit_dest="bad", say=say)
     if args.tree is None or args.bad is None:
-        raise ConfigError("bisect needs --tree and --bad")
+        raise ConfigError("bisect needs --tree and --bad (or --tree and --bug DIR)")
     cfg = config_from_args(args)
-    repro = reproducer_from_args(args)
+    repro = reproducer_from_args(args, cfg)
     repo = GitRepository(args.tree)
     bad = repo.resolve(args.bad)
     good = repo.resolve(args.good) if args.good else None
     frags = [f.strip() for f in (args.config or "base").split(",") if f.strip()]
+    request = config_request(args.config, args.kernel_config)
+    # A full config and a compiler choice are part of what is bisected.
+    extra = [request.describe(), args.compiler] if args.kernel_config or args.compiler else []
     key = hashlib.sha256(json.dumps(
         [str(args.tree.resolve()), bad, good, frags, args.fix, args.policy or "adaptive",
-         str(args.repro or args.command or args.syz_prog)]).encode()).hexdigest()[:16]
+         str(args.repro or args.command or args.syz_prog), *extra]).encode()).hexdigest()[:16]
     workdir = args.workdir or cache_dir() / "bisect" / key
     workdir.mkdir(parents=True, exist_ok=True)
     journal = args.journal or workdir / "journal.jsonl"
     prepared = repro.prepare(workdir)
-    builder = KernelBuilder()
-    request = ConfigRequest.from_fragments(frags)
+    builder = KernelBuilder(compiler=args.compiler)
     # Resolve the accelerator once, with the bad commit's kernel, so that a
     # fallback to TCG is one warning for the whole bisection.
     first = builder.build(args.tree, bad, request, progress=_Ticker())
