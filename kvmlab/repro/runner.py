@@ -39,8 +39,10 @@ from kvmlab.repro.reproducer import GUEST_DIR, Prepared
 from kvmlab.timeouts import Timeouts
 from kvmlab.vmm.backend import Backend
 from kvmlab.vmm.console import EventKind
+from kvmlab.vmm.initramfs import EXTRA_DIR, with_files
 from kvmlab.vmm.machine import Machine
 from kvmlab.vmm.pool import Pool
+from kvmlab.vmm.root import RootKind
 from kvmlab.vmm.spec import VMSpec
 
 log = logging.getLogger(__name__)
@@ -211,15 +213,22 @@ def run_one(m: Machine, prepared: Prepared, opts: ReproOptions, timeouts: Timeou
         return _after_transport_loss(m, started, vmlinux, f"copying the reproducer: {e}")
     run_started = time.monotonic()
     result: dict[str, Any] = {}
-    out = _ReproLog(m.workdir / "repro.log", prepared.kind == "syz")
+    is_syz = prepared.kind == "syz"
+    out = _ReproLog(m.workdir / "repro.log", is_syz)
+    # A syz program's run time counts from its first execution: syz-execprog
+    # first checks the machine, which takes a while in an emulated guest.
+    limit = opts.run_time + (syz.SETUP_TIME * timeouts.scale if is_syz else 0.0)
 
     def go() -> None:
         try:
-            result["res"] = m.run(prepared.command, timeout=opts.run_time, on_output=out.write)
+            result["res"] = m.run(prepared.command, timeout=limit, on_output=out.write)
         except SSHError as e:
             result["err"] = e
         finally:
             out.close()
+
+    def program_started() -> float:
+        return out.started if is_syz and out.started is not None else run_started
 
     runner = threading.Thread(target=go, name=f"repro-{m.index}", daemon=True)
     runner.start()
@@ -229,6 +238,8 @@ def run_one(m: Machine, prepared: Prepared, opts: ReproOptions, timeouts: Timeou
         if m.watcher.first(EventKind.CRASH) or m.watcher.ended:
             break
         if decider.decided.is_set() or out.failed.is_set():
+            break
+        if is_syz and out.started is not None and time.monotonic() - out.started >= opts.run_time:
             break
     crash = _crash_outcome(m, started, vmlinux)
     if crash is not None:
@@ -245,7 +256,7 @@ def run_one(m: Machine, prepared: Prepared, opts: ReproOptions, timeouts: Timeou
     # The reproducer exited or ran for the whole run time (or the verdict
     # was decided elsewhere): a crash it caused may still be on its way.
     if not decider.decided.is_set():
-        left = max(0.0, opts.run_time - (time.monotonic() - run_started))
+        left = max(0.0, opts.run_time - (time.monotonic() - program_started()))
         m.watcher.wait_for(stop, timeout=min(left, GRACE * timeouts.scale) if left else 0.0)
         crash = _crash_outcome(m, started, vmlinux)
         if crash is not None:
@@ -258,8 +269,11 @@ def run_one(m: Machine, prepared: Prepared, opts: ReproOptions, timeouts: Timeou
         return _stopped_answering(m, started, vmlinux, NO_OUTPUT if silent else LOST_CONNECTION)
     res = result.get("res")
     status = res.exit_status if res is not None else None
-    if prepared.kind == "syz":
+    if is_syz:
         why = syz.execprog_failure(out.text(), status)
+        if why is None and out.started is None:
+            why = (f"syz-execprog did not get to run the program in {limit:.0f}s "
+                   f"(its machine check did not finish)")
         if why is not None:
             return RunOutcome(m.index, RunStatus.REPRO_FAILED, detail=why,
                               duration=time.monotonic() - started, console_log=str(m.console_log))
@@ -284,6 +298,8 @@ class _ReproLog:
         self._lock = threading.Lock()
         self._watch = watch_syz
         self.failed = threading.Event()
+        self.started: float | None = None
+        """When syz-execprog first ran the program (monotonic seconds)."""
 
     def write(self, chunk: str) -> None:
         with self._lock:
@@ -291,7 +307,13 @@ class _ReproLog:
                 self._f.write(chunk)
                 self._f.flush()
             self._buf = (self._buf + chunk)[-self.KEEP:]
-            if self._watch and not self.failed.is_set() and syz.execprog_failure(self._buf, None):
+            if not self._watch:
+                return
+            # The new text and the line it may continue.
+            recent = self._buf[-(len(chunk) + 4096):]
+            if self.started is None and syz.execprog_started(recent):
+                self.started = time.monotonic()
+            if not self.failed.is_set() and syz.execprog_failure(recent, None):
                 self.failed.set()
 
     def text(self) -> str:
@@ -346,6 +368,19 @@ def _stopped_answering(m: Machine, started: float, vmlinux: Path | None, title: 
                       console_log=str(m.console_log))
 
 
+def _files_in_initramfs(spec: VMSpec, prepared: Prepared) -> tuple[VMSpec, Prepared]:
+    """The reproducer's files ride in the initramfs instead of being copied
+    over SSH; the command first links them to where it expects them."""
+    names = [Path(guest).name for _h, guest, _m in prepared.files]
+    if len(set(names)) != len(names):
+        return spec, prepared
+    root = with_files(spec.root, [(host, Path(guest).name, mode) for host, guest, mode in prepared.files])
+    links = " && ".join(f"ln -sf {EXTRA_DIR}/{Path(guest).name} {guest}" for _h, guest, _m in prepared.files)
+    dirs = " ".join(sorted({str(Path(guest).parent) for _h, guest, _m in prepared.files}))
+    command = f"mkdir -p {dirs} && {links} && {prepared.command}"
+    return dataclasses.replace(spec, root=root), dataclasses.replace(prepared, files=(), command=command)
+
+
 class MissingKernelOptionError(UserError):
     """The reproducer needs kernel options the kernel under test does not have."""
 
@@ -391,6 +426,8 @@ def run_repro(
     if kernel_config is not None:
         check_kernel_needs(prepared, kernel_config)
     workdir.mkdir(parents=True, exist_ok=True)
+    if spec.root.kind is RootKind.INITRAMFS and prepared.files:
+        spec, prepared = _files_in_initramfs(spec, prepared)
     decider = _Decider(options.stop_when_decided, options.stop_after_crashes)
     t0 = time.monotonic()
 

@@ -550,6 +550,21 @@ def guest_script(guest_dir: str, flags: Mapping[str, str], interpreters: tuple[s
     return "\n".join(lines) + "\n"
 
 
+#: Seconds (before the TCG scale) syz-execprog may spend checking the machine
+#: (features, syscalls) before it runs the program; the run time counts from
+#: the program's first execution, not from syz-execprog's start.
+SETUP_TIME = 75.0
+
+#: syz-execprog's line as it hands out the program for the first time (and
+#: then every 5 s): "executed programs: N".
+_STARTED = re.compile(r"executed programs: \d+")
+
+
+def execprog_started(output: str) -> bool:
+    """Whether syz-execprog got as far as executing the program."""
+    return _STARTED.search(output) is not None
+
+
 #: syz-execprog's and syz-executor's own complaints: the run could not test
 #: the kernel (the program did not run as written).
 _FAILURE_PATTERNS = (
