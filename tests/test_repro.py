@@ -3,6 +3,7 @@ the demo kernels (vm + kernel tiers)."""
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from pathlib import Path
@@ -111,6 +112,10 @@ def test_base_commit_runs_are_ok_and_cli_prints_all_runs_ok(demo_tree: DemoTree,
     assert rc == 0
     assert "run #0: OK" in out and "run #1: OK" in out
     assert "all runs: OK" in out
+    # The C reproducer returns at once on this kernel: still a run, and said so.
+    assert re.search(r"run #0: the reproducer exited after \d+\.\ds with status 0 "
+                     r"\(output: .*vm-0/repro.log\)", out), out
+    assert "prctl(PR_GET_COMM_DIGEST) = -1" in (tmp_path / "w" / "vm-0" / "repro.log").read_text()
     assert (tmp_path / "r.json").is_file()
 
 

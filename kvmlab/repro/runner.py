@@ -132,6 +132,9 @@ def summary_lines(result: ReproResult) -> list[str]:
     for o, exp in zip(outs, result.expected, strict=True):
         if exp is False:
             lines.append(f"  run #{o.index} crashed with a different bug: {o.title}")
+    logs = [o.repro_log for o in outs if o.repro_log]
+    if logs:
+        lines.append(f"reproducer output: {Path(logs[0]).parent.parent}/vm-<i>/repro.log")
     for o in outs:
         where = f" (output: {o.repro_log})" if o.repro_log else ""
         if o.status is RunStatus.OK and o.detail:

@@ -377,6 +377,7 @@ def with_files(root: GuestRoot, files: Sequence[tuple[Path, str, int]]) -> Guest
                 f.write(base)
                 f.write(b"\0" * (-len(base) % 4))  # the next archive starts 4-byte aligned
                 f.write(cpio.finish())
+            os.chmod(tmp, 0o644)  # like the image it extends: libvirt's qemu reads it
             os.replace(tmp, image)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
