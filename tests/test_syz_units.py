@@ -167,7 +167,13 @@ def test_reading_syz_execprog_output() -> None:
     assert syz.execprog_failure(ok, None) is None
     assert syz.execprog_failure(ok, 0) is None
     fail = ok + "SYZFAIL: open(/proc/self/ns/net) failed\n (errno 2: No such file or directory)\n"
-    assert syz.execprog_failure(fail, None) == "SYZFAIL: open(/proc/self/ns/net) failed"
+    assert syz.execprog_failure(fail, None) == \
+        "SYZFAIL: open(/proc/self/ns/net) failed (errno 2: No such file or directory)"
+    # With -debug (kvmlab's second look when syz-execprog failed silently).
+    debug = ("proc 2: got output: SYZFAIL: open(/proc/self/ns/net) failed\n"
+             "proc 2: got output:  (errno 2: No such file or directory)\n")
+    assert syz.execprog_failure(debug, 0) == \
+        "SYZFAIL: open(/proc/self/ns/net) failed (errno 2: No such file or directory)"
     assert syz.execprog_failure("parsed 0 programs\nusage: execprog [flags]\n", 1) == \
         "syz-execprog parsed no program from the file"
     assert syz.execprog_failure("kvmlab: guest lacks /dev/net/tun (CONFIG_TUN)\n", 97) == \
@@ -229,7 +235,7 @@ def test_bad_programs_are_refused_before_boot_by_the_real_syz_execprog(tmp_path:
     assert prepared.kind == "syz" and prepared.command == "sh /tmp/kvmlab-repro/run-syz.sh"
     script = (tmp_path / "w" / "run-syz.sh").read_text()
     assert "exec ./syz-execprog -executor=/tmp/kvmlab-repro/syz-executor -cover=false" in script
-    assert "-procs=6 -repeat=0 -sandbox=none -threaded=true prog" in script
+    assert "-procs=6 -repeat=0 -sandbox=none -threaded=true \"$@\" prog" in script
     assert "[ -e /dev/net/tun ]" in script
     unknown = tmp_path / "unknown.syz"
     unknown.write_text("prctl$no_such_variant(0x41, 0x0)\n")

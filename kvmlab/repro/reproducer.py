@@ -42,6 +42,9 @@ class Prepared:
     kernel_needs: tuple[syz.Need, ...] = ()
     """Kernel options the reproducer needs, checked against the kernel's
     config before a VM boots when the config is known."""
+    diagnose: str = ""
+    """A command that says why the reproducer failed when it did not say so
+    itself (syz-execprog hides syz-executor's SYZFAIL unless -debug)."""
 
 
 def _first_error(output: str) -> str:
@@ -121,6 +124,7 @@ class SyzProgram:
             f"syzkaller program {self.program.name} ({syz.render_flags(flags)})",
             kind="syz",
             kernel_needs=tuple(needs),
+            diagnose=f"sh {GUEST_DIR}/run-syz.sh -debug",
         )
 
 

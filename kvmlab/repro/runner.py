@@ -275,8 +275,7 @@ def run_one(m: Machine, prepared: Prepared, opts: ReproOptions, timeouts: Timeou
     if is_syz:
         why = syz.execprog_failure(out.text(), status)
         if why is None and out.started is None:
-            why = (f"syz-execprog did not get to run the program in {limit:.0f}s "
-                   f"(its machine check did not finish)")
+            why = _why_syz_failed(m, prepared, timeouts, res is not None and not res.timed_out, limit)
         if why is not None:
             return RunOutcome(m.index, RunStatus.REPRO_FAILED, detail=why,
                               duration=time.monotonic() - started, console_log=str(m.console_log))
@@ -285,6 +284,27 @@ def run_one(m: Machine, prepared: Prepared, opts: ReproOptions, timeouts: Timeou
         detail = f"the reproducer exited after {res.duration:.1f}s with status {status}"
     return RunOutcome(m.index, RunStatus.OK, detail=detail, duration=time.monotonic() - started,
                       console_log=str(m.console_log))
+
+
+def _why_syz_failed(m: Machine, prepared: Prepared, timeouts: Timeouts, exited: bool, limit: float) -> str:
+    """syz-execprog ended (or ran out of time) before running the program and
+    said nothing: it shows syz-executor's own output only with -debug, so run
+    it once more that way (output in repro-debug.log) and take its SYZFAIL."""
+    what = ("syz-execprog exited before running the program" if exited else
+            f"syz-execprog did not get to run the program in {limit:.0f}s")
+    if not prepared.diagnose:
+        return what
+    debug = _ReproLog(m.workdir / "repro-debug.log", True)
+    try:
+        res = m.run(prepared.diagnose, timeout=syz.SETUP_TIME * timeouts.scale, on_output=debug.write)
+        status = res.exit_status
+    except SSHError as e:
+        log.debug("%s: the -debug run broke: %s", m.name, e)
+        status = None
+    finally:
+        debug.close()
+    why = syz.execprog_failure(debug.text(), status)
+    return f"{what}: {why}" if why else what
 
 
 class _ReproLog:

@@ -545,7 +545,8 @@ def guest_script(guest_dir: str, flags: Mapping[str, str], interpreters: tuple[s
         # syz-execprog runs the executor in a fresh dir under TMPDIR.
         "mkdir -p work && { grep -q \" $PWD/work \" /proc/mounts || mount -t tmpfs tmpfs work; }",
         "export TMPDIR=$PWD/work",
-        f"exec ./syz-execprog -executor={guest_dir}/syz-executor {render_flags(flags)} prog",
+        # "$@": kvmlab adds -debug when it asks why a run failed silently.
+        f'exec ./syz-execprog -executor={guest_dir}/syz-executor {render_flags(flags)} "$@" prog',
     ]
     return "\n".join(lines) + "\n"
 
@@ -587,17 +588,24 @@ def execprog_failure(output: str, exit_status: int | None) -> str | None:
     """The line saying why syz-execprog could not run the program, or None
     when it ran (a program that crashes the kernel takes the guest with it;
     one that does not runs until the run time is over)."""
-    for line in output.splitlines():
+    lines = output.splitlines()
+    for i, line in enumerate(lines):
         for pat in _FAILURE_PATTERNS:
             m = pat.search(line)
             if m:
                 text = m.group(0).strip()
+                # syz-executor's fail() puts the errno on the next line.
+                # (with -debug syz-execprog prefixes its lines "proc N: got output:").
+                nxt = lines[i + 1] if i + 1 < len(lines) else ""
+                errno = re.search(r"\(errno \d+: [^)]*\)", nxt)
+                if errno and nxt.strip().startswith(("(errno", "proc ")):
+                    text = f"{text} {errno.group(0)}"
                 return text if len(text) <= 300 else text[:300] + "..."
     m = re.search(r"parsed 0 programs", output)
     if m:
         return "syz-execprog parsed no program from the file"
     if exit_status not in (None, 0):
-        last = [ln.strip() for ln in output.splitlines() if ln.strip()]
+        last = [ln.strip() for ln in lines if ln.strip()]
         tail = f": {last[-1][:200]}" if last else ""
         return f"syz-execprog exited with status {exit_status}{tail}"
     return None
