@@ -72,6 +72,7 @@ def _apply_job(args: argparse.Namespace, parser_defaults: dict[str, Any]) -> Non
              "syz_executor", "syz_dir", "bug_dir", "kernel_config"}
     for key, value in data.items():
         dest = key.replace("-", "_")
+        dest = {"bug": "bug_dir"}.get(dest, dest)  # --bug DIR keeps its value in bug_dir
         if dest not in parser_defaults or dest in ("job", "func"):
             raise ConfigError(f"job {args.job}: unknown key {key!r}")
         if getattr(args, dest) == parser_defaults[dest]:  # the command line wins
