@@ -25,6 +25,8 @@ Example (every key optional)::
       fragments_dir: ~/my-fragments   # your config fragments, before kvmlab's own
     images:
       recipes_dir: recipes   # your image recipes (relative: to this file)
+    syzkaller:
+      dir: /opt/syzkaller    # syz-execprog + syz-executor (or its bin/linux_amd64/)
 
 A command without ``--conf`` reads ``$KVMLAB_CONFIG``, else
 ``$XDG_CONFIG_HOME/kvmlab/config.yaml`` when it exists (:mod:`kvmlab.paths`
@@ -144,12 +146,20 @@ class ImagesConfig:
 
 
 @dataclass(frozen=True)
+class SyzkallerConfig:
+    dir: str = ""
+    """Directory with syz-execprog and syz-executor (or syzkaller's
+    ``bin/linux_amd64/`` under it), for ``--syz-prog``; ``--syz-dir`` wins."""
+
+
+@dataclass(frozen=True)
 class Config:
     vm: VMConfig = field(default_factory=VMConfig)
     timeouts: Timeouts = field(default_factory=Timeouts)
     repro: ReproConfig = field(default_factory=ReproConfig)
     kernel: KernelConfig = field(default_factory=KernelConfig)
     images: ImagesConfig = field(default_factory=ImagesConfig)
+    syzkaller: SyzkallerConfig = field(default_factory=SyzkallerConfig)
 
 
 def cache_dir() -> Path:

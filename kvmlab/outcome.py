@@ -42,11 +42,14 @@ class RunOutcome:
     report: str = ""
     """The crash report text (symbolized when a vmlinux was at hand)."""
     detail: str = ""
-    """For INFRA and BOOT_FAILED: what happened, one line."""
+    """For INFRA, BOOT_FAILED and REPRO_FAILED: what happened, one line. For OK:
+    how the reproducer ended when it did not run for the whole run time."""
     duration: float = 0.0
     """Seconds from VM start to the end of the run."""
     console_log: str | None = None
     """Path of this run's console log."""
+    repro_log: str | None = None
+    """Path of the reproducer's own output (stdout and stderr) in this run."""
 
     @property
     def crashed(self) -> bool:
@@ -63,6 +66,7 @@ class RunOutcome:
             "detail": self.detail,
             "duration": round(self.duration, 3),
             "console_log": self.console_log,
+            "repro_log": self.repro_log,
         }
 
     @classmethod
@@ -77,6 +81,7 @@ class RunOutcome:
             detail=d.get("detail", ""),
             duration=float(d.get("duration", 0.0)),
             console_log=d.get("console_log"),
+            repro_log=d.get("repro_log"),
         )
 
 

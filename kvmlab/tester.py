@@ -114,7 +114,8 @@ class VMTester:
             result = run_repro(
                 prep.spec, self.prepared, backend=self.backend, timeouts=prep.timeouts, options=opts,
                 workdir=self.workdir / build.commit[:12] / str(call), ready_marker=prep.ready_marker,
-                vmlinux=vmlinux,
+                vmlinux=vmlinux, kernel_config=Path(build.artifacts["config"]) if "config" in build.artifacts
+                else None,
                 on_vm=None if self.on_vm is None else functools.partial(self.on_vm, build.commit),
             )
             self.test_seconds += result.wall

@@ -20,6 +20,8 @@ APT_PACKAGES=(
   # kernel builds
   build-essential flex bison bc libelf-dev libssl-dev dwarves ccache
   git xz-utils kmod binutils
+  # clang builds (LLVM=1; syzbot builds its 6.1 kernels with clang 15)
+  clang-15 lld-15 llvm-15
   # test kernels
   linux-source-6.1 linux-image-cloud-amd64
   # kvmlab boot: gdb for --gdb, tmux for its terminal tests

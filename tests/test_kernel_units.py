@@ -73,23 +73,58 @@ def test_unknown_fragment_lists_known_ones() -> None:
         ConfigRequest.from_fragments(["base", "nope"]).requested()
 
 
-def test_config_request_needs_exactly_one_source(tmp_path: Path) -> None:
+def test_config_request_full_config_with_fragments_on_top(tmp_path: Path) -> None:
     with pytest.raises(ConfigError):
         ConfigRequest()
     cfg = tmp_path / "my.config"
-    cfg.write_text("CONFIG_A=y\n")
-    assert ConfigRequest.from_file(cfg).requested() == {"CONFIG_A": "y"}
+    cfg.write_text("CONFIG_A=y\nCONFIG_KASAN=n\n")
+    assert ConfigRequest.from_file(cfg).requested() == {"CONFIG_A": "y", "CONFIG_KASAN": "n"}
+    layered = ConfigRequest.from_file(cfg, ["kasan"])
+    assert layered.requested()["CONFIG_KASAN"] == "y" and layered.requested()["CONFIG_A"] == "y"
+    # The request's name (part of the cache's request key) carries the
+    # config's hash: another config, another key.
+    other = tmp_path / "other.config"
+    other.write_text("CONFIG_A=m\n")
+    assert ConfigRequest.from_file(cfg).describe().startswith("config my.config@")
+    assert ConfigRequest.from_file(cfg).describe() != ConfigRequest.from_file(other).describe()
+    assert layered.describe().endswith("+kasan")
+    assert ConfigRequest.from_fragments(["base", "kasan"]).describe() == "base,kasan"
+
+
+def test_config_changes_summary_counts_toolchain_options() -> None:
+    from kvmlab.kernel.config import Dropped, is_toolchain_option, summarize_changes
+
+    assert is_toolchain_option("CONFIG_CC_VERSION_TEXT") and is_toolchain_option("CONFIG_CLANG_VERSION")
+    assert not is_toolchain_option("CONFIG_KASAN")
+    line = summarize_changes([Dropped("CONFIG_CLANG_VERSION", "150006", "0"),
+                              Dropped("CONFIG_CC_IS_CLANG", "y", "n"), Dropped("CONFIG_TUN", "y", "n")])
+    assert line == "1 option(s) changed: CONFIG_TUN=y (got n); 2 tool-chain option(s) follow this compiler"
 
 
 def test_compiler_table_ranges(tmp_path: Path) -> None:
     rules = compilers.load_table(DEFAULT_FRAGMENTS_DIR / "compilers.yaml")
-    assert compilers.choose(rules, (4, 19)) == "gcc-8"
-    assert compilers.choose(rules, (5, 10)) == "gcc"
-    assert compilers.choose(rules, (6, 1)) == "gcc"
+    assert compilers.choose(rules, (4, 19)).cc == "gcc-11"
+    assert compilers.choose(rules, (5, 10)).package == "gcc-11"
+    assert compilers.choose(rules, (6, 1)).cc == "gcc-12"
     bad = tmp_path / "c.yaml"
     bad.write_text("compilers:\n  - cc: gcc\n    sinse: '4.1'\n")
     with pytest.raises(ConfigError, match=r"unknown key 'sinse'"):
         compilers.load_table(bad)
+    clang = tmp_path / "clang.yaml"
+    clang.write_text("compilers:\n  - cc: clang-15\n    since: '6.0'\n  - cc: gcc-12\n")
+    rule = compilers.choose(compilers.load_table(clang), (6, 1))
+    assert rule.llvm and rule.package == "clang-15 lld-15 llvm-15"
+    assert not compilers.choose(compilers.load_table(clang), (5, 4)).llvm
+
+
+def test_missing_compiler_names_the_package() -> None:
+    from kvmlab.errors import HostToolError
+
+    with pytest.raises(HostToolError,
+                       match=r"'clang-99' is not installed.*apt-get install clang-99 lld-99 llvm-99"):
+        compilers.resolve("clang-99")
+    with pytest.raises(HostToolError, match=r"apt-get install gcc-7$"):
+        compilers.resolve("gcc-7")
 
 
 def test_kernel_version_from_makefile() -> None:
@@ -98,7 +133,9 @@ def test_kernel_version_from_makefile() -> None:
 
 def test_compiler_resolve_reads_version() -> None:
     cc = compilers.resolve("gcc")
-    assert cc.version.startswith("gcc") and "\n" not in cc.version
+    # syzbot's compiler string: the compiler's and the linker's versions.
+    assert cc.version.startswith("gcc") and "\n" not in cc.version and ", GNU ld" in cc.version
+    assert not cc.llvm
 
 
 def test_first_error_prefers_compiler_error() -> None:

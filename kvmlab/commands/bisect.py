@@ -17,12 +17,19 @@ from kvmlab import report
 from kvmlab.bisect import POLICIES, AdaptivePolicy, BisectResult, GitRepository, LogWriter, bisect
 from kvmlab.bisect.policy import Policy
 from kvmlab.bisect.result import StepRecord
+from kvmlab.commands.kernel import config_request
 from kvmlab.commands.live import View, WatchedTester, progress_view
-from kvmlab.commands.repro import add_repro_options, add_vm_options, config_from_args, reproducer_from_args
+from kvmlab.commands.repro import (
+    add_build_options,
+    add_repro_options,
+    add_vm_options,
+    apply_bug_dir,
+    config_from_args,
+    reproducer_from_args,
+)
 from kvmlab.config import cache_dir
 from kvmlab.errors import ConfigError, KvmlabError, MissingFileError
 from kvmlab.kernel.builder import KernelBuilder
-from kvmlab.kernel.config import ConfigRequest
 from kvmlab.outcome import RunOutcome
 from kvmlab.show import bisection_report
 from kvmlab.show.bisection import RESULT_NAME
@@ -39,7 +46,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(func=run)
 
 
-def add_bisect_arguments(p: argparse.ArgumentParser) -> None:
+def add_bisect_arguments(p: argparse.ArgumentParser, *, bug_dir: bool = True) -> None:
     p.add_argument("--job", type=Path, help="YAML file with any of these options (keys as the long "
                                             "option names with _ for -); the command line wins")
     p.add_argument("--tree", type=Path, help="kernel git tree (only read; builds use their own worktree)")
@@ -56,7 +63,8 @@ def add_bisect_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", type=Path, help="write the structured result here")
     p.add_argument("--journal", type=Path, help="resumable journal (default: one per bisection in the cache)")
     p.add_argument("--workdir", type=Path, help="where logs go (default: in the cache)")
-    add_repro_options(p)
+    add_build_options(p)
+    add_repro_options(p, bug_dir=bug_dir)
     add_vm_options(p)
 
 
@@ -70,9 +78,10 @@ def _apply_job(args: argparse.Namespace, parser_defaults: dict[str, Any]) -> Non
     if not isinstance(data, dict):
         raise ConfigError(f"job {args.job}: top level must be a mapping")
     paths = {"tree", "repro", "json", "journal", "workdir", "conf", "syz_prog", "syz_execprog",
-             "syz_executor"}
+             "syz_executor", "syz_dir", "bug_dir", "kernel_config"}
     for key, value in data.items():
         dest = key.replace("-", "_")
+        dest = {"bug": "bug_dir"}.get(dest, dest)  # --bug DIR keeps its value in bug_dir
         if dest not in parser_defaults or dest in ("job", "func"):
             raise ConfigError(f"job {args.job}: unknown key {key!r}")
         if getattr(args, dest) == parser_defaults[dest]:  # the command line wins
@@ -104,8 +113,9 @@ def run_bisection(args: argparse.Namespace, *, say: Any = None) -> BisectResult:
     """The bisection the arguments describe, logged through ``say`` (default:
     a live view on a terminal, plain lines otherwise); leaves ``report.html``
     in its workdir."""
+    apply_bug_dir(args, commit_dest="bad", say=say or print)
     if args.tree is None or args.bad is None:
-        raise ConfigError("bisect needs --tree and --bad")
+        raise ConfigError("bisect needs --tree and --bad (or --tree and --bug DIR)")
     repo = GitRepository(args.tree)
     with progress_view("kvmlab bisect", describe=lambda h: repo.commit_info(h).subject,
                        live=False if say is not None else None) as view:
@@ -115,20 +125,22 @@ def run_bisection(args: argparse.Namespace, *, say: Any = None) -> BisectResult:
 def _run_bisection(args: argparse.Namespace, view: View, say: Any) -> BisectResult:
     started = time.time()
     cfg = config_from_args(args)
-    repro = reproducer_from_args(args)
+    repro = reproducer_from_args(args, cfg)
     repo = GitRepository(args.tree)
     bad = repo.resolve(args.bad)
     good = repo.resolve(args.good) if args.good else None
     frags = [f.strip() for f in (args.config or "base").split(",") if f.strip()]
+    request = config_request(args.config, args.kernel_config)
+    # A full config and a compiler choice are part of what is bisected.
+    extra = [request.describe(), args.compiler] if args.kernel_config or args.compiler else []
     key = hashlib.sha256(json.dumps(
         [str(args.tree.resolve()), bad, good, frags, args.fix, args.policy or "adaptive",
-         str(args.repro or args.command or args.syz_prog)]).encode()).hexdigest()[:16]
+         str(args.repro or args.command or args.syz_prog), *extra]).encode()).hexdigest()[:16]
     workdir = args.workdir or cache_dir() / "bisect" / key
     workdir.mkdir(parents=True, exist_ok=True)
     journal = args.journal or workdir / "journal.jsonl"
     prepared = repro.prepare(workdir)
-    builder = KernelBuilder(fragments_dir=cfg.kernel.fragments_path)
-    request = ConfigRequest.from_fragments(frags)
+    builder = KernelBuilder(compiler=args.compiler, fragments_dir=cfg.kernel.fragments_path)
     # Resolve the accelerator once, with the bad commit's kernel, so that a
     # fallback to TCG is one warning for the whole bisection.
     view.building(bad)

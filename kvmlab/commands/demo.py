@@ -25,7 +25,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--dir", type=Path, help="where the demo tree goes (default: in the cache)")
     p.add_argument("--bug", choices=BUGS, default="culprit",
                    help="culprit: the deterministic bug; flaky_culprit: the one crashing on ~1/3 of runs")
-    add_bisect_arguments(p)
+    add_bisect_arguments(p, bug_dir=False)  # --bug here names a planted bug
     p.set_defaults(func=run)
 
 

@@ -34,9 +34,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     build.add_argument("--tree", type=Path, required=True, help="kernel git tree (only read)")
     build.add_argument("--commit", required=True, help="revision to build (commit, tag, branch)")
-    how = build.add_mutually_exclusive_group()
-    how.add_argument("--config", default=None, help="comma-separated config fragments (default: base)")
-    how.add_argument("--config-file", type=Path, default=None, help="a complete .config to build with")
+    build.add_argument("--config", default=None, help="comma-separated config fragments (default: base; "
+                       "with --kernel-config: none, or fragments layered on it)")
+    build.add_argument("--kernel-config", "--config-file", dest="config_file", type=Path, default=None,
+                       help="a complete .config (e.g. syzbot's) as the base, adapted with olddefconfig")
     build.add_argument("-o", "--output", type=Path, default=None, help="copy the artifacts here")
     build.add_argument("--jobs", "-j", type=int, default=None, help="parallel jobs (default: core count)")
     build.add_argument("--compiler", default=None, help="compiler to use instead of the compiler table's")
@@ -111,14 +112,19 @@ class _Ticker:
         print(f"\r{line[:width]:<{width}}", end=end, file=sys.stderr, flush=True)
 
 
+def config_request(fragments: str | None, kernel_config: Path | None) -> ConfigRequest:
+    """``--config`` and ``--kernel-config`` as a request: fragments (default
+    ``base``), or a full config with the fragments, if any, on top."""
+    names = [n.strip() for n in (fragments or "").split(",") if n.strip()]
+    if kernel_config is not None:
+        return ConfigRequest.from_file(kernel_config, names)
+    return ConfigRequest.from_fragments(names or ["base"])
+
+
 def _build(args: argparse.Namespace) -> int:
     if args.jobs is not None and args.jobs < 1:
         raise ConfigError(f"--jobs must be at least 1, got {args.jobs}")
-    if args.config_file is not None:
-        request = ConfigRequest.from_file(args.config_file)
-    else:
-        names = [n.strip() for n in (args.config or "base").split(",") if n.strip()]
-        request = ConfigRequest.from_fragments(names)
+    request = config_request(args.config, args.config_file)
     cfg = load_config(args.conf)
     builder = KernelBuilder(args.work_dir, jobs=args.jobs, compiler=args.compiler,
                             fragments_dir=cfg.kernel.fragments_path)
@@ -126,8 +132,8 @@ def _build(args: argparse.Namespace) -> int:
         args.tree, args.commit, request, out_dir=args.output, progress=_Ticker(), argv=sys.argv
     )
     manifest = Manifest.load(Path(outcome.artifacts["manifest"]))
-    for d in manifest.dropped:
-        print(f"warning: Kconfig dropped {d}", file=sys.stderr)
+    # The builder said in one line which requested options Kconfig did not
+    # keep; the manifest lists them all.
     how = "cached" if outcome.cached else f"{outcome.duration:.0f} s, {manifest.objects_compiled} objects"
     print(f"commit {outcome.commit[:12]} with {outcome.compiler}: {outcome.status.value} ({how})")
     if outcome.status is BuildStatus.FAILED:

@@ -10,14 +10,17 @@ import logging
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from kvmlab import report
+from kvmlab.bisect.git import GitRepository
+from kvmlab.commands.kernel import config_request
 from kvmlab.commands.live import View, progress_view
 from kvmlab.config import Config, cache_dir, load_config, with_recipe_path
-from kvmlab.errors import MissingFileError, UserError
+from kvmlab.errors import MissingFileError, UnknownCommitError, UserError
 from kvmlab.kernel.builder import KernelBuilder
-from kvmlab.kernel.config import ConfigRequest
-from kvmlab.outcome import BuildStatus, RunOutcome
+from kvmlab.outcome import BuildStatus, RunOutcome, RunStatus
+from kvmlab.repro import bugdir, syz
 from kvmlab.repro.reproducer import CProgram, Reproducer, ShellCommand, SyzProgram
 from kvmlab.repro.runner import ReproOptions, run_line, run_repro, summary_lines
 from kvmlab.show import repro_report
@@ -39,14 +42,29 @@ def add_vm_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--accel", choices=("auto", "kvm", "tcg"), help="default: vm.accel")
 
 
-def add_repro_options(p: argparse.ArgumentParser) -> None:
+def add_repro_options(p: argparse.ArgumentParser, *, bug_dir: bool = True) -> None:
     p.add_argument("repro", nargs="?", type=Path, help="C reproducer (.c)")
     p.add_argument("--command", help="shell command to run in the guest instead of a program")
-    p.add_argument("--syz-prog", type=Path, help="syzkaller program (with --syz-execprog/--syz-executor)")
-    p.add_argument("--syz-execprog", type=Path, help="your syz-execprog binary")
-    p.add_argument("--syz-executor", type=Path, help="your syz-executor binary")
+    p.add_argument("--syz-prog", type=Path, help="syzkaller program (repro.syz), run by the real "
+                                                  "syz-execprog/syz-executor of --syz-dir")
+    p.add_argument("--syz-dir", type=Path, help="directory with syz-execprog and syz-executor "
+                                                 "(or syzkaller's bin/linux_amd64/; default: syzkaller.dir)")
+    p.add_argument("--syz-execprog", type=Path, help="your syz-execprog binary (instead of --syz-dir's)")
+    p.add_argument("--syz-executor", type=Path, help="your syz-executor binary (instead of --syz-dir's)")
     p.add_argument("--syz-opt", action="append", default=[], metavar="K=V",
-                   help="syz-execprog flag, e.g. repeat=0, procs=6, sandbox=none, threaded=true")
+                   help="syz-execprog flag over the program's options line, e.g. procs=6, "
+                        "sandbox=none, enable=tun,cgroups")
+    if bug_dir:
+        p.add_argument("--bug", dest="bug_dir", type=Path, metavar="DIR",
+                       help="a syzbot bug directory (title, commit, .config, repro.syz and/or repro.c, "
+                            "console.log, cmdline; see README)")
+
+
+def add_build_options(p: argparse.ArgumentParser) -> None:
+    """Kernel build options shared by repro and bisect."""
+    p.add_argument("--kernel-config", type=Path, help="a complete .config (e.g. syzbot's) as the base "
+                                                       "instead of fragments; --config fragments go on top")
+    p.add_argument("--compiler", help="compiler instead of the compiler table's (gcc-12, clang-15: LLVM=1)")
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -56,7 +74,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     src.add_argument("--vmlinux", type=Path, help="vmlinux for symbolized reports")
     src.add_argument("--tree", type=Path, help="kernel git tree to build from")
     src.add_argument("--commit", help="revision to build (with --tree)")
-    src.add_argument("--config", help="config fragments for the build (default: base)")
+    src.add_argument("--config", help="config fragments for the build (default: base; with "
+                                      "--kernel-config: none)")
+    add_build_options(p)
     add_repro_options(p)
     add_vm_options(p)
     p.add_argument("--stop-when-decided", action="store_true",
@@ -68,32 +88,84 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(func=run)
 
 
-def reproducer_from_args(args: argparse.Namespace) -> Reproducer:
+def syz_binaries(args: argparse.Namespace, cfg: Config) -> tuple[Path, Path] | None:
+    """syz-execprog and syz-executor: the explicit paths, else --syz-dir's, else
+    the config's syzkaller.dir; None when none is given."""
+    syz_dir = args.syz_dir or (Path(cfg.syzkaller.dir) if cfg.syzkaller.dir else None)
+    found = syz.find_binaries(syz_dir) if syz_dir is not None else (None, None)
+    execprog = args.syz_execprog or found[0]
+    executor = args.syz_executor or found[1]
+    if execprog is None or executor is None:
+        return None
+    return execprog, executor
+
+
+def reproducer_from_args(args: argparse.Namespace, cfg: Config | None = None) -> Reproducer:
+    cfg = cfg or config_from_args(args)
     kinds = [k for k in (args.repro, args.command, args.syz_prog) if k]
     if len(kinds) != 1:
-        raise UserError("give exactly one reproducer: a .c file, --command, or --syz-prog")
+        raise UserError("give exactly one reproducer: a .c file, --command, --syz-prog (or --bug DIR)")
     if args.command:
         return ShellCommand(args.command)
     if args.syz_prog:
-        if not (args.syz_execprog and args.syz_executor):
-            raise UserError("--syz-prog needs --syz-execprog and --syz-executor")
-        opts = {}
-        for kv in args.syz_opt:
-            k, sep, v = kv.partition("=")
-            if not sep:
-                raise UserError(f"--syz-opt {kv!r}: expected K=V")
-            opts[k.lstrip("-")] = v
-        return SyzProgram(args.syz_prog, args.syz_execprog, args.syz_executor, opts)
+        bins = syz_binaries(args, cfg)
+        if bins is None:
+            raise UserError("--syz-prog needs syz-execprog and syz-executor: give --syz-dir DIR "
+                            "(or syzkaller.dir in the config, or --syz-execprog and --syz-executor)")
+        return SyzProgram(args.syz_prog, bins[0], bins[1], syz.parse_overrides(args.syz_opt))
     path: Path = args.repro
     if path.suffix != ".c":
         raise UserError(f"reproducer {path}: expected a .c file (or --command / --syz-prog)")
     return CProgram(path)
 
 
+def apply_bug_dir(args: argparse.Namespace, *, commit_dest: str, say: Any = print) -> bugdir.BugDir | None:
+    """Fill in what ``--bug DIR`` provides (the command line wins): the commit
+    (into ``commit_dest``: ``commit`` for repro, ``bad`` for bisect), the
+    kernel config (``--config`` fragments go on top of it), the title as
+    ``expect``, the reproducer (repro.syz when syz binaries are known, else
+    repro.c) and the kernel command line. The commit must be in ``--tree``."""
+    path: Path | None = getattr(args, "bug_dir", None)
+    if path is None:
+        return None
+    bug = bugdir.load(path)
+    if args.tree is None:
+        where = f" (a clone of {bug.tree})" if bug.tree else ""
+        raise UserError(f"--bug {path}: give --tree, a local kernel git tree{where} "
+                        f"with commit {bug.commit}")
+    try:
+        GitRepository(args.tree).resolve(bug.commit)
+    except UnknownCommitError:
+        fetch = f"; fetch it from {bug.tree}" if bug.tree else ""
+        raise UserError(f"--bug {path}: commit {bug.commit} is not in --tree {args.tree}"
+                        f"{fetch}") from None
+    if getattr(args, commit_dest) is None:
+        setattr(args, commit_dest, bug.commit)
+    if args.kernel_config is None:
+        args.kernel_config = bug.config
+    if args.expect is None:
+        args.expect = bug.title
+    if not (args.repro or args.command or args.syz_prog):
+        have_syz = syz_binaries(args, config_from_args(args)) is not None
+        if bug.repro_syz is not None and (have_syz or bug.repro_c is None):
+            args.syz_prog = bug.repro_syz
+        else:
+            args.repro = bug.repro_c
+        if bug.repro_syz is not None and bug.repro_c is not None:
+            chosen = "repro.syz" if args.syz_prog else "repro.c (no syz binaries: --syz-dir)"
+            say(f"kvmlab: bug {path}: using {chosen}")
+    args.bug_cmdline = bug.cmdline
+    return bug
+
+
 def config_from_args(args: argparse.Namespace) -> Config:
     cfg = load_config(args.conf)
-    vm = {k: v for k, v in (("count", args.count), ("backend", args.backend), ("accel", args.accel),
-                            ("cpus", args.cpus), ("memory_mb", args.memory_mb)) if v is not None}
+    vm: dict[str, Any] = {k: v for k, v in (("count", args.count), ("backend", args.backend),
+                                            ("accel", args.accel), ("cpus", args.cpus),
+                                            ("memory_mb", args.memory_mb)) if v is not None}
+    extra = tuple(getattr(args, "bug_cmdline", ()) or ())
+    if extra:
+        vm["cmdline"] = (*cfg.vm.cmdline, *extra)
     rp = {k: v for k, v in (("run_time", args.run_time), ("root", args.root)) if v is not None}
     return with_recipe_path(dataclasses.replace(cfg, vm=dataclasses.replace(cfg.vm, **vm),
                                                 repro=dataclasses.replace(cfg.repro, **rp)))
@@ -114,6 +186,7 @@ def _expected_title(args: argparse.Namespace) -> str | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    apply_bug_dir(args, commit_dest="commit")
     with progress_view("kvmlab repro") as view:
         return _run(args, view)
 
@@ -121,31 +194,35 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace, view: View) -> int:
     started = time.time()
     cfg = config_from_args(args)
-    repro = reproducer_from_args(args)
+    repro = reproducer_from_args(args, cfg)
     expect = _expected_title(args)
     workdir = args.workdir or cache_dir() / "runs" / time.strftime("repro-%Y%m%d-%H%M%S")
     workdir.mkdir(parents=True, exist_ok=True)
-    prepared = repro.prepare(workdir)  # compile before anything boots
+    prepared = repro.prepare(workdir)  # compile / check before anything builds or boots
     vmlinux = args.vmlinux
     frags: list[str] = []
     built: str | None = None
+    kernel_config: Path | None = args.kernel_config if args.kernel is not None else None
     if args.tree is not None:
         if args.kernel is not None or not args.commit:
             raise UserError("give either --kernel, or --tree with --commit")
-        frags = [f.strip() for f in (args.config or "base").split(",") if f.strip()]
+        request = config_request(args.config, args.kernel_config)
+        frags = list(request.fragments)
         view.building(args.commit)
-        builder = KernelBuilder(fragments_dir=cfg.kernel.fragments_path)
-        outcome = builder.build(args.tree, args.commit, ConfigRequest.from_fragments(frags),
-                                progress=view.build_progress, argv=sys.argv)
+        builder = KernelBuilder(compiler=args.compiler, fragments_dir=cfg.kernel.fragments_path)
+        outcome = builder.build(args.tree, args.commit, request, progress=view.build_progress, argv=sys.argv)
+        print(f"kvmlab: kernel {outcome.commit[:12]} ({request.describe()}) built with {outcome.compiler}",
+              file=sys.stderr)
         if outcome.status is BuildStatus.FAILED:
             print(f"kernel build failed at {outcome.commit[:12]}: {outcome.error}")
             return 1
         kernel, built = Path(outcome.artifacts["bzImage"]), outcome.commit
         vmlinux = vmlinux or Path(outcome.artifacts["vmlinux"])
+        kernel_config = Path(outcome.artifacts["config"])
     elif args.kernel is not None:
         kernel = args.kernel
     else:
-        raise UserError("give --kernel bzImage, or --tree and --commit")
+        raise UserError("give --kernel bzImage, or --tree and --commit (or --tree and --bug DIR)")
     root = resolve_root(cfg.repro.root, kernel)
     prep = prepare(cfg, kernel, root)
     opts = ReproOptions(count=cfg.vm.count, run_time=cfg.repro.run_time,
@@ -165,7 +242,8 @@ def _run(args: argparse.Namespace, view: View) -> int:
     try:
         result = run_repro(prep.spec, prepared, backend=backend, timeouts=prep.timeouts,
                            options=opts, workdir=workdir, ready_marker=prep.ready_marker, vmlinux=vmlinux,
-                           on_run=on_run, on_vm=functools.partial(view.vm, args.commit or ""))
+                           on_run=on_run, on_vm=functools.partial(view.vm, args.commit or ""),
+                           kernel_config=kernel_config)
     finally:
         close_backend(backend)
     for line in summary_lines(result):
@@ -176,4 +254,5 @@ def _run(args: argparse.Namespace, view: View) -> int:
         print(f"kvmlab: report {repro_report(workdir)}", file=sys.stderr, flush=True)
     except Exception as e:  # a by-product: the result is printed and in result.json
         log.warning("report.html not written: %s", e)
-    return 0
+    # A reproducer that could not run tested nothing: not a success.
+    return 1 if any(o.status is RunStatus.REPRO_FAILED for o in result.outcomes) else 0

@@ -45,6 +45,7 @@ from kvmlab.kernel.config import (
     fragment_dirs,
     parse_config,
     render_config,
+    summarize_changes,
 )
 from kvmlab.kernel.tree import KernelTree
 from kvmlab.outcome import BuildOutcome, BuildStatus
@@ -171,10 +172,16 @@ def request_key(
 ) -> str:
     """Key of what was *asked* (before Kconfig): lets a repeated request find
     its build without a checkout."""
-    text = render_config(requested) if config.full_config is None else config.full_config
+    text = render_config(requested) if config.full_config is None or config.fragments else config.full_config
     parts = (str(BUILD_RECIPE), tree_hash, config.describe(), text, compiler_version)
     h = hashlib.sha256("\0".join(parts).encode())
     return h.hexdigest()[:24]
+
+
+def _parse_dropped(text: str) -> Dropped:
+    """A manifest's ``NAME=wanted (got x)`` back into a Dropped."""
+    m = re.fullmatch(r"(\S+?)=(.*) \(got (.*)\)", text)
+    return Dropped(m.group(1), m.group(2), m.group(3)) if m else Dropped(text, "", "")
 
 
 def first_error(log_text: str) -> str:
@@ -259,6 +266,7 @@ class KernelBuilder:
         self.timeout = timeout
         self.min_free_bytes = min_free_bytes
         self.max_slots = max_slots
+        self._last_changes: tuple[str, ...] | None = None
 
     # -- public API -------------------------------------------------------
 
@@ -300,7 +308,9 @@ class KernelBuilder:
         if known is not None:
             log.info("build cache hit for %s (%s)", commit[:12], known.name)
             report(Progress("done", elapsed=time.monotonic() - started))
-            return self._outcome(known, commit, cached=True, out_dir=out_dir)
+            outcome = self._outcome(known, commit, cached=True, out_dir=out_dir)
+            self._note_changes(commit, Manifest.load(known / "manifest.json").dropped)
+            return outcome
 
         self._check_disk()
         with self._slot(tree, slot, config) as (slot_name, src, obj):
@@ -310,18 +320,17 @@ class KernelBuilder:
             report(Progress("config", elapsed=time.monotonic() - started))
             # Objects of an earlier build in this slot make this one incremental.
             incremental = (obj / ".config").is_file()
-            env = self._make_env(obj)
+            env = self._make_env(obj, cc)
             make_base = self._make_base(src, obj, cc)
             final_text, dropped = self._configure(make_base, env, obj, config, requested)
             key = build_key(tree_hash, config_hash(final_text), cc.version)
             entry = self.work_dir / "builds" / key
+            self._note_changes(commit, [str(d) for d in dropped], dropped)
             if (entry / "manifest.json").is_file():
                 log.info("build cache hit for %s (same tree and final config as %s)", commit[:12], key)
                 self._remember_request(rkey, key)
                 report(Progress("done", elapsed=time.monotonic() - started))
                 return self._outcome(entry, commit, cached=True, out_dir=out_dir)
-            for d in dropped:
-                log.warning("config option dropped by Kconfig: %s", d)
             manifest = self._compile(
                 make_base, env, src, obj, commit, tree_hash, key, config, final_text, dropped, cc,
                 list(argv), slot_name, started, report, incremental,
@@ -340,14 +349,28 @@ class KernelBuilder:
         known = self._lookup_request(request_key(tree_hash, config, requested, cc.version))
         return None if known is None else self._outcome(known, commit, cached=True, out_dir=None)
 
+    def _note_changes(self, commit: str, changes: Sequence[str], parsed: Sequence[Dropped] = ()) -> None:
+        """Say which requested options Kconfig did not keep, in one line, and
+        only when that list differs from the last one this builder said (a
+        bisection over commits with the same Kconfig lists them once)."""
+        key = tuple(changes)
+        if key == self._last_changes:
+            return
+        self._last_changes = key
+        if not key:
+            return
+        items = list(parsed) or [_parse_dropped(c) for c in changes]
+        log.warning("Kconfig did not keep the requested config at %s: %s", commit[:12],
+                    summarize_changes(items))
+
     # -- steps ------------------------------------------------------------
 
     def _compiler_for(self, tree: KernelTree, commit: str) -> compilers.Compiler:
         if self.compiler_override:
             return compilers.resolve(self.compiler_override, why="asked for with --compiler")
         version = compilers.kernel_version(tree.show(commit, "Makefile"))
-        cc = compilers.choose(self.rules, version)
-        return compilers.resolve(cc, why=f"the compiler table's choice for v{version[0]}.{version[1]}")
+        rule = compilers.choose(self.rules, version)
+        return compilers.resolve_rule(rule, why=f"the compiler table's choice for v{version[0]}.{version[1]}")
 
     def _check_disk(self) -> None:
         self.work_dir.mkdir(parents=True, exist_ok=True)
@@ -399,9 +422,12 @@ class KernelBuilder:
                 lock.close()
         raise InfraError(f"all {self.max_slots} build slots in {slots} are busy")
 
-    def _make_env(self, obj: Path) -> dict[str, str]:
+    def _make_env(self, obj: Path, cc: compilers.Compiler) -> dict[str, str]:
         env = dict(os.environ)
         env.update(_REPRO_ENV)
+        if cc.llvm:
+            # LLVM=1 takes clang, ld.lld, llvm-ar... by their plain names.
+            env["PATH"] = f"{cc.bin_dir}{os.pathsep}{env.get('PATH', '')}"
         env["CCACHE_STATSLOG"] = str(obj / "ccache-stats.log")
         # Make objects from different slots share cache entries.
         env.setdefault("CCACHE_BASEDIR", str(self.work_dir))
@@ -412,8 +438,11 @@ class KernelBuilder:
         return env
 
     def _make_base(self, src: Path, obj: Path, cc: compilers.Compiler) -> list[str]:
-        cc_word = f"{self.ccache} {cc.cc}" if self.ccache else cc.cc
-        argv = ["make", "-C", str(src), f"O={obj}", f"CC={cc_word}", f"HOSTCC={cc.cc}", "LOCALVERSION="]
+        name = "clang" if cc.llvm else cc.cc
+        cc_word = f"{self.ccache} {name}" if self.ccache else name
+        argv = ["make", "-C", str(src), f"O={obj}", f"CC={cc_word}", f"HOSTCC={name}", "LOCALVERSION="]
+        if cc.llvm:
+            argv.append("LLVM=1")
         if self.ccache and _takes_macro_prefix_map(cc.cc):
             # CCACHE_BASEDIR hands the compiler "../src/mm/x.c" instead of the
             # absolute path Kbuild's own -fmacro-prefix-map strips, and reports
@@ -430,7 +459,9 @@ class KernelBuilder:
     ) -> tuple[str, list[Dropped]]:
         try:
             if config.full_config is not None:
-                (obj / ".config").write_text(config.full_config)
+                # The full config as given, the fragments' options over it.
+                text = config.full_config if not config.fragments else render_config(requested)
+                (obj / ".config").write_text(text)
             else:
                 frag = obj / "kvmlab-fragment.config"
                 frag.write_text(render_config(requested))

@@ -130,40 +130,51 @@ def merge(fragments: Iterable[Mapping[str, str]]) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class ConfigRequest:
-    """What the user asked for: named fragments (merged on ``allnoconfig``) or a
-    complete ``.config`` (taken as-is, then ``olddefconfig``)."""
+    """What the user asked for: named fragments (merged on ``allnoconfig``), or
+    a complete ``.config`` (e.g. syzbot's) as the base with fragments, if any,
+    layered on top; either way adapted to the commit with ``olddefconfig``."""
 
     fragments: tuple[str, ...] = ()
     full_config: str | None = None
     """Text of a complete .config given by the user."""
+    full_config_name: str = ""
+    """Where the full config came from (for messages)."""
 
     def __post_init__(self) -> None:
-        if bool(self.fragments) == (self.full_config is not None):
-            raise ConfigError("give either config fragments or a full .config, not both or neither")
+        if not self.fragments and self.full_config is None:
+            raise ConfigError("give config fragments, a full .config, or both")
 
     @classmethod
     def from_fragments(cls, names: Sequence[str]) -> ConfigRequest:
         return cls(fragments=tuple(names))
 
     @classmethod
-    def from_file(cls, path: Path) -> ConfigRequest:
+    def from_file(cls, path: Path, fragments: Sequence[str] = ()) -> ConfigRequest:
+        """A full .config from ``path``, with ``fragments`` on top."""
         try:
             text = path.read_text()
         except OSError as e:
             raise MissingFileError(f"cannot read kernel config {path}: {e.strerror}") from None
         parse_config(text, source=str(path))
-        return cls(full_config=text)
+        return cls(fragments=tuple(fragments), full_config=text, full_config_name=str(path))
 
     def requested(self, where: Path | Sequence[Path] | None = None) -> dict[str, str]:
         """The merged options the final config must contain (fragments from the
-        search path ``where``, default :func:`fragment_dirs`)."""
-        if self.full_config is not None:
-            return parse_config(self.full_config)
+        search path ``where``, default :func:`fragment_dirs`; a full config
+        first, when there is one, with the fragments on top)."""
         dirs = _dirs(where)
-        return merge(load_fragment(n, dirs).options for n in self.fragments)
+        frags = [load_fragment(n, dirs).options for n in self.fragments]
+        if self.full_config is not None:
+            return merge([parse_config(self.full_config, source=self.full_config_name or "config"), *frags])
+        return merge(frags)
 
     def describe(self) -> str:
-        return ",".join(self.fragments) if self.fragments else "full .config"
+        """Short name of the request (also part of the build cache's request key)."""
+        if self.full_config is None:
+            return ",".join(self.fragments)
+        digest = hashlib.sha256(self.full_config.encode()).hexdigest()[:12]
+        base = f"config {Path(self.full_config_name).name or '.config'}@{digest}"
+        return f"{base}+{','.join(self.fragments)}" if self.fragments else base
 
 
 @dataclass(frozen=True)
@@ -201,6 +212,35 @@ def _norm(v: str) -> str:
         return str(int(v, 0))
     except ValueError:
         return v
+
+
+#: Options Kconfig computes from the tool chain (scripts/Kconfig.include):
+#: a full config made with another compiler always differs in them, and
+#: listing them as "changed" would hide the options that matter.
+_TOOLCHAIN = re.compile(
+    r"^CONFIG_(CC_VERSION_TEXT|CC_IS_\w+|GCC_VERSION|CLANG_VERSION|AS_IS_\w+|AS_VERSION|LD_IS_\w+|LD_VERSION"
+    r"|LLD_VERSION|RUSTC_VERSION\w*|RUST_IS_AVAILABLE|BINDGEN_VERSION\w*|PAHOLE_VERSION|CC_CAN_\w+"
+    r"|CC_HAS_\w+|AS_HAS_\w+|LD_CAN_\w+|LD_HAS_\w+|TOOLS_SUPPORT_\w+|GCC_ASM_\w+|GCC_PLUGINS"
+    r"|CC_HAVE_\w+|CC_NO_ARRAY_BOUNDS|ARCH_USE_BUILTIN_BSWAP|HAVE_\w+_COMPILER\w*)$"
+)
+
+
+def is_toolchain_option(name: str) -> bool:
+    """Whether Kconfig derives ``name`` from the compiler, assembler or linker."""
+    return _TOOLCHAIN.match(name) is not None
+
+
+def summarize_changes(changes: Sequence[Dropped], *, limit: int = 40) -> str:
+    """One line for the options Kconfig did not keep: the tool-chain derived
+    ones counted, the others named (at most ``limit``)."""
+    chain = [d for d in changes if is_toolchain_option(d.name)]
+    rest = [d for d in changes if not is_toolchain_option(d.name)]
+    shown = ", ".join(str(d) for d in rest[:limit])
+    more = f", and {len(rest) - limit} more" if len(rest) > limit else ""
+    parts = [f"{len(rest)} option(s) changed: {shown}{more}"] if rest else []
+    if chain:
+        parts.append(f"{len(chain)} tool-chain option(s) follow this compiler")
+    return "; ".join(parts) if parts else "none"
 
 
 def config_hash(final_text: str) -> str:

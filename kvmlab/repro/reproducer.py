@@ -9,13 +9,13 @@ one clear error and no VM time is spent.
 
 from __future__ import annotations
 
-import shlex
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from kvmlab import proc
 from kvmlab.errors import HostToolError, MissingFileError, ProcessError, UserError
+from kvmlab.repro import syz
 
 #: Where reproducer files go in the guest.
 GUEST_DIR = "/tmp/kvmlab-repro"
@@ -36,6 +36,15 @@ class Prepared:
     files: tuple[tuple[Path, str, int], ...]
     command: str
     description: str
+    kind: str = "command"
+    """``c``, ``syz`` or ``command``: how the runner reads the reproducer's
+    exit (a syz-execprog that fails is ``repro-failed``)."""
+    kernel_needs: tuple[syz.Need, ...] = ()
+    """Kernel options the reproducer needs, checked against the kernel's
+    config before a VM boots when the config is known."""
+    diagnose: str = ""
+    """A command that says why the reproducer failed when it did not say so
+    itself (syz-execprog hides syz-executor's SYZFAIL unless -debug)."""
 
 
 def _first_error(output: str) -> str:
@@ -66,37 +75,56 @@ class CProgram:
             raise ReproCompileError(
                 f"reproducer {self.source} does not compile: {_first_error(e.output_tail)}") from None
         return Prepared(((binary, f"{GUEST_DIR}/repro", 0o755),), f"cd {GUEST_DIR} && ./repro",
-                        f"C program {self.source.name}")
+                        f"C program {self.source.name}", kind="c")
 
 
 @dataclass(frozen=True)
 class SyzProgram:
-    """A syzkaller program run by the user's syz-execprog and syz-executor.
+    """A syzkaller program run by the real syz-execprog and syz-executor.
 
-    ``options`` are syz-execprog flags as syzkaller passes them, e.g.
-    ``{"repeat": "0", "procs": "6", "sandbox": "none", "threaded": "true"}``.
+    The syz-execprog flags come from the program's options line (see
+    :mod:`kvmlab.repro.syz`); ``overrides`` (``--syz-opt``) win over them.
+    Preparing checks the binaries (exist, executable, x86-64), the program
+    (every line a call, every call known to syz-execprog's descriptions) and
+    writes the guest script; nothing boots before that passed.
     """
 
     program: Path
     execprog: Path
     executor: Path
-    options: dict[str, str] = field(default_factory=dict)
+    overrides: dict[str, str] = field(default_factory=dict)
+
+    def flags(self, text: str) -> dict[str, str]:
+        opts = syz.find_options(text, where=str(self.program))
+        return syz.merge_flags(syz.execprog_flags(opts), self.overrides)
 
     def prepare(self, workdir: Path) -> Prepared:
-        for what, path in (("syz program", self.program), ("syz-execprog", self.execprog),
-                           ("syz-executor", self.executor)):
-            if not path.is_file():
-                raise MissingFileError(f"{what} {path}: no such file")
-        flags = {"executor": f"{GUEST_DIR}/syz-executor", **self.options}
-        args = " ".join(f"-{k}={shlex.quote(v)}" for k, v in sorted(flags.items()))
+        bins = syz.check_binaries(self.execprog, self.executor)
+        try:
+            text = self.program.read_text(errors="replace")
+        except FileNotFoundError:
+            raise MissingFileError(f"syz program {self.program}: no such file") from None
+        except OSError as e:
+            raise MissingFileError(f"syz program {self.program}: {e.strerror}") from None
+        calls = syz.program_calls(text, where=str(self.program))
+        flags = self.flags(text)
+        needs = syz.kernel_needs(flags, text)  # also checks -enable/-disable
+        syz.host_parse_check(self.execprog, self.program, calls)
+        workdir.mkdir(parents=True, exist_ok=True)
+        script = workdir / "run-syz.sh"
+        script.write_text(syz.guest_script(GUEST_DIR, flags, bins.interpreters))
         return Prepared(
             (
                 (self.execprog, f"{GUEST_DIR}/syz-execprog", 0o755),
                 (self.executor, f"{GUEST_DIR}/syz-executor", 0o755),
                 (self.program, f"{GUEST_DIR}/prog", 0o644),
+                (script, f"{GUEST_DIR}/run-syz.sh", 0o755),
             ),
-            f"cd {GUEST_DIR} && ./syz-execprog {args} prog",
-            f"syzkaller program {self.program.name}",
+            f"sh {GUEST_DIR}/run-syz.sh",
+            f"syzkaller program {self.program.name} ({syz.render_flags(flags)})",
+            kind="syz",
+            kernel_needs=tuple(needs),
+            diagnose=f"sh {GUEST_DIR}/run-syz.sh -debug",
         )
 
 
@@ -107,7 +135,8 @@ class ShellCommand:
     def prepare(self, workdir: Path) -> Prepared:
         if not self.command.strip():
             raise UserError("reproducer command is empty")
-        return Prepared((), f"mkdir -p {GUEST_DIR} && cd {GUEST_DIR} && {self.command}", "command")
+        return Prepared((), f"mkdir -p {GUEST_DIR} && cd {GUEST_DIR} && {self.command}", "command",
+                        kind="command")
 
 
 Reproducer = CProgram | SyzProgram | ShellCommand

@@ -7,11 +7,20 @@ time while the console is watched. A crash on the console is ``crashed``
 when it took the SSH connection down with it. A run that ends without a crash
 is ``ok``. Our own failures (qemu died without a crash on the console, the SSH
 transport broke with no crash to explain it) are ``infra``.
+
+The reproducer's own output (stdout and stderr) is kept in
+``vm-<i>/repro.log``. A syzkaller program that syz-execprog could not run (it
+does not parse, the executor does not start, ``SYZFAIL``) is ``repro-failed``
+with the line that says why: such a run says nothing about the kernel. A C
+program or command that exits before its run time is still a run (``ok``
+when nothing crashed), and its outcome says after how long and with which
+status it exited.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import threading
@@ -23,14 +32,17 @@ from pathlib import Path
 from typing import Any
 
 from kvmlab import report
-from kvmlab.errors import KvmlabError, SSHError
+from kvmlab.errors import KvmlabError, SSHError, UserError
 from kvmlab.outcome import RunOutcome, RunStatus
+from kvmlab.repro import syz
 from kvmlab.repro.reproducer import GUEST_DIR, Prepared
 from kvmlab.timeouts import Timeouts
 from kvmlab.vmm.backend import Backend, HasFailure
 from kvmlab.vmm.console import EventKind
 from kvmlab.vmm.fleet import Fleet
+from kvmlab.vmm.initramfs import EXTRA_DIR, with_files
 from kvmlab.vmm.machine import Machine
+from kvmlab.vmm.root import RootKind
 from kvmlab.vmm.spec import VMSpec
 from kvmlab.vmm.spread import Retried, spread
 
@@ -40,6 +52,10 @@ log = logging.getLogger(__name__)
 #: reproducer exits: a crash it caused may print a moment later (an oops in
 #: a syscall prints before the process exits; this covers work it queued).
 GRACE = 1.5
+
+#: A reproducer that ends sooner than this many seconds before its run time
+#: "exited", and the outcome says so.
+EARLY_EXIT = 1.0
 
 #: syzkaller's titles for a guest that stopped answering.
 LOST_CONNECTION = "lost connection to test machine"
@@ -113,6 +129,8 @@ def run_line(o: RunOutcome) -> str:
         return f"run #{o.index}: OK"
     if o.status is RunStatus.BOOT_FAILED:
         return f"run #{o.index}: boot failed: {o.title}"
+    if o.status is RunStatus.REPRO_FAILED:
+        return f"run #{o.index}: reproducer failed: {o.detail}"
     return f"run #{o.index}: infra error: {o.detail}"
 
 
@@ -136,6 +154,15 @@ def summary_lines(result: ReproResult) -> list[str]:
     for o, exp in zip(outs, result.expected, strict=True):
         if exp is False:
             lines.append(f"  run #{o.index} crashed with a different bug: {o.title}")
+    logs = [o.repro_log for o in outs if o.repro_log]
+    if logs:
+        lines.append(f"reproducer output: {Path(logs[0]).parent.parent}/vm-<i>/repro.log")
+    for o in outs:
+        where = f" (output: {o.repro_log})" if o.repro_log else ""
+        if o.status is RunStatus.OK and o.detail:
+            lines.append(f"  run #{o.index}: {o.detail}{where}")
+        elif o.status is RunStatus.REPRO_FAILED:
+            lines.append(f"  run #{o.index}: the reproducer could not run: {o.detail}{where}")
     return lines
 
 
@@ -214,12 +241,22 @@ def run_one(m: Machine, prepared: Prepared, opts: ReproOptions, timeouts: Timeou
         return _after_transport_loss(m, started, vmlinux, f"copying the reproducer: {e}")
     run_started = time.monotonic()
     result: dict[str, Any] = {}
+    is_syz = prepared.kind == "syz"
+    out = _ReproLog(m.workdir / "repro.log", is_syz)
+    # A syz program's run time counts from its first execution: syz-execprog
+    # first checks the machine, which takes a while in an emulated guest.
+    limit = opts.run_time + (syz.SETUP_TIME * timeouts.scale if is_syz else 0.0)
 
     def go() -> None:
         try:
-            result["res"] = m.run(prepared.command, timeout=opts.run_time)
+            result["res"] = m.run(prepared.command, timeout=limit, on_output=out.write)
         except SSHError as e:
             result["err"] = e
+        finally:
+            out.close()
+
+    def program_started() -> float:
+        return out.started if is_syz and out.started is not None else run_started
 
     runner = threading.Thread(target=go, name=f"repro-{m.index}", daemon=True)
     runner.start()
@@ -228,7 +265,9 @@ def run_one(m: Machine, prepared: Prepared, opts: ReproOptions, timeouts: Timeou
         runner.join(0.2)
         if m.watcher.first(EventKind.CRASH) or m.watcher.ended:
             break
-        if decider.decided.is_set():
+        if decider.decided.is_set() or out.failed.is_set():
+            break
+        if is_syz and out.started is not None and time.monotonic() - out.started >= opts.run_time:
             break
     crash = _crash_outcome(m, started, vmlinux)
     if crash is not None:
@@ -246,24 +285,98 @@ def run_one(m: Machine, prepared: Prepared, opts: ReproOptions, timeouts: Timeou
     # The reproducer exited or ran for the whole run time (or the verdict
     # was decided elsewhere): a crash it caused may still be on its way.
     if not decider.decided.is_set():
-        left = max(0.0, opts.run_time - (time.monotonic() - run_started))
+        left = max(0.0, opts.run_time - (time.monotonic() - program_started()))
         m.watcher.wait_for(stop, timeout=min(left, GRACE * timeouts.scale) if left else 0.0)
         crash = _crash_outcome(m, started, vmlinux)
         if crash is not None:
             return crash
-    if decider.decided.is_set() and runner.is_alive():
+    if decider.decided.is_set() and runner.is_alive() and not out.failed.is_set():
         return None
     # Is the guest still alive? A hung guest answers neither SSH nor console.
     if not _answers(m, timeouts.ssh_connect * 3):
         silent = m.watcher.first(EventKind.NO_OUTPUT) is not None
         return _stopped_answering(m, started, vmlinux, NO_OUTPUT if silent else LOST_CONNECTION)
-    return RunOutcome(m.index, RunStatus.OK, duration=time.monotonic() - started,
+    res = result.get("res")
+    status = res.exit_status if res is not None else None
+    if is_syz:
+        why = syz.execprog_failure(out.text(), status)
+        if why is None and out.started is None:
+            why = _why_syz_failed(m, prepared, timeouts, res is not None and not res.timed_out, limit)
+        if why is not None:
+            return RunOutcome(m.index, RunStatus.REPRO_FAILED, detail=why,
+                              duration=time.monotonic() - started, console_log=str(m.console_log))
+    detail = ""
+    if res is not None and not res.timed_out and res.duration < opts.run_time - EARLY_EXIT:
+        detail = f"the reproducer exited after {res.duration:.1f}s with status {status}"
+    return RunOutcome(m.index, RunStatus.OK, detail=detail, duration=time.monotonic() - started,
                       console_log=str(m.console_log))
 
 
 def _host_failure(m: Machine) -> str | None:
     """Why the VM's host failed it, when it did (a lost libvirt connection)."""
     return m.instance.failure() if isinstance(m.instance, HasFailure) else None
+
+
+def _why_syz_failed(m: Machine, prepared: Prepared, timeouts: Timeouts, exited: bool, limit: float) -> str:
+    """syz-execprog ended (or ran out of time) before running the program and
+    said nothing: it shows syz-executor's own output only with -debug, so run
+    it once more that way (output in repro-debug.log) and take its SYZFAIL."""
+    what = ("syz-execprog exited before running the program" if exited else
+            f"syz-execprog did not get to run the program in {limit:.0f}s")
+    if not prepared.diagnose:
+        return what
+    debug = _ReproLog(m.workdir / "repro-debug.log", True)
+    try:
+        res = m.run(prepared.diagnose, timeout=syz.SETUP_TIME * timeouts.scale, on_output=debug.write)
+        status = res.exit_status
+    except SSHError as e:
+        log.debug("%s: the -debug run broke: %s", m.name, e)
+        status = None
+    finally:
+        debug.close()
+    why = syz.execprog_failure(debug.text(), status)
+    return f"{what}: {why}" if why else what
+
+
+class _ReproLog:
+    """The reproducer's output as it arrives: to ``path``, kept in memory (the
+    last 1 MiB) for the verdict, and for a syz program watched for
+    syz-execprog's own failures so that the run ends at once."""
+
+    KEEP = 1 << 20
+
+    def __init__(self, path: Path, watch_syz: bool) -> None:
+        self.path = path
+        self._f = path.open("w", encoding="utf-8", errors="replace")
+        self._buf = ""
+        self._lock = threading.Lock()
+        self._watch = watch_syz
+        self.failed = threading.Event()
+        self.started: float | None = None
+        """When syz-execprog first ran the program (monotonic seconds)."""
+
+    def write(self, chunk: str) -> None:
+        with self._lock:
+            if not self._f.closed:
+                self._f.write(chunk)
+                self._f.flush()
+            self._buf = (self._buf + chunk)[-self.KEEP:]
+            if not self._watch:
+                return
+            # The new text and the line it may continue.
+            recent = self._buf[-(len(chunk) + 4096):]
+            if self.started is None and syz.execprog_started(recent):
+                self.started = time.monotonic()
+            if not self.failed.is_set() and syz.execprog_failure(recent, None):
+                self.failed.set()
+
+    def text(self) -> str:
+        with self._lock:
+            return self._buf
+
+    def close(self) -> None:
+        with self._lock:
+            self._f.close()
 
 
 def _after_transport_loss(m: Machine, started: float, vmlinux: Path | None, why: str) -> RunOutcome:
@@ -310,6 +423,38 @@ def _stopped_answering(m: Machine, started: float, vmlinux: Path | None, title: 
                       console_log=str(m.console_log))
 
 
+def _files_in_initramfs(spec: VMSpec, prepared: Prepared) -> tuple[VMSpec, Prepared]:
+    """The reproducer's files ride in the initramfs instead of being copied
+    over SSH; the command first links them to where it expects them."""
+    names = [Path(guest).name for _h, guest, _m in prepared.files]
+    if len(set(names)) != len(names):
+        return spec, prepared
+    root = with_files(spec.root, [(host, Path(guest).name, mode) for host, guest, mode in prepared.files])
+    links = " && ".join(f"ln -sf {EXTRA_DIR}/{Path(guest).name} {guest}" for _h, guest, _m in prepared.files)
+    dirs = " ".join(sorted({str(Path(guest).parent) for _h, guest, _m in prepared.files}))
+    command = f"mkdir -p {dirs} && {links} && {prepared.command}"
+    return dataclasses.replace(spec, root=root), dataclasses.replace(prepared, files=(), command=command)
+
+
+class MissingKernelOptionError(UserError):
+    """The reproducer needs kernel options the kernel under test does not have."""
+
+
+def check_kernel_needs(prepared: Prepared, kernel_config: Path) -> None:
+    """Refuse (one line) a reproducer whose kernel needs ``kernel_config`` does
+    not meet; a config that cannot be read is not checked."""
+    if not prepared.kernel_needs:
+        return
+    try:
+        config = syz.config_from_file(kernel_config)
+    except KvmlabError as e:
+        log.warning("not checking what the reproducer needs: %s", e)
+        return
+    missing = syz.missing_needs(list(prepared.kernel_needs), config)
+    if missing:
+        raise MissingKernelOptionError(syz.describe_missing(missing, str(kernel_config)))
+
+
 def run_repro(
     spec: VMSpec,
     prepared: Prepared,
@@ -322,6 +467,7 @@ def run_repro(
     vmlinux: Path | None = None,
     on_run: Callable[[RunOutcome, bool | None], None] | None = None,
     on_vm: VMObserver | None = None,
+    kernel_config: Path | None = None,
 ) -> ReproResult:
     """Boot ``options.count`` VMs of ``spec`` and run ``prepared`` in each.
 
@@ -332,11 +478,18 @@ def run_repro(
 
     ``on_run`` is called as each run ends (from the run's thread) with the
     outcome and whether it matches ``options.expect``; ``on_vm`` with each
-    VM's :class:`VMEvent` (booting, running, its outcome). Console logs and
-    reports are kept under ``workdir/vm-<i>/``; ``workdir/result.json`` holds
-    the structured result.
+    VM's :class:`VMEvent` (booting, running, its outcome). Console logs,
+    reproducer output (``repro.log``) and reports are kept under
+    ``workdir/vm-<i>/``; ``workdir/result.json`` holds the structured result.
+    With ``kernel_config`` (the kernel's .config), a reproducer that needs
+    kernel options the kernel lacks is refused before any VM boots
+    (:class:`MissingKernelOptionError`).
     """
+    if kernel_config is not None:
+        check_kernel_needs(prepared, kernel_config)
     workdir.mkdir(parents=True, exist_ok=True)
+    if spec.root.kind is RootKind.INITRAMFS and prepared.files:
+        spec, prepared = _files_in_initramfs(spec, prepared)
     decider = _Decider(options.stop_when_decided, options.stop_after_crashes)
     fleet = backend if isinstance(backend, Fleet) else Fleet.single(backend, options.count)
     t0 = time.monotonic()
@@ -356,6 +509,8 @@ def run_repro(
         except KvmlabError as e:
             o = RunOutcome(m.index, RunStatus.INFRA, detail=str(e), duration=time.monotonic() - m.started,
                            console_log=str(m.console_log))
+        if o is not None and (m.workdir / "repro.log").is_file():
+            o = dataclasses.replace(o, repro_log=str(m.workdir / "repro.log"))
         if on_vm is not None:
             on_vm(VMEvent(m.index, "cancelled") if o is None else VMEvent(m.index, o.status.value, o.title))
         return o

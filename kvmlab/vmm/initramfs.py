@@ -10,6 +10,7 @@ dependencies, in load order) and loaded by /init.
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import hashlib
 import io
@@ -20,7 +21,7 @@ import re
 import shutil
 import stat
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -343,3 +344,42 @@ def build_initramfs(
         raise
     shutil.copymode(key.with_suffix(".pub"), image)
     return root
+
+
+#: Where :func:`with_files` puts its files in the guest (not under /tmp:
+#: /init mounts a tmpfs over it).
+EXTRA_DIR = "/.kvmlab-files"
+
+
+def with_files(root: GuestRoot, files: Sequence[tuple[Path, str, int]]) -> GuestRoot:
+    """``root`` with ``files`` (host path, name, mode) under EXTRA_DIR in the
+    guest, as a second, uncompressed cpio appended to the image: the kernel
+    unpacks every archive of a concatenated initramfs, and QEMU hands the guest
+    its initrd far faster than SFTP into an emulated guest can copy (tens of
+    MiB of syzkaller binaries take about a minute under TCG).
+
+    The image is written next to ``root``'s, named by the inputs' hash, and
+    reused.
+    """
+    h = hashlib.sha256(str(root.path.resolve()).encode())
+    for host, name, mode in files:
+        st = host.stat()
+        h.update(f"\0{host.resolve()}\0{name}\0{mode}\0{st.st_size}\0{st.st_mtime_ns}".encode())
+    image = root.path.with_name(f"{root.path.name.split('.')[0]}-files-{h.hexdigest()[:16]}.cpio")
+    if not image.is_file():
+        cpio = _Cpio()
+        for host, name, mode in files:
+            cpio.file(f"{EXTRA_DIR.lstrip('/')}/{name}", host.read_bytes(), mode)
+        base = root.path.read_bytes()
+        fd, tmp = tempfile.mkstemp(dir=image.parent, prefix=".initramfs-files-")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(base)
+                f.write(b"\0" * (-len(base) % 4))  # the next archive starts 4-byte aligned
+                f.write(cpio.finish())
+            os.chmod(tmp, 0o644)  # like the image it extends: libvirt's qemu reads it
+            os.replace(tmp, image)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    return dataclasses.replace(root, path=image)
