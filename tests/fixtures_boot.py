@@ -3,12 +3,12 @@ built once per run through the shared builder), the CLI run as a person runs
 it (a separate process with the test's isolated HOME), and the check that a
 session left nothing behind.
 
-New builds (each ~10 min cold on 2 cores, shared by every test of a run):
+Builds (shared by every test of a run):
 
-* ``smp_preempt_kernel`` — the demo's v6.1 with ``base,smp,preempt``.
-* ``gdb_kernel`` — v6.1 with ``base,share,gdb`` (9p for --share; full debug
-  info and the kernel's gdb scripts for --gdb). ``kvmlab boot --share --gdb``
-  asks for exactly these fragments, so the CLI finds it in the cache.
+* ``smp_preempt_kernel`` and ``gdb_kernel`` — the demo's v6.1 with the suite's
+  debug config (``KASAN_CONFIG``: smp and preempt for --cpus, share for 9p,
+  gdb for full debug info and the kernel's gdb scripts); an incremental build
+  after the KASAN test's build of the head.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from kvmlab.session.store import SessionDir, SessionStore
 from kvmlab.vmm.host_uri import parse_owned_name
 from kvmlab.vmm.storage import POOL_NAME
 from tests.conftest import TEST_CACHE
-from tests.fixtures_kernel import KERNEL_CACHE, BuildKernel
+from tests.fixtures_kernel import KASAN_CONFIG, KERNEL_CACHE, BuildKernel
 
 KVMLAB = (sys.executable, "-m", "kvmlab.cli")
 
@@ -52,12 +52,12 @@ def head_kernel(demo_tree: DemoTree, build_kernel: BuildKernel) -> BuildOutcome:
 
 @pytest.fixture(scope="session")
 def smp_preempt_kernel(demo_tree: DemoTree, build_kernel: BuildKernel) -> BuildOutcome:
-    return _ok(build_kernel(demo_tree.base, ("base", "smp", "preempt")))
+    return _ok(build_kernel(demo_tree.base, KASAN_CONFIG))
 
 
 @pytest.fixture(scope="session")
 def gdb_kernel(demo_tree: DemoTree, build_kernel: BuildKernel) -> BuildOutcome:
-    return _ok(build_kernel(demo_tree.base, ("base", "share", "gdb")))
+    return _ok(build_kernel(demo_tree.base, KASAN_CONFIG))
 
 
 @pytest.fixture

@@ -45,13 +45,15 @@ BUSYBOX = Path("/bin/busybox")
 #: The config every kernel test builds unless it needs KASAN or line numbers:
 #: ``base`` without debug info (nothing symbolizes these kernels).
 TEST_CONFIG: tuple[str, ...] = ("base", "nodwarf")
-#: KASAN, with base's reduced DWARF: the KASAN report test, and the test that
-#: symbolizes a report with addr2line (which needs DWARF) share its one build.
-KASAN_CONFIG: tuple[str, ...] = ("base", "kasan")
+#: The suite's one debug kernel: KASAN with full DWARF and the kernel's gdb
+#: scripts, SMP, full preemption and 9p. The KASAN report test, the test that
+#: symbolizes a report with addr2line, and ``kvmlab boot``'s --cpus/PREEMPT,
+#: --share and --gdb tests all share it (one cold build instead of three).
+KASAN_CONFIG: tuple[str, ...] = ("base", "kasan", "smp", "preempt", "share", "gdb")
 #: Every config the suite builds, with its cold cost on 2 cores (empty ccache).
 TEST_CONFIGS: dict[tuple[str, ...], str] = {
     TEST_CONFIG: "cold build ~7 min",
-    KASAN_CONFIG: "cold build ~10.5 min",
+    KASAN_CONFIG: "cold build ~13 min",
 }
 
 BuildKernel = Callable[..., BuildOutcome]

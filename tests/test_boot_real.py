@@ -22,6 +22,7 @@ from kvmlab.session.foreground import EXIT_CRASH, EXIT_TIMEOUT
 from kvmlab.session.store import SessionDir, SessionStore
 from kvmlab.vmm.initramfs import kernel_release
 from tests.fixtures_boot import RunKvmlab, assert_nothing_left, port_open, start_kvmlab, wait_for_session
+from tests.fixtures_kernel import KASAN_CONFIG
 from tests.fixtures_vm import CloudKernel
 
 pytestmark = [pytest.mark.vm]
@@ -43,7 +44,7 @@ def test_tree_build_gives_n_cpus_and_a_preempt_kernel_and_leaves_the_checkout_al
     demo_tree: DemoTree, smp_preempt_kernel: BuildOutcome, kvmlab_cli: RunKvmlab,
 ) -> None:
     head, status = _git(demo_tree.path, "rev-parse", "HEAD"), _git(demo_tree.path, "status", "--porcelain")
-    res = kvmlab_cli("boot", "--tree", demo_tree.path, demo_tree.base, "--config", "base,smp,preempt",
+    res = kvmlab_cli("boot", "--tree", demo_tree.path, demo_tree.base, "--config", ",".join(KASAN_CONFIG),
                      "--cpus", "4", "--accel", "tcg", "--", "nproc; uname -v; uname -r")
     assert res.returncode == 0, res.stderr
     nproc, version, release = res.stdout.split("\n")[:3]

@@ -228,8 +228,8 @@ def test_cli_build_reports_cache_hit(
     capsys: pytest.CaptureFixture[str], tmp_path: Path,
 ) -> None:
     out = tmp_path / "out"
-    rc = main(["kernel", "build", "--tree", str(demo_tree.path), "--commit", "v6.1", "--config", "base",
-               "--work-dir", str(kernel_builder.work_dir), "-o", str(out)])
+    rc = main(["kernel", "build", "--tree", str(demo_tree.path), "--commit", "v6.1",
+               "--config", ",".join(TEST_CONFIG), "--work-dir", str(kernel_builder.work_dir), "-o", str(out)])
     text = capsys.readouterr().out
     assert rc == 0, text
     assert "ok (cached)" in text
