@@ -45,9 +45,10 @@ def _ok(build: BuildOutcome) -> BuildOutcome:
 
 
 @pytest.fixture(scope="session")
-def head_kernel(demo_tree: DemoTree, build_kernel: BuildKernel) -> BuildOutcome:
-    """The demo's head (its planted prctl bug included) with ``base``."""
-    return _ok(build_kernel(demo_tree.head))
+def debug_head_kernel(demo_tree: DemoTree, build_kernel: BuildKernel) -> BuildOutcome:
+    """The demo's head with the suite's debug config (KASAN, full DWARF): the
+    KASAN tests' build, so a crash report gets file:line from its vmlinux."""
+    return _ok(build_kernel(demo_tree.head, KASAN_CONFIG))
 
 
 @pytest.fixture(scope="session")
