@@ -646,6 +646,30 @@ def test_revert_that_does_not_apply(tmp_path: Path) -> None:
     assert c.status.value == "not-confirmed"
 
 
+def test_revert_checked_nearer_the_culprit_when_later_commits_rewrote_it(tmp_path: Path) -> None:
+    """The culprit's only file is rewritten later (as the demo's second bug
+    does): the revert applies neither on the bad commit nor on HEAD, so it is
+    checked on the tested commit with the bug nearest to the culprit."""
+    hist = make_history(tmp_path / "repo", 30)
+    (hist.path / "f10").write_text("10 rewritten")
+    git(hist.path, "commit", "-q", "-am", "31")
+    hist.h["31"] = git(hist.path, "rev-parse", "HEAD")
+    lines: list[str] = []
+    res = bisect(hist.repo, FakeTester(hist, culprit="10", p=0.6, seed=2), bad=hist.h["31"],
+                 good=hist.h["0"], log=LogWriter(lines.append))
+    text = "\n".join(lines)
+    assert res.culprit == hist.h["10"], text
+    first, last = res.confirmations[0], res.confirmations[-1]
+    assert first.base == hist.h["31"] and first.status.value == "does-not-apply"
+    assert len(res.confirmations) == 2, text  # HEAD is the bad commit here
+    order = [hist.h[str(i)] for i in range(11, 31)]
+    assert last.base in order and last.status.value == "confirmed" and last.failed == (), text
+    assert "where the whole revert applies" in text and not res.doubtful
+    # The nearest such commit among those the bisection tested with the bug.
+    tested_bad = [c for c in order if c in res.evidence and res.evidence[c].target_crashes]
+    assert last.base == tested_bad[0], text
+
+
 def test_no_verify(tmp_path: Path) -> None:
     hist = make_history(tmp_path / "repo", 10)
     res = bisect(hist.repo, FakeTester(hist, culprit="6"), bad=hist.h["10"], good=hist.h["0"], verify=False)

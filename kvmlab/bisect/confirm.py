@@ -6,7 +6,8 @@ that, and runs the reproducer as many times as it takes for the bug, if still
 there, to show with 99% probability at the rate the commits with the bug
 showed it. The crash gone is a confirmation; the crash still there makes the culprit
 doubtful. A revert that does not apply is retried file by file and the files
-that do not apply are named. For a fix bisection it is the mirror image: the
+that do not apply are named; when no whole revert applied on those bases, the
+tested commit with the bug nearest to the culprit where it does is checked too. For a fix bisection it is the mirror image: the
 fix applied on top of the bad (still broken) commit must make the crash go.
 """
 
@@ -48,7 +49,29 @@ def confirm(repo: Repository, s: Session, *, culprit: str, bad: str, chunk: int)
         head = repo.head()
         if head != bad and repo.is_ancestor(culprit, head):
             bases.append(head)
-    return [_check(repo, s, culprit, base, n, chunk) for base in bases]
+    checks = [_check(repo, s, culprit, base, n, chunk) for base in bases]
+    whole = any(c.status is ConfirmStatus.CONFIRMED or (c.commit is not None and not c.failed)
+                for c in checks)
+    if not s.fix and not whole:
+        # Later commits rewrote the culprit's lines: check it on the tested
+        # commit with the bug nearest to it where the whole revert applies.
+        for base in _nearer_bad(repo, s, culprit, bases + [c.commit for c in checks if c.commit]):
+            syn = repo.revert_onto(base, culprit, pick=False)
+            if syn.commit is not None and not syn.failed:
+                s.out(f"kvmlab: confirming on {base[:12]} instead, the tested commit with the bug nearest to "
+                      f"{culprit[:12]} where the whole revert applies")
+                checks.append(_check(repo, s, culprit, base, n, chunk))
+                break
+    return checks
+
+
+def _nearer_bad(repo: Repository, s: Session, culprit: str, skip: list[str]) -> list[str]:
+    """Tested commits that crashed with the bug and contain ``culprit``,
+    nearest to it first (the one most of the others descend from)."""
+    found = [c for c, e in s.evidence.items()
+             if e.target_crashes and c != culprit and c not in skip and repo.is_ancestor(culprit, c)]
+    below = {c: sum(1 for o in found if o != c and repo.is_ancestor(c, o)) for c in found}
+    return sorted(found, key=lambda c: -below[c])
 
 
 def _check(repo: Reverts, s: Session, culprit: str, base: str, runs: int, chunk: int) -> Confirmation:
