@@ -66,7 +66,11 @@ def lab() -> Iterator[Lab]:
 
 @pytest.fixture
 def clean_lab(lab: Lab) -> Iterator[Lab]:
-    """The lab, checked empty afterwards: no domain, no volume, no QEMU."""
+    """The lab, checked empty afterwards: no domain, no volume, no QEMU. Its
+    libvirtd runs at the start (a test that killed it and failed before
+    starting it again is not the next test's failure)."""
+    if not lab.libvirtd_pids():
+        lab.start_libvirtd()
     yield lab
     deadline = time.monotonic() + 20
     while lab.qemu_processes() and time.monotonic() < deadline:
@@ -160,6 +164,8 @@ def test_pool_over_local_and_remote_runs_a_repro(clean_lab: Lab, cloud_spec: VMS
                                options=ReproOptions(count=2, run_time=60), workdir=tmp_path / "runs",
                                ready_marker=MARKER)
         finally:
+            if not lab.libvirtd_pids():
+                lab.start_libvirtd()
             fleet.close()
     assert not tw.trips, tw.trips
     assert [o.status for o in result.outcomes] == [RunStatus.CRASHED] * 2, [o.detail for o in result.outcomes]
@@ -211,6 +217,8 @@ def test_remote_libvirtd_killed_mid_run(clean_lab: Lab, cloud_spec: VMSpec, tcg_
             # cleanup removes the VM and volumes it left there.
             lab.start_libvirtd()
         finally:
+            if not lab.libvirtd_pids():
+                lab.start_libvirtd()
             fleet.close()
     assert not tw.trips, tw.trips
     assert [o.status for o in result.outcomes] == [RunStatus.CRASHED] * 2, [o.detail for o in result.outcomes]
@@ -221,7 +229,8 @@ def test_remote_libvirtd_killed_mid_run(clean_lab: Lab, cloud_spec: VMSpec, tcg_
     assert not _local_domains()
 
 
-def test_doctor_checks_a_remote_host(lab: Lab, capsys: pytest.CaptureFixture[str]) -> None:
+def test_doctor_checks_a_remote_host(clean_lab: Lab, capsys: pytest.CaptureFixture[str]) -> None:
+    lab = clean_lab
     from kvmlab.commands.doctor import check_host
 
     ok = check_host(lab.uri)

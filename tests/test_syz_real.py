@@ -33,6 +33,8 @@ from tests.conftest import TEST_CACHE
 from tests.fixtures_kernel import KERNEL_CACHE, TEST_CONFIG, BuildKernel
 from tests.test_syz_units import HAVE_SYZ, SYZ_DIR
 
+HEAVY = os.environ.get("KVMLAB_HEAVY_TESTS") == "1"
+
 pytestmark = [
     pytest.mark.vm, pytest.mark.kernel, pytest.mark.slow,
     pytest.mark.skipif(not HAVE_SYZ, reason=f"no syzkaller binaries in {SYZ_DIR}"),
@@ -135,6 +137,9 @@ def _share_kernel_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None
     monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
 
 
+@pytest.mark.heavy
+@pytest.mark.skipif(not HEAVY, reason="~30 min on 2 cores (every step rebuilds with the bug's full config): "
+                    "over the CI budget (README: Test budget): KVMLAB_HEAVY_TESTS=1")
 def test_bug_directory_with_a_syz_repro_is_bisected_to_the_planted_culprit(
         demo_tree: DemoTree, build_kernel: BuildKernel, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
         capsys: pytest.CaptureFixture[str]) -> None:
@@ -161,9 +166,6 @@ def test_bug_directory_with_a_syz_repro_is_bisected_to_the_planted_culprit(
     assert result["culprit"] == demo_tree.culprit
     # syzbot's compiler string on the testing lines.
     assert re.search(r"testing commit [0-9a-f]{40} with gcc\S* \(Debian .*GNU ld", out), out[:3000]
-
-
-HEAVY = os.environ.get("KVMLAB_HEAVY_TESTS") == "1"
 
 
 @pytest.mark.heavy
