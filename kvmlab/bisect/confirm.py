@@ -4,11 +4,12 @@ Once a bisection names a culprit, kvmlab reverts it on top of the bad commit
 (and on top of the tree's HEAD when that differs and contains it), builds
 that, and runs the reproducer as many times as it takes for the bug, if still
 there, to show with 99% probability at the rate the commits with the bug
-showed it. The crash gone is a confirmation; the crash still there makes the culprit
-doubtful. A revert that does not apply is retried file by file and the files
-that do not apply are named; when no whole revert applied on those bases, the
-tested commit with the bug nearest to the culprit where it does is checked too. For a fix bisection it is the mirror image: the
-fix applied on top of the bad (still broken) commit must make the crash go.
+showed it. The crash gone is a confirmation; the crash still there makes the
+culprit doubtful. A revert that does not apply is retried file by file and the
+files that do not apply are named; when no whole revert applied on those
+bases, the tested commit with the bug nearest to the culprit where it does is
+checked too. For a fix bisection it is the mirror image: the fix applied on top
+of the bad (still broken) commit must make the crash go.
 """
 
 from __future__ import annotations
