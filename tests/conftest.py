@@ -45,6 +45,25 @@ def track_pid(pid: int) -> None:
     _TRACKED_PIDS.add(pid)
 
 
+#: Pids of long-lived processes a session fixture started (the lab host's
+#: init): what runs below them is the fixture's, not a test's leftover.
+#: Registered with :func:`session_process`.
+_SESSION_ROOTS: set[int] = set()
+
+
+def session_process(pid: int) -> None:
+    """Count processes below ``pid`` as a session fixture's (the per-test
+    leftover check skips them; the fixture must stop them itself)."""
+    _SESSION_ROOTS.add(pid)
+
+
+def _below_session_root(p: psutil.Process) -> bool:
+    try:
+        return any(a.pid in _SESSION_ROOTS for a in p.parents())
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return False
+
+
 def signal_disposition(pid: int, sig: signal.Signals) -> str:
     """``ignored``, ``caught`` or ``default``: how process ``pid`` treats
     ``sig`` now (from /proc/PID/status)."""
@@ -166,7 +185,8 @@ def _nothing_left_by_this_test(request: pytest.FixtureRequest) -> Iterator[None]
     domains it made, are killed, and the test errors naming them."""
     before = set(_descendants())
     yield
-    new = {pid: p for pid, p in _descendants().items() if pid not in before}
+    new = {pid: p for pid, p in _descendants().items()
+           if pid not in before and pid not in _SESSION_ROOTS and not _below_session_root(p)}
     alive = _still_running(new.values(), EXIT_GRACE)
     owners = {*_TRACKED_PIDS, *new}
     doms = _libvirt_domains(owners)

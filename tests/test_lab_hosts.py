@@ -38,7 +38,7 @@ from kvmlab.vmm.host import Host, HostTimeouts
 from kvmlab.vmm.libvirt_backend import LibvirtBackend
 from kvmlab.vmm.pool import Pool
 from kvmlab.vmm.spec import VMSpec
-from tests.conftest import REPO, TEST_CACHE
+from tests.conftest import REPO, TEST_CACHE, session_process
 from tests.fixtures_vm import MARKER
 from tests.lab.harness import Lab, LabUnavailable, root_image, start_lab, tripwire, unavailable_reason
 
@@ -58,6 +58,9 @@ def lab() -> Iterator[Lab]:
         the_lab = start_lab(image)
     except LabUnavailable as e:
         pytest.skip(str(e))
+    # The lab's libvirtd, sshd and QEMUs (a test may restart its libvirtd)
+    # are the lab's: stopped with it, not a test's leftovers.
+    session_process(the_lab.pid)
     try:
         yield the_lab
     finally:

@@ -125,9 +125,9 @@ def check_host(uri: str) -> bool:
         if types and "kvm" not in types:
             print("NOTE    kvm: the host has no KVM: VMs there run under TCG (set vm.accel: tcg)")
         try:
-            pool = host.storage.pool()
             host.storage.upload(_probe_file(), "probe")  # removed by host.close()
-            _, _, _, available = pool.info()
+            # No pool object outlives this line: each holds the connection open.
+            _, _, _, available = host.storage.pool().info()
             ok = _line(True, "storage pool", f"{POOL_NAME} at {host.storage.pool_path()} is writable") and ok
             ok = _line(available >= MIN_HOST_FREE, "free space", f"{available / 2**30:.1f} GiB in the pool",
                        "free disk space on the host (a disk image and each VM's overlay go there)") and ok

@@ -386,7 +386,9 @@ class Host:
                 with contextlib.suppress(libvirt.libvirtError):
                     conn.unregisterCloseCallback()
                 with contextlib.suppress(libvirt.libvirtError):
-                    conn.close()
+                    refs = conn.close()
+                    if refs:  # a libvirt object still alive holds it (and a remote host's ssh)
+                        log.debug("%s: the connection stays open: %d references left", self.label, refs)
             if self.ssh is not None:
                 self.ssh.close()
             atexit.unregister(self.close)

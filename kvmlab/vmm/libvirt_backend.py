@@ -47,6 +47,26 @@ log = logging.getLogger(__name__)
 _FOLLOW_POLL = 0.5
 
 
+def _drop_stream(stream: Any) -> None:
+    """Remove a console stream's callback, abort the stream and free it.
+
+    libvirt-python never releases the data it registered with the callback
+    (a dict holding the Python stream), so the stream object outlives
+    everything, and with it the C stream and its reference on the
+    connection: a remote host's ssh transport would stay up after the host
+    is closed. The C stream is therefore freed here, by hand.
+    """
+    with contextlib.suppress(libvirt.libvirtError):
+        stream.eventRemoveCallback()
+    with contextlib.suppress(libvirt.libvirtError):
+        stream.abort()
+    handle, stream._o = stream._o, None
+    with contextlib.suppress(AttributeError):
+        del stream.cb  # its __del__ would remove the callback of a freed stream
+    if handle is not None:
+        libvirt.libvirtmod.virStreamFree(handle)
+
+
 class _ConsolePump:
     """Copy a domain's console into a pipe; see the module docstring."""
 
@@ -105,10 +125,7 @@ class _ConsolePump:
             self._following = True
             stream, self._stream = self._stream, None
         if stream is not None:
-            with contextlib.suppress(libvirt.libvirtError):
-                stream.eventRemoveCallback()
-            with contextlib.suppress(libvirt.libvirtError):
-                stream.abort()
+            _drop_stream(stream)
         threading.Thread(target=self._follow, name=f"console-log:{self._inst.name}", daemon=True).start()
 
     def _offset_in_log(self, vol: Any) -> int:
@@ -187,10 +204,7 @@ class _ConsolePump:
             stream, self._stream = self._stream, None
         self._remove_listener()
         if stream is not None:
-            with contextlib.suppress(libvirt.libvirtError):
-                stream.eventRemoveCallback()
-            with contextlib.suppress(libvirt.libvirtError):
-                stream.abort()
+            _drop_stream(stream)
         with contextlib.suppress(OSError):
             os.close(self._write_fd)
 
