@@ -7,8 +7,9 @@ bytes uploaded to each host; then the same kernel again on the same hosts
 
 Needs root (the lab host runs in its own namespaces, see
 tests/lab/harness.py). Builds the demo tree's head (the bad end its
-bisection starts from) with the ``base`` fragment through the test cache
-(``KVMLAB_TEST_CACHE``, default .test-cache), so the build is shared. Baseline: the one-host
+bisection starts from) with the test suite's config (``base,nodwarf``)
+through the test cache (``KVMLAB_TEST_CACHE``, default .test-cache), so the
+build is the suite's own. Baseline: the one-host
 run, measured in the same run. Both "hosts" share this machine's CPUs: spread
 over two, the runs start at once instead of in waves, but TCG guests then
 compete for the same cores, so the wall time says what the scheduling and
@@ -39,6 +40,7 @@ from kvmlab.vmm.host import Host
 from kvmlab.vmm.initramfs import READY_MARKER, build_initramfs
 from kvmlab.vmm.libvirt_backend import LibvirtBackend
 from kvmlab.vmm.spec import Accel, VMSpec
+from tests.fixtures_kernel import TEST_CONFIG
 from tests.lab.harness import root_image, start_lab, unavailable_reason
 
 
@@ -76,7 +78,7 @@ def main() -> int:
     cache = Path(os.environ.get("KVMLAB_TEST_CACHE", Path(__file__).resolve().parent.parent / ".test-cache"))
     demo = make_demo_tree(cache / "kernel" / "linux-demo", tarball=DEFAULT_TARBALL)
     build = KernelBuilder(cache / "kernel" / "work", jobs=os.cpu_count()).build(
-        demo.path, demo.head, ConfigRequest.from_fragments(["base"]))
+        demo.path, demo.head, ConfigRequest.from_fragments(list(TEST_CONFIG)))
     kernel = Path(build.artifacts["bzImage"])
     root = build_initramfs(cache / "initramfs-bench", kernel=kernel)
     spec = VMSpec(kernel=kernel, root=root, cpus=1, memory_mb=512, accel=Accel.TCG, name="bench")
