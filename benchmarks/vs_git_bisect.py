@@ -167,8 +167,9 @@ def main(argv: list[str] | None = None) -> int:
                  or REPO / "kvmlab/kernel/demo/repro_comm_digest.c")
     config = work / "base.config"
     # The same .config both ways: the one kvmlab makes from its base fragments at the base commit.
+    # Not timed, so with the user's own (possibly warm) ccache.
     sh([str(KVMLAB), "kernel", "build", "--tree", str(demo), "--commit", info["base"], "--config", "base",
-        "--output", str(work / "base-build")], env=env)
+        "--output", str(work / "base-build")], env={**os.environ, "XDG_CACHE_HOME": str(cold / "xdg")})
     shutil.copy(work / "base-build" / "config", config)
     shutil.rmtree(cold, ignore_errors=True)  # cold again for the timed runs
     rec = {"planted": info["culprit"]}
