@@ -237,20 +237,6 @@ def load_config(path: Path | None) -> Config:
     return _relative_to(from_mapping(Config, data, str(path)), path.parent)
 
 
-def with_recipe_path(cfg: Config) -> Config:
-    """``cfg`` with ``repro.root`` turned from a recipe name into the recipe
-    file the user's ``images.recipes_dir`` provides (a name is otherwise
-    looked up in ``$KVMLAB_RECIPES_DIR`` and kvmlab's own recipes only)."""
-    root = cfg.repro.root
-    named = root != "initramfs" and "/" not in root and not root.endswith((".yaml", ".yml"))
-    if not named or cfg.images.recipes_path is None:
-        return cfg
-    from kvmlab.images.recipe import find_recipe  # the recipe module is heavier than this one
-
-    path = find_recipe(root, cfg.images.recipes_path)
-    return dataclasses.replace(cfg, repro=dataclasses.replace(cfg.repro, root=str(path)))
-
-
 def _relative_to(cfg: Config, base: Path) -> Config:
     """Directories named relative in a config file are relative to that file."""
     def fix(value: str) -> str:

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from kvmlab.cli import main
-from kvmlab.config import load_config, with_recipe_path
+from kvmlab.config import load_config
 from kvmlab.errors import ConfigError, MissingFileError
-from kvmlab.images.recipe import find_recipe, recipe_files
+from kvmlab.images.recipe import find_recipe, recipe_files, with_recipe_path
 from kvmlab.kernel.builder import KernelBuilder
 from kvmlab.kernel.config import ConfigRequest, fragment_dirs, fragment_files, load_fragment
 from kvmlab.paths import shipped_dir

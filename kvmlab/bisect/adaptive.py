@@ -20,13 +20,15 @@ from dataclasses import dataclass, field
 from kvmlab.bisect import log as fmt
 from kvmlab.bisect.graph import CommitGraph
 from kvmlab.bisect.model import Belief, Observation, near_mask
-from kvmlab.bisect.overlap import likely_next
-from kvmlab.bisect.planner import Option, near_probability, rank
+from kvmlab.bisect.planner import Option, near_probability, rank, survival_curve
 from kvmlab.bisect.policy import AdaptivePolicy
 from kvmlab.bisect.result import Outcome, Verdict
 from kvmlab.bisect.seams import Prebuilds
 from kvmlab.bisect.session import Session
 from kvmlab.outcome import BuildStatus
+
+#: Commits pre-built per likely outcome of a test (overlapped builds).
+PER_OUTCOME = 2
 
 #: Expected bits per unit of cost below which no test is worth running.
 MIN_VALUE = 1e-6
@@ -156,8 +158,34 @@ class AdaptiveBisection:
                     continue
             runs = min(opts[0].runs, max(1, self.pol.max_runs - self.s.runs))
             if isinstance(self.s.tester, Prebuilds):
-                self.s.tester.prebuild(likely_next(self, b, opts[0]))
+                self.s.tester.prebuild(self.likely_next(b, opts[0]))
             self.s.run_until_crash(pick, runs, self.pol.chunk)
+
+    def likely_next(self, b: Belief, plan: Option, *, per_outcome: int = PER_OUTCOME) -> list[str]:
+        """Unbuilt commits this bisection would test after ``plan`` under each
+        likely outcome of it (the bug shows, or every run stays clean), most
+        likely first: what overlapped builds (:mod:`kvmlab.bisect.overlap`) make."""
+        g = self.g
+        e = self.s.ev(g.commits[plan.index].hash)
+        surv = float(survival_curve(b, e.target_crashes, e.oks)[plan.runs])
+        p_clean = plan.q_crash * surv + (1.0 - plan.q_crash) * (1.0 - self.pol.eps) ** plan.runs
+        outcomes = [(1.0 - p_clean, (e.target_crashes + 1, e.oks)),
+                    (p_clean, (e.target_crashes, e.oks + plan.runs))]
+        outcomes.sort(key=lambda t: -t[0])
+        clo = g.closure[plan.index]
+        base = [o for o in self.observations() if o.closure != clo]
+        near = near_mask(clo, plan.index, len(g), self.pol.model.near, fix=self.s.fix)
+        scored: dict[str, float] = {}
+        for prob, (crashes, oks) in outcomes:
+            if prob < 0.05:
+                continue
+            after = Belief(self.pol.model, g.all_mask, [*base, Observation(clo, crashes, oks, near)],
+                           fix=self.s.fix)
+            fresh = [o for o in self.options(after) if not o.built]
+            for place, o in enumerate(fresh[:per_outcome]):
+                h = g.commits[o.index].hash
+                scored[h] = max(scored.get(h, 0.0), prob / (1 + place))
+        return sorted(scored, key=lambda h: -scored[h])
 
     def _open(self, commit: str, b: Belief) -> _Visit:
         e = self.s.ev(commit)

@@ -3,9 +3,10 @@ the current commit's VMs run.
 
 Two pure parts, used by the real tester and by the simulations:
 
-* :func:`likely_next` asks the adaptive policy what it would test next under
-  each likely outcome of the test about to run (the bug shows, or all runs
-  stay clean) and orders those commits by how likely they are to be needed.
+* what to build is the adaptive policy's answer
+  (:meth:`kvmlab.bisect.adaptive.AdaptiveBisection.likely_next`): what it
+  would test next under each likely outcome of the test about to run, most
+  likely first;
 * :class:`OverlapScheduler` keeps the background builds in line with that
   list: it starts the wanted ones while there is capacity (the cores the VMs
   leave free; none means no background builds at all, so a small machine is
@@ -19,48 +20,14 @@ from __future__ import annotations
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
-from kvmlab.bisect.model import Belief, Observation, near_mask
-from kvmlab.bisect.planner import Option, survival_curve
 
-if TYPE_CHECKING:
-    from kvmlab.bisect.adaptive import AdaptiveBisection
-
-#: Commits pre-built per likely outcome.
-PER_OUTCOME = 2
 def background_capacity(free_cores: int) -> int:
     """How many background builds may run on the ``free_cores`` cores the VMs
     leave free: none below 2, so a small machine is never slowed; else one,
     with all of them (a kernel build uses every core it gets, so one build at
     full speed is ready sooner than two at half)."""
     return 1 if free_cores >= 2 else 0
-
-
-def likely_next(ab: AdaptiveBisection, b: Belief, plan: Option, *,
-                per_outcome: int = PER_OUTCOME) -> list[str]:
-    """Unbuilt commits the engine would test after ``plan``, most likely first."""
-    g = ab.g
-    commit = g.commits[plan.index].hash
-    e = ab.s.ev(commit)
-    surv = float(survival_curve(b, e.target_crashes, e.oks)[plan.runs])
-    p_clean = plan.q_crash * surv + (1.0 - plan.q_crash) * (1.0 - ab.pol.eps) ** plan.runs
-    outcomes = [(1.0 - p_clean, (e.target_crashes + 1, e.oks)),
-                (p_clean, (e.target_crashes, e.oks + plan.runs))]
-    outcomes.sort(key=lambda t: -t[0])
-    clo = g.closure[plan.index]
-    base = [o for o in ab.observations() if o.closure != clo]
-    near = near_mask(clo, plan.index, len(g), ab.pol.model.near, fix=ab.s.fix)
-    scored: dict[str, float] = {}
-    for prob, (crashes, oks) in outcomes:
-        if prob < 0.05:
-            continue
-        after = Belief(ab.pol.model, g.all_mask, [*base, Observation(clo, crashes, oks, near)], fix=ab.s.fix)
-        fresh = [o for o in ab.options(after) if not o.built]
-        for rank, o in enumerate(fresh[:per_outcome]):
-            h = g.commits[o.index].hash
-            scored[h] = max(scored.get(h, 0.0), prob / (1 + rank))
-    return sorted(scored, key=lambda h: -scored[h])
 
 
 class Claim(enum.Enum):

@@ -16,8 +16,9 @@ from kvmlab import report
 from kvmlab.bisect.git import GitRepository
 from kvmlab.commands.kernel import config_request
 from kvmlab.commands.live import View, progress_view
-from kvmlab.config import Config, cache_dir, load_config, with_recipe_path
+from kvmlab.config import Config, cache_dir, load_config
 from kvmlab.errors import MissingFileError, UnknownCommitError, UserError
+from kvmlab.images.recipe import with_recipe_path
 from kvmlab.kernel.builder import KernelBuilder
 from kvmlab.outcome import BuildStatus, RunOutcome, RunStatus
 from kvmlab.repro import bugdir, syz

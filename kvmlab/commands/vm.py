@@ -7,8 +7,9 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from kvmlab.config import load_config, with_recipe_path
+from kvmlab.config import load_config
 from kvmlab.errors import UserError
+from kvmlab.images.recipe import with_recipe_path
 from kvmlab.vmm.factory import close_backend, make_backend, prepare, resolve_root
 from kvmlab.vmm.fleet import Fleet
 from kvmlab.vmm.machine import Machine

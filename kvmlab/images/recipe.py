@@ -7,6 +7,7 @@ file and the key.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
@@ -18,6 +19,7 @@ from typing import Any
 import yaml
 
 from kvmlab import paths
+from kvmlab.config import Config
 from kvmlab.errors import ConfigError, MissingFileError
 
 #: kvmlab's own recipes (package data; the checkout's ``images/``).
@@ -416,3 +418,15 @@ def load_recipe(
         raise ConfigError(f"{path}:{line} not valid YAML: {getattr(e, 'problem', e)}") from None
     mirror = default_mirror if default_mirror is not None else host_mirror()
     return parse_recipe(data, name=path.stem, source=str(path), default_mirror=mirror)
+
+
+def with_recipe_path(cfg: Config) -> Config:
+    """``cfg`` with ``repro.root`` turned from a recipe name into the recipe
+    file the user's ``images.recipes_dir`` provides (a name is otherwise
+    looked up in ``$KVMLAB_RECIPES_DIR`` and kvmlab's own recipes only)."""
+    root = cfg.repro.root
+    named = root != "initramfs" and "/" not in root and not root.endswith((".yaml", ".yml"))
+    if not named or cfg.images.recipes_path is None:
+        return cfg
+    path = find_recipe(root, cfg.images.recipes_path)
+    return dataclasses.replace(cfg, repro=dataclasses.replace(cfg.repro, root=str(path)))
