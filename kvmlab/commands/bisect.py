@@ -160,6 +160,7 @@ def _run_bisection(args: argparse.Namespace, view: View, say: Any) -> BisectResu
                                      **({"confidence": args.confidence} if args.confidence else {}))
     tester = VMTester(tree=args.tree, builder=builder, request=request, prepared=prepared, cfg=cfg,
                       accel=accel, workdir=workdir / "runs", progress=view.build_progress, on_vm=view.vm)
+    tester.adopt(bad, first)  # its build time counts in the bisection's totals
     logw = LogWriter(say, workdir / f"bisect-{time.strftime('%Y%m%d-%H%M%S')}.log")
     JobMeta(kind="bisect", tree=str(args.tree.resolve()), bad=bad, good=good, fix=args.fix,
             policy=policy.name, confidence_goal=getattr(policy, "confidence", None), config=frags,
