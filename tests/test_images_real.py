@@ -183,7 +183,8 @@ def test_not_root() -> None:
             ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
              sys.executable, "-m", "kvmlab.cli", "image", "build", "--cache-dir", str(cache)],
             cwd=REPO, timeout=120, check=False,
-            env={**os.environ, "HOME": str(base), "XDG_CACHE_HOME": str(base), "PYTHONPATH": str(REPO)},
+            env={**os.environ, "HOME": str(base), "XDG_CACHE_HOME": str(base), "XDG_CONFIG_HOME": str(base),
+                 "XDG_STATE_HOME": str(base), "XDG_DATA_HOME": str(base), "PYTHONPATH": str(REPO)},
         )  # fmt: skip
         if r.returncode != 2 and "Permission denied" in r.stderr:
             pytest.skip(f"kvmlab is not readable by nobody: {r.stderr.strip().splitlines()[-1]}")
