@@ -1,12 +1,12 @@
 """Overlapping builds with tests: build what the engine would test next while
 the current commit's VMs run.
 
-Two pure parts, used by the real tester and by the simulations:
+What to build is the adaptive policy's own answer
+(:meth:`kvmlab.bisect.adaptive.AdaptiveBisection.likely_next`: what it would
+test next under each likely outcome of the test about to run, most likely
+first). This module holds the pure part that acts on it, used by the real
+tester and by the simulations:
 
-* what to build is the adaptive policy's answer
-  (:meth:`kvmlab.bisect.adaptive.AdaptiveBisection.likely_next`): what it
-  would test next under each likely outcome of the test about to run, most
-  likely first;
 * :class:`OverlapScheduler` keeps the background builds in line with that
   list: it starts the wanted ones while there is capacity (the cores the VMs
   leave free; none means no background builds at all, so a small machine is
