@@ -15,6 +15,7 @@ import pytest
 from kvmlab.errors import MissingFileError
 from kvmlab.proc import run
 from kvmlab.report import symbolize
+from kvmlab.report.symbolize import _clean_path
 
 pytestmark = pytest.mark.unit
 
@@ -112,3 +113,12 @@ def test_symbolize_leaves_module_frames_and_plain_text(elf: Path) -> None:
 def test_symbolize_missing_vmlinux(tmp_path: Path) -> None:
     with pytest.raises(MissingFileError, match="vmlinux-nope"):
         symbolize(" outer+0x1/0x2\n", tmp_path / "vmlinux-nope")
+
+
+@pytest.mark.parametrize("path", [
+    # Compiled in another clone's cache whose path holds a "kernel" directory.
+    "/elsewhere/.test-cache/kernel/work/slots/ffec64b854a1-0/src/kernel/sys.c",
+    "/gone/cache/work/slots/ab12-3/obj/../src/kernel/sys.c",
+])
+def test_paths_of_any_build_slot_are_cut_to_the_tree(path: str) -> None:
+    assert _clean_path(path, (Path("/nowhere/builds/x"),)) == "kernel/sys.c"

@@ -114,6 +114,13 @@ def _tree_top(directory: str) -> str | None:
     return None
 
 
+#: kvmlab's build cache compiles in ``<cache>/slots/<repo-id>-<n>/src`` and
+#: ccache (base_dir, no hashed dir) hands out objects compiled in any slot of
+#: any cache: their debug info names that slot's tree, which may be another
+#: clone's cache or gone. Everything after ``/src/`` is the path in the tree.
+_BUILD_SLOT_SRC = re.compile(r"/slots/[^/]+-\d+/src/")
+
+
 def _clean_path(path: str, roots: tuple[Path, ...]) -> str:
     if path.startswith("./"):
         return path[2:]
@@ -125,6 +132,9 @@ def _clean_path(path: str, roots: tuple[Path, ...]) -> str:
             return str(Path(path).relative_to(root))
         except ValueError:
             continue
+    slots = list(_BUILD_SLOT_SRC.finditer(path))
+    if slots:
+        return path[slots[-1].end():]
     # A vmlinux copied out of its build tree: find the tree the file is in.
     top = _tree_top(os.path.dirname(path))
     if top is not None:
