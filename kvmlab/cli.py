@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from types import FrameType
 
 from kvmlab.errors import InfraError, KvmlabError, UserError
+from kvmlab.proc import first_stop, reset_stop
 from kvmlab.vmm.pool import Terminated
 
 #: Subcommand modules, in the order ``--help`` lists them.
@@ -78,8 +79,10 @@ def _setup_logging(verbosity: int) -> None:
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
     # Unwind like Ctrl-C does, so every cleanup path runs: VMs stopped,
     # builds' process groups killed, temp dirs removed. (An open pool
-    # installs its own handler raising the same.)
-    raise Terminated("terminated by SIGTERM")
+    # installs its own handler raising the same.) Once: a second SIGTERM
+    # raised inside that cleanup would cut it short.
+    if first_stop():
+        raise Terminated("terminated by SIGTERM")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -88,11 +91,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     _setup_logging(args.verbose)
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _on_sigterm) if in_main_thread else None
+    reset_stop()
     try:
         return _run(args)
     finally:
         if in_main_thread:
             signal.signal(signal.SIGTERM, previous)
+            reset_stop()
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -10,9 +10,12 @@ The Debian cloud kernel is booted (prebuilt, with sysrq): no kernel build.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -168,6 +171,24 @@ def test_sigterm_and_sighup_restore_the_terminal_and_stop_the_vm(
     port = sd.read().ssh_port
     tmux.kill_window()
     assert_nothing_left(sd, port, timeout=60)
+    assert sd.read().result == "ended by SIGHUP"
+
+
+def test_a_burst_of_signals_ends_the_session_once_and_fully(tmux: Tmux, cloud_kernel: CloudKernel,
+                                                            tmp_path: Path) -> None:
+    """SIGHUP, then SIGTERMs while the first one unwinds (a closed terminal
+    sends two SIGHUPs; a supervisor repeats its SIGTERM): the teardown still
+    runs to its end and the record says what ended the session."""
+    sd = _boot(tmux, cloud_kernel, "burst", "qemu", tmp_path)
+    rec = sd.read()
+    os.kill(rec.pid, signal.SIGHUP)
+    end = time.monotonic() + 2
+    with contextlib.suppress(ProcessLookupError):
+        while time.monotonic() < end:
+            os.kill(rec.pid, signal.SIGTERM)
+            time.sleep(0.0005)
+    _terminal_is_as_before(tmux, tmp_path)
+    assert_nothing_left(sd, rec.ssh_port, timeout=60)
     assert sd.read().result == "ended by SIGHUP"
 
 

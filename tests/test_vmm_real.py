@@ -293,7 +293,8 @@ def test_kvmlab_in_a_background_job_stops_cleanly_on_sigterm(backend: str, cloud
             "--workdir", str(work), "--", "sleep", "600"]
     # A non-interactive shell starts `cmd &` with SIGINT and SIGQUIT ignored;
     # the trap makes sure of it whatever this shell's settings.
-    script = 'trap "" INT; "$@" & echo "$!"; wait "$!"'
+    # kvmlab's stdout (where a boot failure is reported) joins its stderr.
+    script = 'trap "" INT; "$@" >&2 & echo "$!"; wait "$!"'
     shell = subprocess.Popen(["bash", "-c", script, "bash", *argv], cwd=REPO, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
@@ -303,9 +304,9 @@ def test_kvmlab_in_a_background_job_stops_cleanly_on_sigterm(backend: str, cloud
         seen = []
         for line in shell.stderr:
             seen.append(line)
-            if "ready for SSH" in line or "error" in line:
+            if "ready for SSH" in line or "error" in line or "boot failed" in line:
                 break
-        assert "ready for SSH" in seen[-1], "".join(seen)
+        assert "ready for SSH" in seen[-1], "".join(seen) + _console_tails(work)
         assert signal_disposition(pid, signal.SIGINT) == "ignored"
         import psutil
 
@@ -327,6 +328,11 @@ def test_kvmlab_in_a_background_job_stops_cleanly_on_sigterm(backend: str, cloud
         with contextlib.suppress(ProcessLookupError):
             os.killpg(shell.pid, signal.SIGKILL)
         shell.wait(timeout=30)
+
+
+def _console_tails(work: Path) -> str:
+    return "".join(f"\n--- {log} (end):\n{log.read_text(errors='replace')[-3000:]}"
+                   for log in sorted(work.rglob("console*.log")))
 
 
 def _all_domains() -> set[str]:

@@ -358,10 +358,16 @@ def _dry_run(spec: VMSpec, backend: str, name: str, store: SessionStore) -> int:
 def _signals_end_session() -> Iterator[None]:
     """SIGTERM and SIGHUP (the terminal went away) end the session the way
     Ctrl-C does: the stack unwinds, the terminal comes back, the VM goes."""
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        raise SystemExit(128 + signum)
+    sigs = (signal.SIGTERM, signal.SIGHUP)
 
-    old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGHUP)}
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        # Once: a closed terminal sends SIGHUP twice (the kernel, then the
+        # shell passing it on), and a second exception raised while the first
+        # unwinds would skip the teardown it is running.
+        if proc.first_stop():
+            raise SystemExit(128 + signum)
+
+    old = {s: signal.signal(s, on_signal) for s in sigs}
     try:
         yield
     finally:
@@ -373,7 +379,7 @@ def _signals_end_session() -> Iterator[None]:
 def _no_signals() -> Iterator[None]:
     """Let the teardown finish: a second SIGTERM or Ctrl-C must not cut it short."""
     sigs = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
-    old = {s: signal.signal(s, signal.SIG_IGN) for s in sigs}
+    old = {s: signal.signal(s, proc.drop_signal) for s in sigs}
     try:
         yield
     finally:

@@ -152,7 +152,9 @@ class RawTerminal:
     def restore(self) -> None:
         if self._saved is not None:
             with contextlib.suppress(termios.error, OSError):
-                termios.tcsetattr(self.fd, termios.TCSADRAIN, self._saved)
+                # TCSAFLUSH: what was typed for the guest (or a terminal's reply
+                # to the guest's cursor query) must not reach the user's shell.
+                termios.tcsetattr(self.fd, termios.TCSAFLUSH, self._saved)
             self._saved = None
 
     def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,

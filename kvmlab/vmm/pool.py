@@ -21,6 +21,7 @@ from types import FrameType, TracebackType
 from typing import Any, TypeVar
 
 from kvmlab.errors import MissingFileError, UserError
+from kvmlab.proc import drop_signal, first_stop
 from kvmlab.timeouts import Timeouts
 from kvmlab.vmm.backend import Backend
 from kvmlab.vmm.initramfs import kernel_release
@@ -38,7 +39,8 @@ class Terminated(BaseException):
 
 
 def _on_term(signum: int, frame: FrameType | None) -> None:
-    raise Terminated("terminated by SIGTERM")
+    if first_stop():  # once: the cleanup it starts must finish
+        raise Terminated("terminated by SIGTERM")
 
 
 def install_sigterm() -> Any:
@@ -54,7 +56,7 @@ def restore_sigterm(previous: Any, *, during_cleanup: bool = False) -> None:
     a second one cannot abort the cleanup itself)."""
     if previous is None:
         return
-    signal.signal(signal.SIGTERM, signal.SIG_IGN if during_cleanup else previous)
+    signal.signal(signal.SIGTERM, drop_signal if during_cleanup else previous)
 
 
 def validate_spec(spec: VMSpec) -> None:
@@ -172,7 +174,7 @@ class Pool:
         self._closed = True
         # A second SIGTERM during cleanup must not abort the cleanup itself.
         if self._old_sigterm is not None:
-            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, drop_signal)
         try:
             with self._lock:
                 machines = list(self.machines)
