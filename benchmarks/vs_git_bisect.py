@@ -34,11 +34,16 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 KVMLAB = Path(sys.executable).parent / "kvmlab"
 
-#: Seconds per step measured on this 2-core machine without KVM (TCG), used by
-#: --simulate without a recording: clean build of the base config without
-#: ccache, one batch of reproducer runs (2 VMs: boot + run), kvmlab's first
-#: build with a cold ccache and its incremental steps.
-STEP_TIMES = {"clean_build": 453.0, "batch": 35.0, "cold_build": 586.0, "incremental_build": 15.0}
+#: Seconds measured on this 2-core machine without KVM (TCG) in the real run
+#: of 2026-11-26 (demo tree, planted culprit), used by --simulate without a
+#: recording. Plain way: a clean in-tree build without ccache (491-550 s), a
+#: step whose build fails (the demo's planted broken commits: 113 s), the
+#: 10 reproducer runs of one commit (41 s bad, 66 s good). kvmlab: its first
+#: build with a cold ccache (586 s alone; 844 s when it shared the cores),
+#: an incremental step (171 s over 8 steps) and its whole test phase (39 VM
+#: runs over 9 commits, 386 s).
+STEP_TIMES = {"clean_build": 520.0, "failed_build": 113.0, "plain_test": 55.0, "cold_build": 586.0,
+              "incremental_build": 21.0, "kvmlab_test": 386.0}
 
 STEP_SCRIPT = """#!/bin/bash
 # One step of the plain bisection: clean build, then {runs} runs; bad if any crashed.
@@ -121,20 +126,23 @@ def report(rec: dict[str, Any]) -> None:
               f"test {r['test'] / 60:5.1f} min), {r['steps']} commits, culprit {(r['culprit'] or '-')[:12]}")
     ratio = p["wall"] / k["wall"]
     same = p["culprit"] == k["culprit"] == rec.get("planted", k["culprit"])
+    verdict = "yes" if same else "NO"
+    if p["culprit"] is None and k["culprit"] is None:
+        verdict = "not known (an estimate runs no bisection)"
     print(f"kvmlab is {ratio:.1f}x faster (target >= 5x: {'met' if ratio >= 5 else 'MISSED'}); "
-          f"same culprit{' (the planted one)' if 'planted' in rec else ''}: {'yes' if same else 'NO'}")
+          f"same culprit{' (the planted one)' if 'planted' in rec else ''}: {verdict}")
 
 
-def estimate(steps_plain: int = 6, kvmlab_builds: int = 7, kvmlab_batches: int = 12, runs: int = 10,
-             vms: int = 2) -> dict[str, Any]:
+def estimate(plain_built: int = 7, plain_failed: int = 2, kvmlab_builds: int = 9) -> dict[str, Any]:
+    """The real run's shape (the plain path: 7 commits built and tested, 2
+    whose build failed and were skipped; kvmlab: 9 commits) at STEP_TIMES."""
     t = STEP_TIMES
-    batches = -(-runs // vms)
-    plain_build = steps_plain * t["clean_build"]
-    plain_test = steps_plain * batches * t["batch"]
+    plain_build = plain_built * t["clean_build"] + plain_failed * t["failed_build"]
+    plain_test = plain_built * t["plain_test"]
     k_build = t["cold_build"] + (kvmlab_builds - 1) * t["incremental_build"]
-    k_test = kvmlab_batches * t["batch"]
+    k_test = t["kvmlab_test"]
     return {"plain": {"wall": plain_build + plain_test, "build": plain_build, "test": plain_test,
-                      "steps": steps_plain, "culprit": None},
+                      "steps": plain_built + plain_failed, "culprit": None},
             "kvmlab": {"wall": k_build + k_test, "build": k_build, "test": k_test, "steps": kvmlab_builds,
                        "culprit": None}}
 
