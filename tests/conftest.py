@@ -203,6 +203,25 @@ def _nothing_left_by_this_test(request: pytest.FixtureRequest) -> Iterator[None]
     )
 
 
+_WATCHED_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGPIPE)
+
+
+@pytest.fixture(autouse=True)
+def _signal_handlers_restored(request: pytest.FixtureRequest) -> Iterator[None]:
+    """kvmlab's commands run in this process set signal handlers: one left
+    behind (an ignored SIGHUP is inherited by every process a later test
+    starts) would change what later tests see. Restored, and the test errors."""
+    before = {s: signal.getsignal(s) for s in _WATCHED_SIGNALS}
+    yield
+    changed = [s.name for s in _WATCHED_SIGNALS if signal.getsignal(s) != before[s]]
+    if not changed:
+        return
+    for s, h in before.items():
+        signal.signal(s, h)
+    pytest.fail(f"{request.node.nodeid} left its signal handlers for {', '.join(changed)} changed",
+                pytrace=False)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _no_leftovers() -> Iterator[None]:
     """The last net: anything a session fixture or a test's teardown left."""
