@@ -535,10 +535,17 @@ def _session(args: argparse.Namespace, sdir: SessionDir, spec: VMSpec, backend: 
     finally:
         screen.raw_off()
         with _no_signals():
-            svm.close(sync=keep)
             result = outcome.describe() if outcome is not None else interrupted
-            with contextlib.suppress(OSError, UserError):
-                sdir.update(state="ended", ended=time.time(), result=result, ssh_port=0, gdb_port=0)
+            try:
+                svm.close(sync=keep)
+            except BaseException as e:
+                # The record still says the session ended, and how its
+                # teardown failed (stderr may be a terminal that is gone).
+                result = f"{result}; teardown failed: {type(e).__name__}: {e}".lstrip("; ")
+                raise
+            finally:
+                with contextlib.suppress(OSError, UserError):
+                    sdir.update(state="ended", ended=time.time(), result=result, ssh_port=0, gdb_port=0)
         if outcome is None and interrupted.startswith(("ended by", "interrupted")):
             screen.note(f"session {sdir.name} ended ({interrupted}); files in {sdir.path}")
     assert outcome is not None  # an exception above would have left already
