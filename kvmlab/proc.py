@@ -213,6 +213,11 @@ def first_stop() -> bool:
     return True
 
 
+def stopping() -> bool:
+    """Whether a SIGTERM/SIGHUP is unwinding this process (see first_stop)."""
+    return _stopping
+
+
 def reset_stop() -> None:
     """A new command in this process (in-process callers, tests): signals count again."""
     global _stopping

@@ -176,9 +176,10 @@ def test_sigterm_and_sighup_restore_the_terminal_and_stop_the_vm(
 
 def test_a_burst_of_signals_ends_the_session_once_and_fully(tmux: Tmux, cloud_kernel: CloudKernel,
                                                             tmp_path: Path) -> None:
-    """SIGHUP, then SIGTERMs while the first one unwinds (a closed terminal
-    sends two SIGHUPs; a supervisor repeats its SIGTERM): the teardown still
-    runs to its end and the record says what ended the session."""
+    """SIGHUP, then SIGTERMs and SIGHUPs while the first one unwinds (a closed
+    terminal sends two SIGHUPs, the kernel's and the shell's; a supervisor
+    repeats its SIGTERM): the teardown still runs to its end and the record
+    says what ended the session."""
     sd = _boot(tmux, cloud_kernel, "burst", "qemu", tmp_path)
     rec = sd.read()
     os.kill(rec.pid, signal.SIGHUP)
@@ -186,6 +187,7 @@ def test_a_burst_of_signals_ends_the_session_once_and_fully(tmux: Tmux, cloud_ke
     with contextlib.suppress(ProcessLookupError):
         while time.monotonic() < end:
             os.kill(rec.pid, signal.SIGTERM)
+            os.kill(rec.pid, signal.SIGHUP)
             time.sleep(0.0005)
     _terminal_is_as_before(tmux, tmp_path)
     assert_nothing_left(sd, rec.ssh_port, timeout=60)

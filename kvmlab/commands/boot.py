@@ -371,8 +371,12 @@ def _signals_end_session() -> Iterator[None]:
     try:
         yield
     finally:
+        # After a signal, not the old dispositions (SIGHUP's default kills at
+        # once): the second SIGHUP can still be on its way, and the teardown
+        # is still to run. The process ends after it anyway.
+        stopping = proc.stopping()
         for s, h in old.items():
-            signal.signal(s, h)
+            signal.signal(s, proc.drop_signal if stopping else h)
 
 
 @contextlib.contextmanager
