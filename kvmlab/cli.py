@@ -13,13 +13,11 @@ import importlib.metadata
 import logging
 import signal
 import sys
-import threading
 from collections.abc import Sequence
-from types import FrameType
 
 from kvmlab.errors import InfraError, KvmlabError, UserError
-from kvmlab.proc import first_stop, reset_stop
-from kvmlab.vmm.pool import Terminated
+from kvmlab.proc import reset_stop
+from kvmlab.vmm.pool import Terminated, install_sigterm, restore_sigterm
 
 #: Subcommand modules, in the order ``--help`` lists them.
 COMMANDS: tuple[str, ...] = (
@@ -76,28 +74,20 @@ def _setup_logging(verbosity: int) -> None:
         logging.getLogger("paramiko").setLevel(logging.CRITICAL)
 
 
-def _on_sigterm(signum: int, frame: FrameType | None) -> None:
-    # Unwind like Ctrl-C does, so every cleanup path runs: VMs stopped,
-    # builds' process groups killed, temp dirs removed. (An open pool
-    # installs its own handler raising the same.) Once: a second SIGTERM
-    # raised inside that cleanup would cut it short.
-    if first_stop():
-        raise Terminated("terminated by SIGTERM")
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _setup_logging(args.verbose)
-    in_main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _on_sigterm) if in_main_thread else None
+    # SIGTERM unwinds like Ctrl-C does, so every cleanup path runs: VMs
+    # stopped, builds' process groups killed, temp dirs removed (the pool's
+    # handler, installed here for the whole command; main thread only).
+    previous = install_sigterm()
     reset_stop()
     try:
         return _run(args)
     finally:
-        if in_main_thread:
-            signal.signal(signal.SIGTERM, previous)
-            reset_stop()
+        restore_sigterm(previous)
+        reset_stop()
 
 
 def _run(args: argparse.Namespace) -> int:
