@@ -6,6 +6,8 @@
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$here"
+# The test budget counts from here, setup included (tests/budget.py).
+export KVMLAB_SUITE_STARTED=${KVMLAB_SUITE_STARTED:-$(date +%s)}
 bash scripts/setup.sh
 venv=${KVMLAB_VENV:-$here/.venv}
 SECONDS=0

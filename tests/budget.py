@@ -10,16 +10,29 @@ prints says where a run's time went, so a change that adds to it shows:
   cold ones (most objects compiled, ccache mostly missing) and the test that
   was running when each was made; a config outside ``TEST_CONFIGS`` is named;
 * figures tests recorded with ``record_property("budget", text)``;
-* the run's wall time against the budget.
+* the run's wall time against the budget;
+* what it deferred, and whether each deferred group ran.
 
-It prints figures only: a slow run is not a failed run (timings are the
-benchmarks' business), but the numbers are in every CI log.
+**Deferred tests.** The groups of :data:`DEFERRED` (a kernel config only they
+build, an end-to-end bisection) cost minutes each. They run after every other
+test, in the table's order, and a group runs only when the time already gone
+(counted from ``scripts/test.sh``'s start, setup included) plus its estimate
+fits the budget; otherwise each of its tests is skipped with the figures. The
+estimate of a group that builds a kernel config of its own counts a cold build
+when this run's full builds missed ccache (a fresh machine) and a warm one
+otherwise. ``KVMLAB_TEST_BUDGET`` sets the budget in minutes; ``0`` runs
+everything.
+
+Apart from that it prints figures only: a slow run is not a failed run
+(timings are the benchmarks' business), but the numbers are in every CI log.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,6 +47,87 @@ COLD_OBJECTS = 300
 TIERS = ("unit", "kernel", "libvirt", "vm")
 
 
+@dataclass(frozen=True)
+class Deferred:
+    """A group of tests that runs last, and only when it fits the budget."""
+
+    name: str
+    #: The tests themselves, minutes on 2 cores under TCG (measured).
+    minutes: float
+    #: (warm ccache, cold ccache) minutes of a kernel build only this group needs.
+    build_minutes: tuple[float, float] = (0.0, 0.0)
+    #: A test that uses one of these fixtures is in the group...
+    fixtures: frozenset[str] = frozenset()
+    #: ...and so is one whose node id ends with one of these.
+    nodeids: tuple[str, ...] = ()
+
+    def matches(self, nodeid: str, fixturenames: Sequence[str]) -> bool:
+        return bool(self.fixtures.intersection(fixturenames)) or nodeid.endswith(self.nodeids)
+
+    def estimate(self, cold: bool) -> float:
+        return self.minutes + self.build_minutes[1 if cold else 0]
+
+
+#: In the order they get the time that is left. Figures from CI logs (stop 21).
+DEFERRED: tuple[Deferred, ...] = (
+    Deferred("the debug kernel's tests (KASAN report, addr2line, gdb, --cpus/PREEMPT, --share)",
+             minutes=4.0, build_minutes=(5.0, 21.0),
+             fixtures=frozenset({"kasan_culprit", "debug_head_kernel", "smp_preempt_kernel", "gdb_kernel"})),
+    Deferred("the demo bisection of the deterministic bug", minutes=9.5,
+             nodeids=("test_demo_finds_the_planted_culprit[culprit]",)),
+    Deferred("the demo bisection of the flaky bug", minutes=17.0,
+             nodeids=("test_demo_finds_the_planted_culprit[flaky_culprit]",)),
+)
+
+
+def budget_minutes() -> float | None:
+    """``KVMLAB_TEST_BUDGET`` (minutes; ``0``: no budget, run everything),
+    else :data:`BUDGET_MINUTES`."""
+    raw = os.environ.get("KVMLAB_TEST_BUDGET", "").strip()
+    if not raw:
+        return BUDGET_MINUTES
+    try:
+        value = float(raw)
+    except ValueError:
+        raise pytest.UsageError(
+            f"KVMLAB_TEST_BUDGET={raw!r}: not a number of minutes (0: no budget)") from None
+    return value if value > 0 else None
+
+
+def suite_started(now: float) -> float:
+    """When ``scripts/test.sh`` started (``KVMLAB_SUITE_STARTED``, epoch
+    seconds, so setup counts), else ``now``."""
+    try:
+        started = float(os.environ.get("KVMLAB_SUITE_STARTED", ""))
+    except ValueError:
+        return now
+    return started if now - 6 * 3600 < started <= now else now
+
+
+def group_of(nodeid: str, fixturenames: Sequence[str]) -> int | None:
+    return next((i for i, d in enumerate(DEFERRED) if d.matches(nodeid, fixturenames)), None)
+
+
+def order(items: list[pytest.Item]) -> list[pytest.Item]:
+    """Items of no deferred group first (their order kept), then each group's
+    in :data:`DEFERRED` order."""
+    keyed = [(group_of(i.nodeid, getattr(i, "fixturenames", ())), n, i) for n, i in enumerate(items)]
+    return [i for _, _, i in sorted(keyed, key=lambda k: (-1 if k[0] is None else k[0], k[1]))]
+
+
+def decide(group: Deferred, elapsed_min: float, cold: bool, budget: float | None) -> str | None:
+    """None when ``group`` runs, else why it is skipped."""
+    if budget is None:
+        return None
+    estimate = group.estimate(cold)
+    if elapsed_min + estimate <= budget:
+        return None
+    kind = "cold" if cold else "warm"
+    return (f"deferred, over the {budget:.0f} min test budget: {elapsed_min:.1f} min gone + "
+            f"~{estimate:.0f} min for {group.name} ({kind} ccache) (README: Test budget; "
+            "KVMLAB_TEST_BUDGET=0 runs it)")
+
+
 @dataclass
 class _Budget:
     """Plugin state and hooks (registered by :func:`pytest_configure`)."""
@@ -45,6 +139,29 @@ class _Budget:
     windows: list[tuple[str, float, float]] = field(default_factory=list)
     notes: list[tuple[str, str]] = field(default_factory=list)
     seen: set[str] = field(default_factory=set)
+    #: group index -> (why skipped or None, minutes gone when decided, estimate)
+    decisions: dict[int, tuple[str | None, float, float]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.started = suite_started(self.started)
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
+        items[:] = order(items)
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_setup(self, item: pytest.Item) -> None:
+        index = group_of(item.nodeid, getattr(item, "fixturenames", ()))
+        if index is None:
+            return
+        if index not in self.decisions:
+            elapsed = (time.time() - self.started) / 60
+            cold = _ccache_cold(self.started)
+            why = decide(DEFERRED[index], elapsed, cold, budget_minutes())
+            self.decisions[index] = (why, elapsed, DEFERRED[index].estimate(cold))
+        why = self.decisions[index][0]
+        if why is not None:
+            pytest.skip(why)
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         tier = next((t for t in TIERS if t in report.keywords), "other")
@@ -64,6 +181,15 @@ class _Budget:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(_Budget(), "kvmlab-test-budget")
+
+
+def _ccache_cold(since: float) -> bool:
+    """Did this run's full kernel builds mostly miss ccache (a fresh machine)?"""
+    from tests.fixtures_kernel import KERNEL_CACHE
+
+    full = [b for b in _builds_since(KERNEL_CACHE / "work", since)
+            if int(str(b.get("objects_compiled", 0))) >= COLD_OBJECTS]
+    return any(int(str(b.get("ccache_misses", 0))) > int(str(b.get("ccache_hits", 0))) for b in full)
 
 
 def _builds_since(work: Path, since: float) -> list[dict[str, object]]:
@@ -117,7 +243,12 @@ def _summary(budget: _Budget, tr: pytest.TerminalReporter) -> None:
                               f"{_test_at(budget.windows, float(str(b['_mtime'])))}")
     for nodeid, text in budget.notes:
         tr.write_line(f"{nodeid}: {text}")
+    for index, (why, elapsed, estimate) in sorted(budget.decisions.items()):
+        verdict = "skipped" if why else "ran"
+        tr.write_line(f"deferred {DEFERRED[index].name}: {verdict} (at {elapsed:.1f} min, "
+                      f"estimated {estimate:.0f} min)")
     wall = (time.time() - budget.started) / 60
     verdict = "within" if wall <= BUDGET_MINUTES else "OVER"
-    tr.write_line(f"wall: {wall:.1f} min, {verdict} the {BUDGET_MINUTES:.0f} min budget for the whole suite "
-                  "on a fresh machine (README: Test budget)")
+    since = " since scripts/test.sh started" if os.environ.get("KVMLAB_SUITE_STARTED") else ""
+    tr.write_line(f"wall{since}: {wall:.1f} min, {verdict} the {BUDGET_MINUTES:.0f} min budget for the whole "
+                  "suite on a fresh machine (README: Test budget)")
