@@ -3,6 +3,8 @@ parsing, demo history data. No builds."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
 import pytest
@@ -21,7 +23,15 @@ from kvmlab.kernel.config import (
     parse_config,
     render_config,
 )
-from kvmlab.kernel.demo_tree import Edit, apply_edit, load_history, strip_debian_gitignore
+from kvmlab.kernel.demo_tree import (
+    DemoSource,
+    DemoTree,
+    Edit,
+    apply_edit,
+    load_history,
+    source_differs,
+    strip_debian_gitignore,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -185,6 +195,23 @@ def test_demo_history_shape() -> None:
     for name, bug in h.bugs.items():
         assert name in idx
         assert (Path(__file__).parent.parent / "kvmlab/kernel/demo" / bug.reproducer).is_file()
+
+
+def test_demo_tree_info_round_trips_its_source_and_reads_older_files(tmp_path: Path) -> None:
+    tree = tmp_path / "linux-demo"
+    tarball = tmp_path / "src.tar"
+    tarball.write_bytes(b"one source")
+    src = DemoSource(str(tarball), "6.1.192", "ab" * 20, sha256=hashlib.sha256(b"one source").hexdigest())
+    demo = DemoTree(tree, "b" * 40, "h" * 40, "c" * 40, "f" * 40, [], "x" * 40, ["h" * 40], source=src)
+    demo.info_path.write_text(json.dumps(demo.to_json()))
+    assert DemoTree.load(tree) == demo
+    assert source_differs(demo, tarball) == ""
+    tarball.write_bytes(b"the next point release")
+    assert "is not the source this demo tree was made from" in source_differs(demo, tarball)
+    older = demo.to_json()
+    del older["source"]
+    demo.info_path.write_text(json.dumps(older))
+    assert DemoTree.load(tree).source is None
 
 
 def test_build_progress_in_a_log_file_is_one_line_per_phase_and_a_minute(

@@ -32,6 +32,7 @@ def _run(args: argparse.Namespace) -> int:
     print(f"base (v6.1):   {demo.base}")
     print(f"head:          {demo.head} ({len(demo.commits)} commits)")
     print(f"planted info:  {demo.info_path}")
+    print(f"source:        {demo.source.describe() if demo.source else 'not recorded (an older tree)'}")
     for name, src in sorted(demo.reproducers.items()):
         print(f"reproducer:    {name}: {src}")
     return 0

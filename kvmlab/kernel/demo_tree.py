@@ -3,13 +3,16 @@ a few dozen ordinary commits and planted bugs, for the demo and the tests.
 
 The steps are data (``demo/history.yaml``); this module applies them with
 fixed author, committer and dates, so the same inputs always give the same
-commit ids. Which commit plants what is written to ``<tree>.demo.json`` next
-to the repository (tests compare bisection results against it; the bisector
-never reads it).
+commit ids *for the same source*. Which commit plants what is written to
+``<tree>.demo.json`` next to the repository (tests compare bisection results
+against it; the bisector never reads it), with the source the tree was made
+from: Debian updates ``linux-source-6.1`` with every stable point release, and
+a new source gives new commit ids (the same subjects, edits and dates).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -78,6 +81,30 @@ class Bug:
 class History:
     steps: tuple[Step, ...]
     bugs: Mapping[str, Bug]
+
+
+@dataclass(frozen=True)
+class DemoSource:
+    """What a demo tree was made from. ``base_tree`` (the git tree id of the
+    release commit) identifies the content whatever the packaging;
+    ``sha256`` and ``package`` say which file it came from."""
+
+    path: str
+    """The tarball or directory given."""
+    version: str
+    """The kernel version its Makefile names, e.g. ``6.1.192``."""
+    base_tree: str
+    sha256: str = ""
+    """Of the tarball; empty for a directory."""
+    package: str = ""
+    """``NAME VERSION`` of the Debian package that installed the tarball, if any."""
+
+    def describe(self) -> str:
+        what = self.package or self.path
+        return f"{what} (Linux {self.version}, tree {self.base_tree[:12]})"
+
+    def same_content(self, other: DemoSource) -> bool:
+        return self.base_tree == other.base_tree
 
 
 def _data_dir() -> Path:
@@ -161,6 +188,8 @@ class DemoTree:
     """Bug name (``culprit``, ``flaky_culprit``) -> path of its C source."""
     titles: dict[str, dict[str, str]] = field(default_factory=dict)
     fractions: dict[str, float] = field(default_factory=dict)
+    source: DemoSource | None = None
+    """What it was made from (None: a tree made before kvmlab recorded it)."""
 
     @property
     def info_path(self) -> Path:
@@ -169,12 +198,15 @@ class DemoTree:
     def to_json(self) -> dict[str, Any]:
         d = dict(self.__dict__)
         d["path"] = str(self.path)
+        d["source"] = dict(self.source.__dict__) if self.source else None
         return d
 
     @classmethod
     def load(cls, tree: Path) -> DemoTree:
         d = json.loads(info_path(tree).read_text())
         d["path"] = Path(d["path"])
+        src = d.get("source")
+        d["source"] = DemoSource(**src) if isinstance(src, dict) else None
         return cls(**d)
 
 
@@ -219,7 +251,11 @@ def make_demo_tree(
 ) -> DemoTree:
     """Make the demo repository at ``dest`` (reused when it is already there).
 
-    Takes a few minutes (unpacking and committing the whole kernel source).
+    ``tarball`` is the kernel source: a tarball (any compression tar reads)
+    or an unpacked directory. Takes a few minutes (unpacking and committing
+    the whole kernel source). A tree that is reused but was made from another
+    source than ``tarball`` is said so through ``progress`` (its commit ids
+    differ from those of a tree made now).
     """
     say = progress or (lambda _m: None)
     dest = dest.resolve()
@@ -229,10 +265,13 @@ def make_demo_tree(
             check = proc.run(["git", "-C", dest, "rev-parse", "-q", "--verify", f"{demo.head}^{{commit}}"],
                              timeout=60, check=False)
             if check.returncode == 0:
-                say(f"demo tree already at {dest}")
+                say(f"demo tree already at {dest}, made from {_made_from(demo)}")
+                differs = source_differs(demo, tarball)
+                if differs:
+                    say(differs)
                 return demo
         raise UserError(f"{dest} already exists and is not a kvmlab demo tree")
-    if not tarball.is_file():
+    if not tarball.exists():
         raise MissingFileError(f"kernel source tarball {tarball} not found (install linux-source-6.1)")
     history = history or load_history()
 
@@ -241,10 +280,10 @@ def make_demo_tree(
     tmp.mkdir(parents=True)
     try:
         say(f"unpacking {tarball}")
-        proc.run(["tar", "-xJf", tarball, "-C", tmp, "--strip-components=1", "--no-same-owner"],
-                 timeout=UNPACK_TIMEOUT)
+        _unpack(tarball, tmp)
         gi = tmp / ".gitignore"
-        gi.write_text(strip_debian_gitignore(gi.read_text()))
+        if gi.is_file():
+            gi.write_text(strip_debian_gitignore(gi.read_text()))
         env = _git_env()
         say("committing the base release")
         proc.run(["git", "init", "-q", "-b", "master", tmp], env=env, timeout=60)
@@ -252,6 +291,10 @@ def make_demo_tree(
         version = _makefile_version(tmp / "Makefile")
         base = _commit(tmp, f"Linux {version}\n\nDebian's linux-source-6.1 ({tarball.name}).", BASE_TIME, env)
         proc.run(["git", "-C", tmp, "tag", BASE_TAG, base], env=env, timeout=60)
+        base_tree = proc.run(["git", "-C", tmp, "rev-parse", f"{base}^{{tree}}"], env=env,
+                             timeout=60).stdout.strip()
+        source = describe_source(tarball, version=version, base_tree=base_tree)
+        say(f"source: {source.describe()}")
 
         commits: list[str] = []
         marked: dict[str, list[str]] = {m: [] for m in MARKS}
@@ -266,7 +309,7 @@ def make_demo_tree(
             for m in step.marks:
                 marked[m].append(sha)
             say(f"[{i}/{len(history.steps)}] {sha[:12]} {step.title}")
-        demo = _describe(dest, base, commits, history, marked)
+        demo = _describe(dest, base, commits, history, marked, source)
         tmp.rename(dest)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -275,17 +318,72 @@ def make_demo_tree(
     return demo
 
 
+def _unpack(source: Path, into: Path) -> None:
+    if source.is_dir():
+        proc.run(["cp", "-a", "--", f"{source}/.", into], timeout=UNPACK_TIMEOUT)
+        return
+    # tar reads any compression it knows (xz for Debian's package).
+    proc.run(["tar", "-xf", source, "-C", into, "--strip-components=1", "--no-same-owner"],
+             timeout=UNPACK_TIMEOUT)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _owning_package(path: Path) -> str:
+    """``NAME VERSION`` of the Debian package that installed ``path``, or ''."""
+    if shutil.which("dpkg-query") is None:
+        return ""
+    owner = proc.run(["dpkg-query", "-S", str(path)], timeout=60, check=False)
+    if owner.returncode != 0 or ":" not in owner.stdout:
+        return ""
+    name = owner.stdout.split(":", 1)[0].split(",")[0].strip()
+    ver = proc.run(["dpkg-query", "-W", "-f=${Version}", name], timeout=60, check=False)
+    return f"{name} {ver.stdout.strip()}" if ver.returncode == 0 else name
+
+
+def describe_source(source: Path, *, version: str, base_tree: str) -> DemoSource:
+    """The :class:`DemoSource` of a tarball or directory already unpacked,
+    whose release commit has the git tree ``base_tree``."""
+    if source.is_dir():
+        return DemoSource(str(source), version, base_tree)
+    return DemoSource(str(source), version, base_tree, _sha256(source), _owning_package(source))
+
+
+def _made_from(demo: DemoTree) -> str:
+    return demo.source.describe() if demo.source else "a source kvmlab did not record (an older tree)"
+
+
+def source_differs(demo: DemoTree, tarball: Path) -> str:
+    """One line when ``tarball`` is not the file ``demo`` was made from
+    (a tree made from it now would have other commit ids), else ''."""
+    if demo.source is None or not demo.source.sha256 or not tarball.is_file():
+        return ""
+    if _sha256(tarball) == demo.source.sha256:
+        return ""
+    now = _owning_package(tarball) or str(tarball)
+    return (f"note: {tarball} ({now}) is not the source this demo tree was made from "
+            f"({demo.source.describe()}): a demo tree made from it now has other commit ids")
+
+
 def _makefile_version(makefile: Path) -> str:
     fields: dict[str, str] = {}
     for line in makefile.read_text().splitlines()[:10]:
         k, sep, v = line.partition("=")
         if sep:
             fields[k.strip()] = v.strip()
-    return f"{fields.get('VERSION', '?')}.{fields.get('PATCHLEVEL', '?')}.{fields.get('SUBLEVEL', '?')}"
+    return (f"{fields.get('VERSION', '?')}.{fields.get('PATCHLEVEL', '?')}.{fields.get('SUBLEVEL', '?')}"
+            f"{fields.get('EXTRAVERSION', '')}")
 
 
 def _describe(
-    dest: Path, base: str, commits: list[str], history: History, marked: dict[str, list[str]]
+    dest: Path, base: str, commits: list[str], history: History, marked: dict[str, list[str]],
+    source: DemoSource,
 ) -> DemoTree:
     for m in ("culprit", "flaky_culprit", "breaks", "fixes"):
         if len(marked[m]) != 1:
@@ -305,6 +403,7 @@ def _describe(
         reproducers={n: str(data / b.reproducer) for n, b in history.bugs.items()},
         titles={n: dict(b.titles) for n, b in history.bugs.items()},
         fractions={n: b.fraction for n, b in history.bugs.items()},
+        source=source,
     )
 
 
