@@ -67,12 +67,20 @@ def _need(tool: str) -> None:
 
 @pytest.fixture(scope="session")
 def demo_tree() -> DemoTree:
-    """The demo kernel history (made once, kept in TEST_CACHE)."""
-    if not DEFAULT_TARBALL.is_file():
-        pytest.skip(f"{DEFAULT_TARBALL} missing (apt-get install linux-source-6.1)")
+    """The demo kernel history (made once, kept in TEST_CACHE), from
+    ``$KVMLAB_TEST_DEMO_SOURCE`` (a tarball or a directory) when set, else
+    Debian's linux-source-6.1."""
+    source = Path(os.environ.get("KVMLAB_TEST_DEMO_SOURCE") or DEFAULT_TARBALL)
+    if not source.exists():
+        pytest.skip(f"{source} missing (apt-get install linux-source-6.1)")
     _need("git")
     KERNEL_CACHE.mkdir(parents=True, exist_ok=True)
-    return make_demo_tree(KERNEL_CACHE / "linux-demo")
+    notes: list[str] = []
+    demo = make_demo_tree(KERNEL_CACHE / "linux-demo", tarball=source, progress=notes.append)
+    if any(n.startswith("note:") for n in notes):
+        # A test cache kept from another source: its ids are not this source's.
+        print("\n".join(n for n in notes if n.startswith("note:")))
+    return demo
 
 
 @pytest.fixture(scope="session")

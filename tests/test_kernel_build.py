@@ -17,7 +17,7 @@ from kvmlab.cli import main
 from kvmlab.errors import ConfigError, DiskFullError, HostToolError, UnknownCommitError
 from kvmlab.kernel.builder import KernelBuilder, Manifest
 from kvmlab.kernel.config import ConfigRequest, parse_config
-from kvmlab.kernel.demo_tree import DemoTree
+from kvmlab.kernel.demo_tree import DEFAULT_TARBALL, DemoTree
 from kvmlab.kernel.tree import NotAKernelTreeError
 from kvmlab.outcome import BuildOutcome, BuildStatus
 from tests.fixtures_kernel import INIT_PRELUDE, TEST_CONFIG, BuildKernel, MakeInitramfs, boot_console
@@ -174,6 +174,7 @@ def test_flaky_culprit_crashes_on_some_runs(
     assert re.search(r"RIP: 0010:timerslack_pick_hint\+", console)
 
 
+@pytest.mark.demo_source
 def test_planted_commits_json(demo_tree: DemoTree) -> None:
     info = json.loads(demo_tree.info_path.read_text())
     assert info["base"] == _git(demo_tree.path, "rev-parse", "v6.1^{commit}")
@@ -187,6 +188,7 @@ def test_planted_commits_json(demo_tree: DemoTree) -> None:
 
 
 
+@pytest.mark.demo_source
 def test_real_get_maintainer_names_the_virtio_blk_maintainers(demo_tree: DemoTree) -> None:
     """The culprit's cc line takes the tree's own scripts/get_maintainer.pl."""
     commit = _git(demo_tree.path, "log", "-1", "--format=%H", "--grep=virtio_blk: name the queue kinds")
@@ -201,22 +203,26 @@ def test_not_a_kernel_tree(kernel_builder: KernelBuilder, tmp_path: Path) -> Non
         kernel_builder.build(tmp_path, "HEAD", ConfigRequest.from_fragments(["base"]))
 
 
+@pytest.mark.demo_source
 def test_unknown_commit(kernel_builder: KernelBuilder, demo_tree: DemoTree) -> None:
     with pytest.raises(UnknownCommitError, match="no-such-rev"):
         kernel_builder.build(demo_tree.path, "no-such-rev", ConfigRequest.from_fragments(["base"]))
 
 
+@pytest.mark.demo_source
 def test_unknown_fragment(kernel_builder: KernelBuilder, demo_tree: DemoTree) -> None:
     with pytest.raises(ConfigError, match="unknown config fragment 'nosuch'"):
         kernel_builder.build(demo_tree.path, "v6.1", ConfigRequest.from_fragments(["base", "nosuch"]))
 
 
+@pytest.mark.demo_source
 def test_compiler_not_installed(demo_tree: DemoTree, tmp_path: Path) -> None:
     builder = KernelBuilder(tmp_path / "work", compiler="gcc-kvmlab-missing")
     with pytest.raises(HostToolError, match=r"gcc-kvmlab-missing.*not installed"):
         builder.build(demo_tree.path, "v6.1", ConfigRequest.from_fragments(["base"]))
 
 
+@pytest.mark.demo_source
 def test_full_disk_is_refused(demo_tree: DemoTree, tmp_path: Path) -> None:
     builder = KernelBuilder(tmp_path / "work", min_free_bytes=1 << 62)
     with pytest.raises(DiskFullError, match="disk full"):
@@ -238,3 +244,16 @@ def test_cli_build_reports_cache_hit(
                "--work-dir", str(kernel_builder.work_dir)])
     assert rc == 2
     assert "unknown config fragment 'nosuch'" in capsys.readouterr().err
+
+
+@pytest.mark.demo_source
+def test_demo_tree_records_its_source(demo_tree: DemoTree) -> None:
+    """The demo tree says which source made it (its ids depend on it)."""
+    src = demo_tree.source
+    assert src is not None
+    assert src.base_tree == _git(demo_tree.path, "rev-parse", "v6.1^{tree}")
+    assert _git(demo_tree.path, "log", "-1", "--format=%s", "v6.1") == f"Linux {src.version}"
+    if Path(src.path).is_file():
+        assert len(src.sha256) == 64
+        if Path(src.path) == DEFAULT_TARBALL:
+            assert src.package.startswith("linux-source-6.1 ")
