@@ -30,11 +30,11 @@ and the bug's unknown crash rate (:mod:`kvmlab.bisect.model`).
 """
 
 from kvmlab.bisect.engine import bisect
-from kvmlab.bisect.git import GitRepository
 from kvmlab.bisect.graph import CommitGraph, RangeCommit
 from kvmlab.bisect.journal import JournalMismatchError
 from kvmlab.bisect.log import LogWriter
 from kvmlab.bisect.policy import POLICIES, AdaptivePolicy, Policy, SyzbotPolicy
+from kvmlab.bisect.repository import GitRepository
 from kvmlab.bisect.result import BisectResult, CommitEvidence, Outcome, StepRecord, Verdict
 from kvmlab.bisect.seams import CommitInfo, IsTarget, Repository, Tag, Tester
 from kvmlab.bisect.session import BisectInfraError, BisectUsageError, ReproFailedError

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from kvmlab import report
-from kvmlab.bisect.git import GitRepository
+from kvmlab.bisect.repository import GitRepository
 from kvmlab.commands.kernel import config_request
 from kvmlab.commands.live import View, progress_view
 from kvmlab.config import Config, cache_dir, load_config

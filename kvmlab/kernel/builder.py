@@ -35,6 +35,7 @@ from typing import IO, Any
 
 from kvmlab import proc
 from kvmlab.errors import DiskFullError, InfraError, ProcessError
+from kvmlab.git import Repo
 from kvmlab.kernel import compilers
 from kvmlab.kernel.config import (
     ConfigRequest,
@@ -299,7 +300,7 @@ class KernelBuilder:
         started = time.monotonic()
         tree = KernelTree.open(tree_path)
         commit = tree.resolve(rev)
-        tree_hash = tree.tree_hash(commit)
+        tree_hash = tree.repo.tree_hash(commit)
         requested = config.requested(self.fragment_dirs)
         cc = self._compiler_for(tree, commit)
         rkey = request_key(tree_hash, config, requested, cc.version)
@@ -315,8 +316,8 @@ class KernelBuilder:
         self._check_disk()
         with self._slot(tree, slot, config) as (slot_name, src, obj):
             report(Progress("checkout", elapsed=time.monotonic() - started))
-            tree.ensure_worktree(src)
-            tree.checkout(src, commit)
+            tree.repo.ensure_worktree(src)
+            Repo.checkout(src, commit)
             report(Progress("config", elapsed=time.monotonic() - started))
             # Objects of an earlier build in this slot make this one incremental.
             incremental = (obj / ".config").is_file()
@@ -343,7 +344,7 @@ class KernelBuilder:
         return it, or None when it was never built (nothing is built here)."""
         tree = KernelTree.open(tree_path)
         commit = tree.resolve(rev)
-        tree_hash = tree.tree_hash(commit)
+        tree_hash = tree.repo.tree_hash(commit)
         requested = config.requested(self.fragment_dirs)
         cc = self._compiler_for(tree, commit)
         known = self._lookup_request(request_key(tree_hash, config, requested, cc.version))

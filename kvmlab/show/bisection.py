@@ -445,22 +445,12 @@ def _graph(tree: Path | None, tinfo: gitinfo.TreeInfo, commits: dict[str, Commit
     for i, h in enumerate(chain):
         parent = chain[i - 1] if i else None
         linked = (parent is not None and tree is not None and h in tinfo.commits
-                  and _is_ancestor(tree, parent, h))
+                  and gitinfo.is_ancestor(tree, parent, h))
         rows2.append((h, [parent] if linked and parent else []))
     lay = layout.lay_out_graph(rows2)
     note = ("no kernel tree to read the graph from: commits in the order they were tested"
             if tinfo.problem else "no good commit: the tested commits in order of ancestry")
     return [n.commit for n in lay.nodes], lay, note
-
-
-def _is_ancestor(tree: Path, a: str, b: str) -> bool:
-    from kvmlab.bisect.git import GitRepository
-    from kvmlab.errors import KvmlabError
-
-    try:
-        return GitRepository(tree).is_ancestor(a, b)
-    except KvmlabError:
-        return False
 
 
 def _culprit(c: CommitView, commits: dict[str, CommitView], bad: str, tree: Path | None, job: Job,

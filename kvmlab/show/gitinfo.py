@@ -13,15 +13,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kvmlab import proc
-from kvmlab.bisect.git import GitRepository
 from kvmlab.bisect.graph import CommitGraph
 from kvmlab.errors import KvmlabError
+from kvmlab.git import Repo
 
 log = logging.getLogger(__name__)
-
-#: Seconds for one git call.
-GIT_TIMEOUT = 120.0
 
 
 @dataclass(frozen=True)
@@ -58,10 +54,6 @@ class TreeInfo:
         return c.subject if c else ""
 
 
-def _git(tree: Path, *args: str) -> str:
-    return proc.run(["git", "-C", str(tree), *args], timeout=GIT_TIMEOUT).stdout
-
-
 def read_commits(tree: Path | None, hashes: Sequence[str]) -> TreeInfo:
     """Subject, author, date, parents and tags of each of ``hashes``."""
     info = TreeInfo(tree)
@@ -75,25 +67,18 @@ def read_commits(tree: Path | None, hashes: Sequence[str]) -> TreeInfo:
     if not want:
         return info
     try:
+        repo = Repo(tree)
         tags: dict[str, list[str]] = {}
-        refs = _git(tree, "for-each-ref", "--format=%(refname:short)%00%(objectname)%00%(*objectname)",
-                    "refs/tags")
-        for line in refs.splitlines():
-            name, obj, peeled = [*line.split("\x00"), "", ""][:3]
-            tags.setdefault(peeled or obj, []).append(name)
-        out = _git(tree, "show", "-s", "--date=default", "--format=%H%x00%P%x00%an <%ae>%x00%ad%x00%s%x1e",
-                   *want, "--")
+        for name, commit in repo.tags():
+            tags.setdefault(commit, []).append(name)
+        records = repo.commits(want)
     except KvmlabError as e:
         info.problem = f"{tree}: {str(e).splitlines()[0]}"
         log.warning("report: no commit details: %s", info.problem)
         return info
-    for rec in out.split("\x1e"):
-        rec = rec.strip("\n")
-        if not rec:
-            continue
-        h, parents, author, date, subject = [*rec.split("\x00"), "", "", "", ""][:5]
-        info.commits[h] = CommitMeta(h, tuple(parents.split()), subject, author, date,
-                                     tuple(sorted(tags.get(h, []))))
+    for c in records:
+        info.commits[c.hash] = CommitMeta(c.hash, c.parents, c.subject, f"{c.author_name} <{c.author_email}>",
+                                          c.date, tuple(sorted(tags.get(c.hash, []))))
     return info
 
 
@@ -103,7 +88,7 @@ def read_range(tree: Path | None, tip: str, boundary: Sequence[str]) -> CommitGr
     if tree is None or not tree.is_dir():
         return None
     try:
-        return GitRepository(tree).graph(tip, list(boundary))
+        return CommitGraph.from_parents(Repo(tree).log_range(tip, boundary), tip=tip, boundary=boundary)
     except (KvmlabError, ValueError) as e:
         log.warning("report: no commit graph for %s: %s", tip[:12], str(e).splitlines()[0])
         return None
@@ -114,7 +99,7 @@ def files_changed(tree: Path | None, commit: str) -> list[FileChange]:
     if tree is None or not tree.is_dir():
         return []
     try:
-        out = _git(tree, "show", "--numstat", "--format=", "--diff-merges=first-parent", commit, "--")
+        out = Repo(tree).numstat(commit)
     except KvmlabError as e:
         log.warning("report: no file list for %s: %s", commit[:12], str(e).splitlines()[0])
         return []
@@ -138,6 +123,14 @@ def commit_message(tree: Path | None, commit: str) -> str:
     if tree is None or not tree.is_dir():
         return ""
     try:
-        return _git(tree, "show", "-s", "--format=%B", commit, "--").rstrip("\n")
+        return Repo(tree).commit(commit).message
     except KvmlabError:
         return ""
+
+
+def is_ancestor(tree: Path, a: str, b: str) -> bool:
+    """Whether ``a`` is an ancestor of ``b`` (False when the tree cannot say)."""
+    try:
+        return Repo(tree).is_ancestor(a, b)
+    except KvmlabError:
+        return False
