@@ -25,8 +25,8 @@ from pathlib import Path
 
 from kvmlab.errors import KvmlabError
 from kvmlab.images import build_cached, load_recipe
-from kvmlab.images.initrd import build_modules_initrd
 from kvmlab.timeouts import TCG_SCALE, Timeouts
+from kvmlab.vmm.disk_initrd import build_modules_initrd
 from kvmlab.vmm.root import GuestRoot
 
 

@@ -14,7 +14,8 @@ import pytest
 
 from kvmlab import proc
 from kvmlab.timeouts import TCG_SCALE, Timeouts
-from kvmlab.vmm.initramfs import READY_MARKER, build_initramfs, kernel_release
+from kvmlab.vmm.initramfs import READY_MARKER, build_initramfs
+from kvmlab.vmm.modules import kernel_release
 from kvmlab.vmm.root import GuestRoot
 from kvmlab.vmm.spec import Accel, VMSpec
 from tests.conftest import TEST_CACHE

@@ -9,8 +9,8 @@ import pytest
 
 from kvmlab.bisect import CommitGraph, Verdict
 from kvmlab.bisect import log as fmt
-from kvmlab.bisect.git import release_version
 from kvmlab.bisect.model import Belief, Observation, RateModel
+from kvmlab.bisect.repository import release_version
 from kvmlab.bisect.seams import cc_list
 from kvmlab.errors import MissingFileError, UnknownCommitError
 from kvmlab.outcome import RunOutcome, RunStatus

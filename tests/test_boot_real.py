@@ -20,7 +20,7 @@ from kvmlab.kernel.demo_tree import DemoTree
 from kvmlab.outcome import BuildOutcome
 from kvmlab.session.foreground import EXIT_CRASH, EXIT_TIMEOUT
 from kvmlab.session.store import SessionDir, SessionStore
-from kvmlab.vmm.initramfs import kernel_release
+from kvmlab.vmm.modules import kernel_release
 from tests.fixtures_boot import RunKvmlab, assert_nothing_left, port_open, start_kvmlab, wait_for_session
 from tests.fixtures_kernel import KASAN_CONFIG
 from tests.fixtures_vm import CloudKernel

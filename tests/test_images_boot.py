@@ -12,11 +12,11 @@ import pytest
 
 from kvmlab import proc
 from kvmlab.images import BuildResult, Recipe
-from kvmlab.images.initrd import build_modules_initrd
 from kvmlab.images.kernel_check import missing_for_disk_boot
 from kvmlab.outcome import BuildOutcome, BuildStatus
 from kvmlab.timeouts import TCG_SCALE, Timeouts
 from kvmlab.vmm.backend import Backend
+from kvmlab.vmm.disk_initrd import build_modules_initrd
 from kvmlab.vmm.factory import close_backend
 from kvmlab.vmm.libvirt_backend import LibvirtBackend
 from kvmlab.vmm.pool import Pool

@@ -9,7 +9,8 @@ import pytest
 
 from kvmlab import proc
 from kvmlab.errors import MissingFileError
-from kvmlab.images.initrd import BUSYBOX, build_modules_initrd, module_closure
+from kvmlab.vmm.disk_initrd import BUSYBOX, build_modules_initrd
+from kvmlab.vmm.modules import module_closure
 
 pytestmark = pytest.mark.unit
 
@@ -29,7 +30,7 @@ kernel/net/core/failover.ko:
 
 
 def test_closure_puts_dependencies_first_and_once() -> None:
-    order = module_closure(DEP, ["virtio_pci", "virtio_blk", "virtio_net"])
+    order = module_closure(DEP, ["virtio_pci", "virtio_blk", "virtio_net"], strict=True)
     names = [Path(p).name for p in order]
     assert len(names) == len(set(names)) == 8
     for mod, deps in (
@@ -44,7 +45,7 @@ def test_closure_puts_dependencies_first_and_once() -> None:
 
 def test_closure_names_a_missing_module() -> None:
     with pytest.raises(KeyError, match="virtio_gpu"):
-        module_closure(DEP, ["virtio_gpu"])
+        module_closure(DEP, ["virtio_gpu"], strict=True)
 
 
 def _cloud_release() -> str:

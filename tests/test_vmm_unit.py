@@ -15,7 +15,8 @@ from kvmlab.config import VMConfig, load_config
 from kvmlab.errors import ConfigError, MissingFileError, UserError
 from kvmlab.timeouts import Timeouts
 from kvmlab.vmm.console import ConsoleWatcher, EventKind
-from kvmlab.vmm.initramfs import kernel_release, resolve_modules
+from kvmlab.vmm.initramfs import NEEDED_MODULES
+from kvmlab.vmm.modules import kernel_release, resolve_modules
 from kvmlab.vmm.ports import PortAllocator, PortExhaustedError
 from kvmlab.vmm.qemu_argv import qemu_argv
 from kvmlab.vmm.root import GuestRoot, RootKind
@@ -127,13 +128,16 @@ def test_resolve_modules_orders_deps_and_skips_builtin(tmp_path: Path) -> None:
         "kernel/drivers/virtio/virtio.ko\n"
     )
     (tmp_path / "modules.builtin").write_text("kernel/drivers/virtio/virtio_pci.ko\n")
-    mods = resolve_modules(tmp_path)
+    mods = resolve_modules(tmp_path, NEEDED_MODULES)
     pos = {m.rsplit("/", 1)[-1]: i for i, m in enumerate(mods.paths)}
     order = list(mods.paths)
     assert pos["virtio.ko"] < pos["virtio_ring.ko"] < pos["virtio_net.ko"]
     assert "kernel/drivers/block/virtio_blk.ko.xz" in order
     assert not any("virtio_pci" in m for m in order)
-    assert resolve_modules(tmp_path / "none").paths == ()
+    assert resolve_modules(tmp_path / "none", NEEDED_MODULES).paths == ()
+    with pytest.raises(MissingFileError, match="has no module virtio_gpu"):
+        resolve_modules(tmp_path, ["virtio_gpu"], strict=True)
+    assert mods.plain_names()[pos["virtio_blk.ko.xz"]] == "kernel/drivers/block/virtio_blk.ko"
 
 
 def test_port_allocator_exhaustion() -> None:

@@ -50,7 +50,7 @@ from kvmlab.session.terminal import RawTerminal, is_terminal
 from kvmlab.session.vm import MountPoint, SessionVM
 from kvmlab.vmm.domain_xml import Owner, domain_xml
 from kvmlab.vmm.factory import close_backend, make_backend, prepare, resolve_root
-from kvmlab.vmm.initramfs import kernel_release
+from kvmlab.vmm.modules import kernel_release
 from kvmlab.vmm.overlay import make_overlay
 from kvmlab.vmm.ports import PortAllocator
 from kvmlab.vmm.qemu_argv import qemu_argv

@@ -8,7 +8,7 @@ a clear one-line user error before any VM starts.
 
 from __future__ import annotations
 
-import re
+from kvmlab.kernel.config import parse_config
 
 #: Built in (``=y``) or the guest's systemd 252 does not come up.
 SYSTEMD_OPTIONS: tuple[str, ...] = (
@@ -27,7 +27,7 @@ SYSTEMD_OPTIONS: tuple[str, ...] = (
 )
 
 #: Needed to reach the root disk and the network; ``=m`` does when an initrd
-#: loads them (:func:`kvmlab.images.initrd.build_modules_initrd`).
+#: loads them (:func:`kvmlab.vmm.disk_initrd.build_modules_initrd`).
 DEVICE_OPTIONS: tuple[str, ...] = (
     "CONFIG_VIRTIO_PCI",
     "CONFIG_VIRTIO_BLK",
@@ -39,22 +39,12 @@ DEVICE_OPTIONS: tuple[str, ...] = (
 ROOTFS_OPTIONS: dict[str, str] = {"ext4": "CONFIG_EXT4_FS"}
 
 
-def parse_config(text: str) -> dict[str, str]:
-    """``CONFIG_X`` -> ``y``/``m``/value for every set option of a ``.config``."""
-    out: dict[str, str] = {}
-    for line in text.splitlines():
-        m = re.match(r"^(CONFIG_[A-Za-z0-9_]+)=(.*)$", line)
-        if m:
-            out[m.group(1)] = m.group(2)
-    return out
-
-
 def missing_for_disk_boot(
     config_text: str, *, filesystem: str = "ext4", with_initrd: bool = False
 ) -> list[str]:
     """Options the kernel lacks to boot a kvmlab disk image, as ``CONFIG_X=y``
     strings (empty when it can). ``with_initrd``: virtio as modules is fine."""
-    cfg = parse_config(config_text)
+    cfg = parse_config(config_text, source="kernel .config")
     missing = [f"{opt}=y" for opt in SYSTEMD_OPTIONS if cfg.get(opt) != "y"]
     ok = ("y", "m") if with_initrd else ("y",)
     missing += [f"{opt}=y" for opt in DEVICE_OPTIONS if cfg.get(opt) not in ok]

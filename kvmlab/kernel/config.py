@@ -50,6 +50,15 @@ def parse_config(text: str, *, source: str = "config") -> dict[str, str]:
     return out
 
 
+def read_config(path: Path) -> dict[str, str]:
+    """The ``.config`` (or fragment) file at ``path`` as :func:`parse_config` reads it."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError as e:
+        raise MissingFileError(f"kernel config {path}: {e.strerror}") from None
+    return parse_config(text, source=str(path))
+
+
 def render_config(options: Mapping[str, str]) -> str:
     """Config text for ``options``, one line each, in the given order."""
     lines = [f"# {k} is not set" if v == "n" else f"{k}={v}" for k, v in options.items()]

@@ -33,6 +33,7 @@ from typing import Any
 
 from kvmlab import report
 from kvmlab.errors import KvmlabError, SSHError, UserError
+from kvmlab.kernel.config import read_config
 from kvmlab.outcome import RunOutcome, RunStatus
 from kvmlab.repro import syz
 from kvmlab.repro.reproducer import GUEST_DIR, Prepared
@@ -446,7 +447,7 @@ def check_kernel_needs(prepared: Prepared, kernel_config: Path) -> None:
     if not prepared.kernel_needs:
         return
     try:
-        config = syz.config_from_file(kernel_config)
+        config = read_config(kernel_config)
     except KvmlabError as e:
         log.warning("not checking what the reproducer needs: %s", e)
         return

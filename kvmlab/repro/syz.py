@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Literal
 
 from kvmlab import proc
-from kvmlab.errors import InfraError, MissingFileError, UserError
+from kvmlab.errors import InfraError, UserError
 
 log = logging.getLogger(__name__)
 
@@ -611,11 +611,3 @@ def execprog_failure(output: str, exit_status: int | None) -> str | None:
     return None
 
 
-def config_from_file(path: Path) -> dict[str, str]:
-    """A kernel .config as a mapping (for the needs check)."""
-    from kvmlab.kernel.config import parse_config
-
-    try:
-        return parse_config(path.read_text(errors="replace"), source=str(path))
-    except OSError as e:
-        raise MissingFileError(f"kernel config {path}: {e.strerror}") from None

@@ -14,10 +14,12 @@ from kvmlab.errors import ConfigError, MissingFileError
 from kvmlab.timeouts import Timeouts
 from kvmlab.vmm.accel import AccelChoice, resolve_accel
 from kvmlab.vmm.backend import Backend, Closeable
+from kvmlab.vmm.disk_initrd import VIRTIO_MODULES, build_modules_initrd
 from kvmlab.vmm.fleet import Fleet, Member
 from kvmlab.vmm.host import Host
-from kvmlab.vmm.initramfs import READY_MARKER, build_initramfs, kernel_release, resolve_modules
+from kvmlab.vmm.initramfs import READY_MARKER, build_initramfs
 from kvmlab.vmm.libvirt_backend import LibvirtBackend
+from kvmlab.vmm.modules import kernel_release, resolve_modules
 from kvmlab.vmm.qemu_backend import QemuBackend
 from kvmlab.vmm.root import GuestRoot, RootKind
 from kvmlab.vmm.spec import Accel, VMSpec
@@ -73,12 +75,10 @@ def resolve_root(name: str, kernel: Path, *, modules_dir: Path | None = None) ->
 def _disk_initrd(kernel: Path) -> Path | None:
     """An initrd loading the virtio modules, for a modular kernel booting a
     disk image (None when the drivers are built in or there are no modules)."""
-    from kvmlab.images.initrd import build_modules_initrd
-
     release = kernel_release(kernel)
     if release is None:
         return None
-    mods = resolve_modules(Path("/lib/modules", release))
+    mods = resolve_modules(Path("/lib/modules", release), VIRTIO_MODULES)
     if not mods.paths:
         return None
     out = cache_dir() / "initrd" / f"virtio-{release}.cpio"

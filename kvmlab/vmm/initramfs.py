@@ -13,20 +13,18 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import hashlib
-import io
 import logging
-import lzma
 import os
 import re
 import shutil
-import stat
 import tempfile
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 
 from kvmlab import proc
-from kvmlab.errors import HostToolError, MissingFileError
+from kvmlab.errors import HostToolError
+from kvmlab.vmm.cpio import CpioArchive
+from kvmlab.vmm.modules import ModuleSet, kernel_release, module_bytes, resolve_modules
 from kvmlab.vmm.root import GuestRoot, RootKind
 
 log = logging.getLogger(__name__)
@@ -97,78 +95,6 @@ Subsystem sftp /usr/lib/openssh/sftp-server
 READY_MARKER = "kvmlab-guest-ready"
 
 
-@dataclass(frozen=True)
-class ModuleSet:
-    """Kernel modules to load, in order, as paths relative to the modules dir."""
-
-    paths: tuple[str, ...]
-
-
-def kernel_release(bzimage: Path) -> str | None:
-    """The kernel release (``uname -r``) stored in a bzImage's setup header.
-
-    Returns None when the file is not a bzImage.
-    """
-    try:
-        with bzimage.open("rb") as f:
-            head = f.read(0x10000)
-    except FileNotFoundError:
-        raise MissingFileError(f"kernel {bzimage}: no such file") from None
-    except OSError as e:
-        raise MissingFileError(f"kernel {bzimage}: {e.strerror}") from e
-    if len(head) < 0x210 or head[0x202:0x206] != b"HdrS":
-        return None
-    ptr = int.from_bytes(head[0x20E:0x210], "little")
-    if ptr == 0:
-        return None
-    start = ptr + 0x200
-    end = head.find(b"\0", start)
-    if start >= len(head) or end < 0:
-        return None
-    return head[start:end].decode(errors="replace").split(" ")[0]
-
-
-def _module_name(relpath: str) -> str:
-    base = relpath.rsplit("/", 1)[-1]
-    base = re.sub(r"\.ko(\.xz|\.zst|\.gz)?$", "", base)
-    return base.replace("-", "_")
-
-
-def resolve_modules(modules_dir: Path, wanted: Iterable[str] = NEEDED_MODULES) -> ModuleSet:
-    """The modules (with dependencies, dependencies first) that provide
-    ``wanted`` and are not built into the kernel of ``modules_dir``."""
-    dep_file = modules_dir / "modules.dep"
-    if not dep_file.is_file():
-        return ModuleSet(())
-    builtin: set[str] = set()
-    builtin_file = modules_dir / "modules.builtin"
-    if builtin_file.is_file():
-        builtin = {_module_name(line.strip()) for line in builtin_file.read_text().splitlines() if line}
-    deps: dict[str, list[str]] = {}
-    by_name: dict[str, str] = {}
-    for line in dep_file.read_text().splitlines():
-        if ":" not in line:
-            continue
-        mod, _, rest = line.partition(":")
-        deps[mod] = rest.split()
-        by_name[_module_name(mod)] = mod
-    order: list[str] = []
-
-    def visit(mod: str) -> None:
-        if mod in order:
-            return
-        # modules.dep lists the full transitive closure; load deps first.
-        for d in reversed(deps.get(mod, [])):
-            visit(d)
-        order.append(mod)
-
-    for name in wanted:
-        if name in builtin or name not in by_name:
-            continue
-        visit(by_name[name])
-    return ModuleSet(tuple(order))
-
-
 def _ldd(binary: Path) -> list[Path]:
     out = proc.run(["ldd", str(binary)], timeout=30).stdout
     libs = []
@@ -184,70 +110,6 @@ def _find_busybox() -> Path:
         if p.is_file():
             return p
     raise HostToolError("busybox: not found (install busybox-static)")
-
-
-class _Cpio:
-    """A newc cpio archive written in memory (no cpio binary needed, and
-    deterministic: fixed mtimes and owners)."""
-
-    def __init__(self) -> None:
-        self._buf = io.BytesIO()
-        self._ino = 1
-        self._seen: set[str] = set()
-
-    def _entry(self, name: str, mode: int, data: bytes = b"") -> None:
-        name = name.lstrip("/")
-        if name in self._seen:
-            return
-        self._seen.add(name)
-        nameb = name.encode() + b"\0"
-        fields = [self._ino, mode, 0, 0, 1, 0, len(data), 0, 0, 0, 0, len(nameb), 0]
-        hdr = b"070701" + b"".join(b"%08X" % v for v in fields)
-        self._ino += 1
-        self._buf.write(hdr + nameb)
-        self._pad()
-        self._buf.write(data)
-        self._pad()
-
-    def _pad(self) -> None:
-        self._buf.write(b"\0" * (-self._buf.tell() % 4))
-
-    def mkdir(self, name: str) -> None:
-        parts = name.strip("/").split("/")
-        for i in range(1, len(parts) + 1):
-            self._entry("/".join(parts[:i]), stat.S_IFDIR | 0o755)
-
-    def file(self, name: str, data: bytes, mode: int = 0o644) -> None:
-        parent = name.strip("/").rsplit("/", 1)
-        if len(parent) == 2:
-            self.mkdir(parent[0])
-        self._entry(name, stat.S_IFREG | mode, data)
-
-    def symlink(self, name: str, target: str) -> None:
-        parent = name.strip("/").rsplit("/", 1)
-        if len(parent) == 2:
-            self.mkdir(parent[0])
-        self._entry(name, stat.S_IFLNK | 0o777, target.encode())
-
-    def host_file(self, path: Path, mode: int | None = None) -> None:
-        real = path.resolve()
-        m = mode if mode is not None else (real.stat().st_mode & 0o777)
-        self.file(str(path), real.read_bytes(), m)
-
-    def finish(self) -> bytes:
-        self._entry("TRAILER!!!", 0)
-        return self._buf.getvalue()
-
-
-def _module_bytes(path: Path) -> bytes:
-    data = path.read_bytes()
-    if path.suffix == ".xz":
-        return lzma.decompress(data)
-    if path.suffix == ".gz":
-        return gzip.decompress(data)
-    if path.suffix == ".zst":
-        return proc.run(["zstd", "-dc", str(path)], timeout=60).stdout.encode("latin-1")
-    return data
 
 
 def _keygen(path: Path, comment: str) -> None:
@@ -274,7 +136,7 @@ def build_initramfs(
         release = kernel_release(kernel)
         if release and Path("/lib/modules", release).is_dir():
             modules_dir = Path("/lib/modules", release)
-    mods = resolve_modules(modules_dir) if modules_dir else ModuleSet(())
+    mods = resolve_modules(modules_dir, NEEDED_MODULES) if modules_dir else ModuleSet(())
 
     key = out_dir / "id_ed25519"
     host_key = out_dir / "ssh_host_ed25519_key"
@@ -299,7 +161,7 @@ def build_initramfs(
         return root
 
     log.info("building initramfs %s (%d modules)", image, len(mods.paths))
-    cpio = _Cpio()
+    cpio = CpioArchive()
     for d in ("bin", "sbin", "usr/bin", "usr/sbin", "etc", "proc", "sys", "dev", "tmp", "root/.ssh",
               "run/sshd", "var/empty", "lib", "lib64", "var/log"):
         cpio.mkdir(d)
@@ -326,13 +188,9 @@ def build_initramfs(
     for lib in sorted(libs):
         cpio.host_file(lib, 0o755)
     if modules_dir is not None:
-        names = []
-        for rel in mods.paths:
-            src = modules_dir / rel
-            plain = re.sub(r"\.(xz|zst|gz)$", "", rel)
-            cpio.file(f"lib/modules/{plain}", _module_bytes(src))
-            names.append(plain)
-        cpio.file("etc/kvmlab-modules", ("\n".join(names) + "\n").encode())
+        for rel, plain in zip(mods.paths, mods.plain_names(), strict=True):
+            cpio.file(f"lib/modules/{plain}", module_bytes(modules_dir / rel))
+        cpio.file("etc/kvmlab-modules", ("\n".join(mods.plain_names()) + "\n").encode())
 
     fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=".initramfs-")
     try:
@@ -367,7 +225,7 @@ def with_files(root: GuestRoot, files: Sequence[tuple[Path, str, int]]) -> Guest
         h.update(f"\0{host.resolve()}\0{name}\0{mode}\0{st.st_size}\0{st.st_mtime_ns}".encode())
     image = root.path.with_name(f"{root.path.name.split('.')[0]}-files-{h.hexdigest()[:16]}.cpio")
     if not image.is_file():
-        cpio = _Cpio()
+        cpio = CpioArchive()
         for host, name, mode in files:
             cpio.file(f"{EXTRA_DIR.lstrip('/')}/{name}", host.read_bytes(), mode)
         base = root.path.read_bytes()

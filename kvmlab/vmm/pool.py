@@ -24,8 +24,8 @@ from kvmlab.errors import MissingFileError, UserError
 from kvmlab.proc import drop_signal, first_stop
 from kvmlab.timeouts import Timeouts
 from kvmlab.vmm.backend import Backend
-from kvmlab.vmm.initramfs import kernel_release
 from kvmlab.vmm.machine import Machine
+from kvmlab.vmm.modules import kernel_release
 from kvmlab.vmm.spec import Accel, VMSpec
 
 log = logging.getLogger(__name__)
