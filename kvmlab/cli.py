@@ -15,9 +15,8 @@ import signal
 import sys
 from collections.abc import Sequence
 
+from kvmlab import signals
 from kvmlab.errors import InfraError, KvmlabError, UserError
-from kvmlab.proc import reset_stop
-from kvmlab.vmm.pool import Terminated, install_sigterm, restore_sigterm
 
 #: Subcommand modules, in the order ``--help`` lists them.
 COMMANDS: tuple[str, ...] = (
@@ -79,15 +78,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     _setup_logging(args.verbose)
     # SIGTERM unwinds like Ctrl-C does, so every cleanup path runs: VMs
-    # stopped, builds' process groups killed, temp dirs removed (the pool's
-    # handler, installed here for the whole command; main thread only).
-    previous = install_sigterm()
-    reset_stop()
+    # stopped, builds' process groups killed, temp dirs removed (kvmlab.signals;
+    # for the whole command, main thread only).
+    signals.reset_stop()
     try:
-        return _run(args)
+        with signals.unwinding():
+            return _run(args)
     finally:
-        restore_sigterm(previous)
-        reset_stop()
+        signals.reset_stop()
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -106,9 +104,10 @@ def _run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("kvmlab: interrupted", file=sys.stderr)
         return 130
-    except Terminated:
-        print("kvmlab: terminated (SIGTERM); everything it started is stopped", file=sys.stderr)
-        return 128 + signal.SIGTERM
+    except signals.Terminated as e:
+        print(f"kvmlab: terminated ({signal.Signals(e.signum).name}); everything it started is stopped",
+              file=sys.stderr)
+        return e.exit_status
 
 
 if __name__ == "__main__":

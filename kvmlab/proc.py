@@ -23,7 +23,6 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 from typing import IO, NoReturn
 
 from kvmlab.errors import HostToolError, ProcessError
@@ -195,40 +194,6 @@ def run(
     if check and proc.returncode != 0:
         raise ProcessError(args, proc.returncode, (stdout + stderr)[-_TAIL_CHARS:])
     return done
-
-
-_stopping = False
-
-
-def first_stop() -> bool:
-    """For a SIGTERM/SIGHUP handler about to raise (to unwind and clean up):
-    True the first time; False for any later one, which the handler drops.
-    Handlers get swapped and restored while nested scopes unwind, so a
-    repeated signal could otherwise land in a restored handler and raise a
-    second exception in the middle of the first one's cleanup."""
-    global _stopping
-    if _stopping:
-        return False
-    _stopping = True
-    return True
-
-
-def stopping() -> bool:
-    """Whether a SIGTERM/SIGHUP is unwinding this process (see first_stop)."""
-    return _stopping
-
-
-def reset_stop() -> None:
-    """A new command in this process (in-process callers, tests): signals count again."""
-    global _stopping
-    _stopping = False
-
-
-def drop_signal(signum: int, frame: FrameType | None) -> None:
-    """A handler that drops the signal: installed while a cleanup runs, so a
-    repeated SIGTERM or SIGHUP cannot cut it short. (Better than SIG_IGN: an
-    ignored signal stays ignored in the programs the cleanup starts, and one
-    that arrived just before the switch makes Python print a traceback.)"""
 
 
 def run_foreground(argv: Sequence[str | Path], *, cwd: Path | None = None) -> int:

@@ -18,13 +18,11 @@ import socket
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
-from kvmlab import proc
+from kvmlab import proc, signals
 from kvmlab.commands.kernel import _Ticker
 from kvmlab.config import Config, load_config
 from kvmlab.errors import MissingFileError, UserError
@@ -354,48 +352,11 @@ def _dry_run(spec: VMSpec, backend: str, name: str, store: SessionStore) -> int:
     return 0
 
 
-@contextlib.contextmanager
-def _signals_end_session() -> Iterator[None]:
-    """SIGTERM and SIGHUP (the terminal went away) end the session the way
-    Ctrl-C does: the stack unwinds, the terminal comes back, the VM goes."""
-    sigs = (signal.SIGTERM, signal.SIGHUP)
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        # Once: a closed terminal sends SIGHUP twice (the kernel, then the
-        # shell passing it on), and a second exception raised while the first
-        # unwinds would skip the teardown it is running.
-        if proc.first_stop():
-            raise SystemExit(128 + signum)
-
-    old = {s: signal.signal(s, on_signal) for s in sigs}
-    try:
-        yield
-    finally:
-        # After a signal, not the old dispositions (SIGHUP's default kills at
-        # once): the second SIGHUP can still be on its way, and the teardown
-        # is still to run. The process ends after it anyway.
-        stopping = proc.stopping()
-        for s, h in old.items():
-            signal.signal(s, proc.drop_signal if stopping else h)
-
-
-@contextlib.contextmanager
-def _no_signals() -> Iterator[None]:
-    """Let the teardown finish: a second SIGTERM or Ctrl-C must not cut it short."""
-    sigs = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
-    old = {s: signal.signal(s, proc.drop_signal) for s in sigs}
-    try:
-        yield
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
-
-
 def _interruption(e: BaseException) -> str:
     """How an exception ended a session, for its record and its last line
     ('' for kvmlab's own errors, which say so themselves)."""
-    if isinstance(e, SystemExit) and isinstance(e.code, int) and e.code > 128:
-        return f"ended by {signal.Signals(e.code - 128).name}"
+    if isinstance(e, signals.Terminated):
+        return f"ended by {signal.Signals(e.signum).name}"
     if isinstance(e, KeyboardInterrupt):
         return "interrupted"
     return f"error: {e}" if not isinstance(e, SystemExit) else ""
@@ -495,7 +456,7 @@ def run(args: argparse.Namespace) -> int:
             # The backend's leftovers on its host (a libvirt host's uploaded
             # volumes) go before the session is released: `kvmlab kill`
             # returns when nothing is left.
-            with _no_signals():
+            with signals.cleanup_window():
                 close_backend(backend)
             sdir.release()
 
@@ -512,7 +473,8 @@ def _session(args: argparse.Namespace, sdir: SessionDir, spec: VMSpec, backend: 
     interrupted = ""
     what = choice.commit[:12] if choice.commit else str(choice.kernel)
     try:
-        with (_signals_end_session(), (RawTerminal(0) if raw else contextlib.nullcontext()),
+        with (signals.unwinding((signal.SIGTERM, signal.SIGHUP), drop_after_stop=True),
+              (RawTerminal(0) if raw else contextlib.nullcontext()),
               (logs_on(screen) if raw else contextlib.nullcontext())):
             escape = "; Ctrl-A x quits, Ctrl-A c monitor, Ctrl-A h help" if interactive else ""
             screen.note(f"session {sdir.name}: booting {what} ({backend.name}, {accel}, {spec.cpus} cpus, "
@@ -538,7 +500,7 @@ def _session(args: argparse.Namespace, sdir: SessionDir, spec: VMSpec, backend: 
         raise
     finally:
         screen.raw_off()
-        with _no_signals():
+        with signals.cleanup_window():
             result = outcome.describe() if outcome is not None else interrupted
             try:
                 svm.close(sync=keep)

@@ -18,19 +18,16 @@ import logging
 import os
 import re
 import shutil
-import signal
-import threading
 import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
-from kvmlab import proc
+from kvmlab import proc, signals
 from kvmlab.errors import (
     ConfigError,
     DiskFullError,
@@ -64,10 +61,6 @@ class NeedRootError(UserError):
 
 class MirrorError(InfraError):
     """The Debian mirror cannot be reached."""
-
-
-class BuildInterrupted(KeyboardInterrupt):
-    """SIGTERM arrived during a build; raised so that ``finally`` blocks clean up."""
 
 
 @dataclass(frozen=True)
@@ -290,23 +283,6 @@ def sweep_stale(parent: Path, dest_name: str | None = None) -> list[Path]:
     return removed
 
 
-@contextlib.contextmanager
-def sigterm_interrupts() -> Iterator[None]:
-    """While inside, SIGTERM raises :class:`BuildInterrupted` (main thread only)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        raise BuildInterrupted(f"signal {signum}")
-
-    old = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, old)
-
-
 # --- the build ---------------------------------------------------------------------------------
 
 
@@ -521,7 +497,7 @@ def build_image(
     remove_tree(work)
     work.mkdir()
     try:
-        with sigterm_interrupts():
+        with signals.unwinding():  # SIGTERM: the finally below cleans up
             try:
                 _build_into(recipe, work, timeouts)
             except OSError as e:

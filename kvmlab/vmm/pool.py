@@ -8,6 +8,7 @@ pool is open, so the same cleanup path runs).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import signal
@@ -17,11 +18,11 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from types import FrameType, TracebackType
-from typing import Any, TypeVar
+from types import TracebackType
+from typing import TypeVar
 
+from kvmlab import signals
 from kvmlab.errors import MissingFileError, UserError
-from kvmlab.proc import drop_signal, first_stop
 from kvmlab.timeouts import Timeouts
 from kvmlab.vmm.backend import Backend
 from kvmlab.vmm.machine import Machine
@@ -31,32 +32,6 @@ from kvmlab.vmm.spec import Accel, VMSpec
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-
-class Terminated(BaseException):
-    """SIGTERM arrived while a pool was open (a BaseException, like
-    KeyboardInterrupt, so that ordinary ``except Exception`` doesn't eat it)."""
-
-
-def _on_term(signum: int, frame: FrameType | None) -> None:
-    if first_stop():  # once: the cleanup it starts must finish
-        raise Terminated("terminated by SIGTERM")
-
-
-def install_sigterm() -> Any:
-    """Turn SIGTERM into :class:`Terminated` (main thread only); returns the
-    previous handler for :func:`restore_sigterm`, or None."""
-    if threading.current_thread() is not threading.main_thread():
-        return None
-    return signal.signal(signal.SIGTERM, _on_term)
-
-
-def restore_sigterm(previous: Any, *, during_cleanup: bool = False) -> None:
-    """Put ``previous`` back (``during_cleanup``: ignore SIGTERM meanwhile, so
-    a second one cannot abort the cleanup itself)."""
-    if previous is None:
-        return
-    signal.signal(signal.SIGTERM, drop_signal if during_cleanup else previous)
 
 
 def validate_spec(spec: VMSpec) -> None:
@@ -105,7 +80,7 @@ class Pool:
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="kvmlab-pool-"))
         self.machines: list[Machine] = []
         self._lock = threading.Lock()
-        self._old_sigterm: Any = None
+        self._signals = contextlib.ExitStack()
         self._closed = False
 
     # -- lifecycle -------------------------------------------------------
@@ -125,7 +100,8 @@ class Pool:
         self.close()
 
     def _install_sigterm(self) -> None:
-        self._old_sigterm = install_sigterm()
+        # SIGTERM unwinds (kvmlab.signals) until the pool is closed.
+        self._signals.enter_context(signals.unwinding())
 
     def _start_one(self, index: int) -> Machine:
         vmdir = self.workdir / f"vm-{index}"
@@ -173,21 +149,19 @@ class Pool:
             return
         self._closed = True
         # A second SIGTERM during cleanup must not abort the cleanup itself.
-        if self._old_sigterm is not None:
-            signal.signal(signal.SIGTERM, drop_signal)
         try:
-            with self._lock:
-                machines = list(self.machines)
-            if machines:
-                with ThreadPoolExecutor(max_workers=len(machines), thread_name_prefix="pool-stop") as ex:
-                    for m, err in zip(machines, ex.map(_close_quietly, machines), strict=True):
-                        if err:
-                            log.warning("vm %d: cleanup: %s", m.index, err)
-            if self._own_workdir:
-                shutil.rmtree(self.workdir, ignore_errors=True)
+            with signals.cleanup_window((signal.SIGTERM,)):
+                with self._lock:
+                    machines = list(self.machines)
+                if machines:
+                    with ThreadPoolExecutor(max_workers=len(machines), thread_name_prefix="pool-stop") as ex:
+                        for m, err in zip(machines, ex.map(_close_quietly, machines), strict=True):
+                            if err:
+                                log.warning("vm %d: cleanup: %s", m.index, err)
+                if self._own_workdir:
+                    shutil.rmtree(self.workdir, ignore_errors=True)
         finally:
-            if self._old_sigterm is not None:
-                signal.signal(signal.SIGTERM, self._old_sigterm)
+            self._signals.close()
 
 
 def _close_quietly(m: Machine) -> str:

@@ -14,6 +14,7 @@ exception, Ctrl-C or SIGTERM.
 from __future__ import annotations
 
 import logging
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -22,10 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Generic, TypeVar
 
+from kvmlab import signals
 from kvmlab.timeouts import Timeouts
 from kvmlab.vmm.fleet import Fleet, NoFreeSlotError, NoUsableHostError, PlacedInstance, PlacementError
 from kvmlab.vmm.machine import Machine
-from kvmlab.vmm.pool import install_sigterm, restore_sigterm, validate_spec
+from kvmlab.vmm.pool import validate_spec
 from kvmlab.vmm.spec import VMSpec
 
 log = logging.getLogger(__name__)
@@ -145,25 +147,25 @@ def spread(
             done(r)
         return r
 
-    previous = install_sigterm()
     workers = max(1, min(count, fleet.capacity()))
     ex = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="spread")
-    try:
-        futures = [ex.submit(final, i) for i in range(count)]
-        results = [f.result() for f in futures]
-    except BaseException:
-        stop.set()
-        restore_sigterm(previous, during_cleanup=True)
-        with lock:
-            machines = list(live.values())
-        for m in machines:
-            try:
-                m.close()
-            except Exception as e:  # the others must still go
-                log.warning("vm %d: cleanup: %s", m.index, e)
-        ex.shutdown(wait=True, cancel_futures=True)
-        raise
-    finally:
-        ex.shutdown(wait=True)
-        restore_sigterm(previous)
+    with signals.unwinding():
+        try:
+            futures = [ex.submit(final, i) for i in range(count)]
+            results = [f.result() for f in futures]
+        except BaseException:
+            stop.set()
+            # A second SIGTERM must not cut the VMs' teardown short.
+            with signals.cleanup_window((signal.SIGTERM,)):
+                with lock:
+                    machines = list(live.values())
+                for m in machines:
+                    try:
+                        m.close()
+                    except Exception as e:  # the others must still go
+                        log.warning("vm %d: cleanup: %s", m.index, e)
+                ex.shutdown(wait=True, cancel_futures=True)
+            raise
+        finally:
+            ex.shutdown(wait=True)
     return Spread(results, retried)
