@@ -47,8 +47,8 @@ import yaml
 
 from kvmlab import paths
 from kvmlab.errors import ConfigError, MissingFileError
+from kvmlab.host_uri import parse_host_uri
 from kvmlab.timeouts import Timeouts
-from kvmlab.vmm.host_uri import parse_host_uri
 
 BACKENDS = ("qemu", "libvirt")
 ACCELS = ("auto", "kvm", "tcg")

@@ -25,10 +25,10 @@ import psutil
 import pytest
 
 from kvmlab import proc
+from kvmlab.host_uri import parse_owned_name
 from kvmlab.kernel.demo_tree import DemoTree
 from kvmlab.outcome import BuildOutcome, BuildStatus
 from kvmlab.session.store import SessionDir, SessionStore
-from kvmlab.vmm.host_uri import parse_owned_name
 from kvmlab.vmm.storage import POOL_NAME
 from tests.conftest import TEST_CACHE
 from tests.fixtures_kernel import KASAN_CONFIG, KERNEL_CACHE, BuildKernel

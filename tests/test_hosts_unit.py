@@ -15,11 +15,11 @@ import pytest
 
 from kvmlab.config import HostConfig, VMConfig, load_config
 from kvmlab.errors import ConfigError, InfraError
+from kvmlab.host_uri import owned_name, parse_host_uri, parse_owned_name
 from kvmlab.outcome import RunOutcome, RunStatus
 from kvmlab.timeouts import Timeouts
 from kvmlab.vmm.domain_xml import Owner, domain_owner, domain_xml, hostfwd_port
 from kvmlab.vmm.fleet import Fleet, Member, NoUsableHostError
-from kvmlab.vmm.host_uri import owned_name, parse_host_uri, parse_owned_name
 from kvmlab.vmm.machine import Machine
 from kvmlab.vmm.root import GuestRoot, RootKind
 from kvmlab.vmm.spec import Accel, VMSpec

@@ -32,10 +32,10 @@ import libvirt
 
 from kvmlab import proc
 from kvmlab.errors import LibvirtError
+from kvmlab.host_uri import HostAddress, parse_host_uri
 from kvmlab.vmm.backend import GuestStream
 from kvmlab.vmm.domain_xml import Owner, domain_owner
 from kvmlab.vmm.host_ssh import HostSSH
-from kvmlab.vmm.host_uri import HostAddress, parse_host_uri
 from kvmlab.vmm.ports import connect_local
 from kvmlab.vmm.storage import HostStorage
 

@@ -21,7 +21,7 @@ from typing import Any
 import paramiko
 
 from kvmlab.errors import InfraError, SSHError
-from kvmlab.vmm.host_uri import HostAddress
+from kvmlab.host_uri import HostAddress
 
 log = logging.getLogger(__name__)
 

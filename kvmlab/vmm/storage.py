@@ -27,7 +27,7 @@ from typing import Any, BinaryIO
 import libvirt
 
 from kvmlab.errors import LibvirtError, UserError
-from kvmlab.vmm.host_uri import owned_name, parse_owned_name
+from kvmlab.host_uri import owned_name, parse_owned_name
 
 log = logging.getLogger(__name__)
 
