@@ -24,7 +24,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from kvmlab.kernel.builder import KernelBuilder, Manifest  # noqa: E402
+from kvmlab.kernel.builder import BuildManifest, KernelBuilder  # noqa: E402
 from kvmlab.kernel.config import ConfigRequest  # noqa: E402
 from kvmlab.kernel.demo_tree import DemoTree, make_demo_tree  # noqa: E402
 from kvmlab.outcome import BuildOutcome, BuildStatus  # noqa: E402
@@ -33,7 +33,7 @@ TARGET = 0.15
 
 
 def _row(label: str, outcome: BuildOutcome, wall: float, clean: float | None) -> str:
-    m = Manifest.load(Path(outcome.artifacts["manifest"]))
+    m = BuildManifest.load(Path(outcome.artifacts["manifest"]))
     total = m.ccache_hits + m.ccache_misses
     rate = f"{100 * m.ccache_hits / total:5.1f}%" if total and not outcome.cached else "    -"
     ratio = f"{wall / clean:6.1%}" if clean else "     -"

@@ -19,7 +19,7 @@ from kvmlab.config import Config
 from kvmlab.kernel.builder import KernelBuilder, Progress
 from kvmlab.kernel.config import ConfigRequest
 from kvmlab.outcome import BuildOutcome, BuildStatus, RunOutcome
-from kvmlab.repro.reproducer import Prepared
+from kvmlab.repro.reproducer import StagedRepro
 from kvmlab.repro.runner import ReproOptions, VMEvent, run_repro
 from kvmlab.vmm.accel import AccelChoice
 from kvmlab.vmm.factory import close_backend, make_backend, prepare, resolve_root
@@ -41,7 +41,7 @@ class VMTester:
         tree: Path,
         builder: KernelBuilder,
         request: ConfigRequest,
-        prepared: Prepared,
+        prepared: StagedRepro,
         cfg: Config,
         accel: AccelChoice,
         workdir: Path,

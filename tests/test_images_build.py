@@ -19,7 +19,7 @@ from kvmlab.images.build import (
     KEY_FILE,
     MANIFEST_FILE,
     ImageEntry,
-    Manifest,
+    ImageManifest,
     build_image,
     debootstrap_argv,
     debootstrap_failure,
@@ -207,7 +207,7 @@ def fake_entry(d: Path, r: Recipe, built_at: float = 1.0) -> ImageEntry:
     d.mkdir(parents=True)
     (d / IMAGE_FILE).write_bytes(b"QFI\xfb")
     (d / KEY_FILE).write_text("key")
-    m = Manifest(
+    m = ImageManifest(
         name=r.name,
         recipe_hash=r.digest(),
         recipe=r.canonical(),
@@ -254,7 +254,7 @@ def test_same_hash_is_reused_without_touching_the_host(
     def no_host(*a: object, **k: object) -> None:
         raise AssertionError("a cache hit must not check or run anything")
 
-    monkeypatch.setattr(build_mod, "check_host", no_host)
+    monkeypatch.setattr(build_mod, "check_build_host", no_host)
     res = build_image(r, entry_dir(tmp_path, r))
     assert res.cached and res.entry.manifest.recipe_hash == r.digest()
     monkeypatch.chdir(tmp_path)

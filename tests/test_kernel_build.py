@@ -15,7 +15,7 @@ from kvmlab import proc
 from kvmlab.bisect import GitRepository
 from kvmlab.cli import main
 from kvmlab.errors import ConfigError, DiskFullError, HostToolError, UnknownCommitError
-from kvmlab.kernel.builder import KernelBuilder, Manifest
+from kvmlab.kernel.builder import BuildManifest, KernelBuilder
 from kvmlab.kernel.config import ConfigRequest, parse_config
 from kvmlab.kernel.demo_tree import DEFAULT_TARBALL, DemoTree
 from kvmlab.kernel.tree import NotAKernelTreeError
@@ -27,8 +27,8 @@ pytestmark = [pytest.mark.kernel, pytest.mark.slow]
 USERSPACE_MARK = "KVMLAB-USERSPACE-OK"
 
 
-def _manifest(outcome: BuildOutcome) -> Manifest:
-    return Manifest.load(Path(outcome.artifacts["manifest"]))
+def _manifest(outcome: BuildOutcome) -> BuildManifest:
+    return BuildManifest.load(Path(outcome.artifacts["manifest"]))
 
 
 def _git(tree: Path, *args: str) -> str:

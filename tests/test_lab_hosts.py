@@ -234,9 +234,9 @@ def test_remote_libvirtd_killed_mid_run(clean_lab: Lab, cloud_spec: VMSpec, tcg_
 
 def test_doctor_checks_a_remote_host(clean_lab: Lab, capsys: pytest.CaptureFixture[str]) -> None:
     lab = clean_lab
-    from kvmlab.commands.doctor import check_host
+    from kvmlab.commands.doctor import check_lab_host
 
-    ok = check_host(lab.uri)
+    ok = check_lab_host(lab.uri)
     out = capsys.readouterr().out
     assert ok, out
     for what in ("libvirt", "domain type", "storage pool", "free space", "ssh forwarding"):

@@ -19,7 +19,7 @@ import pytest
 
 from kvmlab import report
 from kvmlab.cli import main
-from kvmlab.kernel.builder import KernelBuilder, Manifest
+from kvmlab.kernel.builder import BuildManifest, KernelBuilder
 from kvmlab.kernel.config import ConfigRequest
 from kvmlab.kernel.demo_tree import DemoTree
 from kvmlab.outcome import BuildStatus, RunStatus
@@ -180,7 +180,7 @@ def test_clang_build_of_base_boots(demo_tree: DemoTree, tmp_path: Path) -> None:
     build = builder.build(demo_tree.path, demo_tree.base, ConfigRequest.from_fragments(TEST_CONFIG))
     print(f"clang-15 build of base: {time.monotonic() - t0:.0f} s (cached: {build.cached})")
     assert build.status is BuildStatus.OK, build.error
-    manifest = Manifest.load(Path(build.artifacts["manifest"]))
+    manifest = BuildManifest.load(Path(build.artifacts["manifest"]))
     assert "clang version 15" in manifest.compiler and manifest.compiler.endswith("LLVM=1"), manifest.compiler
     assert "LLVM=1" in manifest.make_argv
     assert "CONFIG_CC_IS_CLANG=y" in Path(build.artifacts["config"]).read_text()

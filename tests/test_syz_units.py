@@ -119,11 +119,11 @@ def test_kernel_needs_follow_the_flags_and_are_checked_against_a_config(tmp_path
     assert "CONFIG_FAILSLAB (for fault injection (fail_nth) in the program)" in line and "\n" not in line
 
     # Through the runner: refused before any VM is made.
-    from kvmlab.repro.reproducer import Prepared
+    from kvmlab.repro.reproducer import StagedRepro
 
     config = tmp_path / ".config"
     config.write_text("CONFIG_NET_NS=y\n# CONFIG_TUN is not set\n")
-    prepared = Prepared((), "true", "syz", kind="syz",
+    prepared = StagedRepro((), "true", "syz", kind="syz",
                         kernel_needs=tuple(syz.kernel_needs({"enable": "tun,cgroups", "sandbox": "none"})))
     with pytest.raises(MissingKernelOptionError,
                        match=r"needs CONFIG_CGROUPS \(for feature cgroups\), "

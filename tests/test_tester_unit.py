@@ -8,7 +8,7 @@ from typing import Any
 from kvmlab.config import Config
 from kvmlab.kernel.config import ConfigRequest
 from kvmlab.outcome import BuildOutcome, BuildStatus
-from kvmlab.repro.reproducer import Prepared
+from kvmlab.repro.reproducer import StagedRepro
 from kvmlab.tester import VMTester
 from kvmlab.timeouts import TCG_SCALE
 from kvmlab.vmm.accel import AccelChoice
@@ -30,7 +30,7 @@ class CacheHitBuilder:
 def test_the_build_made_before_the_bisection_counts_in_its_build_time(tmp_path: Path) -> None:
     builder = CacheHitBuilder()
     tester = VMTester(tree=tmp_path, builder=builder, request=ConfigRequest.from_fragments(["base"]),  # type: ignore[arg-type]
-                      prepared=Prepared(files=(), command="true", description="true"), cfg=Config(),
+                      prepared=StagedRepro(files=(), command="true", description="true"), cfg=Config(),
                       accel=AccelChoice(Accel.TCG, TCG_SCALE, "test"), workdir=tmp_path / "runs")
     try:
         first = BuildOutcome("bad", BuildStatus.OK, duration=600.0)

@@ -29,7 +29,7 @@ from kvmlab.errors import MissingFileError, UserError
 from kvmlab.kernel.builder import GDB_LOADER, KernelBuilder
 from kvmlab.kernel.config import ConfigRequest, parse_config
 from kvmlab.outcome import BuildStatus
-from kvmlab.repro.reproducer import GUEST_DIR, CProgram, Prepared, SyzProgram
+from kvmlab.repro.reproducer import GUEST_DIR, CProgram, StagedRepro, SyzProgram
 from kvmlab.session.foreground import (
     EXIT_BOOT_FAILED,
     EXIT_CRASH,
@@ -37,8 +37,8 @@ from kvmlab.session.foreground import (
     Ending,
     Foreground,
     GuestSetup,
-    Outcome,
     Screen,
+    SessionEnd,
     crash_line,
     logs_on,
     run_command,
@@ -310,7 +310,7 @@ class _BuildFailed(Exception):
     """A kernel build failed: a result (exit 1 with its first error), not ours."""
 
 
-def _reproducer(args: argparse.Namespace, workdir: Path) -> Prepared | None:
+def _reproducer(args: argparse.Namespace, workdir: Path) -> StagedRepro | None:
     path: Path | None = args.repro
     if path is None:
         if args.syz_execprog or args.syz_executor:
@@ -325,7 +325,7 @@ def _reproducer(args: argparse.Namespace, workdir: Path) -> Prepared | None:
             raise UserError("a syz program needs both --syz-execprog and --syz-executor")
         return SyzProgram(path, args.syz_execprog, args.syz_executor, {}).prepare(workdir)
     name = re.sub(r"[^A-Za-z0-9._-]", "_", path.name)
-    return Prepared(((path.resolve(), f"{GUEST_DIR}/{name}", 0o755),), f"cd {GUEST_DIR} && ./{name}",
+    return StagedRepro(((path.resolve(), f"{GUEST_DIR}/{name}", 0o755),), f"cd {GUEST_DIR} && ./{name}",
                     f"script {path.name}")
 
 
@@ -469,7 +469,7 @@ def _session(args: argparse.Namespace, sdir: SessionDir, spec: VMSpec, backend: 
     screen = Screen(1, 2, raw=raw, color=_color_ok(1 if raw else 2), console=interactive)
     svm = SessionVM(sdir, spec, backend, timeouts, ready_marker=ready_marker, vmlinux=choice.vmlinux,
                     on_output=screen.console, on_crash=lambda c: screen.note(crash_line(c), alert=True))
-    outcome: Outcome | None = None
+    outcome: SessionEnd | None = None
     interrupted = ""
     what = choice.commit[:12] if choice.commit else str(choice.kernel)
     try:
@@ -488,7 +488,7 @@ def _session(args: argparse.Namespace, sdir: SessionDir, spec: VMSpec, backend: 
                 if args.gdb_run:
                     screen.note(f"console: {sdir.console_log}")
                     proc.run_foreground(gdb)
-                    outcome = Outcome(Ending.GDB_ENDED, 0)
+                    outcome = SessionEnd(Ending.GDB_ENDED, 0)
             if outcome is None:
                 if interactive:
                     outcome = Foreground(svm, screen, 0, setup).run()

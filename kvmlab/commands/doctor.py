@@ -46,7 +46,7 @@ def _probe_kernel(given: Path | None) -> Path | None:
 
 def run(args: argparse.Namespace) -> int:
     if args.host:
-        return 0 if check_host(args.host) else 1
+        return 0 if check_lab_host(args.host) else 1
     cfg = load_config(args.conf)
     ok = True
     qemu = shutil.which(cfg.vm.qemu)
@@ -104,7 +104,7 @@ def _version(n: int) -> str:
 MIN_HOST_FREE = 10 * 2**30
 
 
-def check_host(uri: str) -> bool:
+def check_lab_host(uri: str) -> bool:
     """Check a libvirt host kvmlab is to run VMs on: one line per check,
     with what to do about a problem. True when everything is usable."""
     host = Host(uri, capacity=1)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from kvmlab.config import load_config
 from kvmlab.errors import ConfigError, KvmlabError
-from kvmlab.kernel.builder import KernelBuilder, Manifest, Progress
+from kvmlab.kernel.builder import BuildManifest, KernelBuilder, Progress
 from kvmlab.kernel.config import ConfigRequest, find_data_file, fragment_dirs, fragment_files
 from kvmlab.outcome import BuildStatus
 
@@ -131,7 +131,7 @@ def _build(args: argparse.Namespace) -> int:
     outcome = builder.build(
         args.tree, args.commit, request, out_dir=args.output, progress=_Ticker(), argv=sys.argv
     )
-    manifest = Manifest.load(Path(outcome.artifacts["manifest"]))
+    manifest = BuildManifest.load(Path(outcome.artifacts["manifest"]))
     # The builder said in one line which requested options Kconfig did not
     # keep; the manifest lists them all.
     how = "cached" if outcome.cached else f"{outcome.duration:.0f} s, {manifest.objects_compiled} objects"

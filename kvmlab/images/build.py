@@ -76,7 +76,7 @@ class BuildTimeouts:
 
 
 @dataclass(frozen=True)
-class Manifest:
+class ImageManifest:
     """What a built image is and how it was made; saved as ``manifest.json``."""
 
     name: str
@@ -121,7 +121,7 @@ class Manifest:
         }
 
     @classmethod
-    def from_json(cls, d: dict[str, Any]) -> Manifest:
+    def from_json(cls, d: dict[str, Any]) -> ImageManifest:
         sizes = d["sizes"]
         return cls(
             name=str(d["name"]),
@@ -144,7 +144,7 @@ class ImageEntry:
     """A complete image directory: the qcow2, its SSH key and its manifest."""
 
     dir: Path
-    manifest: Manifest
+    manifest: ImageManifest
 
     @property
     def image(self) -> Path:
@@ -178,7 +178,7 @@ def read_entry(d: Path) -> ImageEntry | None:
     """The image in directory ``d``, or None when it is not a complete image."""
     try:
         data = json.loads((d / MANIFEST_FILE).read_text())
-        manifest = Manifest.from_json(data)
+        manifest = ImageManifest.from_json(data)
     except (OSError, ValueError, KeyError, TypeError):
         return None
     if not (d / IMAGE_FILE).is_file() or not (d / KEY_FILE).is_file():
@@ -189,7 +189,7 @@ def read_entry(d: Path) -> ImageEntry | None:
 # --- checks before anything is written ---------------------------------------------------------
 
 
-def check_host(*, need_root: bool = True) -> None:
+def check_build_host(*, need_root: bool = True) -> None:
     """Fail with one line when a tool is missing or we are not root."""
     for tool in REQUIRED_TOOLS:
         if shutil.which(tool) is None:
@@ -393,7 +393,7 @@ def _make_tree(recipe: Recipe, tree: Path, timeouts: BuildTimeouts) -> None:
         unmount_all_under(tree)
 
 
-def _build_into(recipe: Recipe, work: Path, timeouts: BuildTimeouts) -> Manifest:
+def _build_into(recipe: Recipe, work: Path, timeouts: BuildTimeouts) -> ImageManifest:
     started = time.monotonic()
     phases: dict[str, float] = {}
     tree = work / "rootfs"
@@ -437,7 +437,7 @@ def _build_into(recipe: Recipe, work: Path, timeouts: BuildTimeouts) -> Manifest
     raw.unlink()
     phases["qcow2"] = time.monotonic() - t
 
-    manifest = Manifest(
+    manifest = ImageManifest(
         name=recipe.name,
         recipe_hash=recipe.digest(),
         recipe=recipe.canonical(),
@@ -487,7 +487,7 @@ def build_image(
     if occupied:
         raise UserError(f"{dest} exists and is not a kvmlab image; choose another output directory")
 
-    check_host()
+    check_build_host()
     dest.parent.mkdir(parents=True, exist_ok=True)
     sweep_stale(dest.parent, dest.name)
     check_space(dest.parent, min_free_bytes)

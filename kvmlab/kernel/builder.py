@@ -110,7 +110,7 @@ ProgressCallback = Callable[[Progress], None]
 
 
 @dataclass(frozen=True)
-class Manifest:
+class BuildManifest:
     """What one build was (``manifest.json``): enough to reproduce and to report it."""
 
     commit: str
@@ -142,7 +142,7 @@ class Manifest:
         return dict(self.__dict__)
 
     @classmethod
-    def load(cls, path: Path) -> Manifest:
+    def load(cls, path: Path) -> BuildManifest:
         return cls(**json.loads(path.read_text()))
 
 
@@ -310,7 +310,7 @@ class KernelBuilder:
             log.info("build cache hit for %s (%s)", commit[:12], known.name)
             report(Progress("done", elapsed=time.monotonic() - started))
             outcome = self._outcome(known, commit, cached=True, out_dir=out_dir)
-            self._note_changes(commit, Manifest.load(known / "manifest.json").dropped)
+            self._note_changes(commit, BuildManifest.load(known / "manifest.json").dropped)
             return outcome
 
         self._check_disk()
@@ -480,7 +480,7 @@ class KernelBuilder:
         self, make_base: list[str], env: dict[str, str], src: Path, obj: Path, commit: str, tree_hash: str,
         key: str, config: ConfigRequest, final_text: str, dropped: list[Dropped], cc: compilers.Compiler,
         argv: list[str], slot_name: str, started: float, report: ProgressCallback, incremental: bool,
-    ) -> Manifest:
+    ) -> BuildManifest:
         stats_log = obj / "ccache-stats.log"
         stats_log.unlink(missing_ok=True)
         gdb_scripts = parse_config(final_text).get("CONFIG_GDB_SCRIPTS") == "y"
@@ -513,7 +513,7 @@ class KernelBuilder:
             # ccache's base_dir makes paths relative to the object dir; name
             # the file as it is in the tree.
             error = first_error(log_text).replace("../src/", "", 1)
-        manifest = Manifest(
+        manifest = BuildManifest(
             commit=commit, tree_hash=tree_hash, config_hash=config_hash(final_text),
             config_request=config.describe(), compiler=cc.version, cc=cc.cc, status=status.value,
             duration=round(time.monotonic() - started, 3), objects_compiled=objects,
@@ -578,9 +578,9 @@ class KernelBuilder:
         *,
         cached: bool,
         out_dir: Path | None,
-        manifest: Manifest | None = None,
+        manifest: BuildManifest | None = None,
     ) -> BuildOutcome:
-        m = manifest or Manifest.load(entry / "manifest.json")
+        m = manifest or BuildManifest.load(entry / "manifest.json")
         src = entry
         if out_dir is not None:
             out_dir.mkdir(parents=True, exist_ok=True)

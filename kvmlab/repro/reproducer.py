@@ -29,7 +29,7 @@ class ReproCompileError(UserError):
 
 
 @dataclass(frozen=True)
-class Prepared:
+class StagedRepro:
     """Files to copy into the guest (host path, guest path, mode) and the
     command that runs the reproducer there."""
 
@@ -62,7 +62,7 @@ class CProgram:
     source: Path
     compiler: str = "gcc"
 
-    def prepare(self, workdir: Path) -> Prepared:
+    def prepare(self, workdir: Path) -> StagedRepro:
         if not self.source.is_file():
             raise MissingFileError(f"reproducer {self.source}: no such file")
         if shutil.which(self.compiler) is None:
@@ -74,7 +74,7 @@ class CProgram:
         except ProcessError as e:
             raise ReproCompileError(
                 f"reproducer {self.source} does not compile: {_first_error(e.output_tail)}") from None
-        return Prepared(((binary, f"{GUEST_DIR}/repro", 0o755),), f"cd {GUEST_DIR} && ./repro",
+        return StagedRepro(((binary, f"{GUEST_DIR}/repro", 0o755),), f"cd {GUEST_DIR} && ./repro",
                         f"C program {self.source.name}", kind="c")
 
 
@@ -98,7 +98,7 @@ class SyzProgram:
         opts = syz.find_options(text, where=str(self.program))
         return syz.merge_flags(syz.execprog_flags(opts), self.overrides)
 
-    def prepare(self, workdir: Path) -> Prepared:
+    def prepare(self, workdir: Path) -> StagedRepro:
         bins = syz.check_binaries(self.execprog, self.executor)
         try:
             text = self.program.read_text(errors="replace")
@@ -113,7 +113,7 @@ class SyzProgram:
         workdir.mkdir(parents=True, exist_ok=True)
         script = workdir / "run-syz.sh"
         script.write_text(syz.guest_script(GUEST_DIR, flags, bins.interpreters))
-        return Prepared(
+        return StagedRepro(
             (
                 (self.execprog, f"{GUEST_DIR}/syz-execprog", 0o755),
                 (self.executor, f"{GUEST_DIR}/syz-executor", 0o755),
@@ -132,10 +132,10 @@ class SyzProgram:
 class ShellCommand:
     command: str
 
-    def prepare(self, workdir: Path) -> Prepared:
+    def prepare(self, workdir: Path) -> StagedRepro:
         if not self.command.strip():
             raise UserError("reproducer command is empty")
-        return Prepared((), f"mkdir -p {GUEST_DIR} && cd {GUEST_DIR} && {self.command}", "command",
+        return StagedRepro((), f"mkdir -p {GUEST_DIR} && cd {GUEST_DIR} && {self.command}", "command",
                         kind="command")
 
 

@@ -36,7 +36,7 @@ from kvmlab.errors import KvmlabError, SSHError, UserError
 from kvmlab.kernel.config import read_config
 from kvmlab.outcome import RunOutcome, RunStatus
 from kvmlab.repro import syz
-from kvmlab.repro.reproducer import GUEST_DIR, Prepared
+from kvmlab.repro.reproducer import GUEST_DIR, StagedRepro
 from kvmlab.timeouts import Timeouts
 from kvmlab.vmm.backend import Backend, HasFailure
 from kvmlab.vmm.console import EventKind
@@ -216,7 +216,7 @@ def _boot_failed(m: Machine, reason: str, started: float) -> RunOutcome:
                       duration=time.monotonic() - started, console_log=str(m.console_log))
 
 
-def run_one(m: Machine, prepared: Prepared, opts: ReproOptions, timeouts: Timeouts,
+def run_one(m: Machine, prepared: StagedRepro, opts: ReproOptions, timeouts: Timeouts,
             decider: _Decider, vmlinux: Path | None, on_vm: VMObserver | None = None) -> RunOutcome | None:
     """One run in one VM, from boot to outcome; None when the run was
     cancelled (verdict decided elsewhere) before it had an answer."""
@@ -318,7 +318,7 @@ def _host_failure(m: Machine) -> str | None:
     return m.instance.failure() if isinstance(m.instance, HasFailure) else None
 
 
-def _why_syz_failed(m: Machine, prepared: Prepared, timeouts: Timeouts, exited: bool, limit: float) -> str:
+def _why_syz_failed(m: Machine, prepared: StagedRepro, timeouts: Timeouts, exited: bool, limit: float) -> str:
     """syz-execprog ended (or ran out of time) before running the program and
     said nothing: it shows syz-executor's own output only with -debug, so run
     it once more that way (output in repro-debug.log) and take its SYZFAIL."""
@@ -424,7 +424,7 @@ def _stopped_answering(m: Machine, started: float, vmlinux: Path | None, title: 
                       console_log=str(m.console_log))
 
 
-def _files_in_initramfs(spec: VMSpec, prepared: Prepared) -> tuple[VMSpec, Prepared]:
+def _files_in_initramfs(spec: VMSpec, prepared: StagedRepro) -> tuple[VMSpec, StagedRepro]:
     """The reproducer's files ride in the initramfs instead of being copied
     over SSH; the command first links them to where it expects them."""
     names = [Path(guest).name for _h, guest, _m in prepared.files]
@@ -441,7 +441,7 @@ class MissingKernelOptionError(UserError):
     """The reproducer needs kernel options the kernel under test does not have."""
 
 
-def check_kernel_needs(prepared: Prepared, kernel_config: Path) -> None:
+def check_kernel_needs(prepared: StagedRepro, kernel_config: Path) -> None:
     """Refuse (one line) a reproducer whose kernel needs ``kernel_config`` does
     not meet; a config that cannot be read is not checked."""
     if not prepared.kernel_needs:
@@ -458,7 +458,7 @@ def check_kernel_needs(prepared: Prepared, kernel_config: Path) -> None:
 
 def run_repro(
     spec: VMSpec,
-    prepared: Prepared,
+    prepared: StagedRepro,
     *,
     backend: Backend | Fleet,
     timeouts: Timeouts,

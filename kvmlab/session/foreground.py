@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from kvmlab.errors import InfraError, KvmlabError, SSHError, UserError
-from kvmlab.repro.reproducer import Prepared
+from kvmlab.repro.reproducer import StagedRepro
 from kvmlab.session.terminal import HELP, Action, EscapeParser, LineEditor
 from kvmlab.session.vm import Crash, MountPoint, SessionVM
 from kvmlab.vmm.console import EventKind
@@ -130,7 +130,7 @@ class GuestSetup:
     """What to do in the guest once it answers SSH."""
 
     mounts: tuple[MountPoint, ...] = ()
-    repro: Prepared | None = None
+    repro: StagedRepro | None = None
 
 
 class Ending(enum.Enum):
@@ -142,7 +142,7 @@ class Ending(enum.Enum):
 
 
 @dataclass(frozen=True)
-class Outcome:
+class SessionEnd:
     """How a session ended, and kvmlab's exit status for it."""
 
     ending: Ending
@@ -166,17 +166,17 @@ def _setup_guest(svm: SessionVM, setup: GuestSetup, screen: Screen) -> list[str]
     return problems
 
 
-def end_of_stop(svm: SessionVM, ready: bool, boot: BootResult | None) -> Outcome:
+def end_of_stop(svm: SessionVM, ready: bool, boot: BootResult | None) -> SessionEnd:
     """The outcome of a VM that stopped by itself."""
     crashes = svm.wait_crash_reports()
     if crashes and not ready:
-        return Outcome(Ending.BOOT_FAILED, EXIT_CRASH, crashes[0].title)
+        return SessionEnd(Ending.BOOT_FAILED, EXIT_CRASH, crashes[0].title)
     if crashes:
-        return Outcome(Ending.STOPPED, EXIT_CRASH, f"after a kernel crash: {crashes[0].title}")
+        return SessionEnd(Ending.STOPPED, EXIT_CRASH, f"after a kernel crash: {crashes[0].title}")
     if not ready:
         text = svm.machine.watcher.text().strip()
-        return Outcome(Ending.BOOT_FAILED, EXIT_BOOT_FAILED, "no output" if not text else "vm stopped")
-    return Outcome(Ending.STOPPED, 0)
+        return SessionEnd(Ending.BOOT_FAILED, EXIT_BOOT_FAILED, "no output" if not text else "vm stopped")
+    return SessionEnd(Ending.STOPPED, 0)
 
 
 class Foreground:
@@ -256,7 +256,7 @@ class Foreground:
             self.screen.console(out.replace("\r\n", "\n").replace("\n", "\r\n").encode())
         self.screen.console(b"(qemu) ")
 
-    def run(self) -> Outcome:
+    def run(self) -> SessionEnd:
         """Until the person quits, the VM stops, or the boot fails with nothing
         on the console."""
         try:
@@ -264,7 +264,7 @@ class Foreground:
         finally:
             self._over.set()
 
-    def _loop(self) -> Outcome:
+    def _loop(self) -> SessionEnd:
         threading.Thread(target=self._bring_up, name="bring-up", daemon=True).start()
         reading = True
         while True:
@@ -281,25 +281,25 @@ class Foreground:
                 if not data:
                     reading = False  # no more input (a pipe): the console still shows
                 elif self._key(data) is Ending.QUIT:
-                    return Outcome(Ending.QUIT, 0)
+                    return SessionEnd(Ending.QUIT, 0)
             if self.svm.console_ended or not self.svm.alive():
                 self._boot_done.wait(5.0)
                 return end_of_stop(self.svm, self.ready.is_set(), self.boot)
             if self._boot_done.is_set() and self.boot is not None and self.boot.reason == "no output":
-                return Outcome(Ending.BOOT_FAILED, EXIT_BOOT_FAILED, "no output")
+                return SessionEnd(Ending.BOOT_FAILED, EXIT_BOOT_FAILED, "no output")
 
 
 def run_command(svm: SessionVM, command: str, setup: GuestSetup, screen: Screen,
-                timeout: float) -> Outcome:
+                timeout: float) -> SessionEnd:
     """``-- CMD``: boot, set up, run ``command`` with its output on stdout."""
     boot = svm.wait_ready()
     if not boot.ok:
         crashes = svm.wait_crash_reports()
         if crashes or boot.crashed:
             title = crashes[0].title if crashes else boot.reason
-            return Outcome(Ending.BOOT_FAILED, EXIT_CRASH, title)
+            return SessionEnd(Ending.BOOT_FAILED, EXIT_CRASH, title)
         screen.note(f"console: {svm.sdir.console_log}")
-        return Outcome(Ending.BOOT_FAILED, EXIT_BOOT_FAILED, boot.reason)
+        return SessionEnd(Ending.BOOT_FAILED, EXIT_BOOT_FAILED, boot.reason)
     problems = _setup_guest(svm, setup, screen)
     if problems:
         raise UserError(problems[0])
@@ -328,19 +328,20 @@ def run_command(svm: SessionVM, command: str, setup: GuestSetup, screen: Screen,
     if svm.crash_seen():
         crashes = svm.wait_crash_reports()
         title = crashes[0].title if crashes else "unknown crash"
-        return Outcome(Ending.STOPPED, EXIT_CRASH, title)
+        return SessionEnd(Ending.STOPPED, EXIT_CRASH, title)
     got = result.get("res")
     if isinstance(got, CommandResult):
         if got.timed_out:
-            return Outcome(Ending.DONE, EXIT_TIMEOUT, f"{command!r} still running after {timeout:.0f} s")
+            return SessionEnd(Ending.DONE, EXIT_TIMEOUT, f"{command!r} still running after {timeout:.0f} s")
         status = got.exit_status if got.exit_status is not None else 1
-        return Outcome(Ending.DONE, status, f"exit status {status}")
+        return SessionEnd(Ending.DONE, status, f"exit status {status}")
     # The connection broke: a crash on its way explains it.
     svm.machine.watcher.wait_for({EventKind.CRASH}, timeout=5.0 * svm.timeouts.scale)
     if svm.crash_seen():
         crashes = svm.wait_crash_reports()
-        return Outcome(Ending.STOPPED, EXIT_CRASH, crashes[0].title if crashes else "unknown crash")
+        return SessionEnd(Ending.STOPPED, EXIT_CRASH, crashes[0].title if crashes else "unknown crash")
     err = result.get("err")
     if not svm.alive():
-        return Outcome(Ending.STOPPED, EXIT_BOOT_FAILED, "the VM stopped during the command (no crash seen)")
+        return SessionEnd(Ending.STOPPED, EXIT_BOOT_FAILED,
+                          "the VM stopped during the command (no crash seen)")
     raise InfraError(f"the command's SSH connection failed: {err}")

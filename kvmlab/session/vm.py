@@ -17,7 +17,7 @@ from pathlib import Path
 
 from kvmlab import report
 from kvmlab.errors import InfraError, KvmlabError, SSHError, UserError
-from kvmlab.repro.reproducer import GUEST_DIR, Prepared
+from kvmlab.repro.reproducer import GUEST_DIR, StagedRepro
 from kvmlab.session.store import SessionDir
 from kvmlab.timeouts import Timeouts
 from kvmlab.vmm.backend import Backend, HasConsoleInput, HasLocalSSHPort, HasMonitor
@@ -232,7 +232,7 @@ class SessionVM:
                                 f"(the kernel needs 9p over virtio: the 'share' config fragment)")
         return problems
 
-    def stage(self, prepared: Prepared) -> None:
+    def stage(self, prepared: StagedRepro) -> None:
         """Copy a reproducer's files into the guest."""
         self.machine.run(f"mkdir -p {GUEST_DIR}", timeout=self.timeouts.command)
         for host, guest, mode in prepared.files:

@@ -89,7 +89,7 @@ def _disk_initrd(kernel: Path) -> Path | None:
 
 
 @dataclass(frozen=True)
-class Prepared:
+class VMSetup:
     spec: VMSpec
     timeouts: Timeouts
     accel: AccelChoice
@@ -97,7 +97,7 @@ class Prepared:
 
 
 def prepare(cfg: Config, kernel: Path, root: GuestRoot, *, name: str = "kvmlab",
-            accel: AccelChoice | None = None) -> Prepared:
+            accel: AccelChoice | None = None) -> VMSetup:
     """Resolve the accelerator (probing KVM once per host for ``auto``) and
     build the VM spec and scaled timeouts."""
     if not kernel.is_file():
@@ -123,4 +123,4 @@ def prepare(cfg: Config, kernel: Path, root: GuestRoot, *, name: str = "kvmlab",
     if root.kind is RootKind.DISK:
         spec = dataclasses.replace(spec, initrd=_disk_initrd(kernel))
     marker = READY_MARKER if root.kind is RootKind.INITRAMFS else None
-    return Prepared(spec, cfg.timeouts.scaled(accel.scale), accel, marker)
+    return VMSetup(spec, cfg.timeouts.scaled(accel.scale), accel, marker)
