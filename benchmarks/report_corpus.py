@@ -1,4 +1,4 @@
-"""Measure kvmlab.report against a directory of console logs with expected titles.
+"""Measure kvmlab.oops against a directory of console logs with expected titles.
 
 Usage: python benchmarks/report_corpus.py DIR [--misses N]
 
@@ -6,7 +6,7 @@ Each file: header lines (``TITLE:``, ``ALT:``, ``CORRUPTED: Y``, ...), a blank
 line, the console text (optionally followed by a blank line, ``REPORT:`` and the
 expected report). Prints exact-title accuracy (the expected title, or one of its
 ``ALT:`` titles), crashed / not-crashed accuracy, corrupted accuracy, throughput
-of :func:`kvmlab.report.parse` and of :func:`kvmlab.report.crash_start`, and the
+of :func:`kvmlab.oops.parse` and of :func:`kvmlab.oops.crash_start`, and the
 misses. The baseline printed next to the throughput is a plain line-by-line
 scan of the same text (split + a ``"BUG:" in line`` test per line), measured in
 the same run, so the figure can be compared across machines.
@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from kvmlab.report import crash_start, parse
+from kvmlab.oops import crash_start, parse
 
 
 @dataclass

@@ -25,7 +25,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from kvmlab import report
+from kvmlab import oops
 from kvmlab.errors import KvmlabError
 from kvmlab.outcome import RunOutcome, RunStatus
 from kvmlab.repro.reproducer import ShellCommand
@@ -144,7 +144,7 @@ def test_remote_boot_ssh_console_and_crash_title(clean_lab: Lab, cloud_spec: VMS
                 m.watcher.settle(quiet=1.0, limit=30)
                 text = m.watcher.text()
                 assert "kvmlab-after-drop" in text[before:]
-                rep = report.parse(text)
+                rep = oops.parse(text)
                 assert rep is not None and rep.title == SYSRQ_TITLE
                 # The stream and the log file are the same bytes: nothing
                 # doubled around the switch.

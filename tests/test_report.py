@@ -1,5 +1,5 @@
 # ruff: noqa: E501  (console lines are quoted whole, as the kernel prints them)
-"""kvmlab.report: crash detection, titles, types, corruption, same-bug matching.
+"""kvmlab.oops: crash detection, titles, types, corruption, same-bug matching.
 
 Real logs: tests/fixtures/report/*.log, captured from this host's Debian 6.1
 kernel by tests/fixtures/report/capture.sh, and demo-null-deref.log, the serial
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from kvmlab.report import Report, crash_start, normalize_title, parse, same_bug, signature
+from kvmlab.oops import Report, crash_start, normalize_title, parse, same_bug, signature
 
 pytestmark = pytest.mark.unit
 
@@ -568,7 +568,7 @@ def test_report_json_round_trip_fields() -> None:
 
 
 def test_cxx_frames_are_demangled() -> None:
-    from kvmlab.report.parser import demangle
+    from kvmlab.oops.parser import demangle
 
     assert demangle("_Z8fakeNameiii") == "fakeName"
     assert demangle("_ZN3foo3barEv") == "foo::bar"

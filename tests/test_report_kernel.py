@@ -1,4 +1,4 @@
-"""kvmlab.report on a kernel built here: the demo's head (which has the planted
+"""kvmlab.oops on a kernel built here: the demo's head (which has the planted
 use-after-free) built with KASAN and base's reduced DWARF, crashed by the bug's
 reproducer, and the report symbolized with that build's vmlinux. (The boot is
 the ``kasan_culprit`` session fixture, shared with the KASAN report test: the
@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from kvmlab.kernel.demo_tree import DemoTree
+from kvmlab.oops import parse, symbolize
 from kvmlab.outcome import BuildOutcome, BuildStatus
-from kvmlab.report import parse, symbolize
 
 pytestmark = [pytest.mark.kernel, pytest.mark.slow]
 

@@ -1,5 +1,5 @@
 # ruff: noqa: E501  (console lines are quoted whole, as the kernel prints them)
-"""kvmlab.report.rust_demangle: Rust v0 (RFC 2603) symbol names.
+"""kvmlab.oops.rust_demangle: Rust v0 (RFC 2603) symbol names.
 
 Every symbol here is built by hand from the RFC's grammar. Back-references
 (``B<base62>_``) count from just after ``_R``; the comment beside each case
@@ -14,9 +14,9 @@ import time
 
 import pytest
 
-from kvmlab.report import parse
-from kvmlab.report.parser import demangle as parser_demangle
-from kvmlab.report.rust_demangle import demangle
+from kvmlab.oops import parse
+from kvmlab.oops.parser import demangle as parser_demangle
+from kvmlab.oops.rust_demangle import demangle
 
 pytestmark = pytest.mark.unit
 

@@ -1,4 +1,4 @@
-"""kvmlab.report.symbolize on a real ELF with DWARF, built here with gcc.
+"""kvmlab.oops.symbolize on a real ELF with DWARF, built here with gcc.
 
 The binary plays vmlinux: frames are written the way the kernel prints them
 (``func+0xOFF/0xSIZE``, offsets from ``nm -S``), and symbolize() has to find
@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from kvmlab.errors import MissingFileError
+from kvmlab.oops import symbolize
+from kvmlab.oops.symbolize import _clean_path
 from kvmlab.proc import run
-from kvmlab.report import symbolize
-from kvmlab.report.symbolize import _clean_path
 
 pytestmark = pytest.mark.unit
 

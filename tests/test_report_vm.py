@@ -1,4 +1,4 @@
-"""kvmlab.report against a live kernel console: boot this host's Debian kernel
+"""kvmlab.oops against a live kernel console: boot this host's Debian kernel
 under TCG with a busybox /init that panics it (sysrq-c), watch the serial
 console chunk by chunk with crash_start(), then parse the whole output."""
 
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from kvmlab.oops import crash_start, parse
 from kvmlab.proc import kill_group, run, spawn
-from kvmlab.report import crash_start, parse
 
 pytestmark = pytest.mark.vm
 

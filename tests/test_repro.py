@@ -11,7 +11,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from kvmlab import report
+from kvmlab import oops
 from kvmlab.cli import main
 from kvmlab.errors import UserError
 from kvmlab.kernel.demo_tree import DemoTree
@@ -91,7 +91,7 @@ def test_planted_bug_crashes_every_run_with_its_title(demo_tree: DemoTree, build
     # syzbot's title for the plain kernel's oops (the demo records the console line).
     expected = "BUG: unable to handle kernel NULL pointer dereference in comm_digest_compute"
     for o in res.outcomes:
-        assert o.title is not None and report.same_bug(o.title, expected), (o.title, expected)
+        assert o.title is not None and oops.same_bug(o.title, expected), (o.title, expected)
         assert "comm_digest" in o.report
         assert Path(o.console_log or "").is_file()
     assert (tmp_path / "runs" / "result.json").is_file()

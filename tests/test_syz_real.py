@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from kvmlab import report
+from kvmlab import oops
 from kvmlab.cli import main
 from kvmlab.kernel.builder import BuildManifest, KernelBuilder
 from kvmlab.kernel.config import ConfigRequest
@@ -87,7 +87,7 @@ def test_syz_program_reproduces_the_planted_bug_and_nothing_else_crashes(
     titles = re.findall(r"^run #(\d): crashed: (.*)$", out, re.M)
     assert sorted(i for i, _ in titles) == ["0", "1"], out
     for _, title in titles:
-        assert report.same_bug(title, PLAIN_TITLE), (title, PLAIN_TITLE)
+        assert oops.same_bug(title, PLAIN_TITLE), (title, PLAIN_TITLE)
     for i in (0, 1):
         log = (tmp_path / "crash" / f"vm-{i}" / "repro.log").read_text()
         assert "parsed 1 programs" in log, log[-2000:]

@@ -37,7 +37,7 @@ from kvmlab.bisect.policy import POLICIES, AdaptivePolicy, Policy, SyzbotPolicy
 from kvmlab.bisect.repository import GitRepository
 from kvmlab.bisect.result import BisectResult, CommitEvidence, Outcome, StepRecord, Verdict
 from kvmlab.bisect.seams import CommitInfo, IsTarget, Repository, Tag, Tester
-from kvmlab.bisect.session import BisectInfraError, BisectUsageError, ReproFailedError
+from kvmlab.bisect.state import BisectInfraError, BisectUsageError, ReproFailedError
 
 __all__ = [
     "POLICIES",

@@ -24,7 +24,7 @@ from kvmlab.bisect.planner import Option, near_probability, rank, survival_curve
 from kvmlab.bisect.policy import AdaptivePolicy
 from kvmlab.bisect.result import Outcome, Verdict
 from kvmlab.bisect.seams import Prebuilds
-from kvmlab.bisect.session import Session
+from kvmlab.bisect.state import Session
 from kvmlab.outcome import BuildStatus
 
 #: Commits pre-built per likely outcome of a test (overlapped builds).

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from kvmlab.bisect.result import Confirmation, ConfirmStatus
 from kvmlab.bisect.seams import Repository, Reverts, SyntheticCommit
-from kvmlab.bisect.session import Session
+from kvmlab.bisect.state import Session
 from kvmlab.outcome import BuildStatus
 
 #: The bug, if still there, must show in the confirmation runs with this probability.

@@ -3,7 +3,7 @@
 Pure apart from the seams: every git question goes to the
 :class:`~kvmlab.bisect.seams.Repository`, every build and VM run to the
 :class:`~kvmlab.bisect.seams.Tester` (through a
-:class:`~kvmlab.bisect.session.Session`), every line of the log to a
+:class:`~kvmlab.bisect.state.Session`), every line of the log to a
 :class:`~kvmlab.bisect.log.LogWriter`, and every outcome to the journal. The
 policies' loops live in :mod:`kvmlab.bisect.syzbot` and
 :mod:`kvmlab.bisect.adaptive`.
@@ -24,7 +24,7 @@ from kvmlab.bisect.journal import Journal
 from kvmlab.bisect.policy import POLICIES, AdaptivePolicy, Policy, SyzbotPolicy
 from kvmlab.bisect.result import BisectResult, Outcome, StepRecord, Verdict
 from kvmlab.bisect.seams import IsTarget, Maintainers, Repository, Tester
-from kvmlab.bisect.session import BisectInfraError, BisectUsageError, ReproFailedError, Session
+from kvmlab.bisect.state import BisectInfraError, BisectUsageError, ReproFailedError, Session
 from kvmlab.outcome import BuildStatus
 
 __all__ = ["BisectInfraError", "BisectUsageError", "ReproFailedError", "bisect"]

@@ -13,7 +13,7 @@ from kvmlab.bisect import log as fmt
 from kvmlab.bisect.graph import CommitGraph
 from kvmlab.bisect.policy import SyzbotPolicy
 from kvmlab.bisect.result import Outcome, Verdict
-from kvmlab.bisect.session import Session
+from kvmlab.bisect.state import Session
 from kvmlab.outcome import BuildStatus, RunStatus
 
 

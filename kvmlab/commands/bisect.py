@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from kvmlab import report
+from kvmlab import oops
 from kvmlab.bisect import POLICIES, AdaptivePolicy, BisectResult, GitRepository, LogWriter, bisect
 from kvmlab.bisect.policy import Policy
 from kvmlab.bisect.result import StepRecord
@@ -101,10 +101,10 @@ def target_matcher(expect: str | None) -> Any:
             return False
         titles = (run.title, *run.alt_titles)
         if expect is not None:
-            return any(report.same_bug(t, expect) for t in titles)
+            return any(oops.same_bug(t, expect) for t in titles)
         first = state.setdefault("first", run)
         ref = (first.title or "", *first.alt_titles)
-        return any(report.same_bug(a, b) for a in titles for b in ref)
+        return any(oops.same_bug(a, b) for a in titles for b in ref)
 
     return is_target
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from kvmlab.errors import HostToolError, MissingFileError
-from kvmlab.report import Report, parse, symbolize
+from kvmlab.oops import Report, parse, symbolize
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

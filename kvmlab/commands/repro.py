@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from kvmlab import report
+from kvmlab import oops
 from kvmlab.bisect.repository import GitRepository
 from kvmlab.commands.kernel import config_request
 from kvmlab.commands.live import View, progress_view
@@ -178,7 +178,7 @@ def _expected_title(args: argparse.Namespace) -> str | None:
             text = args.expect_report.read_text(errors="replace")
         except OSError as e:
             raise MissingFileError(f"report {args.expect_report}: {e.strerror}") from None
-        rep = report.parse(text)
+        rep = oops.parse(text)
         if rep is None:
             raise UserError(f"report {args.expect_report}: no crash found in it")
         return rep.title

@@ -23,7 +23,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from kvmlab import report
+from kvmlab import oops
 from kvmlab.errors import UserError
 
 CONFIG_NAMES = (".config", "config", "kernel.config")
@@ -94,7 +94,7 @@ def load(path: Path) -> BugDir:
     log = _one(path, LOG_NAMES, "console log")
     log_title: str | None = None
     if log is not None:
-        rep = report.parse(_read(log))
+        rep = oops.parse(_read(log))
         log_title = rep.title if rep is not None else None
     title = ""
     if (path / "title").is_file():
@@ -102,7 +102,7 @@ def load(path: Path) -> BugDir:
         title = lines[0].strip() if lines else ""
         if not title:
             raise BugDirError(f"bug directory {path}: title is empty")
-        if log is not None and log_title is not None and not report.same_bug(title, log_title):
+        if log is not None and log_title is not None and not oops.same_bug(title, log_title):
             raise BugDirError(f"bug directory {path}: title says {title!r} but the crash in {log.name} "
                               f"is {log_title!r}")
     elif log_title is not None:

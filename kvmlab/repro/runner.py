@@ -3,7 +3,7 @@
 Per VM: boot (a boot that fails is ``boot-failed`` with the boot crash's
 title or ``no output``), copy the reproducer in, run it for at most the run
 time while the console is watched. A crash on the console is ``crashed``
-(titled by :mod:`kvmlab.report`, symbolized when a vmlinux is given) — also
+(titled by :mod:`kvmlab.oops`, symbolized when a vmlinux is given) — also
 when it took the SSH connection down with it. A run that ends without a crash
 is ``ok``. Our own failures (qemu died without a crash on the console, the SSH
 transport broke with no crash to explain it) are ``infra``.
@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kvmlab import report
+from kvmlab import oops
 from kvmlab.errors import KvmlabError, SSHError, UserError
 from kvmlab.kernel.config import read_config
 from kvmlab.outcome import RunOutcome, RunStatus
@@ -191,7 +191,7 @@ def _crash_outcome(m: Machine, started: float, vmlinux: Path | None) -> RunOutco
         return None
     m.watcher.settle(quiet=1.0, limit=10.0 * m.timeouts.scale)
     text = m.watcher.text()
-    rep = report.parse(text)
+    rep = oops.parse(text)
     if rep is None:
         # The live watcher saw a crash start the parser doesn't title: keep
         # the raw line rather than lose the crash.
@@ -202,14 +202,14 @@ def _crash_outcome(m: Machine, started: float, vmlinux: Path | None) -> RunOutco
     body = rep.report
     if vmlinux is not None:
         with contextlib.suppress(KvmlabError, OSError):
-            body = report.symbolize(body, vmlinux)
+            body = oops.symbolize(body, vmlinux)
     return RunOutcome(m.index, RunStatus.CRASHED, title=rep.title, alt_titles=tuple(rep.alt_titles),
                       crash_type=rep.type, report=body, duration=time.monotonic() - started,
                       console_log=str(m.console_log))
 
 
 def _boot_failed(m: Machine, reason: str, started: float) -> RunOutcome:
-    rep = report.parse(m.watcher.text())
+    rep = oops.parse(m.watcher.text())
     title = rep.title if rep is not None else ("no output" if reason == "no output" else reason)
     return RunOutcome(m.index, RunStatus.BOOT_FAILED, title=title, detail=reason,
                       report=rep.report if rep else m.watcher.tail(), crash_type=rep.type if rep else None,
@@ -499,7 +499,7 @@ def run_repro(
     def matches(o: RunOutcome) -> bool | None:
         if o.status is not RunStatus.CRASHED or options.expect is None or o.title is None:
             return None
-        return any(report.same_bug(t, options.expect) for t in (o.title, *o.alt_titles))
+        return any(oops.same_bug(t, options.expect) for t in (o.title, *o.alt_titles))
 
     def job(m: Machine) -> RunOutcome | None:
         if on_vm is not None:

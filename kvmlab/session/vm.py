@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from kvmlab import report
+from kvmlab import oops
 from kvmlab.errors import InfraError, KvmlabError, SSHError, UserError
 from kvmlab.repro.reproducer import GUEST_DIR, StagedRepro
 from kvmlab.session.store import SessionDir
@@ -170,12 +170,12 @@ class SessionVM:
                 start = self._consumed
             text = w.text_from(start)
             consumed = w.size()
-            rep = report.parse(text)
+            rep = oops.parse(text)
             title = rep.title if rep is not None else ev.line.strip()
             body = rep.report if rep is not None else text
             if rep is not None and self.vmlinux is not None and self.vmlinux.is_file():
                 with contextlib.suppress(KvmlabError, OSError):
-                    body = report.symbolize(body, self.vmlinux)
+                    body = oops.symbolize(body, self.vmlinux)
             with self._lock:
                 n = len(self._crashes) + 1
                 path = self.sdir.path / f"report-{n}.txt"

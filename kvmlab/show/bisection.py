@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kvmlab import report as crash_report
+from kvmlab import oops as crash_report
 from kvmlab.bisect.graph import CommitGraph
 from kvmlab.bisect.seams import CommitInfo as _CommitInfo
 from kvmlab.bisect.seams import cc_list, email_of, parse_trailers

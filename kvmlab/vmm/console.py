@@ -8,7 +8,7 @@ and records events: the start of a kernel crash, a reboot (a second
 than the no-output timeout, and the end of the stream.
 
 Recognising that a crash *started* is all this module does; turning the text
-into a title is :mod:`kvmlab.report`'s job (the raw text is exposed for it).
+into a title is :mod:`kvmlab.oops`'s job (the raw text is exposed for it).
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ import re
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from kvmlab.report import parser, rules
+from kvmlab.oops import parser, rules
 
 #: Parts of a title that differ between two crashes of one bug (addresses,
 #: numbers, task names of the fuzzer, source lines, IPs), in this order.

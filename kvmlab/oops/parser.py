@@ -3,7 +3,7 @@
 The steps, all pure:
 
 1. :func:`crash_start` finds the first line that carries an oops header from
-   :data:`~kvmlab.report.rules.OOPSES` and is not one of its look-alikes. One
+   :data:`~kvmlab.oops.rules.OOPSES` and is not one of its look-alikes. One
    regex over all headers (factored by common prefixes) scans the text in C,
    about 1-2 µs per KB, so it can run on every chunk of a live console stream.
 2. The report is cut out around it: a few lines before it from the same
@@ -12,8 +12,8 @@ The steps, all pure:
    next report when there is no caller id to separate interleaved output.
    Lines are picked with regex scans over the text, not a Python loop per
    line, which keeps parsing at about 20 MB/s.
-3. The earliest-matching :class:`~kvmlab.report.rules.TitleFormat` of that oops
-   makes the title; its :class:`~kvmlab.report.rules.StackFormat` picks the
+3. The earliest-matching :class:`~kvmlab.oops.rules.TitleFormat` of that oops
+   makes the title; its :class:`~kvmlab.oops.rules.StackFormat` picks the
    guilty frame, skipping frames that are never the culprit.
 4. The report is *corrupted* when its title cannot be trusted: the header was
    lost, a stack trace has no frames, or other output got into the title.
@@ -26,8 +26,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from kvmlab.report import rules, rust_demangle
-from kvmlab.report.rules import STACK, Oops, StackFormat, TitleFormat
+from kvmlab.oops import rules, rust_demangle
+from kvmlab.oops.rules import STACK, Oops, StackFormat, TitleFormat
 
 _CONSOLE = "console"
 """Context of lines with a timestamp but no caller id."""
@@ -402,7 +402,7 @@ _RUST_HASH = re.compile(r"h[0-9a-f]{16}")
 def demangle(name: str) -> str:
     """The plain name of a C++ (or legacy Rust) function symbol, without
     parameters: ``_Z8fakeNameiii`` -> ``fakeName``, ``_ZN3foo3barEv`` -> ``foo::bar``;
-    Rust v0 (``_R``) names as :mod:`~kvmlab.report.rust_demangle` reads them.
+    Rust v0 (``_R``) names as :mod:`~kvmlab.oops.rust_demangle` reads them.
     Names this simple reader does not understand come back unchanged."""
     if name.startswith(("_R", "__R")):
         return rust_demangle.demangle(name)

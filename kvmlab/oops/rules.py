@@ -5,7 +5,7 @@ Pure data: every kind of Linux oops is an :class:`Oops` (a literal header that
 starts a report on a console line, lines that carry the header but are not a
 crash) with its :class:`TitleFormat` list (regex of the kernel's message ->
 syzbot-style title, and where in the report the guilty frame is). The engine
-that applies them lives in :mod:`kvmlab.report.parser`.
+that applies them lives in :mod:`kvmlab.oops.parser`.
 
 The message formats follow the kernel sources (``lib/``, ``mm/kasan``,
 ``kernel/locking/lockdep.c``, ``arch/x86/mm/fault.c`` ...); the title words

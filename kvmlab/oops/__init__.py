@@ -6,8 +6,8 @@
 - :func:`symbolize` — ``func+0x1/0x2`` frames to ``file.c:line`` with inlined frames.
 """
 
-from kvmlab.report.crash import Report, normalize_title, parse, same_bug, signature
-from kvmlab.report.parser import crash_start
-from kvmlab.report.symbolize import symbolize
+from kvmlab.oops.crash import Report, normalize_title, parse, same_bug, signature
+from kvmlab.oops.parser import crash_start
+from kvmlab.oops.symbolize import symbolize
 
 __all__ = ["Report", "crash_start", "normalize_title", "parse", "same_bug", "signature", "symbolize"]
