@@ -3,7 +3,7 @@ bisections with and without background builds, on machines of three sizes.
 
 Each bisection is a simulated history (``flaky_bisect.py``'s constant-rate
 scenario, 1,000 commits) run twice from the same random outcomes: once with
-builds only in the foreground, once with :class:`~kvmlab.tester.VMTester`'s
+builds only in the foreground, once with :class:`~kvmlab.jobs.tester.VMTester`'s
 background builds (the same scheduler, on a simulated clock,
 :class:`kvmlab.bisect.simulate.ClockedTester`). A build takes the given
 seconds on the whole machine; a batch of up to ``vms`` runs takes the run

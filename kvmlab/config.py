@@ -173,13 +173,24 @@ T = TypeVar("T")
 
 def _convert(value: Any, typ: Any, where: str) -> Any:
     origin = typing.get_origin(typ)
+    if origin in (types.UnionType, typing.Union):
+        args = typing.get_args(typ)
+        if len(args) == 2 and type(None) in args:  # X | None
+            if value is None:
+                return None
+            return _convert(value, next(a for a in args if a is not type(None)), where)
+        raise ConfigError(f"{where}: unsupported type")
     if typ is float:
         if not isinstance(value, int | float) or isinstance(value, bool):
-            raise ConfigError(f"{where}: expected float, got {value!r}")
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
         return float(value)
+    if typ is Path:
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"{where}: expected a path, got {value!r}")
+        return Path(value).expanduser()
     if typ in (int, str, bool):
         if not isinstance(value, typ) or (typ is int and isinstance(value, bool)):
-            raise ConfigError(f"{where}: expected {typ.__name__}, got {value!r}")
+            raise ConfigError(f"{where}: expected {_TYPE_WORDS[typ]}, got {value!r}")
         return value
     if origin is tuple:
         if not isinstance(value, list):
@@ -190,13 +201,15 @@ def _convert(value: Any, typ: Any, where: str) -> Any:
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping, got {value!r}")
         return from_mapping(typ, value, where)  # type: ignore[arg-type]
-    if origin in (types.UnionType, typing.Union):
-        raise ConfigError(f"{where}: unsupported type")
     raise ConfigError(f"{where}: unsupported type {typ!r}")
 
 
+_TYPE_WORDS = {int: "a whole number", str: "a string", bool: "true or false"}
+
+
 def from_mapping(cls: type[T], data: dict[str, Any], where: str) -> T:
-    """Build dataclass ``cls`` from ``data``; ``where`` prefixes error messages."""
+    """Build dataclass ``cls`` from ``data``; ``where`` prefixes error messages
+    (an unknown key or a value of the wrong type names itself: ``where.key``)."""
     hints = typing.get_type_hints(cls)
     known = {f.name for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
     kwargs = {}
@@ -212,6 +225,19 @@ def from_mapping(cls: type[T], data: dict[str, Any], where: str) -> T:
         raise ConfigError(f"{where}: {e}") from None
     if isinstance(obj, Timeouts) and obj.scale != 1.0:
         raise ConfigError(f"{where}.scale: set by kvmlab from the accelerator, not in a config file")
+    return obj
+
+
+def to_mapping(obj: Any) -> Any:
+    """The plain data (YAML/JSON) :func:`from_mapping` reads back: dataclasses
+    as mappings (fields left at None out), paths as strings, tuples as lists."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_mapping(getattr(obj, f.name)) for f in dataclasses.fields(obj)
+                if f.init and getattr(obj, f.name) is not None}
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, tuple | list):
+        return [to_mapping(v) for v in obj]
     return obj
 
 

@@ -12,19 +12,20 @@ import socket
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from kvmlab.cli import main
-from kvmlab.commands.boot import (
+from kvmlab.commands.boot import parse_memory
+from kvmlab.errors import MissingFileError, UserError
+from kvmlab.jobs.boot import (
     cpu_warning,
     find_vmlinux,
     fragments_for,
     gdb_argv,
-    parse_memory,
     parse_shares,
 )
-from kvmlab.errors import MissingFileError, UserError
 from kvmlab.session.foreground import (
     EXIT_BOOT_FAILED,
     EXIT_CRASH,
@@ -118,9 +119,9 @@ def test_parse_shares(tmp_path: Path) -> None:
 
 
 def test_fragments_for_adds_what_share_and_gdb_need_in_a_fixed_order() -> None:
-    assert fragments_for(None, share=False, gdb=False) == ("base",)
-    assert fragments_for("base,kasan", share=True, gdb=True) == ("base", "kasan", "share", "gdb")
-    assert fragments_for("base,gdb", share=True, gdb=True) == ("base", "gdb", "share")
+    assert fragments_for((), share=False, gdb=False) == ("base",)
+    assert fragments_for(("base", "kasan"), share=True, gdb=True) == ("base", "kasan", "share", "gdb")
+    assert fragments_for(("base", "gdb"), share=True, gdb=True) == ("base", "gdb", "share")
 
 
 def test_gdb_command_loads_the_kernels_scripts_when_built_with_them(tmp_path: Path) -> None:
@@ -533,12 +534,11 @@ def test_screen_puts_kvmlab_lines_on_their_own_line_in_raw_mode() -> None:
 
 
 def test_repro_kinds(tmp_path: Path) -> None:
-    import argparse
+    from kvmlab.jobs.boot import staged_reproducer as _reproducer
+    from kvmlab.jobs.model import BootJob
 
-    from kvmlab.commands.boot import _reproducer
-
-    def ns(**kw: object) -> argparse.Namespace:
-        return argparse.Namespace(**{"repro": None, "syz_execprog": None, "syz_executor": None, **kw})
+    def ns(**kw: Any) -> BootJob:
+        return BootJob(**kw)
 
     script = tmp_path / "try it.sh"
     script.write_text("#!/bin/sh\necho hi\n")

@@ -216,12 +216,12 @@ def test_demo_tree_info_round_trips_its_source_and_reads_older_files(tmp_path: P
 
 def test_build_progress_in_a_log_file_is_one_line_per_phase_and_a_minute(
         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    from kvmlab.commands import kernel as cmd
     from kvmlab.kernel.builder import Progress
+    from kvmlab.ui import ticker as mod
 
     clock = [0.0]
-    monkeypatch.setattr(cmd.time, "monotonic", lambda: clock[0])
-    ticker = cmd._Ticker()
+    monkeypatch.setattr(mod.time, "monotonic", lambda: clock[0])
+    ticker = mod.BuildTicker()
     assert not ticker.tty  # pytest captures stderr
     for t, phase, objs in [(0, "config", 0), (5, "compile", 1), (30, "compile", 200), (66, "compile", 410),
                            (70, "compile", 420), (130, "compile", 800), (131, "done", 800)]:

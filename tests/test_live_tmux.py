@@ -71,7 +71,8 @@ FAKE = r'''
 import sys, time
 from pathlib import Path
 from kvmlab.bisect import LogWriter, bisect
-from kvmlab.commands.live import LiveView, WatchedTester
+from kvmlab.jobs.observer import ObservedTester
+from kvmlab.ui.live import LiveView
 from kvmlab.outcome import RunStatus
 from kvmlab.repro.runner import VMEvent
 from tests.test_bisect import FakeTester, make_history
@@ -97,7 +98,7 @@ class Slow:
 
 hist = make_history(Path(sys.argv[1]), 20)
 with LiveView("kvmlab bisect", describe=lambda h: hist.title(h)) as view:
-    tester = WatchedTester(Slow(FakeTester(hist, culprit="13"), view), view)
+    tester = ObservedTester(Slow(FakeTester(hist, culprit="13"), view), view)
     res = bisect(hist.repo, tester, bad=hist.h["20"], good=hist.h["0"], log=LogWriter(view.say),
                  observer=view.step, policy="syzbot")
 print("DONE", res.culprit == hist.h["13"])

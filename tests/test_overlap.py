@@ -130,7 +130,7 @@ def test_prebuilder_threads_take_wait_and_cancel() -> None:
     foreground waits for a running one, a stale one is cancelled mid-build."""
     import threading
 
-    from kvmlab.tester import BuildCancelled, Prebuilder
+    from kvmlab.jobs.tester import BuildCancelled, Prebuilder
 
     release = threading.Event()
     started: list[str] = []
@@ -155,7 +155,7 @@ def test_prebuilder_threads_take_wait_and_cancel() -> None:
 
 
 def test_prebuilder_without_capacity_builds_nothing() -> None:
-    from kvmlab.tester import Prebuilder
+    from kvmlab.jobs.tester import Prebuilder
 
     calls: list[str] = []
     pb = Prebuilder(lambda c, j, f: calls.append(c) or BuildOutcome(c, BuildStatus.OK), capacity=0, jobs=1)

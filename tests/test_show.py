@@ -14,13 +14,13 @@ from rich.console import Console
 
 from kvmlab.bisect import StepRecord
 from kvmlab.cli import main
-from kvmlab.commands.live import _VM, LiveState, PlainView, render_state
 from kvmlab.kernel.builder import Progress
 from kvmlab.show import bisection_report, layout, load_job, repro_report
 from kvmlab.show.bisection import bisection_view
 from kvmlab.show.gitinfo import parse_numstat
 from kvmlab.show.meta import JobMeta
 from kvmlab.show.model import VERDICT_COLOURS
+from kvmlab.ui.live import _VM, LiveState, PlainView, render_state
 from tests.show_cases import CASES, Bisected, bisected, copy_of, expected_colour_key, history_commits_tested
 
 pytestmark = pytest.mark.unit

@@ -4,7 +4,6 @@ checks) and the checks made with the real syz-execprog before anything boots."""
 
 from __future__ import annotations
 
-import argparse
 import os
 from pathlib import Path
 
@@ -292,8 +291,9 @@ def test_bug_directory_pieces_and_contradictions(tmp_path: Path) -> None:
         bugdir.load(tmp_path / "nowhere")
 
 
-def test_bug_directory_fills_the_command_line_and_the_command_line_wins(tmp_path: Path) -> None:
-    from kvmlab.commands.repro import apply_bug_dir
+def test_bug_directory_fills_the_job_and_what_the_job_gives_wins(tmp_path: Path) -> None:
+    from kvmlab.jobs.inputs import settings, with_bug
+    from kvmlab.jobs.model import ReproJob
     from tests.test_bisect import git
 
     tree = tmp_path / "tree"
@@ -305,32 +305,25 @@ def test_bug_directory_fills_the_command_line_and_the_command_line_wins(tmp_path
     head = git(tree, "rev-parse", "HEAD")
     d = _bug(tmp_path, commit=head + "\n", cmdline="panic_on_warn=1\n")
 
-    def ns(**kw: object) -> argparse.Namespace:
-        base = dict(bug_dir=d, tree=tree, commit=None, kernel_config=None, config=None, expect=None,
-                    repro=None, command=None, syz_prog=None, syz_dir=None, syz_execprog=None,
-                    syz_executor=None, conf=None, count=None, backend=None, accel=None, cpus=None,
-                    memory_mb=None, run_time=None, root=None)
-        return argparse.Namespace(**{**base, **kw})
+    def quiet(_line: str) -> None:
+        pass
 
-    args = ns()
-    apply_bug_dir(args, commit_dest="commit", say=lambda _l: None)
-    assert args.commit == head and args.kernel_config == d / ".config" and args.syz_prog == d / "repro.syz"
-    assert args.expect == "KASAN: use-after-free Read in comm_digest_compute"
-    assert args.bug_cmdline == ("panic_on_warn=1",)
-    from kvmlab.commands.repro import config_from_args
-
-    assert config_from_args(args).vm.cmdline[-1] == "panic_on_warn=1"
-    args = ns(expect="WARNING in foo", commit="HEAD")
-    apply_bug_dir(args, commit_dest="commit", say=lambda _l: None)
-    assert args.expect == "WARNING in foo" and args.commit == "HEAD"
+    job = with_bug(ReproJob(tree=tree, bug=d), say=quiet)
+    assert job.commit == head and job.build.kernel_config == d / ".config"
+    assert job.reproducer.syz_prog == d / "repro.syz"
+    assert job.expect == "KASAN: use-after-free Read in comm_digest_compute"
+    assert job.vms.cmdline == ("panic_on_warn=1",)
+    assert settings(job.vms).vm.cmdline[-1] == "panic_on_warn=1"
+    job = with_bug(ReproJob(tree=tree, bug=d, expect="WARNING in foo", commit="HEAD"), say=quiet)
+    assert job.expect == "WARNING in foo" and job.commit == "HEAD"
     # Both reproducers and no syz binaries: the C one, said so.
     (d / "repro.c").write_text("int main(void) { return 0; }\n")
     said: list[str] = []
-    args = ns()
-    apply_bug_dir(args, commit_dest="commit", say=said.append)
-    assert args.repro == d / "repro.c" and args.syz_prog is None and "using repro.c" in said[0]
+    job = with_bug(ReproJob(tree=tree, bug=d), say=said.append)
+    assert job.reproducer.c == d / "repro.c" and job.reproducer.syz_prog is None
+    assert "using repro.c" in said[0]
     with pytest.raises(UserError, match="give --tree"):
-        apply_bug_dir(ns(tree=None), commit_dest="commit")
+        with_bug(ReproJob(bug=d), say=quiet)
     _bug(tmp_path, commit="0123456789ab\n")
     with pytest.raises(UserError, match="commit 0123456789ab is not in --tree"):
-        apply_bug_dir(ns(), commit_dest="commit")
+        with_bug(ReproJob(tree=tree, bug=d), say=quiet)

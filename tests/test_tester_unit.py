@@ -6,10 +6,10 @@ from pathlib import Path
 from typing import Any
 
 from kvmlab.config import Config
+from kvmlab.jobs.tester import VMTester
 from kvmlab.kernel.config import ConfigRequest
 from kvmlab.outcome import BuildOutcome, BuildStatus
 from kvmlab.repro.reproducer import StagedRepro
-from kvmlab.tester import VMTester
 from kvmlab.timeouts import TCG_SCALE
 from kvmlab.vmm.accel import AccelChoice
 from kvmlab.vmm.spec import Accel

@@ -84,9 +84,9 @@ def test_config_unknown_key_names_key_and_file(tmp_path: Path) -> None:
     "text, match",
     [
         ("vm:\n  backend: xen\n", "vm.backend"),
-        ("vm:\n  count: two\n", "expected int"),
+        ("vm:\n  count: two\n", "count: expected a whole number"),
         ("vm:\n  count: 0\n", "count: must be positive"),
-        ("timeouts:\n  boot: fast\n", "boot: expected float"),
+        ("timeouts:\n  boot: fast\n", "boot: expected a number"),
         ("timeouts:\n  scale: 2\n", "scale"),
         ("[1, 2]\n", "top level must be a mapping"),
         ("vm: [\n", "not valid YAML"),

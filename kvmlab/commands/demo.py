@@ -12,10 +12,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from kvmlab.commands.bisect import add_bisect_arguments, run_bisection
-from kvmlab.config import cache_dir
-from kvmlab.errors import UserError
-from kvmlab.kernel.demo_tree import make_demo_tree
+from kvmlab.bisect import GitRepository
+from kvmlab.commands.bisect import add_bisect_arguments, bisect_fields
+from kvmlab.commands.options import _path, given, make_job
+from kvmlab.jobs.demo import demo_dir, run_demo
+from kvmlab.jobs.model import DemoJob
+from kvmlab.ui.live import progress_view
 
 BUGS = ("culprit", "flaky_culprit")
 
@@ -23,34 +25,30 @@ BUGS = ("culprit", "flaky_culprit")
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("demo", help="build the demo kernel history and bisect its planted bug")
     p.add_argument("--dir", type=Path, help="where the demo tree goes (default: in the cache)")
-    p.add_argument("--bug", choices=BUGS, default="culprit",
-                   help="culprit: the deterministic bug; flaky_culprit: the one crashing on ~1/3 of runs")
+    p.add_argument("--bug", choices=BUGS, default=None,
+                   help="culprit: the deterministic bug (default); flaky_culprit: the one crashing on ~1/3 "
+                        "of runs")
     add_bisect_arguments(p, bug_dir=False)  # --bug here names a planted bug
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    dest = args.dir or cache_dir() / "demo" / "linux-demo"
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    demo = make_demo_tree(dest, progress=lambda m: print(f"kvmlab: {m}", flush=True))
-    if args.bug not in demo.reproducers:
-        raise UserError(f"demo tree {dest} plants no {args.bug!r} bug")
-    args.tree = demo.path
-    args.bad = args.bad or demo.head
-    if args.repro is None and args.command is None and args.syz_prog is None:
-        args.repro = Path(demo.reproducers[args.bug])
-    if args.run_time is None:
-        args.run_time = 20.0  # the demo reproducers crash at once or not at all
-    # Small guests: many of them share the host's cores when KVM is missing.
-    if args.cpus is None:
-        args.cpus = 1
-    if args.memory_mb is None:
-        args.memory_mb = 512
-    result = run_bisection(args)
-    planted = getattr(demo, args.bug)
-    if result.culprit == planted:
-        print(f"kvmlab: demo: found the planted culprit {planted[:12]}")
+    fields = given(dir=_path(args.dir), bug=args.bug)
+    bisect = bisect_fields(args)
+    if bisect:
+        fields["bisect"] = bisect
+    job = make_job(DemoJob.KIND, fields, args.job)
+    assert isinstance(job, DemoJob)
+    tree = demo_dir(job)
+
+    def subject(h: str) -> str:
+        return GitRepository(tree).commit_info(h).subject
+
+    with progress_view("kvmlab bisect", describe=subject) as view:
+        done = run_demo(job, view)
+    if done.found:
+        print(f"kvmlab: demo: found the planted culprit {done.planted[:12]}")
         return 0
-    print(f"kvmlab: demo: the planted culprit is {planted[:12]}, the bisection said "
-          f"{(result.culprit or 'nothing')[:12]} ({result.outcome.value})")
+    print(f"kvmlab: demo: the planted culprit is {done.planted[:12]}, the bisection said "
+          f"{(done.result.culprit or 'nothing')[:12]} ({done.result.outcome.value})")
     return 1

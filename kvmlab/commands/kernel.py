@@ -4,16 +4,17 @@
 from __future__ import annotations
 
 import argparse
-import os
-import sys
-import time
 from pathlib import Path
 
+from kvmlab.commands.options import _path, add_job_option, fragments, given, make_job, nested
 from kvmlab.config import load_config
-from kvmlab.errors import ConfigError, KvmlabError
-from kvmlab.kernel.builder import BuildManifest, KernelBuilder, Progress
-from kvmlab.kernel.config import ConfigRequest, find_data_file, fragment_dirs, fragment_files
+from kvmlab.errors import KvmlabError
+from kvmlab.jobs.build import run_build
+from kvmlab.jobs.model import BuildJob
+from kvmlab.kernel.builder import BuildManifest
+from kvmlab.kernel.config import find_data_file, fragment_dirs, fragment_files
 from kvmlab.outcome import BuildStatus
+from kvmlab.ui.ticker import BuildTicker
 
 
 def _fragment_names() -> str:
@@ -32,8 +33,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description="Build REV of the kernel git tree PATH in a kvmlab-owned worktree. "
         f"Config fragments: {_fragment_names()} (where each comes from: kvmlab kernel fragments).",
     )
-    build.add_argument("--tree", type=Path, required=True, help="kernel git tree (only read)")
-    build.add_argument("--commit", required=True, help="revision to build (commit, tag, branch)")
+    build.add_argument("--tree", type=Path, help="kernel git tree (only read)")
+    build.add_argument("--commit", help="revision to build (commit, tag, branch)")
     build.add_argument("--config", default=None, help="comma-separated config fragments (default: base; "
                        "with --kernel-config: none, or fragments layered on it)")
     build.add_argument("--kernel-config", "--config-file", dest="config_file", type=Path, default=None,
@@ -46,6 +47,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "(default: $XDG_CACHE_HOME/kvmlab/kernel)"
     )
     build.add_argument("--conf", type=Path, help="kvmlab YAML config file (for kernel.fragments_dir)")
+    add_job_option(build)
     build.set_defaults(func=_build)
 
     frags = sub.add_parser(
@@ -80,57 +82,19 @@ def _fragments(args: argparse.Namespace) -> int:
     return 0
 
 
-#: Seconds between progress lines when stderr is not a terminal.
-NON_TTY_EVERY = 60.0
-
-
-class _Ticker:
-    """One status line, redrawn at most every half second on a terminal."""
-
-    def __init__(self) -> None:
-        self.tty = sys.stderr.isatty()
-        self.last = 0.0
-        self.phase = ""
-
-    def __call__(self, p: Progress) -> None:
-        now = time.monotonic()
-        if not self.tty:
-            # A log file: one line per phase, and one a minute while compiling.
-            if p.phase != self.phase or now - self.last >= NON_TTY_EVERY:
-                what = f"{p.objects} objects, " if p.phase == "compile" and p.objects else ""
-                print(f"kvmlab: {p.phase} ({what}{p.elapsed:.0f} s)", file=sys.stderr, flush=True)
-                self.last = now
-            self.phase = p.phase
-            return
-        self.phase = p.phase
-        if now - self.last < 0.5 and p.phase == "compile":
-            return
-        self.last = now
-        line = f"[{p.elapsed:5.0f}s] {p.phase}: {p.objects} objects  {p.line.strip()}"
-        width = os.get_terminal_size(sys.stderr.fileno()).columns - 1
-        end = "\n" if p.phase == "done" else ""
-        print(f"\r{line[:width]:<{width}}", end=end, file=sys.stderr, flush=True)
-
-
-def config_request(fragments: str | None, kernel_config: Path | None) -> ConfigRequest:
-    """``--config`` and ``--kernel-config`` as a request: fragments (default
-    ``base``), or a full config with the fragments, if any, on top."""
-    names = [n.strip() for n in (fragments or "").split(",") if n.strip()]
-    if kernel_config is not None:
-        return ConfigRequest.from_file(kernel_config, names)
-    return ConfigRequest.from_fragments(names or ["base"])
+def build_job(args: argparse.Namespace) -> BuildJob:
+    frags = fragments(args.config)
+    build = given(config=list(frags) if frags is not None else None, kernel_config=_path(args.config_file),
+                  compiler=args.compiler)
+    fields = given(tree=_path(args.tree), commit=args.commit, output=_path(args.output), jobs=args.jobs,
+                   work_dir=_path(args.work_dir), conf=_path(args.conf)) | nested(build=build)
+    job = make_job(BuildJob.KIND, fields, args.job)
+    assert isinstance(job, BuildJob)
+    return job
 
 
 def _build(args: argparse.Namespace) -> int:
-    if args.jobs is not None and args.jobs < 1:
-        raise ConfigError(f"--jobs must be at least 1, got {args.jobs}")
-    request = config_request(args.config, args.config_file)
-    cfg = load_config(args.conf)
-    builder = KernelBuilder(args.work_dir, jobs=args.jobs, compiler=args.compiler,
-                            fragments_dir=cfg.kernel.fragments_path)
-    outcome = builder.build(
-        args.tree, args.commit, request, out_dir=args.output, progress=_Ticker(), argv=sys.argv
-    )
+    outcome = run_build(build_job(args), progress=BuildTicker())
     manifest = BuildManifest.load(Path(outcome.artifacts["manifest"]))
     # The builder said in one line which requested options Kconfig did not
     # keep; the manifest lists them all.

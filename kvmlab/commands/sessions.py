@@ -12,9 +12,12 @@ import sys
 import time
 from pathlib import Path
 
+import libvirt
+
 from kvmlab import proc
 from kvmlab.errors import KvmlabError, LibvirtError, UserError
 from kvmlab.session.store import PS_COLUMNS, SessionDir, SessionStore, format_table, now, ps_rows
+from kvmlab.vmm.libvirt_backend import open_connection
 from kvmlab.vmm.ssh import Endpoint, scp_argv, ssh_argv
 
 #: Seconds a session's kvmlab gets to tear its VM down after SIGTERM.
@@ -125,10 +128,6 @@ def _stop(d: SessionDir) -> str:
 
 
 def _destroy_domain(uri: str, name: str) -> None:
-    import libvirt
-
-    from kvmlab.vmm.libvirt_backend import open_connection
-
     conn = open_connection(uri)
     try:
         conn.lookupByName(name).destroy()

@@ -2,10 +2,10 @@
 
 Typical use::
 
-    from kvmlab.vmm.factory import make_backend, prepare, resolve_root
+    from kvmlab.vmm.factory import initramfs_root, make_backend, prepare
     from kvmlab.vmm.pool import Pool
 
-    root = resolve_root("initramfs", kernel)            # or an image recipe name
+    root = initramfs_root(kernel)                       # or kvmlab.images.get_root(recipe)
     prep = prepare(config, kernel, root)                 # probes KVM once per host
     with Pool(prep.spec, 4, backend=make_backend(config.vm), timeouts=prep.timeouts,
               ready_marker=prep.ready_marker) as pool:

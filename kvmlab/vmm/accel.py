@@ -111,8 +111,9 @@ class _Inconclusive(Exception):
     pass
 
 
-def resolve_accel(requested: Accel, *, qemu: str, kernel: Path, cache_dir: Path) -> AccelChoice:
-    """Turn ``auto`` into KVM or TCG (probing once per host); pass others through."""
+def resolve_accel(requested: Accel, *, qemu: str, kernel: Path | None, cache_dir: Path) -> AccelChoice:
+    """Turn ``auto`` into KVM or TCG (probing once per host by booting
+    ``kernel``; without one, TCG unless a probe is remembered); pass others through."""
     if requested is Accel.KVM:
         return AccelChoice(Accel.KVM, 1.0, "requested")
     if requested is Accel.TCG:
@@ -126,6 +127,9 @@ def resolve_accel(requested: Accel, *, qemu: str, kernel: Path, cache_dir: Path)
     if key in known:
         entry = known[key]
         choice = AccelChoice(Accel(entry["accel"]), float(entry["scale"]), entry["reason"])
+    elif kernel is None:
+        log.warning("no kernel to probe KVM with (the bad commit did not build?): using TCG")
+        return AccelChoice(Accel.TCG, TCG_SCALE, "no kernel to probe KVM with")
     else:
         log.info("probing KVM on this host (boots %s for up to %.0fs)", kernel.name, PROBE_SECONDS)
         try:

@@ -60,16 +60,18 @@ def close_backend(backend: Backend) -> None:
         backend.close()
 
 
-def resolve_root(name: str, kernel: Path, *, modules_dir: Path | None = None) -> GuestRoot:
-    """A guest root by name: ``initramfs`` (built from the host, cached) or an
-    image recipe name / path (built by kvmlab.images, cached)."""
-    if name == "initramfs":
-        return build_initramfs(cache_dir() / "initramfs", kernel=kernel, modules_dir=modules_dir)
-    # Imported here: the image builder itself uses the VM manager.
-    from kvmlab.images.cache import get_root
+def initramfs_root(kernel: Path, *, modules_dir: Path | None = None) -> GuestRoot:
+    """The initramfs guest root for ``kernel`` (built from the host, cached).
+    A disk image root comes from :mod:`kvmlab.images` (``kvmlab.jobs.guest``
+    chooses between them)."""
+    return build_initramfs(cache_dir() / "initramfs", kernel=kernel, modules_dir=modules_dir)
 
-    root: GuestRoot = get_root(name)
-    return root
+
+def choose_accel(vm: VMConfig, kernel: Path | None) -> AccelChoice:
+    """The accelerator for ``vm.accel`` (``auto``: KVM if booting ``kernel``
+    under KVM works on this host, probed once per host; else TCG with every
+    timeout scaled). Without a kernel to probe with, ``auto`` is TCG."""
+    return resolve_accel(Accel(vm.accel), qemu=vm.qemu, kernel=kernel, cache_dir=cache_dir())
 
 
 def _disk_initrd(kernel: Path) -> Path | None:
@@ -90,6 +92,9 @@ def _disk_initrd(kernel: Path) -> Path | None:
 
 @dataclass(frozen=True)
 class VMSetup:
+    """What booting a kernel needs besides a backend: the VM spec, the
+    timeouts scaled for the accelerator, and the console's ready marker."""
+
     spec: VMSpec
     timeouts: Timeouts
     accel: AccelChoice
@@ -103,7 +108,7 @@ def prepare(cfg: Config, kernel: Path, root: GuestRoot, *, name: str = "kvmlab",
     if not kernel.is_file():
         raise MissingFileError(f"kernel {kernel}: no such file")
     if accel is None:
-        accel = resolve_accel(Accel(cfg.vm.accel), qemu=cfg.vm.qemu, kernel=kernel, cache_dir=cache_dir())
+        accel = choose_accel(cfg.vm, kernel)
     cmdline = cfg.vm.cmdline
     if accel.accel is Accel.TCG:
         # An emulated CPU starved by its neighbours is not an RCU stall: give

@@ -16,13 +16,14 @@ from pathlib import Path
 
 from kvmlab.bisect.overlap import Claim, OverlapScheduler, background_capacity
 from kvmlab.config import Config
+from kvmlab.jobs.guest import vm_setup
 from kvmlab.kernel.builder import KernelBuilder, Progress
 from kvmlab.kernel.config import ConfigRequest
 from kvmlab.outcome import BuildOutcome, BuildStatus, RunOutcome
 from kvmlab.repro.reproducer import StagedRepro
 from kvmlab.repro.runner import ReproOptions, VMEvent, run_repro
 from kvmlab.vmm.accel import AccelChoice
-from kvmlab.vmm.factory import close_backend, make_backend, prepare, resolve_root
+from kvmlab.vmm.factory import close_backend, make_backend
 
 log = logging.getLogger(__name__)
 
@@ -111,8 +112,7 @@ class VMTester:
             raise ValueError(f"commit {build.commit}: cannot test a failed build")
         kernel = Path(build.artifacts["bzImage"])
         vmlinux = Path(build.artifacts["vmlinux"]) if "vmlinux" in build.artifacts else None
-        root = resolve_root(self.cfg.repro.root, kernel)
-        prep = prepare(self.cfg, kernel, root, accel=self.accel)
+        prep = vm_setup(self.cfg, kernel, accel=self.accel)
         outcomes: list[RunOutcome] = []
         while len(outcomes) < runs:
             call = self._calls.get(build.commit, 0)

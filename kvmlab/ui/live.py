@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import IO, Any, Protocol
+from typing import IO, Any
 
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
@@ -29,11 +29,9 @@ from rich.table import Table
 from rich.text import Text
 
 from kvmlab.bisect.result import StepRecord
-from kvmlab.bisect.seams import Tester
-from kvmlab.commands.kernel import _Ticker
 from kvmlab.kernel.builder import Progress
-from kvmlab.outcome import BuildOutcome, RunOutcome
 from kvmlab.repro.runner import VMEvent
+from kvmlab.ui.ticker import BuildTicker
 
 log = logging.getLogger(__name__)
 
@@ -60,26 +58,18 @@ VM_WORDS = {"ok": "OK", "boot-failed": "boot failed", "repro-failed": "reproduce
             "infra": "infra error"}
 
 
-class View(Protocol):
-    """What commands tell a progress view."""
-
-    def say(self, line: str) -> None: ...
-    def build_progress(self, p: Progress) -> None: ...
-    def building(self, commit: str) -> None: ...
-    def testing(self, commit: str, runs: int) -> None: ...
-    def vm(self, commit: str, ev: VMEvent) -> None: ...
-    def step(self, rec: StepRecord) -> None: ...
-
-
 class PlainView:
     """The log lines on stdout as they come; build progress as today's lines on stderr."""
 
     def __init__(self, out: IO[str] | None = None) -> None:
         self.out = out
-        self._ticker = _Ticker()
+        self._ticker = BuildTicker()
 
     def say(self, line: str) -> None:
         print(line, file=self.out or sys.stdout, flush=True)
+
+    def note(self, line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
 
     def build_progress(self, p: Progress) -> None:
         self._ticker(p)
@@ -212,6 +202,11 @@ class LiveView:
     def say(self, line: str) -> None:
         self.console.print(Text(line), soft_wrap=True)
 
+    def note(self, line: str) -> None:
+        # On stderr as ever; while the panel is up, rich redirects a
+        # terminal's stderr above it.
+        print(line, file=sys.stderr, flush=True)
+
     def build_progress(self, p: Progress) -> None:
         with self._lock:
             self.state.build = p
@@ -263,29 +258,13 @@ def wants_live(stream: IO[str] | None = None) -> bool:
 
 @contextmanager
 def progress_view(title: str, *, describe: Callable[[str], str] | None = None,
-                  live: bool | None = None) -> Iterator[View]:
+                  live: bool | None = None) -> Iterator[PlainView | LiveView]:
     """A :class:`LiveView` on a terminal, else a :class:`PlainView`."""
     if live if live is not None else wants_live():
         with LiveView(title, describe=describe) as v:
             yield v
     else:
         yield PlainView()
-
-
-class WatchedTester:
-    """A :class:`~kvmlab.bisect.Tester` that tells a view what it is doing."""
-
-    def __init__(self, inner: Tester, view: View) -> None:
-        self.inner = inner
-        self.view = view
-
-    def build(self, commit: str) -> BuildOutcome:
-        self.view.building(commit)
-        return self.inner.build(commit)
-
-    def test(self, build: BuildOutcome, runs: int) -> list[RunOutcome]:
-        self.view.testing(build.commit, runs)
-        return self.inner.test(build, runs)
 
 
 def _clock(seconds: float) -> str:

@@ -1,0 +1,105 @@
+"""Options several commands share, and their translation into a job's fields.
+
+Each ``*_fields`` function turns the options the user gave (only those) into
+the nested mapping of :mod:`kvmlab.jobs.model`; :func:`make_job` builds the
+typed job from it, on top of a ``--job`` file when one is given (the command
+line wins). Nothing else in kvmlab sees an argparse namespace.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from kvmlab.jobs.model import Job, job_from_mapping, load_job
+
+
+def add_job_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--job", type=Path, metavar="FILE",
+                   help="a job file (YAML or JSON: kind and the job's fields, see kvmlab/jobs/model.py); "
+                        "options given here win over it")
+
+
+def add_vm_options(p: argparse.ArgumentParser) -> None:
+    """Options shared by the commands that boot VMs (repro, bisect, demo)."""
+    p.add_argument("--conf", type=Path, help="kvmlab YAML config file")
+    p.add_argument("--root", help="guest root: initramfs (default) or an image recipe")
+    p.add_argument("--count", type=int, help="VMs / runs per test (default: vm.count)")
+    p.add_argument("--cpus", type=int, help="vCPUs per VM (default: vm.cpus)")
+    p.add_argument("--memory-mb", type=int, help="RAM per VM in MiB (default: vm.memory_mb)")
+    p.add_argument("--run-time", type=float, help="seconds a reproducer may run (default: repro.run_time)")
+    p.add_argument("--backend", choices=("qemu", "libvirt"), help="default: vm.backend")
+    p.add_argument("--accel", choices=("auto", "kvm", "tcg"), help="default: vm.accel")
+
+
+def add_repro_options(p: argparse.ArgumentParser, *, bug_dir: bool = True) -> None:
+    p.add_argument("repro", nargs="?", type=Path, help="C reproducer (.c)")
+    p.add_argument("--command", help="shell command to run in the guest instead of a program")
+    p.add_argument("--syz-prog", type=Path, help="syzkaller program (repro.syz), run by the real "
+                                                  "syz-execprog/syz-executor of --syz-dir")
+    p.add_argument("--syz-dir", type=Path, help="directory with syz-execprog and syz-executor "
+                                                 "(or syzkaller's bin/linux_amd64/; default: syzkaller.dir)")
+    p.add_argument("--syz-execprog", type=Path, help="your syz-execprog binary (instead of --syz-dir's)")
+    p.add_argument("--syz-executor", type=Path, help="your syz-executor binary (instead of --syz-dir's)")
+    p.add_argument("--syz-opt", action="append", default=None, metavar="K=V",
+                   help="syz-execprog flag over the program's options line, e.g. procs=6, "
+                        "sandbox=none, enable=tun,cgroups")
+    if bug_dir:
+        p.add_argument("--bug", dest="bug_dir", type=Path, metavar="DIR",
+                       help="a syzbot bug directory (title, commit, .config, repro.syz and/or repro.c, "
+                            "console.log, cmdline; see README)")
+
+
+def add_build_options(p: argparse.ArgumentParser) -> None:
+    """Kernel build options shared by repro and bisect."""
+    p.add_argument("--kernel-config", type=Path, help="a complete .config (e.g. syzbot's) as the base "
+                                                       "instead of fragments; --config fragments go on top")
+    p.add_argument("--compiler", help="compiler instead of the compiler table's (gcc-12, clang-15: LLVM=1)")
+
+
+def given(**fields: Any) -> dict[str, Any]:
+    """The fields that have a value (an option not given is left to the job)."""
+    return {k: v for k, v in fields.items() if v is not None and v != () and v != []}
+
+
+def fragments(text: str | None) -> tuple[str, ...] | None:
+    """``--config a,b`` -> ``("a", "b")``."""
+    if text is None:
+        return None
+    return tuple(f.strip() for f in text.split(",") if f.strip())
+
+
+def _path(p: Path | None) -> str | None:
+    return str(p) if p is not None else None
+
+
+def build_fields(args: argparse.Namespace) -> dict[str, Any]:
+    frags = fragments(getattr(args, "config", None))
+    return given(config=list(frags) if frags is not None else None,
+                 kernel_config=_path(getattr(args, "kernel_config", None)),
+                 compiler=getattr(args, "compiler", None))
+
+
+def repro_fields(args: argparse.Namespace) -> dict[str, Any]:
+    return given(c=_path(args.repro), command=args.command, syz_prog=_path(args.syz_prog),
+                 syz_dir=_path(args.syz_dir), syz_execprog=_path(args.syz_execprog),
+                 syz_executor=_path(args.syz_executor), syz_opts=list(args.syz_opt or []) or None)
+
+
+def vm_fields(args: argparse.Namespace) -> dict[str, Any]:
+    return given(conf=_path(args.conf), root=args.root, count=args.count, cpus=args.cpus,
+                 memory_mb=args.memory_mb, run_time=args.run_time, backend=args.backend, accel=args.accel)
+
+
+def nested(**parts: dict[str, Any]) -> dict[str, Any]:
+    """Parts of a job mapping, the empty ones left out."""
+    return {k: v for k, v in parts.items() if v}
+
+
+def make_job(kind: str, fields: dict[str, Any], job_file: Path | None) -> Job:
+    """The typed job of ``kind`` from the command line's ``fields`` (relative
+    paths: to the working directory), on top of ``job_file`` when given."""
+    if job_file is not None:
+        return load_job(job_file, kind=kind, over=fields)
+    return job_from_mapping(fields, where="the command line", base=Path.cwd(), kind=kind)

@@ -1,0 +1,151 @@
+"""Running a :class:`~kvmlab.jobs.model.BisectJob`: the bisection engine over
+the job's tree with the real tester (builds and VM runs), its workdir (log,
+journal, ``meta.json``, ``result.json``, ``report.html``)."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from kvmlab import oops
+from kvmlab.bisect import POLICIES, AdaptivePolicy, BisectResult, GitRepository, LogWriter, bisect
+from kvmlab.bisect.policy import Policy
+from kvmlab.bisect.result import StepRecord
+from kvmlab.config import cache_dir
+from kvmlab.errors import ConfigError, KvmlabError
+from kvmlab.jobs import inputs
+from kvmlab.jobs.model import BisectJob
+from kvmlab.jobs.observer import ObservedTester, Observer
+from kvmlab.jobs.tester import VMTester
+from kvmlab.kernel.builder import KernelBuilder
+from kvmlab.outcome import RunOutcome
+from kvmlab.show import bisection_report
+from kvmlab.show.bisection import RESULT_NAME
+from kvmlab.show.meta import JobMeta
+from kvmlab.vmm.factory import choose_accel
+
+log = logging.getLogger(__name__)
+
+
+def target_matcher(expect: str | None) -> Callable[[RunOutcome], bool]:
+    """``is_target`` for the engine: the bug named by ``expect``, or else the
+    first crash seen (the engine tests the bad commit first), matched by the
+    crash parser's signatures rather than exact titles."""
+    state: dict[str, RunOutcome] = {}
+
+    def is_target(run: RunOutcome) -> bool:
+        if not run.crashed or run.title is None:
+            return False
+        titles = (run.title, *run.alt_titles)
+        if expect is not None:
+            return any(oops.same_bug(t, expect) for t in titles)
+        first = state.setdefault("first", run)
+        ref = (first.title or "", *first.alt_titles)
+        return any(oops.same_bug(a, b) for a in titles for b in ref)
+
+    return is_target
+
+
+def bisection_key(job: BisectJob, bad: str, good: str | None) -> str:
+    """What identifies a bisection (its default workdir and journal): the
+    same job resumes where an interrupted run of it stopped."""
+    frags = list(job.build.config) or ["base"]
+    extra: list[str | None] = []
+    if job.build.kernel_config or job.build.compiler:
+        # A full config and a compiler choice are part of what is bisected.
+        extra = [inputs.config_request(job.build).describe(), job.build.compiler]
+    assert job.tree is not None
+    return hashlib.sha256(json.dumps(
+        [str(job.tree.resolve()), bad, good, frags, job.fix, job.policy,
+         job.reproducer.describe(), *extra]).encode()).hexdigest()[:16]
+
+
+def prepared_job(job: BisectJob, observer: Observer) -> BisectJob:
+    """``job`` with its bug directory applied, checked for what it must have."""
+    job = inputs.with_bug(job, say=observer.say)
+    if job.tree is None or job.bad is None:
+        raise ConfigError("bisect needs --tree and --bad (or --tree and --bug DIR)")
+    if job.policy not in POLICIES:
+        raise ConfigError(f"policy {job.policy!r} is not one of {', '.join(sorted(POLICIES))}")
+    return job
+
+
+def run_bisection(job: BisectJob, observer: Observer) -> BisectResult:
+    """Run the bisection ``job`` describes; its log goes to ``observer``.
+    Leaves ``report.html`` in its workdir (also when it fails)."""
+    started = time.time()
+    job = prepared_job(job, observer)
+    assert job.tree is not None and job.bad is not None
+    cfg = inputs.settings(job.vms)
+    repro = inputs.reproducer(job.reproducer, cfg)
+    repo = GitRepository(job.tree)
+    bad = repo.resolve(job.bad)
+    good = repo.resolve(job.good) if job.good else None
+    request = inputs.config_request(job.build)
+    workdir = job.workdir or cache_dir() / "bisect" / bisection_key(job, bad, good)
+    workdir.mkdir(parents=True, exist_ok=True)
+    journal = job.journal or workdir / "journal.jsonl"
+    staged = repro.prepare(workdir)
+    builder = KernelBuilder(compiler=job.build.compiler, fragments_dir=cfg.kernel.fragments_path)
+    # The accelerator is resolved once, with the bad commit's kernel, so that
+    # a fallback to TCG is one warning for the whole bisection.
+    observer.building(bad)
+    first = builder.build(job.tree, bad, request, progress=observer.build_progress)
+    kernel = Path(first.artifacts["bzImage"]) if "bzImage" in first.artifacts else None
+    accel = choose_accel(cfg.vm, kernel)
+    policy: Policy = POLICIES[job.policy]
+    if isinstance(policy, AdaptivePolicy):
+        policy = dataclasses.replace(policy, chunk=cfg.vm.count)
+        if job.confidence:
+            policy = dataclasses.replace(policy, confidence=job.confidence)
+    tester = VMTester(tree=job.tree, builder=builder, request=request, prepared=staged, cfg=cfg,
+                      accel=accel, workdir=workdir / "runs", progress=observer.build_progress,
+                      on_vm=observer.vm)
+    tester.adopt(bad, first)  # its build time counts in the bisection's totals
+    logw = LogWriter(observer.say, workdir / f"bisect-{time.strftime('%Y%m%d-%H%M%S')}.log")
+    frags = list(job.build.config) or ["base"]
+    JobMeta(kind="bisect", tree=str(job.tree.resolve()), bad=bad, good=good, fix=job.fix,
+            policy=policy.name, confidence_goal=getattr(policy, "confidence", None), config=frags,
+            reproducer=staged.description, expect=job.expect, vms=cfg.vm.count, accel=accel.accel.value,
+            journal=str(journal), log=str(logw.path), started=started,
+            first_build={"commit": bad, "duration": first.duration, "cached": first.cached,
+                         "status": first.status.value, "artifacts": dict(first.artifacts)}).write(workdir)
+    observer.say(f"kvmlab: journal {journal}; logs under {workdir}")
+    (workdir / RESULT_NAME).unlink(missing_ok=True)  # an earlier attempt's answer is not this one's
+
+    def on_step(rec: StepRecord) -> None:
+        observer.step(rec)
+        write_report(workdir, None)  # report.html follows the bisection as it goes
+
+    try:
+        result = bisect(repo, ObservedTester(tester, observer), bad=bad, good=good, fix=job.fix,
+                        policy=policy, is_target=target_matcher(job.expect), journal=journal, log=logw,
+                        release_floor=job.release_floor, verify=job.verify, observer=on_step)
+    except KvmlabError:
+        write_report(workdir, observer.say)  # what was found before the failure
+        raise
+    finally:
+        tester.close()
+        logw.close()
+    (workdir / RESULT_NAME).write_text(json.dumps(result.to_json(), indent=1))
+    if job.json is not None:
+        job.json.write_text(json.dumps(result.to_json(), indent=1))
+    write_report(workdir, observer.say)
+    return result
+
+
+def write_report(workdir: Path, say: Callable[[str], None] | None) -> None:
+    """Write ``report.html`` (and say where, unless ``say`` is None); a report
+    that cannot be made only warns (the bisection's result is in the log and
+    the JSON either way)."""
+    try:
+        path = bisection_report(workdir)
+        if say is not None:
+            say(f"kvmlab: report {path}")
+    except Exception as e:  # a by-product: never lose the bisection over it
+        log.warning("report.html not written: %s", e, exc_info=log.isEnabledFor(logging.DEBUG))
