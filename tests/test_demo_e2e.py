@@ -24,6 +24,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+import yaml
 
 from kvmlab import proc
 from kvmlab.cli import main
@@ -145,3 +146,20 @@ def test_background_bisection_stops_on_sigterm_and_resumes(demo_tree: DemoTree, 
     result = json.loads(out_json.read_text())
     assert result["culprit"] == demo_tree.culprit
     assert journal.read_text().splitlines()[: len(first)] == first  # resumed: appended to, not restarted
+
+    # The same bisection as a job file (the typed job the command line makes):
+    # it finds the command line's journal and answers the same from it,
+    # without a build or a VM run.
+    done = journal.read_text().splitlines()
+    job = tmp_path / "bisect.yaml"
+    job.write_text(yaml.safe_dump({
+        "kind": "bisect", "tree": str(demo_tree.path), "bad": demo_tree.culprit, "good": parent,
+        "build": {"config": list(TEST_CONFIG)}, "reproducer": {"c": demo_tree.reproducers["culprit"]},
+        "vms": {"count": 2, "cpus": 1, "memory_mb": 512, "run_time": 20, "accel": "tcg"},
+        "journal": str(journal), "json": str(tmp_path / "from-job.json")}))
+    assert main(["bisect", "--job", str(job)]) == 0
+    again = json.loads((tmp_path / "from-job.json").read_text())
+    assert (again["culprit"], again["confidence"], again["vm_runs"]) == \
+        (result["culprit"], result["confidence"], result["vm_runs"])
+    new_entries = [json.loads(line) for line in journal.read_text().splitlines()[len(done):]]
+    assert not [e for e in new_entries if e.get("kind") in ("run", "build")], new_entries[:3]
