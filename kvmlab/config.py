@@ -36,6 +36,7 @@ lists every file and environment variable kvmlab reads).
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import types
 import typing
@@ -43,10 +44,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-import yaml
-
 from kvmlab import paths
-from kvmlab.errors import ConfigError, MissingFileError
+from kvmlab.checks import load_yaml, read_text
+from kvmlab.errors import ConfigError
 from kvmlab.host_uri import parse_host_uri
 from kvmlab.timeouts import Timeouts
 
@@ -118,6 +118,10 @@ class ReproConfig:
     """Seconds a reproducer runs without a crash before the run counts as OK."""
     root: str = "initramfs"
     """Guest root: ``initramfs`` or the name of an image recipe."""
+
+    def __post_init__(self) -> None:
+        if not (self.run_time > 0 and math.isfinite(self.run_time)):
+            raise ConfigError(f"repro.run_time: must be a positive number of seconds, got {self.run_time}")
 
 
 @dataclass(frozen=True)
@@ -248,16 +252,8 @@ def load_config(path: Path | None) -> Config:
         path = paths.default_config_file()
         if path is None:
             return Config()
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise MissingFileError(f"config {path}: no such file") from None
-    except OSError as e:
-        raise MissingFileError(f"config {path}: {e.strerror}") from None
-    try:
-        data = yaml.safe_load(text) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"config {path}: not valid YAML: {str(e).splitlines()[0]}") from None
+    text = read_text(path, "config")
+    data = load_yaml(text, f"config {path}") or {}
     if not isinstance(data, dict):
         raise ConfigError(f"config {path}: top level must be a mapping")
     return _relative_to(from_mapping(Config, data, str(path)), path.parent)

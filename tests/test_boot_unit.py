@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from kvmlab.cli import main
-from kvmlab.commands.boot import parse_memory
+from kvmlab.commands.options import parse_memory
 from kvmlab.errors import MissingFileError, UserError
 from kvmlab.jobs.boot import (
     cpu_warning,
@@ -181,7 +181,7 @@ def _record(name: str, **kw: object) -> SessionRecord:
     return SessionRecord(**base)  # type: ignore[arg-type]
 
 
-def test_names_are_unique_and_an_explicit_name_replaces_only_an_ended_session(tmp_path: Path) -> None:
+def test_names_are_unique_and_an_explicit_name_takes_only_an_ended_sessions_name(tmp_path: Path) -> None:
     store = SessionStore(tmp_path)
     a = store.create("4c4d0aaa74e0", explicit=False)
     a.write(_record(a.name))
@@ -195,15 +195,22 @@ def test_names_are_unique_and_an_explicit_name_replaces_only_an_ended_session(tm
     a.release()
     assert not SessionDir(a.path).running()
     (a.path / "report-1.txt").write_text("old")
+    (a.path / "console.log").write_text("old console")
     again = store.create("4c4d0aaa74e0", explicit=True)
     assert not (again.path / "report-1.txt").exists()
+    # The ended session's files are kept, under the next free name (kill --help: files stay unless --rm).
+    assert again.kept_as == "4c4d0aaa74e0-3"
+    kept = store.get("4c4d0aaa74e0-3")
+    assert (kept.path / "report-1.txt").read_text() == "old"
+    assert (kept.path / "console.log").read_text() == "old console"
+    assert kept.read().name == "4c4d0aaa74e0-3"
     again.release()
     (again.path / "disk.qcow2").write_bytes(b"")
     again.write(_record(again.name, keep=True))
     with pytest.raises(UserError, match="kept disk"):
         store.create("4c4d0aaa74e0", explicit=True)
     b.release()
-    assert [d.name for d in store.all()] == ["4c4d0aaa74e0", "4c4d0aaa74e0-2"]
+    assert [d.name for d in store.all()] == ["4c4d0aaa74e0", "4c4d0aaa74e0-2", "4c4d0aaa74e0-3"]
     with pytest.raises(UserError, match="none is running"):
         store.only_running()
 

@@ -16,12 +16,14 @@ from kvmlab import oops
 from kvmlab.bisect import POLICIES, AdaptivePolicy, BisectResult, GitRepository, LogWriter, bisect
 from kvmlab.bisect.policy import Policy
 from kvmlab.bisect.result import StepRecord
+from kvmlab.checks import write_result
 from kvmlab.config import cache_dir
 from kvmlab.errors import ConfigError, KvmlabError
 from kvmlab.jobs import inputs
 from kvmlab.jobs.model import BisectJob
 from kvmlab.jobs.observer import ObservedTester, Observer
 from kvmlab.jobs.tester import VMTester
+from kvmlab.jobs.validate import validate
 from kvmlab.kernel.builder import KernelBuilder
 from kvmlab.outcome import RunOutcome
 from kvmlab.show import bisection_report
@@ -79,6 +81,7 @@ def run_bisection(job: BisectJob, observer: Observer) -> BisectResult:
     """Run the bisection ``job`` describes; its log goes to ``observer``.
     Leaves ``report.html`` in its workdir (also when it fails)."""
     started = time.time()
+    validate(job)
     job = prepared_job(job, observer)
     assert job.tree is not None and job.bad is not None
     cfg = inputs.settings(job.vms)
@@ -132,9 +135,9 @@ def run_bisection(job: BisectJob, observer: Observer) -> BisectResult:
     finally:
         tester.close()
         logw.close()
-    (workdir / RESULT_NAME).write_text(json.dumps(result.to_json(), indent=1))
-    if job.json is not None:
-        job.json.write_text(json.dumps(result.to_json(), indent=1))
+    if job.json is not None:  # the file asked for first: the workdir's copy is the spare
+        write_result(job.json, json.dumps(result.to_json(), indent=1))
+    write_result(workdir / RESULT_NAME, json.dumps(result.to_json(), indent=1))
     write_report(workdir, observer.say)
     return result
 

@@ -12,12 +12,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from kvmlab.checks import write_result
 from kvmlab.config import cache_dir
-from kvmlab.errors import UserError
+from kvmlab.errors import InfraError, UserError
 from kvmlab.jobs import inputs
 from kvmlab.jobs.guest import vm_setup
 from kvmlab.jobs.model import ReproJob
 from kvmlab.jobs.observer import Observer
+from kvmlab.jobs.validate import validate
 from kvmlab.kernel.builder import KernelBuilder
 from kvmlab.outcome import BuildOutcome, BuildStatus, RunOutcome, RunStatus
 from kvmlab.repro.runner import ReproOptions, ReproResult, run_line, run_repro, summary_lines
@@ -50,6 +52,7 @@ class ReproRun:
 def run_reproduction(job: ReproJob, observer: Observer) -> ReproRun:
     """Run the reproduction ``job`` describes; log lines to ``observer``."""
     started = time.time()
+    validate(job)
     job = inputs.with_bug(job, say=observer.say)
     cfg = inputs.settings(job.vms)
     repro = inputs.reproducer(job.reproducer, cfg)
@@ -107,7 +110,9 @@ def run_reproduction(job: ReproJob, observer: Observer) -> ReproRun:
     for line in summary_lines(result):
         observer.say(line)
     if job.json is not None:
-        job.json.write_text(json.dumps(result.to_json(), indent=1))
+        write_result(job.json, json.dumps(result.to_json(), indent=1))
+    if result.not_saved:
+        raise InfraError(result.not_saved)
     try:
         observer.note(f"kvmlab: report {repro_report(workdir)}")
     except Exception as e:  # a by-product: the result is printed and in result.json

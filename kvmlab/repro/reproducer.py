@@ -73,7 +73,8 @@ class CProgram:
             proc.run([self.compiler, *C_FLAGS, "-o", str(binary), str(self.source)], timeout=300)
         except ProcessError as e:
             raise ReproCompileError(
-                f"reproducer {self.source} does not compile: {_first_error(e.output_tail)}") from None
+                f"reproducer {self.source} does not compile: "
+                f"{_first_error(e.output_head or e.output_tail)}") from None
         return StagedRepro(((binary, f"{GUEST_DIR}/repro", 0o755),), f"cd {GUEST_DIR} && ./repro",
                         f"C program {self.source.name}", kind="c")
 

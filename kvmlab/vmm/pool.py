@@ -143,6 +143,11 @@ class Pool:
         ex.shutdown(wait=True)
         return results
 
+    @property
+    def closed(self) -> bool:
+        """The pool is closed or closing: its VMs are (being) stopped."""
+        return self._closed
+
     def close(self) -> None:
         """Stop every VM and remove what the pool made. Idempotent."""
         if self._closed:
