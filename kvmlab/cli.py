@@ -17,9 +17,11 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import NoReturn
 
-from kvmlab import exitcodes, signals
+from kvmlab import cache, exitcodes, owner, signals
+from kvmlab.config import cache_dir, load_config
 from kvmlab.errors import InfraError, KvmlabError, UserError
 
 log = logging.getLogger(__name__)
@@ -38,7 +40,11 @@ COMMANDS: tuple[str, ...] = (
     "kvmlab.commands.bisect",
     "kvmlab.commands.show",
     "kvmlab.commands.demo",
+    "kvmlab.commands.cache",
 )
+
+#: Commands after which the cache is kept under its limit (they fill it).
+FILLS_CACHE = frozenset({"repro", "bisect", "demo", "kernel", "boot", "image", "vm"})
 
 
 def version() -> str:
@@ -105,17 +111,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     # stopped, builds' process groups killed, temp dirs removed (kvmlab.signals;
     # for the whole command, main thread only).
     signals.reset_stop()
+    with contextlib.suppress(Exception):  # never a reason to fail the command
+        owner.reap_tempdirs()
+    root = cache_dir()
     try:
-        with signals.unwinding():
+        with signals.unwinding(), (cache.in_use(root) if getattr(args, "holds_cache", True)
+                                   else contextlib.nullcontext()):
             rc = _run(args)
     finally:
         signals.reset_stop()
+    if args.command in FILLS_CACHE:
+        _keep_cache_small(root, getattr(args, "conf", None))
     return exitcodes.for_pass_through(rc) if getattr(args, "passthrough", False) and rc in _OWN else rc
 
 
 #: kvmlab's own statuses that a pass-through command turns into its reserved ones.
 _OWN = frozenset({exitcodes.BAD_INPUT, exitcodes.OURS, exitcodes.INTERRUPTED,
                   exitcodes.signalled(signal.SIGTERM), exitcodes.signalled(signal.SIGHUP)})
+
+
+def _keep_cache_small(root: Path, conf: Path | None) -> None:
+    """The cache's size limit, after a command that fills it (quietly skipped
+    when another kvmlab runs or the config cannot be read: it is no reason to
+    fail a command that is done)."""
+    try:
+        limit = int(load_config(conf).cache.max_size_gb * 2**30)
+        cache.auto_prune(root, limit)
+    except Exception as e:
+        log.debug("cache: not pruned: %s", e)
 
 
 def _say(line: str) -> None:

@@ -27,6 +27,8 @@ Example (every key optional)::
       recipes_dir: recipes   # your image recipes (relative: to this file)
     syzkaller:
       dir: /opt/syzkaller    # syz-execprog + syz-executor (or its bin/linux_amd64/)
+    cache:
+      max_size_gb: 50        # GiB for builds, images, runs, bisections; 0: no limit
 
 A command without ``--conf`` reads ``$KVMLAB_CONFIG``, else
 ``$XDG_CONFIG_HOME/kvmlab/config.yaml`` when it exists (:mod:`kvmlab.paths`
@@ -157,6 +159,18 @@ class SyzkallerConfig:
 
 
 @dataclass(frozen=True)
+class CacheConfig:
+    max_size_gb: float = 50.0
+    """GiB the cache (``$XDG_CACHE_HOME/kvmlab``: builds, images, runs,
+    bisections) may take; the entries used longest ago go first
+    (``kvmlab cache prune``, and after commands). 0: no limit."""
+
+    def __post_init__(self) -> None:
+        if not (self.max_size_gb >= 0 and math.isfinite(self.max_size_gb)):
+            raise ConfigError(f"cache.max_size_gb: must be 0 (no limit) or more, got {self.max_size_gb}")
+
+
+@dataclass(frozen=True)
 class Config:
     vm: VMConfig = field(default_factory=VMConfig)
     timeouts: Timeouts = field(default_factory=Timeouts)
@@ -164,6 +178,7 @@ class Config:
     kernel: KernelConfig = field(default_factory=KernelConfig)
     images: ImagesConfig = field(default_factory=ImagesConfig)
     syzkaller: SyzkallerConfig = field(default_factory=SyzkallerConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)
 
 
 def cache_dir() -> Path:

@@ -13,12 +13,11 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from kvmlab import proc
+from kvmlab import owner, proc
 from kvmlab.errors import MissingFileError, ProcessError, UnknownCommitError
 
 log = logging.getLogger(__name__)
@@ -208,7 +207,7 @@ class Repo:
         Dates are ``base``'s, so the same request always gives the same commit.
         When the whole diff does not apply, each file's part that does is taken
         and the rest named in ``failed``."""
-        with tempfile.TemporaryDirectory(prefix="kvmlab-change-") as tmp:
+        with owner.tempdir("change") as tmp:
             date = self.git("show", "-s", "--format=%cI", base).stdout.strip()
             env = {**os.environ, **_KVMLAB_IDENTITY, "GIT_INDEX_FILE": str(Path(tmp) / "index"),
                    "GIT_AUTHOR_DATE": date, "GIT_COMMITTER_DATE": date}

@@ -16,14 +16,13 @@ import shlex
 import signal
 import socket
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kvmlab import proc, signals
+from kvmlab import owner, proc, signals
 from kvmlab.config import Config, load_config
 from kvmlab.errors import MissingFileError, UserError
 from kvmlab.jobs import inputs
@@ -348,7 +347,7 @@ def run_boot(job: BootJob, *, progress: Callable[[Progress], None] | None = None
             spec = dataclasses.replace(spec, root=root)
         return _dry_run(spec, cfg.vm.backend, name, store, quiet)
 
-    with tempfile.TemporaryDirectory(prefix="kvmlab-boot-") as tmp:
+    with owner.tempdir("boot") as tmp:
         repro = staged_reproducer(job, Path(tmp))  # a reproducer that does not compile stops us here
         backend = make_backend(cfg.vm)
         try:
