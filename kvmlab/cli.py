@@ -79,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)")
     parser.add_argument("--version", action="version", version=f"kvmlab {version()}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    sub = parser.add_subparsers(dest="kvmlab_command", metavar="COMMAND", required=True)
     for name in COMMANDS:
         importlib.import_module(name).register(sub)
     return parser
@@ -120,14 +120,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             rc = _run(args)
     finally:
         signals.reset_stop()
-    if args.command in FILLS_CACHE:
+    if args.kvmlab_command in FILLS_CACHE:
         _keep_cache_small(root, getattr(args, "conf", None))
     return exitcodes.for_pass_through(rc) if getattr(args, "passthrough", False) and rc in _OWN else rc
 
 
 #: kvmlab's own statuses that a pass-through command turns into its reserved ones.
-_OWN = frozenset({exitcodes.BAD_INPUT, exitcodes.OURS, exitcodes.INTERRUPTED,
-                  exitcodes.signalled(signal.SIGTERM), exitcodes.signalled(signal.SIGHUP)})
+_OWN = frozenset({exitcodes.BAD_INPUT, exitcodes.OURS})
 
 
 def _keep_cache_small(root: Path, conf: Path | None) -> None:

@@ -14,15 +14,16 @@ Every command::
 
 Commands that pass a guest command's exit status on (``boot -- CMD``,
 ``boot`` on the console, ``vm run -- CMD``) keep 0-255 for it, so kvmlab's
-own outcomes take a reserved range instead (:data:`PASS_THROUGH_RESERVED`),
-and a guest status that falls in that range is reported as
+own outcomes take reserved statuses instead (:data:`PASS_THROUGH_RESERVED`),
+and a guest status that is one of them is reported as
 :data:`PASS_OWN_STATUS_RESERVED` with the real one on stderr::
 
-    240  the command's own status was in 240-247 (it is on stderr)
+    240  the command's own status was a reserved one (it is on stderr)
     241  the guest stopped itself (powered off, rebooted) before the command ended
     242  bad input                     243  kvmlab's or the host's failure
     244  the kernel did not boot       245  the kernel crashed (title on stderr)
-    246  --timeout                     247  interrupted (Ctrl-C, SIGTERM, SIGHUP)
+    246  --timeout
+    130, 143, 129  kvmlab was interrupted (Ctrl-C, SIGTERM, SIGHUP), as every command
 """
 
 from __future__ import annotations
@@ -43,10 +44,10 @@ PASS_OURS = 243
 PASS_BOOT_FAILED = 244
 PASS_CRASHED = 245
 PASS_TIMEOUT = 246
-PASS_INTERRUPTED = 247
 
 #: Statuses a pass-through command keeps for its own outcomes.
-PASS_THROUGH_RESERVED = range(PASS_OWN_STATUS_RESERVED, PASS_INTERRUPTED + 1)
+PASS_THROUGH_RESERVED = frozenset(range(PASS_OWN_STATUS_RESERVED, PASS_TIMEOUT + 1)) | {
+    INTERRUPTED, 128 + signal.SIGTERM, 128 + signal.SIGHUP}
 
 
 def signalled(signum: int) -> int:
@@ -61,12 +62,10 @@ def guest_status(status: int) -> int:
 
 
 def for_pass_through(status: int) -> int:
-    """kvmlab's own status (bad input, ours, interrupted) as a pass-through
-    command exits with it."""
+    """kvmlab's own status (bad input, ours) as a pass-through command exits
+    with it (an interruption keeps its 128+N)."""
     if status == BAD_INPUT:
         return PASS_BAD_INPUT
     if status == OURS:
         return PASS_OURS
-    if status in (INTERRUPTED, signalled(signal.SIGTERM), signalled(signal.SIGHUP)):
-        return PASS_INTERRUPTED
     return status

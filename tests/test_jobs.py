@@ -166,4 +166,4 @@ def test_a_job_file_that_is_missing_or_a_directory_is_one_line(tmp_path: Path) -
                              capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
         assert res.returncode == 2, res.stderr
         assert res.stderr.strip() == f"kvmlab: error: job {path}: {message}" + (
-            ", not a job file" if message == "a directory" else ""), res.stderr
+            ", not a file" if message == "a directory" else ""), res.stderr

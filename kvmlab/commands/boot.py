@@ -38,12 +38,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "boot", help="boot a commit or bzImage and work in it (console, ssh, gdb)",
         description="Boot one VM and put its serial console in the foreground (Ctrl-A x quits and "
         "stops the VM, Ctrl-A c toggles the QEMU monitor, Ctrl-A h help), or with -- CMD run CMD "
-        "in it and exit with its status. Exit statuses: the command's own (0-255; one in 240-247, "
-        f"kvmlab's range, is {exitcodes.PASS_OWN_STATUS_RESERVED} with the real one on stderr); "
+        "in it and exit with its status. Exit statuses: the command's own (0-255; one of kvmlab's "
+        f"below, or 129, 130, 143, is {exitcodes.PASS_OWN_STATUS_RESERVED} with the real one on stderr); "
         f"kvmlab's: {EXIT_GUEST_STOPPED} the guest shut itself down before CMD ended; "
         f"{exitcodes.PASS_BAD_INPUT} bad input; {exitcodes.PASS_OURS} kvmlab's or the host's failure; "
         f"{EXIT_BOOT_FAILED} boot failed; {EXIT_CRASH} kernel crash (title on stderr); "
-        f"{EXIT_TIMEOUT} --timeout; {exitcodes.PASS_INTERRUPTED} interrupted (Ctrl-C, SIGTERM, SIGHUP).",
+        f"{EXIT_TIMEOUT} --timeout; 130/143/129 interrupted (Ctrl-C, SIGTERM, SIGHUP).",
     )
     src = p.add_argument_group("kernel (a tree and commit to build, or a bzImage)")
     src.add_argument("--tree", nargs="+", metavar=("TREE", "COMMIT"),

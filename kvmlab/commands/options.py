@@ -39,7 +39,7 @@ def add_vm_options(p: argparse.ArgumentParser) -> None:
 
 def pass_through(p: argparse.ArgumentParser) -> None:
     """Mark ``p``'s command as one that exits with a guest command's status:
-    kvmlab's own outcomes (bad input, ours, interrupted) then take the
+    kvmlab's own outcomes (bad input, ours) then take the
     reserved statuses of :mod:`kvmlab.exitcodes`, usage errors too."""
     p.set_defaults(passthrough=True)
     vars(p)["bad_input_status"] = exitcodes.PASS_BAD_INPUT

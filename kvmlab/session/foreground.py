@@ -3,7 +3,7 @@
 
 Exit statuses (``kvmlab boot``, :mod:`kvmlab.exitcodes`): 0 when the person
 quits or the guest powers off; with ``-- CMD`` the command's own status (one
-in kvmlab's reserved range 240-247 as 240, the real one on stderr); and for
+kvmlab reserves as 240, the real one on stderr); and for
 what the kernel did: :data:`EXIT_BOOT_FAILED` (no output, stopped before
 SSH), :data:`EXIT_CRASH` (a kernel crash, its title on stderr),
 :data:`EXIT_TIMEOUT` (``--timeout``), :data:`EXIT_GUEST_STOPPED` (the guest
