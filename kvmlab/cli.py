@@ -68,6 +68,18 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         self.exit(self.bad_input_status, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
+    def parse_args(self, args: Sequence[str] | None = None,  # type: ignore[override]
+                   namespace: argparse.Namespace | None = None) -> argparse.Namespace:
+        """As argparse's, but arguments left over are refused with the
+        command's own bad-input status (argparse refuses them at the top)."""
+        ns, extras = self.parse_known_args(args, namespace)
+        if extras:
+            status = getattr(ns, "bad_input_status", self.bad_input_status)
+            prog = f"{self.prog} {ns.kvmlab_command}" if getattr(ns, "kvmlab_command", None) else self.prog
+            self.exit(status, f"{prog}: error: unrecognized arguments: {' '.join(extras)} "
+                      f"(see {prog} --help)\n")
+        return ns
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(

@@ -84,6 +84,15 @@ class Journal:
         if not lines:
             self._write({"kind": "start", "header": header})
 
+    @classmethod
+    def check(cls, path: Path) -> None:
+        """Read ``path`` as :meth:`__init__` would (a garbage line is a
+        :class:`JournalCorruptError`, a partial last line is moved aside),
+        before a bisection starts any work."""
+        probe = cls.__new__(cls)
+        probe.path = path
+        probe._load()
+
     def _load(self) -> list[dict[str, Any]]:
         """The records, each checked; a partial last line (a kill or a full disk
         in the middle of a write) is moved aside to ``JOURNAL.partial``, never

@@ -41,7 +41,7 @@ def pass_through(p: argparse.ArgumentParser) -> None:
     """Mark ``p``'s command as one that exits with a guest command's status:
     kvmlab's own outcomes (bad input, ours) then take the
     reserved statuses of :mod:`kvmlab.exitcodes`, usage errors too."""
-    p.set_defaults(passthrough=True)
+    p.set_defaults(passthrough=True, bad_input_status=exitcodes.PASS_BAD_INPUT)
     vars(p)["bad_input_status"] = exitcodes.PASS_BAD_INPUT
 
 

@@ -13,6 +13,7 @@ from kvmlab.commands.options import (
     make_job,
     memory_mb,
     nested,
+    pass_through,
 )
 from kvmlab.jobs.model import VMRunJob
 from kvmlab.jobs.vmrun import run_vm_command
@@ -36,6 +37,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add_job_option(r)
     r.add_argument("command", nargs=argparse.REMAINDER, help="command to run in the guest (after --)")
     r.set_defaults(func=run)
+    pass_through(r)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -12,8 +12,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from kvmlab import oops
+from kvmlab import checks, oops
 from kvmlab.bisect import POLICIES, AdaptivePolicy, BisectResult, GitRepository, LogWriter, bisect
+from kvmlab.bisect.journal import Journal
 from kvmlab.bisect.policy import Policy
 from kvmlab.bisect.result import StepRecord
 from kvmlab.checks import write_result
@@ -91,8 +92,10 @@ def run_bisection(job: BisectJob, observer: Observer) -> BisectResult:
     good = repo.resolve(job.good) if job.good else None
     request = inputs.config_request(job.build)
     workdir = job.workdir or cache_dir() / "bisect" / bisection_key(job, bad, good)
+    checks.output_dir(workdir, "workdir")
     workdir.mkdir(parents=True, exist_ok=True)
     journal = job.journal or workdir / "journal.jsonl"
+    Journal.check(journal)  # a journal that cannot be resumed stops us before any build
     staged = repro.prepare(workdir)
     builder = KernelBuilder(compiler=job.build.compiler, fragments_dir=cfg.kernel.fragments_path)
     # The accelerator is resolved once, with the bad commit's kernel, so that

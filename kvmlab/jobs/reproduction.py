@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from kvmlab import checks
 from kvmlab.checks import write_result
 from kvmlab.config import cache_dir
 from kvmlab.errors import InfraError, UserError
@@ -58,6 +59,7 @@ def run_reproduction(job: ReproJob, observer: Observer) -> ReproRun:
     repro = inputs.reproducer(job.reproducer, cfg)
     expect = inputs.expected_title(job.expect, job.expect_report)
     workdir = job.workdir or cache_dir() / "runs" / time.strftime("repro-%Y%m%d-%H%M%S")
+    checks.output_dir(workdir, "workdir")  # the default one too: a full cache disk stops us here
     workdir.mkdir(parents=True, exist_ok=True)
     staged = repro.prepare(workdir)  # compile / check before anything builds or boots
     vmlinux = job.vmlinux
