@@ -204,7 +204,9 @@ class ConsoleWatcher:
         if self.log_error is not None:
             return
         try:
-            self._log.write(chunk)
+            view = memoryview(chunk)
+            while view:  # unbuffered: a write may be partial, the next one then says why
+                view = view[self._log.write(view):]
         except OSError as e:
             self.log_error = f"cannot write the console log {self.log_path}: {e.strerror}"
             log.warning("%s", self.log_error)
