@@ -78,6 +78,11 @@ def run_vm_command(job: VMRunJob, observer: Observer) -> VMRunResult:
             return exitcodes.PASS_TIMEOUT
         status = res.exit_status
         if status is None or status < 0:
+            m.watcher.wait_for({EventKind.HALT, EventKind.REBOOT, EventKind.EOF},
+                               timeout=5.0 * m.timeouts.scale)
+            if m.watcher.halt is not None:
+                say(f"vm {m.index}: the guest shut itself down ({m.watcher.halt.line.strip()})")
+                return exitcodes.PASS_GUEST_STOPPED
             say(f"vm {m.index}: the command ended without an exit status (killed by a signal)")
             return EXIT_NO_STATUS
         passed = exitcodes.guest_status(status)

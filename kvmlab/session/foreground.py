@@ -16,6 +16,7 @@ import contextlib
 import enum
 import logging
 import os
+import re
 import select
 import sys
 import threading
@@ -296,6 +297,22 @@ class Foreground:
                 return SessionEnd(Ending.BOOT_FAILED, EXIT_BOOT_FAILED, "no output")
 
 
+def _stopped_itself(svm: SessionVM) -> SessionEnd | None:
+    """After a command lost its connection or its status: a crash explains
+    it, or the guest shutting itself down (None: neither)."""
+    watcher = svm.machine.watcher
+    watcher.wait_for({EventKind.CRASH, EventKind.HALT, EventKind.REBOOT}, timeout=5.0 * svm.timeouts.scale)
+    if svm.crash_seen():
+        crashes = svm.wait_crash_reports()
+        return SessionEnd(Ending.STOPPED, EXIT_CRASH, crashes[0].title if crashes else "unknown crash")
+    halt = watcher.halt
+    if halt is not None or watcher.first(EventKind.REBOOT) is not None:
+        said = re.sub(r"^(?:\[[^]]*\])*\s*", "", halt.line.strip()) if halt is not None else "rebooted"
+        return SessionEnd(Ending.STOPPED, EXIT_GUEST_STOPPED,
+                          f"the guest shut itself down before the command ended ({said})")
+    return None
+
+
 def run_command(svm: SessionVM, command: str, setup: GuestSetup, screen: Screen,
                 timeout: float) -> SessionEnd:
     """``-- CMD``: boot, set up, run ``command`` with its output on stdout."""
@@ -342,6 +359,10 @@ def run_command(svm: SessionVM, command: str, setup: GuestSetup, screen: Screen,
             return SessionEnd(Ending.DONE, EXIT_TIMEOUT, f"{command!r} still running after {timeout:.0f} s")
         status = got.exit_status
         if status is None or status < 0:
+            # No status: the guest may be going down under it (`poweroff -f`).
+            stopped = _stopped_itself(svm)
+            if stopped is not None:
+                return stopped
             screen.note("the command ended without an exit status (killed by a signal)", alert=True)
             return SessionEnd(Ending.DONE, EXIT_NO_STATUS, "no exit status")
         passed = exitcodes.guest_status(status)
@@ -351,16 +372,9 @@ def run_command(svm: SessionVM, command: str, setup: GuestSetup, screen: Screen,
         return SessionEnd(Ending.DONE, passed, f"exit status {status}")
     # The connection broke: a crash on its way explains it, or the guest
     # shutting itself down (the command was `poweroff`, `reboot -f`...).
-    watcher = svm.machine.watcher
-    watcher.wait_for({EventKind.CRASH, EventKind.HALT, EventKind.REBOOT}, timeout=5.0 * svm.timeouts.scale)
-    if svm.crash_seen():
-        crashes = svm.wait_crash_reports()
-        return SessionEnd(Ending.STOPPED, EXIT_CRASH, crashes[0].title if crashes else "unknown crash")
-    halt = watcher.halt
-    if halt is not None or watcher.first(EventKind.REBOOT) is not None:
-        said = halt.line.strip() if halt is not None else "rebooted"
-        return SessionEnd(Ending.STOPPED, EXIT_GUEST_STOPPED,
-                          f"the guest shut itself down before the command ended ({said})")
+    stopped = _stopped_itself(svm)
+    if stopped is not None:
+        return stopped
     err = result.get("err")
     if not svm.alive():
         raise InfraError("the VM stopped during the command with no crash and no shutdown on its console "
