@@ -132,7 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             rc = _run(args)
     finally:
         signals.reset_stop()
-    if args.kvmlab_command in FILLS_CACHE:
+    if args.kvmlab_command in FILLS_CACHE and rc in (exitcodes.OK, exitcodes.VERDICT):
         _keep_cache_small(root, getattr(args, "conf", None))
     return exitcodes.for_pass_through(rc) if getattr(args, "passthrough", False) and rc in _OWN else rc
 

@@ -143,7 +143,7 @@ def reap_tempdirs(parent: Path | None = None, *, now: float | None = None) -> li
             log.debug("could not remove %s: %s", p, e)
             continue
         removed.append(p)
-    if removed:
-        log.info("removed %d temp file(s) of kvmlab runs that were killed: %s", len(removed),
+    if removed:  # housekeeping: not a line the user needs
+        log.debug("removed %d temp file(s) of kvmlab runs that were killed: %s", len(removed),
                  ", ".join(p.name for p in removed[:5]) + (" ..." if len(removed) > 5 else ""))
     return removed

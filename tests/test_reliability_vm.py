@@ -247,3 +247,12 @@ def test_boot_command_that_powers_the_guest_off(lab: Lab) -> None:
     assert r.rc == exitcodes.PASS_GUEST_STOPPED, r.err
     assert "the guest shut itself down before the command ended" in r.err and "reboot: Power down" in r.err
     assert "boot failed" not in r.err and "Traceback" not in r.err
+
+
+def test_vm_run_keeps_the_quoting_and_passes_the_status_on(lab: Lab) -> None:
+    kernel = _installed_kernel()
+    assert kernel is not None
+    r = lab.run("vm", "run", "--kernel", kernel, "--accel", "tcg", "--count", "1", "--memory", "512M", "--",
+                "sh", "-c", 'echo "a  b"; exit 4')
+    assert r.rc == 4, r.err
+    assert r.out.splitlines() == ["vm 0: a  b"], r.out
