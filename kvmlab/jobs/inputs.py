@@ -19,7 +19,7 @@ from kvmlab.git import PatchedCommit, Repo
 from kvmlab.images.recipe import with_recipe_path
 from kvmlab.jobs.model import BisectJob, BootJob, BuildOptions, ReproInput, ReproJob, VMOptions
 from kvmlab.kernel import compilers
-from kvmlab.kernel.config import ConfigRequest
+from kvmlab.kernel.config import ConfigRequest, find_data_file, fragment_dirs
 from kvmlab.repro import bugdir, syz
 from kvmlab.repro.reproducer import CProgram, Reproducer, ShellCommand, SyzProgram
 from kvmlab.syzbot.client import Dashboard
@@ -163,18 +163,22 @@ def _load_bug(path: Path, tree: Path | None) -> bugdir.BugDir:
     return found
 
 
-def _bug_build(found: bugdir.BugDir, build: BuildOptions) -> BuildOptions:
+def _bug_build(found: bugdir.BugDir, build: BuildOptions, cfg: Config) -> BuildOptions:
     """The build options with the bug's full config and compiler, where the
-    job leaves them open. The compiler the bug names must be on this host."""
+    job leaves them open. The compiler the bug names is looked up in the
+    compiler table (its package and LLVM=1 from there) and must be on this
+    host: a missing one is one line naming its Debian package."""
     changes: dict[str, Any] = {}
     if build.kernel_config is None:
         changes["kernel_config"] = found.config
     if build.compiler is None and found.compiler:
         name = compiler_name(found.compiler)
         if name is not None:
-            # A missing compiler is one line naming its Debian package.
-            compilers.resolve(name, why=f"bug {found.path} was built with {found.compiler}; "
-                                        "--compiler NAME builds with another")
+            table = compilers.load_table(find_data_file("compilers.yaml",
+                                                        fragment_dirs(cfg.kernel.fragments_path)))
+            rule = next((r for r in table if r.cc == name), compilers.rule_for(name))
+            compilers.resolve_rule(rule, why=f"bug {found.path} was built with {found.compiler}; "
+                                             "--compiler NAME builds with another")
             changes["compiler"] = name
     return dataclasses.replace(build, **changes) if changes else build
 
@@ -196,7 +200,8 @@ def with_bug(job: BugJob, *, say: Callable[[str], None]) -> BugJob:
     path = job.bug
     found = _load_bug(path, job.tree)
     assert job.tree is not None
-    changes: dict[str, Any] = {"build": _bug_build(found, job.build), "vms": _bug_cmdline(found, job.vms)}
+    changes: dict[str, Any] = {"build": _bug_build(found, job.build, settings(job.vms)),
+                               "vms": _bug_cmdline(found, job.vms)}
     if isinstance(job, BootJob):
         if job.commit is None and job.kernel is None:
             changes["commit"] = found.commit
