@@ -36,7 +36,7 @@ pytestmark = [
 
 #: A real console log of the planted bug on a plain demo kernel.
 CONSOLE_LOG = Path(__file__).parent / "fixtures" / "report" / "demo-null-deref.log"
-EXTID = "de3ode3ode3ode3ode30".replace("o", "0")
+EXTID = "de30de30de30de30de30"
 
 
 def _bug_commit(demo: DemoTree) -> str:
