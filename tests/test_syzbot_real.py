@@ -128,6 +128,12 @@ FREE_THEN_READ = "\tcomm_digest_put(d);\n\tdigest = comm_digest_compute(d);\n"
 READ_THEN_FREE = "\tdigest = comm_digest_compute(d);\n\tcomm_digest_put(d);\n"
 
 
+def _show(cap: pytest.CaptureFixture[str], line: str) -> None:
+    """A figure for the test's output, past the capture (the run's times)."""
+    with cap.disabled():
+        print(line)
+
+
 def _vm(count: int | None = None) -> list[str]:
     return [*(["--count", str(count)] if count else []), "--cpus", "1", "--memory-mb", "1024",
             "--run-time", RUN_TIME, "--accel", "tcg", "--syz-dir", str(SYZ_DIR)]
@@ -142,7 +148,7 @@ def test_syzbot_bug_reproduces_and_a_patch_is_tested_like_syz_test(
     rc = main(["repro", "--tree", str(demo_tree.path), "--syzbot", url, *_vm(2), "--workdir",
                str(tmp_path / "unpatched")])
     out = capsys.readouterr().out
-    print(f"repro --syzbot: {time.monotonic() - t0:.0f} s")
+    _show(capsys, f"repro --syzbot: {time.monotonic() - t0:.0f} s")
     assert rc == 0, out[-3000:]
     assert f"syzbot bug {EXTID}: {PLAIN_TITLE}" in out
     assert f"the newest crash on your tree, commit {commit[:12]}, syz reproducer" in out
@@ -158,13 +164,16 @@ def test_syzbot_bug_reproduces_and_a_patch_is_tested_like_syz_test(
     rc = main(["repro", "--tree", str(demo_tree.path), "--syzbot", url, "--patch", str(fix), *_vm(),
                "--workdir", str(tmp_path / "fix"), "--json", str(tmp_path / "fix.json")])
     out = capsys.readouterr().out
-    print(f"repro --syzbot --patch fix.patch: {time.monotonic() - t0:.0f} s")
+    _show(capsys, f"repro --syzbot --patch fix.patch: {time.monotonic() - t0:.0f} s")
     # 2/2 unpatched crashes: 3 clean runs say "gone" with 95% confidence.
-    assert "3 runs (unpatched it crashed 2/2 runs here" in out, out[-3000:]
+    testing = re.search(r"^kvmlab: testing .*$", out, re.M)
+    assert testing is not None, out[-3000:]
+    assert "3 runs (unpatched it crashed 2/2 runs here" in testing.group(0), testing.group(0)
+    _show(capsys, testing.group(0))
     assert rc == 0, out[-3000:]
     line = re.search(r"^the crash is gone: 0/3 runs \(confidence 95(\.\d)?%.*$", out, re.M)
     assert line is not None, out[-3000:]
-    print(line.group(0))
+    _show(capsys, line.group(0))
     assert json.loads((tmp_path / "fix.json").read_text())["patch_test"]["status"] == "gone"
     assert len(dash.requests) == asked
     # The user's tree is as it was: no branch, no checkout.
@@ -178,15 +187,15 @@ def test_syzbot_bug_reproduces_and_a_patch_is_tested_like_syz_test(
     rc = main(["repro", "--tree", str(demo_tree.path), "--syzbot", url, "--patch", str(nofix), *_vm(),
                "--workdir", str(tmp_path / "nofix")])
     out = capsys.readouterr().out
-    print(f"repro --syzbot --patch comment.patch: {time.monotonic() - t0:.0f} s")
+    _show(capsys, f"repro --syzbot --patch comment.patch: {time.monotonic() - t0:.0f} s")
     assert rc == 1, out[-3000:]
     line = re.search(r"^still crashes: [1-3]/[1-3] runs: (.*)$", out, re.M)
     assert line is not None and oops.same_bug(line.group(1), PLAIN_TITLE), out[-3000:]
-    print(line.group(0))
+    _show(capsys, line.group(0))
 
 
 def test_boot_stages_the_syzbot_bugs_reproducer(planted_bug: tuple[_Dashboard, str], demo_tree: DemoTree,
-                                                tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+                                                tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
     dash, commit = planted_bug
     conf = tmp_path / "conf.yaml"
     conf.write_text(f"syzkaller:\n  dir: {SYZ_DIR}\n")
@@ -194,14 +203,15 @@ def test_boot_stages_the_syzbot_bugs_reproducer(planted_bug: tuple[_Dashboard, s
     rc = main(["boot", "--tree", str(demo_tree.path), "--syzbot", f"{dash.url}/bug?extid={EXTID}",
                "--conf", str(conf), "--accel", "tcg", "--cpus", "1", "--memory", "1G", "--timeout", "120",
                "--", f"ls {GUEST_DIR}; tail -1 {GUEST_DIR}/prog"])
-    captured = capsys.readouterr()
-    print(f"boot --syzbot: {time.monotonic() - t0:.0f} s")
+    captured = capfd.readouterr()
+    _show(capfd, f"boot --syzbot: {time.monotonic() - t0:.0f} s")
     assert rc == 0, captured.err[-3000:]
     # Staged, not run: the program is there, ready for its command, and nothing crashed.
     assert "syz-execprog" in captured.out and "run-syz.sh" in captured.out, captured.out
     assert "prctl$auto(0x41, 0x0, 0x0, 0x0, 0x0)" in captured.out, captured.out
     assert f"staged: sh {GUEST_DIR}/run-syz.sh" in captured.err, captured.err[-3000:]
     assert f"booting {commit[:12]}" in captured.err, captured.err[-3000:]
+    assert "kvmlab: kvmlab:" not in captured.err
 
 
 @pytest.mark.heavy
@@ -216,7 +226,7 @@ def test_bisect_syzbot_names_the_planted_culprit(planted_bug: tuple[_Dashboard, 
                "--good", good, "--no-verify", *_vm(2), "--json", str(tmp_path / "result.json"),
                "--workdir", str(tmp_path / "w")])
     out = capsys.readouterr().out
-    print(f"bisect --syzbot ({good[:12]}..{commit[:12]}): {time.monotonic() - t0:.0f} s")
+    _show(capsys, f"bisect --syzbot ({good[:12]}..{commit[:12]}): {time.monotonic() - t0:.0f} s")
     assert rc == 0, out[-4000:]
     assert f"{demo_tree.culprit} is the first bad commit" in out, out[-4000:]
     assert json.loads((tmp_path / "result.json").read_text())["culprit"] == demo_tree.culprit

@@ -313,8 +313,12 @@ def run_boot(job: BootJob, *, progress: Callable[[Progress], None] | None = None
     A bug (``bug``, ``syzbot``) gives the commit, config, compiler, cmdline
     and the reproducer staged in the guest."""
     quiet = Screen(1, 2, raw=False, color=False, console=False)
-    job, _ = inputs.with_syzbot(job, say=quiet.note)
-    job = inputs.with_bug(job, say=quiet.note)
+
+    def say(line: str) -> None:
+        quiet.note(line.removeprefix("kvmlab: "))  # the screen says whose line it is
+
+    job, _ = inputs.with_syzbot(job, say=say)
+    job = inputs.with_bug(job, say=say)
     check_job(job)
     command = list(job.command)
     store = SessionStore()
