@@ -23,9 +23,11 @@ import pytest
 from kvmlab.cli import main
 from kvmlab.errors import MissingFileError, UserError
 from kvmlab.jobs import inputs
+from kvmlab.jobs.boot import build_request
 from kvmlab.jobs.model import (
     BisectJob,
     BootJob,
+    BuildOptions,
     ReproInput,
     ReproJob,
     VMOptions,
@@ -542,3 +544,23 @@ def test_unreachable_is_infra(tmp_path: Path) -> None:
         port = s.getsockname()[1]
     with pytest.raises(SyzbotUnreachable, match="cannot reach the syzbot dashboard"):
         Dashboard(f"http://127.0.0.1:{port}", timeout=5).get("/bug?extid=x&json=1")
+
+
+def test_boot_builds_a_bugs_config_with_only_what_it_needs_on_top(tmp_path: Path) -> None:
+    config = tmp_path / ".config"
+    config.write_text((FIXTURES / "kernel.config").read_text())
+    job = BootJob(tree=tmp_path, commit="HEAD", build=BuildOptions(kernel_config=config), gdb=True)
+    request = build_request(job)
+    assert request.full_config == config.read_text() and request.fragments == ("gdb",)
+    # Without a full config: fragments as before (base by default).
+    assert build_request(BootJob(tree=tmp_path, commit="HEAD")).fragments == ("base",)
+
+
+def test_patch_test_needs_the_bugs_title(tree: Tree, tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    patch = tmp_path / "p.patch"
+    patch.write_text(_diff(tree, lambda t: t.replace("line 3\n", "line 3 x\n"), fmt=True))
+    rc = main(["repro", "--tree", str(tree.path), "--commit", tree.head, "--command", "true", "--patch",
+               str(patch), "--workdir", str(tmp_path / "w")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--patch needs the bug's title" in err and err.count("\n") == 1, err
