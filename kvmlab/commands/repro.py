@@ -9,6 +9,7 @@ from kvmlab.commands.options import (
     _path,
     add_build_options,
     add_job_option,
+    add_patch_option,
     add_repro_options,
     add_vm_options,
     build_fields,
@@ -20,6 +21,7 @@ from kvmlab.commands.options import (
 )
 from kvmlab.jobs.model import ReproJob
 from kvmlab.jobs.reproduction import run_reproduction
+from kvmlab.repro.patchtest import PatchStatus
 from kvmlab.ui.live import progress_view
 
 
@@ -33,6 +35,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     src.add_argument("--config", help="config fragments for the build (default: base; with "
                                       "--kernel-config: none)")
     add_build_options(p)
+    add_patch_option(p)
     add_repro_options(p)
     add_vm_options(p)
     p.add_argument("--stop-when-decided", action="store_true", default=None,
@@ -47,7 +50,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def job_from_args(args: argparse.Namespace) -> ReproJob:
     fields = given(kernel=_path(args.kernel), vmlinux=_path(args.vmlinux), tree=_path(args.tree),
-                   commit=args.commit, bug=_path(args.bug_dir), expect=args.expect,
+                   commit=args.commit, bug=_path(args.bug_dir), syzbot=args.syzbot, expect=args.expect,
                    expect_report=_path(args.expect_report), stop_when_decided=args.stop_when_decided,
                    workdir=_path(args.workdir), json=_path(args.json))
     fields |= nested(build=build_fields(args), reproducer=repro_fields(args), vms=vm_fields(args))
@@ -60,6 +63,8 @@ def run(args: argparse.Namespace) -> int:
     job = job_from_args(args)
     with progress_view("kvmlab repro") as view:
         done = run_reproduction(job, view)
+    if done.patch is not None:
+        return 0 if done.patch.status is PatchStatus.GONE else 1
     if done.build_failed:
         return 1
     # A reproducer that could not run tested nothing: not a success.

@@ -27,6 +27,7 @@ from kvmlab.outcome import RunOutcome
 from kvmlab.show import bisection_report
 from kvmlab.show.bisection import RESULT_NAME
 from kvmlab.show.meta import JobMeta
+from kvmlab.syzbot.model import fix_lines
 from kvmlab.vmm.factory import choose_accel
 
 log = logging.getLogger(__name__)
@@ -79,6 +80,7 @@ def run_bisection(job: BisectJob, observer: Observer) -> BisectResult:
     """Run the bisection ``job`` describes; its log goes to ``observer``.
     Leaves ``report.html`` in its workdir (also when it fails)."""
     started = time.time()
+    job, fetched = inputs.with_syzbot(job, say=observer.say)
     job = prepared_job(job, observer)
     assert job.tree is not None and job.bad is not None
     cfg = inputs.settings(job.vms)
@@ -136,6 +138,10 @@ def run_bisection(job: BisectJob, observer: Observer) -> BisectResult:
     if job.json is not None:
         job.json.write_text(json.dumps(result.to_json(), indent=1))
     write_report(workdir, observer.say)
+    if fetched is not None and job.fix and result.culprit:
+        subject = repo.commit_info(result.culprit).subject
+        for line in fix_lines(fetched.bug, result.culprit, subject):
+            observer.say(line)
     return result
 
 
