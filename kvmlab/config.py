@@ -27,6 +27,9 @@ Example (every key optional)::
       recipes_dir: recipes   # your image recipes (relative: to this file)
     syzkaller:
       dir: /opt/syzkaller    # syz-execprog + syz-executor (or its bin/linux_amd64/)
+    syzbot:
+      url: https://syzkaller.appspot.com   # the dashboard --syzbot ID reads
+      proxy: ""              # http://HOST:PORT; default: http_proxy/https_proxy
     cache:
       max_size_gb: 50        # GiB for builds, images, runs, bisections; 0: no limit
 
@@ -159,6 +162,17 @@ class SyzkallerConfig:
 
 
 @dataclass(frozen=True)
+class SyzbotConfig:
+    url: str = "https://syzkaller.appspot.com"
+    """The dashboard ``--syzbot ID`` reads (a bug page URL names its own)."""
+    proxy: str = ""
+    """``http://HOST:PORT`` for the dashboard; default: the ``http_proxy``,
+    ``https_proxy`` and ``no_proxy`` environment variables."""
+    timeout: float = 30.0
+    """Seconds one request to the dashboard may take."""
+
+
+@dataclass(frozen=True)
 class CacheConfig:
     max_size_gb: float = 50.0
     """GiB the cache (``$XDG_CACHE_HOME/kvmlab``: builds, images, runs,
@@ -178,6 +192,7 @@ class Config:
     kernel: KernelConfig = field(default_factory=KernelConfig)
     images: ImagesConfig = field(default_factory=ImagesConfig)
     syzkaller: SyzkallerConfig = field(default_factory=SyzkallerConfig)
+    syzbot: SyzbotConfig = field(default_factory=SyzbotConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
 
 

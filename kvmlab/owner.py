@@ -30,7 +30,7 @@ import psutil
 log = logging.getLogger(__name__)
 
 #: What kvmlab makes in the temp dir (the ``kind`` of :func:`mkdtemp`).
-KINDS = ("pool", "boot", "qmp", "ko", "syzcheck", "change", "culprit")
+KINDS = ("pool", "boot", "qmp", "ko", "syzcheck", "change", "patch", "culprit")
 
 #: ``kvmlab-<kind>-<pid>-<start in 1/100 s>-<random>``.
 _OWNED_RE = re.compile(rf"kvmlab-({'|'.join(KINDS)})-(\d+)-(\d+)-[^/]*$")

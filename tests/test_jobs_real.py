@@ -15,7 +15,7 @@ from kvmlab.kernel.builder import KernelBuilder
 from kvmlab.kernel.demo_tree import DemoTree
 from kvmlab.outcome import BuildOutcome
 from tests.fixtures_boot import RunKvmlab
-from tests.fixtures_kernel import TEST_CONFIG
+from tests.fixtures_kernel import TEST_CONFIG, BuildKernel
 
 pytestmark = [pytest.mark.kernel, pytest.mark.vm]
 
@@ -40,23 +40,24 @@ def test_build_job_from_a_file_and_the_command_line(base_kernel: BuildOutcome, d
     assert base_kernel.artifacts["bzImage"] in cli.stdout
 
 
-def test_repro_job_from_a_file_and_the_command_line(base_kernel: BuildOutcome, kvmlab_cli: RunKvmlab,
-                                                      tmp_path: Path) -> None:
-    """A deterministic crash (sysrq-c): the same runs, titles and rate."""
-    kernel = base_kernel.artifacts["bzImage"]
-    command = "echo c > /proc/sysrq-trigger"
-    cli = kvmlab_cli("repro", "--kernel", kernel, "--command", command, "--count", "1", "--run-time", "10",
+def test_repro_job_from_a_file_and_the_command_line(demo_tree: DemoTree, build_kernel: BuildKernel,
+                                                      kvmlab_cli: RunKvmlab, tmp_path: Path) -> None:
+    """The demo's planted bug (a crash on every run): the same runs, titles and rate."""
+    kernel = build_kernel(demo_tree.culprit).artifacts["bzImage"]
+    repro = demo_tree.reproducers["culprit"]
+    cli = kvmlab_cli("repro", "--kernel", kernel, repro, "--count", "1", "--run-time", "10",
                      "--accel", "tcg", "--cpus", "1", "--memory-mb", "512", "--workdir", tmp_path / "a",
                      "--json", tmp_path / "a.json")
     job = _job(tmp_path / "repro.yaml", {
-        "kind": "repro", "kernel": kernel, "reproducer": {"command": command},
+        "kind": "repro", "kernel": kernel, "reproducer": {"c": repro},
         "vms": {"count": 1, "run_time": 10, "accel": "tcg", "cpus": 1, "memory_mb": 512},
         "workdir": str(tmp_path / "b"), "json": str(tmp_path / "b.json")})
     from_file = kvmlab_cli("repro", "--job", job)
     assert cli.returncode == from_file.returncode == 0, cli.stderr + from_file.stderr
     a, b = (json.loads((tmp_path / n).read_text()) for n in ("a.json", "b.json"))
     assert [(r["status"], r["title"]) for r in a["runs"]] == [(r["status"], r["title"]) for r in b["runs"]]
-    assert a["runs"][0]["status"] == "crashed" and "sysrq" in a["runs"][0]["title"].lower(), a["runs"]
+    assert a["runs"][0]["status"] == "crashed", a["runs"]
+    assert "comm_digest_compute" in a["runs"][0]["title"], a["runs"]
     assert a["crash_rate"] == b["crash_rate"] == 1.0
 
 

@@ -59,7 +59,7 @@ def bisect_fields(args: argparse.Namespace) -> dict[str, Any]:
                    confidence=args.confidence, release_floor=args.release_floor, expect=args.expect,
                    verify=False if args.no_verify else None, json=_path(args.json),
                    journal=_path(args.journal), workdir=_path(args.workdir),
-                   bug=_path(getattr(args, "bug_dir", None)))
+                   bug=_path(getattr(args, "bug_dir", None)), syzbot=getattr(args, "syzbot", None))
     return fields | nested(build=build_fields(args), reproducer=repro_fields(args), vms=vm_fields(args))
 
 

@@ -18,6 +18,8 @@ from kvmlab.commands.options import (
     _path,
     add_job_option,
     add_memory_option,
+    add_patch_option,
+    add_syzbot_option,
     fragments,
     given,
     make_job,
@@ -52,7 +54,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     src.add_argument("--commit", help="the revision, when not given after --tree")
     src.add_argument("--kernel", type=Path, help="bzImage to boot")
     src.add_argument("--vmlinux", type=Path, help="its vmlinux (symbolized reports, gdb)")
-    src.add_argument("--config", help="config fragments for the build (default: base)")
+    src.add_argument("--config", help="config fragments for the build (default: base; with a bug: none on "
+                     "top of its config)")
+    src.add_argument("--bug", dest="bug_dir", type=Path, metavar="DIR",
+                     help="a syzbot bug directory: boot its commit (with --tree) with its config, compiler "
+                     f"and cmdline, its reproducer staged in {GUEST_DIR}")
+    add_syzbot_option(src)
+    add_patch_option(src)
     vm = p.add_argument_group("the VM")
     vm.add_argument("--root", help="guest root: initramfs (default) or an image recipe")
     vm.add_argument("--modules", type=Path, help="the kernel's modules dir, for an initramfs root "
@@ -118,8 +126,10 @@ def job_from_args(args: argparse.Namespace) -> BootJob:
                    syz_execprog=_path(args.syz_execprog), syz_executor=_path(args.syz_executor),
                    shares=list(args.share) or None, gdb=args.gdb or None, gdb_run=args.gdb_run or None,
                    keep=args.keep or None, resume=args.resume, dry_run=args.dry_run or None,
-                   timeout=args.timeout, command=command_words(args.command) or None)
-    fields |= nested(build=given(config=list(frags) if frags is not None else None), vms=vms)
+                   timeout=args.timeout, command=command_words(args.command) or None,
+                   bug=_path(args.bug_dir), syzbot=args.syzbot)
+    patches = [str(p) for p in args.patch or []] or None
+    fields |= nested(build=given(config=list(frags) if frags is not None else None, patches=patches), vms=vms)
     job = make_job(BootJob.KIND, fields, args.job)
     assert isinstance(job, BootJob)
     return job

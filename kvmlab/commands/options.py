@@ -85,7 +85,19 @@ def add_repro_options(p: argparse.ArgumentParser, *, bug_dir: bool = True) -> No
     if bug_dir:
         p.add_argument("--bug", dest="bug_dir", type=Path, metavar="DIR",
                        help="a syzbot bug directory (title, commit, .config, repro.syz and/or repro.c, "
-                            "console.log, cmdline; see README)")
+                            "console.log, cmdline, compiler; see README)")
+        add_syzbot_option(p)
+
+
+def add_syzbot_option(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    p.add_argument("--syzbot", metavar="BUG", help="a syzbot bug: its dashboard URL, syzbot+ID@ address or "
+                   "id; downloaded once into a bug directory in the cache (then as --bug DIR)")
+
+
+def add_patch_option(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    p.add_argument("--patch", action="append", default=None, type=Path, metavar="FILE",
+                   help="apply this patch (git-format or plain diff; repeatable, in order) on top of the "
+                        "commit in kvmlab's own worktree; repro: test it like syzbot's #syz test")
 
 
 def add_build_options(p: argparse.ArgumentParser) -> None:
@@ -113,9 +125,10 @@ def _path(p: Path | None) -> str | None:
 
 def build_fields(args: argparse.Namespace) -> dict[str, Any]:
     frags = fragments(getattr(args, "config", None))
+    patches = [str(p) for p in getattr(args, "patch", None) or []]
     return given(config=list(frags) if frags is not None else None,
                  kernel_config=_path(getattr(args, "kernel_config", None)),
-                 compiler=getattr(args, "compiler", None))
+                 compiler=getattr(args, "compiler", None), patches=patches or None)
 
 
 def repro_fields(args: argparse.Namespace) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from kvmlab.commands.options import (
     _path,
     add_build_options,
     add_job_option,
+    add_patch_option,
     add_repro_options,
     add_vm_options,
     build_fields,
@@ -22,6 +23,7 @@ from kvmlab.commands.options import (
 from kvmlab.jobs.model import ReproJob
 from kvmlab.jobs.reproduction import ReproRun, run_reproduction
 from kvmlab.outcome import RunStatus
+from kvmlab.repro.patchtest import PatchStatus
 from kvmlab.ui.live import progress_view
 
 
@@ -35,6 +37,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     src.add_argument("--config", help="config fragments for the build (default: base; with "
                                       "--kernel-config: none)")
     add_build_options(p)
+    add_patch_option(p)
     add_repro_options(p)
     add_vm_options(p)
     p.add_argument("--stop-when-decided", action="store_true", default=None,
@@ -49,7 +52,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def job_from_args(args: argparse.Namespace) -> ReproJob:
     fields = given(kernel=_path(args.kernel), vmlinux=_path(args.vmlinux), tree=_path(args.tree),
-                   commit=args.commit, bug=_path(args.bug_dir), expect=args.expect,
+                   commit=args.commit, bug=_path(args.bug_dir), syzbot=args.syzbot, expect=args.expect,
                    expect_report=_path(args.expect_report), stop_when_decided=args.stop_when_decided,
                    workdir=_path(args.workdir), json=_path(args.json))
     fields |= nested(build=build_fields(args), reproducer=repro_fields(args), vms=vm_fields(args))
@@ -68,8 +71,11 @@ def run(args: argparse.Namespace) -> int:
 def exit_status(done: ReproRun) -> int:
     """0 when runs tested the kernel (crashed or not: the output says); 1 when
     none did because of the kernel or the reproducer (it did not build or
-    boot, the reproducer could not run or stopped the guest); 3 when every run
-    failed on kvmlab's or the host's side."""
+    boot, the reproducer could not run or stopped the guest), or a patch test
+    found the crash still there; 3 when every run failed on kvmlab's or the
+    host's side."""
+    if done.patch is not None:
+        return exitcodes.OK if done.patch.status is PatchStatus.GONE else exitcodes.VERDICT
     if done.build_failed or done.result is None:
         return exitcodes.VERDICT
     # A reproducer that could not run tested nothing: not a success.

@@ -7,8 +7,10 @@ from kvmlab.git.repo import (
     GIT_TIMEOUT,
     AppliedChange,
     CommitRecord,
+    PatchedCommit,
     Repo,
     run_git,
 )
 
-__all__ = ["CHECKOUT_TIMEOUT", "GIT_TIMEOUT", "AppliedChange", "CommitRecord", "Repo", "run_git"]
+__all__ = ["CHECKOUT_TIMEOUT", "GIT_TIMEOUT", "AppliedChange", "CommitRecord", "PatchedCommit", "Repo",
+           "run_git"]

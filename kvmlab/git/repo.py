@@ -19,6 +19,7 @@ from pathlib import Path
 
 from kvmlab import owner, proc
 from kvmlab.errors import MissingFileError, ProcessError, UnknownCommitError
+from kvmlab.git.patch import failure as patch_failure
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,18 @@ class AppliedChange:
     applied: tuple[str, ...]
     failed: tuple[str, ...]
     """Files whose part did not apply (the rest was applied without them)."""
+
+
+@dataclass(frozen=True)
+class PatchedCommit:
+    """Patches applied on a commit: the new commit, or what did not apply."""
+
+    commit: str | None
+    """None when a patch did not apply."""
+    failed: Path | None = None
+    """The patch that did not apply."""
+    failure: str = ""
+    """Which file and hunk (:func:`kvmlab.git.patch.failure`)."""
 
 
 class Repo:
@@ -237,3 +250,34 @@ class Repo:
             tree = git("write-tree").stdout.strip()
             commit = git("commit-tree", tree, "-p", base, "-m", message).stdout.strip()
         return AppliedChange(commit, tuple(applied), tuple(failed))
+
+    def apply_patches(self, base: str, patches: Sequence[Path], message: str) -> PatchedCommit:
+        """A commit on ``base`` with ``patches`` applied in order (git-format
+        or plain unified diffs, ``-p1``; a plain diff without ``a/``/``b/``
+        prefixes that fails is tried with ``-p0``), made in a private index
+        like :meth:`commit_change`: no branch, no checkout, ``base``'s dates
+        and kvmlab's identity, so the same patches on the same base always
+        give the same commit. The first patch that does not apply stops it."""
+        with owner.tempdir("patch") as tmp:
+            date = self.git("show", "-s", "--format=%cI", base).stdout.strip()
+            env = {**os.environ, **_KVMLAB_IDENTITY, "GIT_INDEX_FILE": str(Path(tmp) / "index"),
+                   "GIT_AUTHOR_DATE": date, "GIT_COMMITTER_DATE": date}
+            self.git("read-tree", base, env=env)
+            for path in patches:
+                try:
+                    text = path.read_text(errors="replace")
+                except OSError as e:
+                    raise MissingFileError(f"--patch {path}: {e.strerror}") from None
+                absolute = str(path.resolve())
+                done = self.git("apply", "--cached", absolute, env=env, check=False)
+                if done.returncode != 0 and "\n--- a/" not in f"\n{text}":
+                    again = self.git("apply", "--cached", "-p0", absolute, env=env, check=False)
+                    if again.returncode == 0:
+                        done = again
+                if done.returncode != 0:
+                    return PatchedCommit(None, path, patch_failure(done.stderr or done.output, text))
+            tree = self.git("write-tree", env=env).stdout.strip()
+            if tree == self.tree_hash(base):
+                return PatchedCommit(None, patches[-1] if patches else None, "the patches change nothing")
+            commit = self.git("commit-tree", tree, "-p", base, "-m", message, env=env).stdout.strip()
+        return PatchedCommit(commit)

@@ -30,6 +30,7 @@ from kvmlab.outcome import RunOutcome
 from kvmlab.show import bisection_report
 from kvmlab.show.bisection import RESULT_NAME
 from kvmlab.show.meta import JobMeta
+from kvmlab.syzbot.model import fix_lines
 from kvmlab.vmm.factory import choose_accel
 
 log = logging.getLogger(__name__)
@@ -83,6 +84,7 @@ def run_bisection(job: BisectJob, observer: Observer) -> BisectResult:
     Leaves ``report.html`` in its workdir (also when it fails)."""
     started = time.time()
     validate(job)
+    job, fetched = inputs.with_syzbot(job, say=observer.say)
     job = prepared_job(job, observer)
     assert job.tree is not None and job.bad is not None
     cfg = inputs.settings(job.vms)
@@ -142,6 +144,10 @@ def run_bisection(job: BisectJob, observer: Observer) -> BisectResult:
         write_result(job.json, json.dumps(result.to_json(), indent=1))
     write_result(workdir / RESULT_NAME, json.dumps(result.to_json(), indent=1))
     write_report(workdir, observer.say)
+    if fetched is not None and job.fix and result.culprit:
+        subject = repo.commit_info(result.culprit).subject
+        for line in fix_lines(fetched.bug, result.culprit, subject):
+            observer.say(line)
     return result
 
 

@@ -93,6 +93,20 @@ def fragments_for(config: tuple[str, ...], *, share: bool, gdb: bool) -> tuple[s
     return tuple(frags)
 
 
+def build_request(job: BootJob) -> ConfigRequest:
+    """The build's config: fragments (:func:`fragments_for`), or a full
+    config (a bug's) with the user's fragments and what --share and --gdb
+    need on top."""
+    if job.build.kernel_config is None:
+        return ConfigRequest.from_fragments(fragments_for(job.build.config, share=bool(job.shares),
+                                                          gdb=job.gdb))
+    frags = [f.strip() for f in job.build.config if f.strip()]
+    for need, name in ((bool(job.shares), SHARE_FRAGMENT), (job.gdb, GDB_FRAGMENT)):
+        if need and name not in frags:
+            frags.append(name)
+    return ConfigRequest.from_file(job.build.kernel_config, frags)
+
+
 def find_vmlinux(kernel: Path) -> Path | None:
     """The vmlinux belonging to a bzImage: next to it (kvmlab's build cache)
     or at the top of a Kbuild output dir (``arch/x86/boot/bzImage``)."""
@@ -204,21 +218,28 @@ def _kernel(job: BootJob, resumed: SessionRecord | None, *, build: bool,
     if job.tree is not None:
         assert job.commit is not None
         commit = job.commit
-        frags = fragments_for(job.build.config, share=bool(job.shares), gdb=job.gdb)
-        builder = KernelBuilder()
-        request = ConfigRequest.from_fragments(frags)
+        request = build_request(job)
+        frags = request.fragments
+        if job.build.patches:
+            patched = inputs.patched_commit(job.tree, commit, job.build.patches)
+            if patched.commit is None:
+                raise UserError(f"patch does not apply: {patched.failed}: {patched.failure} (on {commit})")
+            say(f"{patched.commit[:12]} = {commit} + {', '.join(map(str, job.build.patches))}")
+            commit = patched.commit
+        builder = KernelBuilder(compiler=job.build.compiler)
         if not build:
             outcome = builder.lookup(job.tree, commit, request)
             if outcome is None:
                 return None
         else:
-            say(f"kernel {commit} with {','.join(frags)}: from the build cache, or built now")
+            say(f"kernel {commit} with {request.describe()}: from the build cache, or built now")
             outcome = builder.build(job.tree, commit, request, progress=progress, argv=sys.argv)
         if outcome.status is BuildStatus.FAILED:
             raise _BuildFailed(f"kernel build failed at {outcome.commit[:12]}: {outcome.error}")
         vml = Path(outcome.artifacts["vmlinux"])
         return KernelChoice(Path(outcome.artifacts["bzImage"]), job.vmlinux or vml, outcome.commit,
-                            str(job.tree.resolve()), ",".join(frags))
+                            str(job.tree.resolve()), request.describe() if job.build.kernel_config else
+                            ",".join(frags))
     if job.kernel is not None:
         if not job.kernel.is_file():
             raise MissingFileError(f"kernel {job.kernel}: no such file")
@@ -289,11 +310,19 @@ def _interruption(e: BaseException) -> str:
 
 def run_boot(job: BootJob, *, progress: Callable[[Progress], None] | None = None) -> int:
     """Run the boot session ``job`` describes and return its exit status
-    (:mod:`kvmlab.session.foreground`); ``progress`` hears a kernel build."""
+    (:mod:`kvmlab.session.foreground`); ``progress`` hears a kernel build.
+    A bug (``bug``, ``syzbot``) gives the commit, config, compiler, cmdline
+    and the reproducer staged in the guest."""
+    quiet = Screen(1, 2, raw=False, color=False, console=False)
+
+    def say(line: str) -> None:
+        quiet.note(line.removeprefix("kvmlab: "))  # the screen says whose line it is
+
+    job, _ = inputs.with_syzbot(job, say=say)
+    job = inputs.with_bug(job, say=say)
     check_job(job)
     validate(job)
     command = list(job.command)
-    quiet = Screen(1, 2, raw=False, color=False, console=False)
     store = SessionStore()
     resumed: SessionRecord | None = None
     if job.resume:
@@ -311,8 +340,7 @@ def run_boot(job: BootJob, *, progress: Callable[[Progress], None] | None = None
         quiet.note(str(e))
         return 1
     if choice is None:
-        raise UserError(f"{job.commit} is not built yet with "
-                        f"{','.join(fragments_for(job.build.config, share=bool(job.shares), gdb=job.gdb))}: "
+        raise UserError(f"{job.commit} is not built yet with {build_request(job).describe()}: "
                         "boot it once without --dry-run (or kvmlab kernel build)")
     release = kernel_release(choice.kernel)
     if release is None:

@@ -13,14 +13,19 @@ from typing import Any, TypeVar
 
 from kvmlab import checks, oops
 from kvmlab.bisect.repository import GitRepository
-from kvmlab.config import Config, VMConfig, load_config
+from kvmlab.config import Config, VMConfig, cache_dir, load_config
 from kvmlab.errors import MissingFileError, UnknownCommitError, UserError
+from kvmlab.git import PatchedCommit, Repo
 from kvmlab.host_uri import parse_host_uri
 from kvmlab.images.recipe import with_recipe_path
-from kvmlab.jobs.model import BisectJob, BuildOptions, ReproInput, ReproJob, VMOptions
-from kvmlab.kernel.config import ConfigRequest
+from kvmlab.jobs.model import BisectJob, BootJob, BuildOptions, ReproInput, ReproJob, VMOptions
+from kvmlab.kernel import compilers
+from kvmlab.kernel.config import ConfigRequest, find_data_file, fragment_dirs
 from kvmlab.repro import bugdir, syz
 from kvmlab.repro.reproducer import CProgram, Reproducer, ShellCommand, SyzProgram
+from kvmlab.syzbot.client import Dashboard
+from kvmlab.syzbot.fetch import FetchedBug, fetch_bug
+from kvmlab.syzbot.model import compiler_name, parse_ref
 
 
 def settings(vms: VMOptions) -> Config:
@@ -109,36 +114,125 @@ def expected_title(expect: str | None, report: Path | None) -> str | None:
     return rep.title
 
 
-BugJob = TypeVar("BugJob", ReproJob, BisectJob)
+BugJob = TypeVar("BugJob", ReproJob, BisectJob, BootJob)
 
 
-def with_bug(job: BugJob, *, say: Callable[[str], None]) -> BugJob:
-    """``job`` with what its bug directory provides, where the job leaves it
-    open (what the job gives wins): the commit (a bisection's bad one), the
-    full kernel config (fragments go on top), the title as ``expect``, the
-    reproducer (repro.syz when syz binaries are known, else repro.c) and the
-    kernel command line. The commit must be in the job's tree."""
-    if job.bug is None:
-        return job
-    path = job.bug
+def _have_syz(job: ReproJob | BisectJob | BootJob, cfg: Config) -> bool:
+    """Whether the job can run a syz program (binaries given or configured)."""
+    if isinstance(job, BootJob):
+        if job.syz_execprog and job.syz_executor:
+            return True
+        return syz_binaries(ReproInput(), cfg) is not None
+    return syz_binaries(job.reproducer, cfg) is not None
+
+
+def with_syzbot(job: BugJob, *, say: Callable[[str], None]) -> tuple[BugJob, FetchedBug | None]:
+    """``job`` with its syzbot bug (``job.syzbot``) downloaded into a bug
+    directory in the cache, or read from there (then without the network),
+    as ``job.bug``; and the bug as the dashboard describes it."""
+    if job.syzbot is None:
+        return job, None
+    if job.bug is not None:
+        raise UserError("give --bug DIR or --syzbot BUG, not both")
+    cfg = settings(job.vms)
+    ref = parse_ref(job.syzbot, cfg.syzbot.url)
+    tree = job.tree
+
+    def in_tree(commit: str) -> bool:
+        if tree is None:
+            return False
+        try:
+            GitRepository(tree).resolve(commit)
+        except UnknownCommitError:
+            return False
+        return True
+
+    dashboard = Dashboard(ref.base, proxy=cfg.syzbot.proxy, timeout=cfg.syzbot.timeout)
+    fetched = fetch_bug(ref, dashboard, cache_dir() / "syzbot", have_syz=_have_syz(job, cfg), in_tree=in_tree,
+                        say=say)
+    bug = fetched.bug
+    state = "; ".join(x for x in (bug.status, bug.fix_line()) if x)
+    say(f"kvmlab: syzbot bug {ref.name}: {bug.title}" + (f" ({state})" if state else ""))
+    origin = "from the cache" if fetched.cached else f"from {ref.base}"
+    say(f"kvmlab: {fetched.choice.why}; bug directory {fetched.path} ({origin})")
+    return dataclasses.replace(job, bug=fetched.path), fetched
+
+
+def _load_bug(path: Path, tree: Path | None) -> bugdir.BugDir:
+    """The bug directory ``path``, its commit checked to be in ``tree``."""
     found: bugdir.BugDir = bugdir.load(path)
-    if job.tree is None:
+    if tree is None:
         where = f" (a clone of {found.tree})" if found.tree else ""
         raise UserError(f"--bug {path}: give --tree, a local kernel git tree{where} "
                         f"with commit {found.commit}")
     try:
-        GitRepository(job.tree).resolve(found.commit)
+        GitRepository(tree).resolve(found.commit)
     except UnknownCommitError:
         fetch = f"; fetch it from {found.tree}" if found.tree else ""
-        raise UserError(f"--bug {path}: commit {found.commit} is not in --tree {job.tree}{fetch}") from None
+        raise UserError(f"--bug {path}: commit {found.commit} is not in --tree {tree}{fetch}") from None
+    return found
+
+
+def _bug_build(found: bugdir.BugDir, build: BuildOptions, cfg: Config) -> BuildOptions:
+    """The build options with the bug's full config and compiler, where the
+    job leaves them open. The compiler the bug names is looked up in the
+    compiler table (its package and LLVM=1 from there) and must be on this
+    host: a missing one is one line naming its Debian package."""
     changes: dict[str, Any] = {}
+    if build.kernel_config is None:
+        changes["kernel_config"] = found.config
+    if build.compiler is None and found.compiler:
+        name = compiler_name(found.compiler)
+        if name is not None:
+            table = compilers.load_table(find_data_file("compilers.yaml",
+                                                        fragment_dirs(cfg.kernel.fragments_path)))
+            rule = next((r for r in table if r.cc == name), compilers.rule_for(name))
+            compilers.resolve_rule(rule, why=f"bug {found.path} was built with {found.compiler}; "
+                                             "--compiler NAME builds with another")
+            changes["compiler"] = name
+    return dataclasses.replace(build, **changes) if changes else build
+
+
+def _bug_cmdline(found: bugdir.BugDir, vms: VMOptions) -> VMOptions:
+    words = (*found.cmdline, *(w for w in vms.cmdline if w not in found.cmdline))
+    return dataclasses.replace(vms, cmdline=words) if found.cmdline else vms
+
+
+def with_bug(job: BugJob, *, say: Callable[[str], None]) -> BugJob:
+    """``job`` with what its bug directory provides, where the job leaves it
+    open (what the job gives wins): the commit (a bisection's bad one; a fix
+    bisection's good one is the tree's HEAD), the full kernel config
+    (fragments go on top), the compiler it names, the title as ``expect``,
+    the reproducer (repro.syz when syz binaries are known, else repro.c) and
+    the kernel command line. The commit must be in the job's tree."""
+    if job.bug is None:
+        return job
+    path = job.bug
+    found = _load_bug(path, job.tree)
+    assert job.tree is not None
+    changes: dict[str, Any] = {"build": _bug_build(found, job.build, settings(job.vms)),
+                               "vms": _bug_cmdline(found, job.vms)}
+    if isinstance(job, BootJob):
+        if job.commit is None and job.kernel is None:
+            changes["commit"] = found.commit
+        if job.repro is None:
+            cfg = settings(job.vms)
+            use_syz = found.repro_syz is not None and (_have_syz(job, cfg) or found.repro_c is None)
+            changes["repro"] = found.repro_syz if use_syz else found.repro_c
+            bins = syz_binaries(ReproInput(), cfg)
+            if use_syz and not (job.syz_execprog and job.syz_executor) and bins is not None:
+                changes["syz_execprog"], changes["syz_executor"] = bins
+        return dataclasses.replace(job, **changes)
     if isinstance(job, BisectJob):
         if job.bad is None:
             changes["bad"] = found.commit
+        if job.fix and job.good is None:
+            head = GitRepository(job.tree).resolve("HEAD")
+            say(f"kvmlab: fix bisection from the bug's commit {found.commit[:12]} to your tree's HEAD "
+                f"{head[:12]}")
+            changes["good"] = head
     elif job.commit is None and job.kernel is None:
         changes["commit"] = found.commit
-    if job.build.kernel_config is None:
-        changes["build"] = dataclasses.replace(job.build, kernel_config=found.config)
     if job.expect is None:
         changes["expect"] = found.title
     rin = job.reproducer
@@ -152,7 +246,16 @@ def with_bug(job: BugJob, *, say: Callable[[str], None]) -> BugJob:
             chosen = "repro.syz" if rin.syz_prog else "repro.c (no syz binaries: --syz-dir)"
             say(f"kvmlab: bug {path}: using {chosen}")
         changes["reproducer"] = rin
-    if found.cmdline:
-        words = (*found.cmdline, *(w for w in job.vms.cmdline if w not in found.cmdline))
-        changes["vms"] = dataclasses.replace(job.vms, cmdline=words)
     return dataclasses.replace(job, **changes)
+
+
+def patched_commit(tree: Path, commit: str, patches: Sequence[Path]) -> PatchedCommit:
+    """``commit`` with ``patches`` applied, made in kvmlab's private index
+    (the user's checkout, index and branches untouched): a commit of its
+    own, so the build cache tells it apart by its tree."""
+    for p in patches:
+        if not p.is_file():
+            raise MissingFileError(f"--patch {p}: no such file")
+    base = GitRepository(tree).resolve(commit)
+    names = ", ".join(p.name for p in patches)
+    return Repo(tree).apply_patches(base, patches, f"kvmlab: {base[:12]} with {names}")

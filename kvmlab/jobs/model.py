@@ -43,6 +43,9 @@ class BuildOptions:
     """A complete ``.config`` (e.g. syzbot's) as the base; adapted per commit with olddefconfig."""
     compiler: str | None = None
     """Instead of the compiler table's (``gcc-12``, ``clang-15``)."""
+    patches: tuple[Path, ...] = ()
+    """Patches applied, in order, on top of the commit before it is built
+    (git-format or plain diffs; ``repro`` and ``boot``)."""
 
 
 @dataclass(frozen=True)
@@ -107,6 +110,9 @@ class ReproJob:
     reproducer: ReproInput = field(default_factory=ReproInput)
     bug: Path | None = None
     """A syzbot bug directory: commit, config, title, reproducer, cmdline."""
+    syzbot: str | None = None
+    """A syzbot bug (its page URL, ``syzbot+ID@`` address or id), downloaded
+    into a bug directory in the cache."""
     vms: VMOptions = field(default_factory=VMOptions)
     expect: str | None = None
     """Title of the bug looked for (other crashes are marked)."""
@@ -137,6 +143,8 @@ class BisectJob:
     build: BuildOptions = field(default_factory=BuildOptions)
     reproducer: ReproInput = field(default_factory=ReproInput)
     bug: Path | None = None
+    syzbot: str | None = None
+    """A syzbot bug, as for ``repro``; with ``fix``, ``good`` defaults to the tree's HEAD."""
     vms: VMOptions = field(default_factory=VMOptions)
     json: Path | None = None
     journal: Path | None = None
@@ -185,6 +193,11 @@ class BootJob:
     """Seconds ``command`` may run."""
     command: tuple[str, ...] = ()
     """Run this in the guest instead of the console (its words)."""
+    bug: Path | None = None
+    """A syzbot bug directory: its commit, config, compiler and cmdline are
+    booted and its reproducer staged in the guest."""
+    syzbot: str | None = None
+    """A syzbot bug, downloaded into a bug directory in the cache (as ``bug``)."""
 
 
 @dataclass(frozen=True)
@@ -284,6 +297,9 @@ def _absolute(obj: Any, base: Path) -> Any:
         value = getattr(obj, f.name)
         if isinstance(value, Path) and not value.is_absolute():
             changes[f.name] = (base / value).resolve()
+        elif isinstance(value, tuple) and any(isinstance(v, Path) for v in value):
+            changes[f.name] = tuple((base / v).resolve() if isinstance(v, Path) and not v.is_absolute() else v
+                                    for v in value)
         elif dataclasses.is_dataclass(value) and not isinstance(value, type):
             changes[f.name] = _absolute(value, base)
     return dataclasses.replace(obj, **changes) if changes else obj

@@ -96,6 +96,8 @@ def build_options(build: BuildOptions, *, kernel: Path | None) -> None:
             raise ConfigError(f"--config {','.join(build.config)}: {name!r} is not a fragment name")
     if build.kernel_config is not None:
         checks.read_text(build.kernel_config, "--kernel-config", empty_ok=False)
+    for p in build.patches:
+        checks.read_text(p, "--patch", empty_ok=False)
 
 
 def reproducer(rin: ReproInput) -> None:
@@ -149,6 +151,7 @@ def boot_job(job: BootJob) -> None:
     _file(job.vmlinux, "--vmlinux")
     _dir(job.tree, "--tree")
     _dir(job.modules, "--modules")
+    _dir(job.bug, "--bug")
     _file(job.repro, "--repro")
     _file(job.syz_execprog, "--syz-execprog")
     _file(job.syz_executor, "--syz-executor")

@@ -10,6 +10,7 @@ Layout (every name as it is saved from the bug's page or report e-mail)::
     DIR/repro.c        the C reproducer ("C reproducer")           }
     DIR/console.log    optional: the console output (also: log)
     DIR/cmdline        optional: kernel command-line words for every boot
+    DIR/compiler       optional: what built the kernel ("compiler:" of the report)
 
 ``title`` may be left out when ``console.log`` holds the crash: its title is
 used. A missing piece, or two pieces that disagree (two configs that differ, a
@@ -47,6 +48,8 @@ class BugDir:
     """Where the commit lives (URL and optional branch), for the messages."""
     console_log: Path | None = None
     cmdline: tuple[str, ...] = ()
+    compiler: str = ""
+    """The compiler syzbot built with, as it describes it ('' = not said)."""
 
 
 def _read(path: Path, *, console: bool = False) -> str:
@@ -126,5 +129,6 @@ def load(path: Path) -> BugDir:
 
     tree = " ".join(_read(path / "tree").split()) if (path / "tree").is_file() else ""
     cmdline = tuple(_read(path / "cmdline").split()) if (path / "cmdline").is_file() else ()
+    compiler = " ".join(_read(path / "compiler").split()) if (path / "compiler").is_file() else ""
     return BugDir(path=path, title=title, commit=commit, config=config, repro_syz=syz, repro_c=c, tree=tree,
-                  console_log=log, cmdline=cmdline)
+                  console_log=log, cmdline=cmdline, compiler=compiler)
