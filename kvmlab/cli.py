@@ -134,11 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         signals.reset_stop()
     if args.kvmlab_command in FILLS_CACHE and rc in (exitcodes.OK, exitcodes.VERDICT):
         _keep_cache_small(root, getattr(args, "conf", None))
-    return exitcodes.for_pass_through(rc) if getattr(args, "passthrough", False) and rc in _OWN else rc
-
-
-#: kvmlab's own statuses that a pass-through command turns into its reserved ones.
-_OWN = frozenset({exitcodes.BAD_INPUT, exitcodes.OURS})
+    return rc
 
 
 def _keep_cache_small(root: Path, conf: Path | None) -> None:
@@ -178,26 +174,29 @@ def _stdout_gone() -> int:
 
 def _run(args: argparse.Namespace) -> int:
     """Run the command; every way it can end becomes one line (or none) and a
-    status of the contract (:mod:`kvmlab.exitcodes`)."""
+    status of the contract (:mod:`kvmlab.exitcodes`). A command that passes a
+    guest command's status on returns it as it is; only kvmlab's own
+    failures here take its reserved statuses."""
+    own = exitcodes.for_pass_through if getattr(args, "passthrough", False) else (lambda s: s)
     try:
         rc: int = args.func(args)
         sys.stdout.flush()
         return rc
     except UserError as e:
         _say(f"kvmlab: error: {e}")
-        return exitcodes.BAD_INPUT
+        return own(exitcodes.BAD_INPUT)
     except InfraError as e:
         _say(f"kvmlab: infrastructure error: {e}")
-        return exitcodes.OURS
+        return own(exitcodes.OURS)
     except KvmlabError as e:
         _say(f"kvmlab: error: {e}")
-        return exitcodes.OURS
+        return own(exitcodes.OURS)
     except BrokenPipeError:
         return _stdout_gone()
     except OSError as e:
         # The host's: a full disk, a cache directory gone read-only.
         _say(f"kvmlab: infrastructure error: {_os_error(e)}")
-        return exitcodes.OURS
+        return own(exitcodes.OURS)
     except KeyboardInterrupt:
         _say("kvmlab: interrupted")
         return exitcodes.INTERRUPTED
@@ -207,7 +206,7 @@ def _run(args: argparse.Namespace) -> int:
     except Exception as e:  # a bug of kvmlab's: one line, the traceback with -vv
         log.debug("internal error", exc_info=True)
         _say(f"kvmlab: internal error: {type(e).__name__}: {e} (a bug; -vv shows the traceback)")
-        return exitcodes.OURS
+        return own(exitcodes.OURS)
 
 
 if __name__ == "__main__":
