@@ -48,7 +48,7 @@ RUNS: dict[str, tuple[str, Path | None]] = {
 def bisect(name: str, bug: str, repro: Path | None, tree: Path, args: argparse.Namespace,
            scratch: Path) -> dict[str, object]:
     out_json = scratch / f"{name.replace(' ', '_').replace('/', '')}.json"
-    argv = ["demo", "--dir", str(tree), "--bug", bug, "--count", str(args.count), "--config", args.config,
+    argv = ["demo", "--dir", str(tree), "--planted", bug, "--count", str(args.count), "--config", args.config,
             "--json", str(out_json), *([str(repro)] if repro else [])]
     log = io.StringIO()
     t = time.monotonic()

@@ -30,6 +30,8 @@ Example (every key optional)::
     syzbot:
       url: https://syzkaller.appspot.com   # the dashboard --syzbot ID reads
       proxy: ""              # http://HOST:PORT; default: http_proxy/https_proxy
+    cache:
+      max_size_gb: 50        # GiB for builds, images, runs, bisections; 0: no limit
 
 A command without ``--conf`` reads ``$KVMLAB_CONFIG``, else
 ``$XDG_CONFIG_HOME/kvmlab/config.yaml`` when it exists (:mod:`kvmlab.paths`
@@ -39,6 +41,7 @@ lists every file and environment variable kvmlab reads).
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import types
 import typing
@@ -46,10 +49,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-import yaml
-
 from kvmlab import paths
-from kvmlab.errors import ConfigError, MissingFileError
+from kvmlab.checks import load_yaml, read_text
+from kvmlab.errors import ConfigError
 from kvmlab.host_uri import parse_host_uri
 from kvmlab.timeouts import Timeouts
 
@@ -122,6 +124,10 @@ class ReproConfig:
     root: str = "initramfs"
     """Guest root: ``initramfs`` or the name of an image recipe."""
 
+    def __post_init__(self) -> None:
+        if not (self.run_time > 0 and math.isfinite(self.run_time)):
+            raise ConfigError(f"repro.run_time: must be a positive number of seconds, got {self.run_time}")
+
 
 @dataclass(frozen=True)
 class KernelConfig:
@@ -167,6 +173,18 @@ class SyzbotConfig:
 
 
 @dataclass(frozen=True)
+class CacheConfig:
+    max_size_gb: float = 50.0
+    """GiB the cache (``$XDG_CACHE_HOME/kvmlab``: builds, images, runs,
+    bisections) may take; the entries used longest ago go first
+    (``kvmlab cache prune``, and after commands). 0: no limit."""
+
+    def __post_init__(self) -> None:
+        if not (self.max_size_gb >= 0 and math.isfinite(self.max_size_gb)):
+            raise ConfigError(f"cache.max_size_gb: must be 0 (no limit) or more, got {self.max_size_gb}")
+
+
+@dataclass(frozen=True)
 class Config:
     vm: VMConfig = field(default_factory=VMConfig)
     timeouts: Timeouts = field(default_factory=Timeouts)
@@ -175,6 +193,7 @@ class Config:
     images: ImagesConfig = field(default_factory=ImagesConfig)
     syzkaller: SyzkallerConfig = field(default_factory=SyzkallerConfig)
     syzbot: SyzbotConfig = field(default_factory=SyzbotConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)
 
 
 def cache_dir() -> Path:
@@ -263,16 +282,8 @@ def load_config(path: Path | None) -> Config:
         path = paths.default_config_file()
         if path is None:
             return Config()
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise MissingFileError(f"config {path}: no such file") from None
-    except OSError as e:
-        raise MissingFileError(f"config {path}: {e.strerror}") from None
-    try:
-        data = yaml.safe_load(text) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"config {path}: not valid YAML: {str(e).splitlines()[0]}") from None
+    text = read_text(path, "config")
+    data = load_yaml(text, f"config {path}") or {}
     if not isinstance(data, dict):
         raise ConfigError(f"config {path}: top level must be a mapping")
     return _relative_to(from_mapping(Config, data, str(path)), path.parent)

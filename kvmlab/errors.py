@@ -63,10 +63,13 @@ class ProcessError(InfraError):
         output_tail: str,
         *,
         timed_out: bool = False,
+        output_head: str = "",
     ) -> None:
         self.argv = list(argv)
         self.returncode = returncode
         self.output_tail = output_tail
+        self.output_head = output_head
+        """The start of the output (whole lines): where a compiler's first error is."""
         self.timed_out = timed_out
         what = "timed out" if timed_out else f"exited with {returncode}"
         last = output_tail.strip().splitlines()[-1:] if output_tail.strip() else []

@@ -22,6 +22,12 @@ class RunStatus(enum.Enum):
     """The kernel never got to SSH; ``title`` is the boot crash or ``no output``."""
     INFRA = "infra"
     """kvmlab's side failed (qemu died, SSH broke without a crash, host OOM)."""
+    GUEST_STOPPED = "guest-stopped"
+    """The guest shut itself down (powered off, rebooted: the kernel's
+    ``reboot: Power down`` / ``reboot: Restarting system``) with no crash on
+    the console: the reproducer (or the command) asked for it. Never a crash
+    of the kernel (syzkaller does not count it either) and never ours;
+    ``detail`` says what the console said. A bisection does not count it."""
     REPRO_FAILED = "repro-failed"
     """The reproducer itself could not run (syz-execprog cannot parse the program,
     the executor fails to start, ``SYZFAIL``); ``detail`` is the line that says

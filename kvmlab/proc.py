@@ -192,8 +192,27 @@ def run(
     stderr = err.decode(errors="replace")
     done = Completed(args, proc.returncode, stdout, stderr)
     if check and proc.returncode != 0:
-        raise ProcessError(args, proc.returncode, (stdout + stderr)[-_TAIL_CHARS:])
+        raise ProcessError(args, proc.returncode, _tail(stdout + stderr), output_head=_head(stdout + stderr))
     return done
+
+
+def _tail(text: str) -> str:
+    """The last ``_TAIL_CHARS`` of ``text`` from a line start (a cut line would
+    misquote a file name: ``ry.c:11:2: error``)."""
+    if len(text) <= _TAIL_CHARS:
+        return text
+    cut = text[-_TAIL_CHARS:]
+    nl = cut.find("\n")
+    return cut[nl + 1:] if 0 <= nl < len(cut) - 1 else cut
+
+
+def _head(text: str) -> str:
+    """The first ``_TAIL_CHARS`` of ``text``, whole lines."""
+    if len(text) <= _TAIL_CHARS:
+        return text
+    cut = text[:_TAIL_CHARS]
+    nl = cut.rfind("\n")
+    return cut[:nl + 1] if nl > 0 else cut
 
 
 def run_foreground(argv: Sequence[str | Path], *, cwd: Path | None = None) -> int:

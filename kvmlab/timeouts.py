@@ -34,6 +34,14 @@ class Timeouts:
     scale: float = 1.0
     """Factor already applied to every field above."""
 
+    def __post_init__(self) -> None:
+        # A zero or negative timeout would fail every boot or command at once,
+        # and look like the kernel's doing ("boot failed: timed out").
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if not value > 0:  # also NaN
+                raise ValueError(f"{f.name}: must be a positive number of seconds, got {value}")
+
     def scaled(self, factor: float) -> Timeouts:
         """A copy with every timeout multiplied by ``factor`` (relative to now)."""
         if factor <= 0:

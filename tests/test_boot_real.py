@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from kvmlab import proc
+from kvmlab import exitcodes, proc
 from kvmlab.kernel.demo_tree import DemoTree
 from kvmlab.outcome import BuildOutcome
 from kvmlab.session.foreground import EXIT_CRASH, EXIT_TIMEOUT
@@ -170,7 +170,7 @@ def test_share_on_a_kernel_without_9p_is_a_clear_error(base_kernel: BuildOutcome
                                                       tmp_path: Path) -> None:
     res = kvmlab_cli("boot", "--kernel", _bz(base_kernel), "--accel", "tcg", "--share", tmp_path,
                      "--", "true")
-    assert res.returncode == 2
+    assert res.returncode == exitcodes.PASS_BAD_INPUT
     assert "--share: mounting kvmlab0" in res.stderr and "'share' config fragment" in res.stderr
 
 

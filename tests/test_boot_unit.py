@@ -16,8 +16,9 @@ from typing import Any
 
 import pytest
 
+from kvmlab import exitcodes
 from kvmlab.cli import main
-from kvmlab.commands.boot import parse_memory
+from kvmlab.commands.options import parse_memory
 from kvmlab.errors import MissingFileError, UserError
 from kvmlab.jobs.boot import (
     cpu_warning,
@@ -166,7 +167,8 @@ def test_find_vmlinux(tmp_path: Path) -> None:
 ])
 def test_bad_boot_arguments_are_one_line_errors(argv: list[str], message: str,
                                                capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(argv) == 2
+    # boot passes a guest command's status on: its own bad-input status is the reserved one.
+    assert main(argv) == exitcodes.PASS_BAD_INPUT
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1, err
 
@@ -181,7 +183,7 @@ def _record(name: str, **kw: object) -> SessionRecord:
     return SessionRecord(**base)  # type: ignore[arg-type]
 
 
-def test_names_are_unique_and_an_explicit_name_replaces_only_an_ended_session(tmp_path: Path) -> None:
+def test_names_are_unique_and_an_explicit_name_takes_only_an_ended_sessions_name(tmp_path: Path) -> None:
     store = SessionStore(tmp_path)
     a = store.create("4c4d0aaa74e0", explicit=False)
     a.write(_record(a.name))
@@ -195,15 +197,22 @@ def test_names_are_unique_and_an_explicit_name_replaces_only_an_ended_session(tm
     a.release()
     assert not SessionDir(a.path).running()
     (a.path / "report-1.txt").write_text("old")
+    (a.path / "console.log").write_text("old console")
     again = store.create("4c4d0aaa74e0", explicit=True)
     assert not (again.path / "report-1.txt").exists()
+    # The ended session's files are kept, under the next free name (kill --help: files stay unless --rm).
+    assert again.kept_as == "4c4d0aaa74e0-3"
+    kept = store.get("4c4d0aaa74e0-3")
+    assert (kept.path / "report-1.txt").read_text() == "old"
+    assert (kept.path / "console.log").read_text() == "old console"
+    assert kept.read().name == "4c4d0aaa74e0-3"
     again.release()
     (again.path / "disk.qcow2").write_bytes(b"")
     again.write(_record(again.name, keep=True))
     with pytest.raises(UserError, match="kept disk"):
         store.create("4c4d0aaa74e0", explicit=True)
     b.release()
-    assert [d.name for d in store.all()] == ["4c4d0aaa74e0", "4c4d0aaa74e0-2"]
+    assert [d.name for d in store.all()] == ["4c4d0aaa74e0", "4c4d0aaa74e0-2", "4c4d0aaa74e0-3"]
     with pytest.raises(UserError, match="none is running"):
         store.only_running()
 

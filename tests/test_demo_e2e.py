@@ -62,8 +62,8 @@ def test_demo_finds_the_planted_culprit(bug: str, demo_tree: DemoTree, monkeypat
     workdir = tmp_path / "wd"
     count = str(min(4, os.cpu_count() or 2))
     repro = REPROS[bug]
-    rc = main(["demo", "--dir", str(demo_tree.path), "--bug", bug, "--count", count, "--json", str(out_json),
-               "--config", ",".join(TEST_CONFIG), "--workdir", str(workdir),
+    rc = main(["demo", "--dir", str(demo_tree.path), "--planted", bug, "--count", count,
+               "--json", str(out_json), "--config", ",".join(TEST_CONFIG), "--workdir", str(workdir),
                *([str(repro)] if repro else [])])
     out = capsys.readouterr().out
     planted = getattr(demo_tree, bug)

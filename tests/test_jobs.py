@@ -49,7 +49,7 @@ def _jobs(d: Path) -> list[Job]:
                   verify=False, build=BuildOptions(kernel_config=d / "syzbot.config", compiler="gcc-12"),
                   reproducer=ReproInput(syz_prog=d / "repro.syz", syz_dir=d / "syz", syz_opts=("procs=2",)),
                   bug=d / "bug", vms=VMOptions(backend="libvirt", accel="tcg", memory_mb=512)),
-        DemoJob(dir=d / "demo", bug="flaky_culprit", bisect=BisectJob(vms=VMOptions(count=3))),
+        DemoJob(dir=d / "demo", planted="flaky_culprit", bisect=BisectJob(vms=VMOptions(count=3))),
         BootJob(tree=d / "linux", commit="v6.1", shares=(f"{d}:/mnt",), gdb=True, vms=VMOptions(cpus=4),
                 command=("sh", "-c", 'echo "a  b"; exit 4'), timeout=30.0),
         BuildJob(tree=d / "linux", commit="HEAD", build=BuildOptions(config=("base",)), jobs=2),
@@ -166,4 +166,4 @@ def test_a_job_file_that_is_missing_or_a_directory_is_one_line(tmp_path: Path) -
                              capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
         assert res.returncode == 2, res.stderr
         assert res.stderr.strip() == f"kvmlab: error: job {path}: {message}" + (
-            ", not a job file" if message == "a directory" else ""), res.stderr
+            ", not a file" if message == "a directory" else ""), res.stderr

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from kvmlab import exitcodes
 from kvmlab.errors import KvmlabError, LibvirtError
 from kvmlab.timeouts import Timeouts
 from kvmlab.vmm.backend import Backend, HasLocalSSHPort
@@ -359,7 +360,7 @@ def test_libvirtd_down_is_one_clear_line(cloud_kernel: CloudKernel, tmp_path: Pa
     rc = main(["vm", "run", "--kernel", str(cloud_kernel.bzimage), "--modules", str(cloud_kernel.modules),
                "--conf", str(conf), "--", "true"])
     err = capsys.readouterr().err.strip().splitlines()
-    assert rc == 3
+    assert rc == exitcodes.PASS_OURS  # vm run passes the command's status on: kvmlab's own is reserved
     assert err[-1].startswith("kvmlab: infrastructure error: libvirt at qemu+unix:///system?socket=")
     assert "is libvirtd running?" in err[-1]
     assert not qemu_children()
@@ -371,8 +372,8 @@ def test_missing_kernel_and_unknown_config_key_are_one_line(tmp_path: Path,
     from kvmlab.cli import main
 
     rc = main(["vm", "run", "--kernel", str(tmp_path / "bzImage"), "--accel", "tcg", "--", "true"])
-    assert rc == 2
-    assert capsys.readouterr().err.strip() == f"kvmlab: error: kernel {tmp_path / 'bzImage'}: no such file"
+    assert rc == exitcodes.PASS_BAD_INPUT
+    assert capsys.readouterr().err.strip() == f"kvmlab: error: --kernel {tmp_path / 'bzImage'}: no such file"
     conf = tmp_path / "c.yaml"
     conf.write_text("vm:\n  memory: 512\n")
     rc = main(["doctor", "--conf", str(conf)])

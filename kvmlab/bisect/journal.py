@@ -13,19 +13,28 @@ Lines (each has ``kind`` and ``t``, the Unix time it was written):
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
+import logging
 import os
 import time
 from collections import deque
 from pathlib import Path
 from typing import IO, Any
 
-from kvmlab.errors import UserError
+from kvmlab.errors import DiskFullError, InfraError, UserError
 from kvmlab.outcome import BuildOutcome, BuildStatus, RunOutcome
+
+log = logging.getLogger(__name__)
 
 
 class JournalMismatchError(UserError):
     """The journal belongs to another bisection."""
+
+
+class JournalCorruptError(UserError):
+    """A line of the journal is not a record kvmlab wrote (edited, or another file)."""
 
 
 def build_to_json(b: BuildOutcome) -> dict[str, Any]:
@@ -58,32 +67,85 @@ class Journal:
                 raise JournalMismatchError(
                     f"{path}: journal of another bisection ({lines[0].get('header')}), not {header}"
                 )
-            for d in lines[1:]:
-                if d.get("kind") == "build":
-                    self.builds[d["commit"]] = build_from_json(d["build"])
-                elif d.get("kind") == "run":
-                    self.runs.setdefault(d["commit"], deque()).append(RunOutcome.from_json(d["run"]))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._f: IO[str] = path.open("a", encoding="utf-8")
+            for n, d in enumerate(lines[1:], 2):
+                try:
+                    if d.get("kind") == "build":
+                        self.builds[d["commit"]] = build_from_json(d["build"])
+                    elif d.get("kind") == "run":
+                        self.runs.setdefault(d["commit"], deque()).append(RunOutcome.from_json(d["run"]))
+                except (KeyError, TypeError, ValueError, AttributeError) as e:
+                    raise JournalCorruptError(f"journal {path} line {n}: not a {d.get('kind')} record "
+                                              f"kvmlab wrote ({type(e).__name__}: {e})") from None
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._f: IO[str] = path.open("a", encoding="utf-8")
+        except OSError as e:
+            raise _host_error(path, e) from None
         if not lines:
             self._write({"kind": "start", "header": header})
 
+    @classmethod
+    def check(cls, path: Path) -> None:
+        """Read ``path`` as :meth:`__init__` would (a garbage line is a
+        :class:`JournalCorruptError`, a partial last line is moved aside),
+        before a bisection starts any work."""
+        probe = cls.__new__(cls)
+        probe.path = path
+        probe._load()
+
     def _load(self) -> list[dict[str, Any]]:
+        """The records, each checked; a partial last line (a kill or a full disk
+        in the middle of a write) is moved aside to ``JOURNAL.partial``, never
+        just dropped; any other line that is not a record is an error naming
+        the file and the line."""
         if not self.path.exists():
             return []
-        data = self.path.read_bytes()
-        # A kill in the middle of a write leaves a partial last line: drop it.
+        try:
+            data = self.path.read_bytes()
+        except OSError as e:
+            raise _host_error(self.path, e) from None
         end = data.rfind(b"\n") + 1
         if end < len(data):
+            self._set_aside(data[end:])
+        out: list[dict[str, Any]] = []
+        for n, raw in enumerate(data[:end].split(b"\n")[:-1], 1):
+            if not raw.strip():
+                continue
+            try:
+                d = json.loads(raw.decode("utf-8"))
+            except (UnicodeDecodeError, ValueError):
+                shown = raw[:40].decode("utf-8", errors="replace")
+                raise JournalCorruptError(f"journal {self.path} line {n}: not a journal record ({shown!r}); "
+                                          "move the file away to start over") from None
+            if not isinstance(d, dict) or not isinstance(d.get("kind"), str):
+                raise JournalCorruptError(f"journal {self.path} line {n}: not a journal record (no 'kind'); "
+                                          "move the file away to start over")
+            out.append(d)
+        return out
+
+    def _set_aside(self, partial: bytes) -> None:
+        """Keep a partial last line in ``JOURNAL.partial`` and cut it from the journal."""
+        aside = self.path.with_name(self.path.name + ".partial")
+        try:
+            with aside.open("ab") as f:
+                f.write(partial + b"\n")
+                f.flush()
+                os.fsync(f.fileno())
             with self.path.open("r+b") as f:
-                f.truncate(end)
-        return [json.loads(line) for line in data[:end].decode().splitlines() if line.strip()]
+                f.truncate(self.path.stat().st_size - len(partial))
+        except OSError as e:
+            raise _host_error(self.path, e) from None
+        log.warning("journal %s: its last line was cut short (a kill or a full disk while it was written); "
+                    "kept in %s, the bisection goes on without it", self.path, aside)
 
     def _write(self, obj: dict[str, Any]) -> None:
         obj.setdefault("t", round(time.time(), 3))
-        self._f.write(json.dumps(obj, sort_keys=True) + "\n")
-        self._f.flush()
-        os.fsync(self._f.fileno())
+        try:
+            self._f.write(json.dumps(obj, sort_keys=True) + "\n")
+            self._f.flush()
+            os.fsync(self._f.fileno())
+        except OSError as e:
+            raise _host_error(self.path, e) from None
 
     def replay_build(self, commit: str) -> BuildOutcome | None:
         return self.builds.pop(commit, None)
@@ -104,4 +166,11 @@ class Journal:
         self._write({"kind": "step", "step": step})
 
     def close(self) -> None:
-        self._f.close()
+        with contextlib.suppress(OSError):
+            self._f.close()
+
+
+def _host_error(path: Path, e: OSError) -> InfraError:
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return DiskFullError(f"journal {path}: disk full ({e.strerror})")
+    return InfraError(f"journal {path}: {e.strerror}")

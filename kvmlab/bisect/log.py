@@ -55,6 +55,8 @@ def run_lines(runs: Sequence[RunOutcome], target: Sequence[bool], *, counted_all
             out.append(f"run #{r.index}: boot failed: {r.title or r.detail or 'no output'}")
         elif r.status is RunStatus.REPRO_FAILED:
             out.append(f"run #{r.index}: reproducer failed: {r.detail or 'unknown'}")
+        elif r.status is RunStatus.GUEST_STOPPED:
+            out.append(f"run #{r.index}: the guest stopped itself, not counted: {r.detail or 'no crash'}")
         else:
             out.append(f"run #{r.index}: infrastructure error, not counted: {r.detail or 'unknown'}")
     return out

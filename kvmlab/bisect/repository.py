@@ -10,7 +10,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from kvmlab import proc
+from kvmlab import owner, proc
 from kvmlab.bisect.graph import CommitGraph
 from kvmlab.bisect.seams import CommitInfo, SyntheticCommit, Tag, email_of, parse_trailers
 from kvmlab.errors import InfraError, UnknownCommitError
@@ -87,7 +87,7 @@ class GitRepository:
         if patch is None:
             log.warning("get_maintainer.pl skipped: git format-patch %s failed", commit[:12])
             return []
-        with tempfile.NamedTemporaryFile("w", prefix="kvmlab-culprit-", suffix=".patch") as f:
+        with tempfile.NamedTemporaryFile("w", prefix=owner.prefix("culprit"), suffix=".patch") as f:
             f.write(patch)
             f.flush()
             try:

@@ -23,6 +23,10 @@ from kvmlab.outcome import BuildOutcome, BuildStatus, RunOutcome, RunStatus
 #: Infrastructure failures in a row on one commit before the bisection gives up.
 MAX_INFRA_IN_A_ROW = 5
 
+#: Runs in a row on one commit whose guest shut itself down (no crash) before
+#: the bisection stops: the reproducer powers the guest off or reboots it.
+MAX_STOPPED_IN_A_ROW = 3
+
 
 class BisectUsageError(UserError):
     """The bisection was asked something it cannot do (bad range, missing good commit)."""
@@ -51,7 +55,8 @@ class Session:
     target_report: str = ""
     builds: int = 0
     runs: int = 0
-    """VM runs spent (answered runs and boot failures; infrastructure errors are not counted)."""
+    """VM runs spent (answered runs and boot failures; infrastructure errors and
+    guests that stopped themselves are not counted)."""
     observer: Callable[[StepRecord], None] | None = None
     steps: list[StepRecord] = field(default_factory=list)
 
@@ -108,7 +113,10 @@ class Session:
             ) -> list[RunOutcome]:
         """Up to ``n`` answered runs (a target crash or any booted run).
 
-        Infrastructure errors are retried and not counted. Boot failures are
+        Infrastructure errors are retried and not counted, and so are runs
+        whose guest shut itself down with no crash (never the target: the
+        reproducer powered it off or rebooted it; when every run does, the
+        bisection stops with :class:`ReproFailedError`). Boot failures are
         retried too (``retry_boot_failures``) until the commit's boots fail
         consistently (:attr:`CommitEvidence.boots_fail`); then fewer runs come
         back. Without ``retry_boot_failures`` a boot failure is an answer (the
@@ -117,7 +125,7 @@ class Session:
         e = self.ev(commit)
         assert e.build is not None and e.build.status is BuildStatus.OK
         got: list[RunOutcome] = []
-        infra = 0
+        infra = stopped = 0
         while len(got) < n and not e.boots_fail:
             replayed = self.journal.replay_run(commit) if self.journal else None
             if replayed is not None:
@@ -137,6 +145,16 @@ class Session:
                     raise ReproFailedError(
                         f"commit {commit}: the reproducer could not run (run #{r.index}): {r.detail}"
                     )
+                if r.status is RunStatus.GUEST_STOPPED:
+                    stopped += 1
+                    if stopped >= MAX_STOPPED_IN_A_ROW:
+                        raise ReproFailedError(
+                            f"commit {commit}: the guest stopped itself in {stopped} runs in a row with no "
+                            f"crash ({r.detail}): the reproducer powers it off or reboots it, so no run can "
+                            "tell whether the bug is there"
+                        )
+                    continue
+                stopped = 0
                 if r.status is RunStatus.INFRA:
                     infra += 1
                     if infra >= MAX_INFRA_IN_A_ROW:

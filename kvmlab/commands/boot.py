@@ -9,26 +9,29 @@ with its status. See :mod:`kvmlab.jobs.boot` for the job and
 from __future__ import annotations
 
 import argparse
-import re
 import shlex
 from pathlib import Path
 from typing import Any
 
+from kvmlab import exitcodes
 from kvmlab.commands.options import (
     _path,
     add_job_option,
+    add_memory_option,
     add_patch_option,
     add_syzbot_option,
     fragments,
     given,
     make_job,
+    memory_mb,
     nested,
+    pass_through,
 )
 from kvmlab.errors import UserError
 from kvmlab.jobs.boot import run_boot
 from kvmlab.jobs.model import BootJob
 from kvmlab.repro.reproducer import GUEST_DIR
-from kvmlab.session.foreground import EXIT_BOOT_FAILED, EXIT_CRASH, EXIT_TIMEOUT
+from kvmlab.session.foreground import EXIT_BOOT_FAILED, EXIT_CRASH, EXIT_GUEST_STOPPED, EXIT_TIMEOUT
 from kvmlab.ui.ticker import BuildTicker
 
 
@@ -37,9 +40,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "boot", help="boot a commit or bzImage and work in it (console, ssh, gdb)",
         description="Boot one VM and put its serial console in the foreground (Ctrl-A x quits and "
         "stops the VM, Ctrl-A c toggles the QEMU monitor, Ctrl-A h help), or with -- CMD run CMD "
-        "in it and exit with its status. Exit statuses: the command's; "
+        "in it and exit with its status. Exit statuses: the command's own (0-255; one of kvmlab's "
+        f"below, or 129, 130, 143, is {exitcodes.PASS_OWN_STATUS_RESERVED} with the real one on stderr); "
+        f"kvmlab's: {EXIT_GUEST_STOPPED} the guest shut itself down before CMD ended; "
+        f"{exitcodes.PASS_BAD_INPUT} bad input; {exitcodes.PASS_OURS} kvmlab's or the host's failure; "
         f"{EXIT_BOOT_FAILED} boot failed; {EXIT_CRASH} kernel crash (title on stderr); "
-        f"{EXIT_TIMEOUT} --timeout; 2 bad input; 3 kvmlab's or the host's failure.",
+        f"{EXIT_TIMEOUT} --timeout; 130/143/129 interrupted (Ctrl-C, SIGTERM, SIGHUP).",
     )
     src = p.add_argument_group("kernel (a tree and commit to build, or a bzImage)")
     src.add_argument("--tree", nargs="+", metavar=("TREE", "COMMIT"),
@@ -61,7 +67,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                     "(default: /lib/modules/<release>)")
     vm.add_argument("--name", help="session name (default: the commit's short hash or the kernel release)")
     vm.add_argument("--cpus", type=int, help="vCPUs (default: vm.cpus; build with the smp fragment)")
-    vm.add_argument("--memory", help="RAM: 2G, 512M or MiB (default: vm.memory_mb)")
+    add_memory_option(vm)
     vm.add_argument("--cmdline", action="append", default=[], metavar="WORDS",
                     help="extra kernel command-line words")
     vm.add_argument("--backend", choices=("qemu", "libvirt"), help="default: vm.backend")
@@ -88,18 +94,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD: run CMD in the guest, no console")
     add_job_option(p)
     p.set_defaults(func=run)
-
-
-def parse_memory(text: str) -> int:
-    """``2G``, ``512M``, ``512`` (MiB) -> MiB."""
-    m = re.fullmatch(r"\s*(\d+)\s*([kKmMgG]?)(?:i?[bB])?\s*", text)
-    if not m:
-        raise UserError(f"--memory {text!r}: expected a size like 2G, 512M or a number of MiB")
-    n, unit = int(m.group(1)), m.group(2).upper()
-    mib = {"": n, "M": n, "G": n * 1024, "K": n // 1024}[unit]
-    if mib < 64:
-        raise UserError(f"--memory {text!r}: at least 64 MiB")
-    return mib
+    pass_through(p)
 
 
 def command_words(remainder: list[str]) -> list[str]:
@@ -123,7 +118,7 @@ def job_from_args(args: argparse.Namespace) -> BootJob:
         tree = Path(args.tree[0])
     cmdline = tuple(w for words in args.cmdline for w in shlex.split(words))
     vms: dict[str, Any] = given(conf=_path(args.conf), backend=args.backend, accel=args.accel, cpus=args.cpus,
-                                memory_mb=parse_memory(args.memory) if args.memory is not None else None,
+                                memory_mb=memory_mb(args),
                                 root=args.root, cmdline=list(cmdline) or None)
     frags = fragments(args.config)
     fields = given(tree=_path(tree), commit=commit, kernel=_path(args.kernel), vmlinux=_path(args.vmlinux),

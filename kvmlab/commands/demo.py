@@ -10,6 +10,7 @@ reads that answer).
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from kvmlab.bisect import GitRepository
@@ -25,15 +26,20 @@ BUGS = ("culprit", "flaky_culprit")
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("demo", help="build the demo kernel history and bisect its planted bug")
     p.add_argument("--dir", type=Path, help="where the demo tree goes (default: in the cache)")
-    p.add_argument("--bug", choices=BUGS, default=None,
-                   help="culprit: the deterministic bug (default); flaky_culprit: the one crashing on ~1/3 "
-                        "of runs")
-    add_bisect_arguments(p, bug_dir=False)  # --bug here names a planted bug
+    p.add_argument("--planted", choices=BUGS, default=None,
+                   help="which planted bug to bisect: culprit, the deterministic one (default); "
+                        "flaky_culprit, the one crashing on ~1/3 of runs")
+    # The old spelling: --bug means a bug directory in repro and bisect.
+    p.add_argument("--bug", dest="planted_old", choices=BUGS, default=None, help=argparse.SUPPRESS)
+    add_bisect_arguments(p, bug_dir=False)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    fields = given(dir=_path(args.dir), bug=args.bug)
+    if args.planted_old is not None:
+        print("kvmlab: warning: demo --bug is now --planted (--bug names a bug directory in repro and "
+              "bisect)", file=sys.stderr)
+    fields = given(dir=_path(args.dir), planted=args.planted or args.planted_old)
     bisect = bisect_fields(args)
     if bisect:
         fields["bisect"] = bisect

@@ -7,13 +7,14 @@ import os
 import shutil
 from pathlib import Path
 
-from kvmlab import proc
+from kvmlab import checks, proc
 from kvmlab.config import cache_dir, load_config
-from kvmlab.errors import KvmlabError
+from kvmlab.errors import KvmlabError, UserError
 from kvmlab.images.recipe import recipe_dirs
 from kvmlab.kernel.config import fragment_dirs
 from kvmlab.vmm.accel import resolve_accel
 from kvmlab.vmm.host import Host, open_connection
+from kvmlab.vmm.modules import kernel_release
 from kvmlab.vmm.spec import Accel
 from kvmlab.vmm.storage import POOL_NAME
 
@@ -39,6 +40,9 @@ def _line(ok: bool, what: str, detail: str, fix: str = "") -> bool:
 
 def _probe_kernel(given: Path | None) -> Path | None:
     if given is not None:
+        checks.input_file(given, "--kernel")
+        if kernel_release(given) is None:
+            raise UserError(f"--kernel {given}: not a bootable x86 bzImage")
         return given
     found = sorted(Path("/boot").glob("vmlinuz-*"))
     return found[-1] if found else None
@@ -58,11 +62,16 @@ def run(args: argparse.Namespace) -> int:
     kvm_dev = os.access("/dev/kvm", os.R_OK | os.W_OK)
     kernel = _probe_kernel(args.kernel)
     if qemu and kernel is not None:
-        choice = resolve_accel(Accel.AUTO, qemu=cfg.vm.qemu, kernel=kernel, cache_dir=cache_dir())
+        # A kernel given is a request to probe now, not to be told an old answer.
+        fresh = args.kernel is not None
+        choice = resolve_accel(Accel.AUTO, qemu=cfg.vm.qemu, kernel=kernel, cache_dir=cache_dir(),
+                               fresh=fresh)
+        how = f"probed now with {kernel.name}: " if fresh else ""
         works = choice.accel is Accel.KVM
         _line(
             works, "kvm",
-            f"{'works' if works else 'not usable'} ({choice.reason}; /dev/kvm "
+            f"{'works' if works else 'not usable'} ({how}"
+            f"{choice.reason}; /dev/kvm "
             f"{'accessible' if kvm_dev else 'missing'})"
             + ("" if works else f"; TCG will be used, timeouts x{choice.scale:.0f}"),
             "enable (nested) virtualisation on this host for KVM speed",

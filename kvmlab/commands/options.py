@@ -9,10 +9,14 @@ line wins). Nothing else in kvmlab sees an argparse namespace.
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 from typing import Any
 
+from kvmlab import exitcodes
+from kvmlab.errors import UserError
 from kvmlab.jobs.model import Job, job_from_mapping, load_job
+from kvmlab.jobs.validate import MIN_MEMORY_MB
 
 
 def add_job_option(p: argparse.ArgumentParser) -> None:
@@ -27,10 +31,43 @@ def add_vm_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--root", help="guest root: initramfs (default) or an image recipe")
     p.add_argument("--count", type=int, help="VMs / runs per test (default: vm.count)")
     p.add_argument("--cpus", type=int, help="vCPUs per VM (default: vm.cpus)")
-    p.add_argument("--memory-mb", type=int, help="RAM per VM in MiB (default: vm.memory_mb)")
+    add_memory_option(p)
     p.add_argument("--run-time", type=float, help="seconds a reproducer may run (default: repro.run_time)")
     p.add_argument("--backend", choices=("qemu", "libvirt"), help="default: vm.backend")
     p.add_argument("--accel", choices=("auto", "kvm", "tcg"), help="default: vm.accel")
+
+
+def pass_through(p: argparse.ArgumentParser) -> None:
+    """Mark ``p``'s command as one that exits with a guest command's status:
+    kvmlab's own outcomes (bad input, ours) then take the
+    reserved statuses of :mod:`kvmlab.exitcodes`, usage errors too."""
+    p.set_defaults(passthrough=True, bad_input_status=exitcodes.PASS_BAD_INPUT)
+    vars(p)["bad_input_status"] = exitcodes.PASS_BAD_INPUT
+
+
+def add_memory_option(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """``--memory 2G`` and ``--memory-mb 2048``: one option, both spellings, on
+    every command that boots."""
+    p.add_argument("--memory", "--memory-mb", dest="memory", metavar="SIZE",
+                   help="RAM per VM: 2G, 512M, or a number of MiB (default: vm.memory_mb)")
+
+
+def parse_memory(text: str) -> int:
+    """``2G``, ``512M``, ``512`` (MiB) -> MiB."""
+    m = re.fullmatch(r"\s*(\d+)\s*([kKmMgG]?)(?:i?[bB])?\s*", text)
+    if not m:
+        raise UserError(f"--memory {text!r}: expected a size like 2G, 512M or a number of MiB")
+    n, unit = int(m.group(1)), m.group(2).upper()
+    mib = {"": n, "M": n, "G": n * 1024, "K": n // 1024}[unit]
+    if mib < MIN_MEMORY_MB:
+        raise UserError(f"--memory {text!r}: at least {MIN_MEMORY_MB} MiB")
+    return mib
+
+
+def memory_mb(args: argparse.Namespace) -> int | None:
+    """The ``--memory`` given, in MiB."""
+    text = getattr(args, "memory", None)
+    return parse_memory(text) if text is not None else None
 
 
 def add_repro_options(p: argparse.ArgumentParser, *, bug_dir: bool = True) -> None:
@@ -102,7 +139,7 @@ def repro_fields(args: argparse.Namespace) -> dict[str, Any]:
 
 def vm_fields(args: argparse.Namespace) -> dict[str, Any]:
     return given(conf=_path(args.conf), root=args.root, count=args.count, cpus=args.cpus,
-                 memory_mb=args.memory_mb, run_time=args.run_time, backend=args.backend, accel=args.accel)
+                 memory_mb=memory_mb(args), run_time=args.run_time, backend=args.backend, accel=args.accel)
 
 
 def nested(**parts: dict[str, Any]) -> dict[str, Any]:

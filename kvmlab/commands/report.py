@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from kvmlab.errors import HostToolError, MissingFileError
+from kvmlab import checks, exitcodes
+from kvmlab.errors import HostToolError, MissingFileError, UserError
 from kvmlab.oops import Report, parse, symbolize
 
 
@@ -18,8 +19,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="find the crash in console logs and title it like syzbot",
         description="For each console log: the first kernel crash in it, with syzbot's title, the crash "
         "type, whether the report is corrupted, and the report text (symbolized with --vmlinux). "
-        "A log without a crash prints 'no crash'. Unreadable logs are reported and make the exit "
-        "status non-zero, after the other logs were reported.",
+        "A log without a crash prints 'no crash'. A log that cannot be read is one line on stderr and "
+        "makes the exit status 2 (3 when symbolizing failed on the host), after the other logs were "
+        "reported.",
     )
     parser.add_argument("logs", nargs="+", type=Path, metavar="LOG", help="console log file")
     parser.add_argument("--vmlinux", type=Path, help="the kernel's vmlinux, to add file:line to frames")
@@ -28,10 +30,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _read(path: Path) -> str:
+    """A console log's text (stray bytes of line noise replaced)."""
+    if path.is_dir():
+        raise UserError(f"{path}: a directory, not a console log")
     try:
         return path.read_bytes().decode("utf-8", errors="replace")
     except OSError as e:
-        raise MissingFileError(f"{path}: cannot read ({e.strerror})") from e
+        raise MissingFileError(f"{path}: cannot read ({e.strerror})") from None
 
 
 def _as_json(path: Path, rep: Report | None) -> dict[str, Any]:
@@ -44,17 +49,21 @@ def _as_json(path: Path, rep: Report | None) -> dict[str, Any]:
 
 
 def _run(args: argparse.Namespace) -> int:
-    if args.vmlinux is not None and not args.vmlinux.is_file():
-        raise MissingFileError(f"{args.vmlinux}: no such vmlinux")
-    failed = 0
+    if args.vmlinux is not None:
+        checks.input_file(args.vmlinux, "--vmlinux")
+    status = exitcodes.OK
     for path in args.logs:
         try:
             rep = parse(_read(path))
             if rep is not None and args.vmlinux is not None:
                 rep = _symbolized(rep, args.vmlinux)
-        except (MissingFileError, HostToolError) as e:
+        except UserError as e:
             print(f"kvmlab: error: {e}", file=sys.stderr)
-            failed += 1
+            status = max(status, exitcodes.BAD_INPUT)
+            continue
+        except HostToolError as e:
+            print(f"kvmlab: infrastructure error: {e}", file=sys.stderr)
+            status = max(status, exitcodes.OURS)
             continue
         if args.json:
             print(json.dumps(_as_json(path, rep)), flush=True)
@@ -67,7 +76,7 @@ def _run(args: argparse.Namespace) -> int:
             if rep.alt_titles:
                 print(f"alt:       {' | '.join(rep.alt_titles)}")
             print(rep.report.rstrip("\n"), end="\n\n", flush=True)
-    return 1 if failed else 0
+    return status
 
 
 def _symbolized(rep: Report, vmlinux: Path) -> Report:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from kvmlab import exitcodes
 from kvmlab.commands.options import (
     _path,
     add_build_options,
@@ -20,7 +21,8 @@ from kvmlab.commands.options import (
     vm_fields,
 )
 from kvmlab.jobs.model import ReproJob
-from kvmlab.jobs.reproduction import run_reproduction
+from kvmlab.jobs.reproduction import ReproRun, run_reproduction
+from kvmlab.outcome import RunStatus
 from kvmlab.repro.patchtest import PatchStatus
 from kvmlab.ui.live import progress_view
 
@@ -63,9 +65,25 @@ def run(args: argparse.Namespace) -> int:
     job = job_from_args(args)
     with progress_view("kvmlab repro") as view:
         done = run_reproduction(job, view)
+    return exit_status(done)
+
+
+def exit_status(done: ReproRun) -> int:
+    """0 when runs tested the kernel (crashed or not: the output says); 1 when
+    none did because of the kernel or the reproducer (it did not build or
+    boot, the reproducer could not run or stopped the guest), or a patch test
+    found the crash still there; 3 when every run failed on kvmlab's or the
+    host's side."""
     if done.patch is not None:
-        return 0 if done.patch.status is PatchStatus.GONE else 1
-    if done.build_failed:
-        return 1
+        return exitcodes.OK if done.patch.status is PatchStatus.GONE else exitcodes.VERDICT
+    if done.build_failed or done.result is None:
+        return exitcodes.VERDICT
     # A reproducer that could not run tested nothing: not a success.
-    return 1 if done.repro_failed() else 0
+    if done.repro_failed():
+        return exitcodes.VERDICT
+    outs = done.result.outcomes
+    if done.result.tested() or not outs:
+        return exitcodes.OK
+    if all(o.status is RunStatus.INFRA for o in outs):
+        return exitcodes.OURS
+    return exitcodes.VERDICT

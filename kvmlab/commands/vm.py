@@ -5,7 +5,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from kvmlab.commands.options import _path, add_job_option, given, make_job, nested
+from kvmlab.commands.options import (
+    _path,
+    add_job_option,
+    add_memory_option,
+    given,
+    make_job,
+    memory_mb,
+    nested,
+    pass_through,
+)
 from kvmlab.jobs.model import VMRunJob
 from kvmlab.jobs.vmrun import run_vm_command
 from kvmlab.ui.live import PlainView
@@ -19,6 +28,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     r.add_argument("--root", default=None, help="guest root: initramfs (default) or an image recipe")
     r.add_argument("--modules", type=Path, help="the kernel's modules dir (default: /lib/modules/<release>)")
     r.add_argument("--count", type=int, help="VMs in the pool (default: vm.count)")
+    r.add_argument("--cpus", type=int, help="vCPUs per VM (default: vm.cpus)")
+    add_memory_option(r)
     r.add_argument("--backend", choices=("qemu", "libvirt"), help="default: vm.backend")
     r.add_argument("--accel", choices=("auto", "kvm", "tcg"), help="default: vm.accel")
     r.add_argument("--conf", type=Path, help="kvmlab YAML config file")
@@ -26,6 +37,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add_job_option(r)
     r.add_argument("command", nargs=argparse.REMAINDER, help="command to run in the guest (after --)")
     r.set_defaults(func=run)
+    pass_through(r)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -33,10 +45,9 @@ def run(args: argparse.Namespace) -> int:
     if words and words[0] == "--":
         words = words[1:]
     vms = given(conf=_path(args.conf), root=args.root, count=args.count, backend=args.backend,
-                accel=args.accel)
+                accel=args.accel, cpus=args.cpus, memory_mb=memory_mb(args))
     fields = given(kernel=_path(args.kernel), modules=_path(args.modules), workdir=_path(args.workdir),
                    command=words or None) | nested(vms=vms)
     job = make_job(VMRunJob.KIND, fields, args.job)
     assert isinstance(job, VMRunJob)
-    result = run_vm_command(job, PlainView())
-    return 0 if all(s == 0 for s in result.statuses) else 1
+    return run_vm_command(job, PlainView()).status

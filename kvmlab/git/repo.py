@@ -13,12 +13,11 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from kvmlab import proc
+from kvmlab import owner, proc
 from kvmlab.errors import MissingFileError, ProcessError, UnknownCommitError
 from kvmlab.git.patch import failure as patch_failure
 
@@ -221,7 +220,7 @@ class Repo:
         Dates are ``base``'s, so the same request always gives the same commit.
         When the whole diff does not apply, each file's part that does is taken
         and the rest named in ``failed``."""
-        with tempfile.TemporaryDirectory(prefix="kvmlab-change-") as tmp:
+        with owner.tempdir("change") as tmp:
             date = self.git("show", "-s", "--format=%cI", base).stdout.strip()
             env = {**os.environ, **_KVMLAB_IDENTITY, "GIT_INDEX_FILE": str(Path(tmp) / "index"),
                    "GIT_AUTHOR_DATE": date, "GIT_COMMITTER_DATE": date}
@@ -259,7 +258,7 @@ class Repo:
         like :meth:`commit_change`: no branch, no checkout, ``base``'s dates
         and kvmlab's identity, so the same patches on the same base always
         give the same commit. The first patch that does not apply stops it."""
-        with tempfile.TemporaryDirectory(prefix="kvmlab-patch-") as tmp:
+        with owner.tempdir("patch") as tmp:
             date = self.git("show", "-s", "--format=%cI", base).stdout.strip()
             env = {**os.environ, **_KVMLAB_IDENTITY, "GIT_INDEX_FILE": str(Path(tmp) / "index"),
                    "GIT_AUTHOR_DATE": date, "GIT_COMMITTER_DATE": date}

@@ -16,9 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from kvmlab import paths
+from kvmlab.checks import load_yaml, read_text
 from kvmlab.config import Config
 from kvmlab.errors import ConfigError, MissingFileError
 
@@ -406,16 +405,7 @@ def load_recipe(
     """Find (see :func:`find_recipe`), read and validate a recipe; the mirror
     defaults to the host's."""
     path = find_recipe(name_or_path, recipe_dir)
-    try:
-        text = path.read_text()
-    except OSError as e:
-        raise MissingFileError(f"cannot read recipe {path}: {e.strerror}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        where = getattr(e, "problem_mark", None)
-        line = f" line {where.line + 1}" if where is not None else ""
-        raise ConfigError(f"{path}:{line} not valid YAML: {getattr(e, 'problem', e)}") from None
+    data = load_yaml(read_text(path, "image recipe"), f"image recipe {path}")
     mirror = default_mirror if default_mirror is not None else host_mirror()
     return parse_recipe(data, name=path.stem, source=str(path), default_mirror=mirror)
 

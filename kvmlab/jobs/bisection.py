@@ -12,16 +12,19 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from kvmlab import oops
+from kvmlab import checks, oops
 from kvmlab.bisect import POLICIES, AdaptivePolicy, BisectResult, GitRepository, LogWriter, bisect
+from kvmlab.bisect.journal import Journal
 from kvmlab.bisect.policy import Policy
 from kvmlab.bisect.result import StepRecord
+from kvmlab.checks import write_result
 from kvmlab.config import cache_dir
 from kvmlab.errors import ConfigError, KvmlabError
 from kvmlab.jobs import inputs
 from kvmlab.jobs.model import BisectJob
 from kvmlab.jobs.observer import ObservedTester, Observer
 from kvmlab.jobs.tester import VMTester
+from kvmlab.jobs.validate import validate
 from kvmlab.kernel.builder import KernelBuilder
 from kvmlab.outcome import RunOutcome
 from kvmlab.show import bisection_report
@@ -80,6 +83,7 @@ def run_bisection(job: BisectJob, observer: Observer) -> BisectResult:
     """Run the bisection ``job`` describes; its log goes to ``observer``.
     Leaves ``report.html`` in its workdir (also when it fails)."""
     started = time.time()
+    validate(job)
     job, fetched = inputs.with_syzbot(job, say=observer.say)
     job = prepared_job(job, observer)
     assert job.tree is not None and job.bad is not None
@@ -90,8 +94,10 @@ def run_bisection(job: BisectJob, observer: Observer) -> BisectResult:
     good = repo.resolve(job.good) if job.good else None
     request = inputs.config_request(job.build)
     workdir = job.workdir or cache_dir() / "bisect" / bisection_key(job, bad, good)
+    checks.output_dir(workdir, "workdir")
     workdir.mkdir(parents=True, exist_ok=True)
     journal = job.journal or workdir / "journal.jsonl"
+    Journal.check(journal)  # a journal that cannot be resumed stops us before any build
     staged = repro.prepare(workdir)
     builder = KernelBuilder(compiler=job.build.compiler, fragments_dir=cfg.kernel.fragments_path)
     # The accelerator is resolved once, with the bad commit's kernel, so that
@@ -134,9 +140,9 @@ def run_bisection(job: BisectJob, observer: Observer) -> BisectResult:
     finally:
         tester.close()
         logw.close()
-    (workdir / RESULT_NAME).write_text(json.dumps(result.to_json(), indent=1))
-    if job.json is not None:
-        job.json.write_text(json.dumps(result.to_json(), indent=1))
+    if job.json is not None:  # the file asked for first: the workdir's copy is the spare
+        write_result(job.json, json.dumps(result.to_json(), indent=1))
+    write_result(workdir / RESULT_NAME, json.dumps(result.to_json(), indent=1))
     write_report(workdir, observer.say)
     if fetched is not None and job.fix and result.culprit:
         subject = repo.commit_info(result.culprit).subject

@@ -16,25 +16,26 @@ import shlex
 import signal
 import socket
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kvmlab import proc, signals
+from kvmlab import owner, proc, signals
 from kvmlab.config import Config, load_config
 from kvmlab.errors import MissingFileError, UserError
 from kvmlab.jobs import inputs
 from kvmlab.jobs.guest import resolve_root
 from kvmlab.jobs.model import BootJob
+from kvmlab.jobs.validate import validate
 from kvmlab.kernel.builder import GDB_LOADER, KernelBuilder, Progress
 from kvmlab.kernel.config import ConfigRequest, parse_config
 from kvmlab.outcome import BuildStatus
 from kvmlab.repro.reproducer import GUEST_DIR, CProgram, StagedRepro, SyzProgram
 from kvmlab.session.foreground import (
     EXIT_CRASH,
+    EXIT_GUEST_STOPPED,
     EXIT_TIMEOUT,
     Ending,
     Foreground,
@@ -320,6 +321,7 @@ def run_boot(job: BootJob, *, progress: Callable[[Progress], None] | None = None
     job, _ = inputs.with_syzbot(job, say=say)
     job = inputs.with_bug(job, say=say)
     check_job(job)
+    validate(job)
     command = list(job.command)
     store = SessionStore()
     resumed: SessionRecord | None = None
@@ -331,6 +333,7 @@ def run_boot(job: BootJob, *, progress: Callable[[Progress], None] | None = None
         if not sd.kept_disk.is_file():
             raise UserError(f"session {job.resume} has no kept disk (boot it with --keep to keep one)")
     cfg = _config(job, resumed)
+    inputs.check_fits_host(dataclasses.replace(cfg.vm, count=1))
     try:
         choice = _kernel(job, resumed, build=not job.dry_run, progress=progress, say=quiet.note)
     except _BuildFailed as e:
@@ -372,7 +375,7 @@ def run_boot(job: BootJob, *, progress: Callable[[Progress], None] | None = None
             spec = dataclasses.replace(spec, root=root)
         return _dry_run(spec, cfg.vm.backend, name, store, quiet)
 
-    with tempfile.TemporaryDirectory(prefix="kvmlab-boot-") as tmp:
+    with owner.tempdir("boot") as tmp:
         repro = staged_reproducer(job, Path(tmp))  # a reproducer that does not compile stops us here
         backend = make_backend(cfg.vm)
         try:
@@ -380,6 +383,9 @@ def run_boot(job: BootJob, *, progress: Callable[[Progress], None] | None = None
         except BaseException:
             close_backend(backend)
             raise
+        if sdir.kept_as:
+            quiet.note(f"the ended session {name}'s files are kept as session {sdir.kept_as} "
+                       f"({store.root / sdir.kept_as}; kvmlab kill --rm {sdir.kept_as} drops them)")
         try:
             if resumed is None:
                 rec = SessionRecord(
@@ -476,6 +482,8 @@ def _session(job: BootJob, sdir: SessionDir, spec: VMSpec, backend: Any, timeout
         screen.note(f"boot failed: {outcome.detail}", alert=True)
     elif outcome.status == EXIT_TIMEOUT:
         screen.note(f"timeout: {outcome.detail}", alert=True)
+    elif outcome.status == EXIT_GUEST_STOPPED and not (interactive or job.gdb_run):
+        screen.note(outcome.detail, alert=True)
     if interactive or job.gdb_run:
         kept = f"; disk kept: kvmlab boot --resume {sdir.name}" if keep else ""
         screen.note(f"session {sdir.name} ended ({outcome.describe()}); files in {sdir.path}{kept}")

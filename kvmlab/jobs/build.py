@@ -10,12 +10,14 @@ from kvmlab.config import load_config
 from kvmlab.errors import ConfigError, UserError
 from kvmlab.jobs import inputs
 from kvmlab.jobs.model import BuildJob
+from kvmlab.jobs.validate import validate
 from kvmlab.kernel.builder import KernelBuilder, Progress
 from kvmlab.outcome import BuildOutcome
 
 
 def run_build(job: BuildJob, progress: Callable[[Progress], None] | None = None) -> BuildOutcome:
     """Build ``job.commit`` of ``job.tree`` (a cache hit when built before)."""
+    validate(job)
     if job.tree is None or not job.commit:
         raise UserError("kernel build needs --tree and --commit")
     if job.jobs is not None and job.jobs < 1:

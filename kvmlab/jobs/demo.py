@@ -15,6 +15,7 @@ from kvmlab.errors import UserError
 from kvmlab.jobs.bisection import run_bisection
 from kvmlab.jobs.model import BisectJob, DemoJob
 from kvmlab.jobs.observer import Observer
+from kvmlab.jobs.validate import validate
 from kvmlab.kernel.demo_tree import DemoTree, make_demo_tree
 
 #: The demo's own defaults where the job leaves them open: its reproducers
@@ -30,6 +31,7 @@ class DemoRun:
     demo: DemoTree
     result: BisectResult
     bug: str = "culprit"
+    """Which planted bug was bisected (``culprit``, ``flaky_culprit``)."""
 
     @property
     def planted(self) -> str:
@@ -42,13 +44,13 @@ class DemoRun:
 
 
 def demo_bisect_job(job: DemoJob, demo: DemoTree) -> BisectJob:
-    """The bisection of ``job.bug`` in ``demo``, with the job's settings."""
-    if job.bug not in demo.reproducers:
-        raise UserError(f"demo tree {demo.path} plants no {job.bug!r} bug")
+    """The bisection of ``job.planted`` in ``demo``, with the job's settings."""
+    if job.planted not in demo.reproducers:
+        raise UserError(f"demo tree {demo.path} plants no {job.planted!r} bug")
     b = job.bisect
     rin = b.reproducer
     if rin.given() == 0:
-        rin = dataclasses.replace(rin, c=Path(demo.reproducers[job.bug]))
+        rin = dataclasses.replace(rin, c=Path(demo.reproducers[job.planted]))
     vms = b.vms
     vms = dataclasses.replace(
         vms, run_time=DEMO_RUN_TIME if vms.run_time is None else vms.run_time,
@@ -63,8 +65,9 @@ def demo_dir(job: DemoJob) -> Path:
 
 
 def run_demo(job: DemoJob, observer: Observer) -> DemoRun:
+    validate(job)
     dest = demo_dir(job)
     dest.parent.mkdir(parents=True, exist_ok=True)
     demo = make_demo_tree(dest, progress=lambda m: observer.say(f"kvmlab: {m}"))
     result = run_bisection(demo_bisect_job(job, demo), observer)
-    return DemoRun(demo, result, job.bug)
+    return DemoRun(demo, result, job.planted)

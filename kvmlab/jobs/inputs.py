@@ -11,11 +11,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from kvmlab import oops
+from kvmlab import checks, oops
 from kvmlab.bisect.repository import GitRepository
-from kvmlab.config import Config, cache_dir, load_config
+from kvmlab.config import Config, VMConfig, cache_dir, load_config
 from kvmlab.errors import MissingFileError, UnknownCommitError, UserError
 from kvmlab.git import PatchedCommit, Repo
+from kvmlab.host_uri import parse_host_uri
 from kvmlab.images.recipe import with_recipe_path
 from kvmlab.jobs.model import BisectJob, BootJob, BuildOptions, ReproInput, ReproJob, VMOptions
 from kvmlab.kernel import compilers
@@ -37,8 +38,17 @@ def settings(vms: VMOptions) -> Config:
     if vms.cmdline:
         vm["cmdline"] = (*cfg.vm.cmdline, *(w for w in vms.cmdline if w not in cfg.vm.cmdline))
     rp: dict[str, Any] = {k: v for k, v in (("run_time", vms.run_time), ("root", vms.root)) if v is not None}
-    return with_recipe_path(dataclasses.replace(cfg, vm=dataclasses.replace(cfg.vm, **vm),
-                                                repro=dataclasses.replace(cfg.repro, **rp)))
+    merged = with_recipe_path(dataclasses.replace(cfg, vm=dataclasses.replace(cfg.vm, **vm),
+                                                  repro=dataclasses.replace(cfg.repro, **rp)))
+    check_fits_host(merged.vm)
+    return merged
+
+
+def check_fits_host(vm: VMConfig) -> None:
+    """A pool that runs on this machine must fit its memory (checked before
+    anything is launched; lab hosts check their own)."""
+    if vm.backend == "qemu" or (not vm.hosts and parse_host_uri(vm.uri).local):
+        checks.check_vm_memory(vm.count, vm.memory_mb)
 
 
 def guest_command(words: Sequence[str]) -> str:

@@ -28,10 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-import yaml
-
+from kvmlab.checks import load_yaml, read_text
 from kvmlab.config import from_mapping, to_mapping
-from kvmlab.errors import ConfigError, MissingFileError
+from kvmlab.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -159,7 +158,7 @@ class DemoJob:
     KIND: ClassVar[str] = "demo"
     dir: Path | None = None
     """Where the demo tree goes (default: in the cache)."""
-    bug: str = "culprit"
+    planted: str = "culprit"
     """``culprit`` (deterministic) or ``flaky_culprit`` (crashes ~1/3 of runs)."""
     bisect: BisectJob = field(default_factory=BisectJob)
     """Bisection settings; its tree, bad commit and reproducer default to the demo's."""
@@ -270,22 +269,7 @@ def merge_mappings(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]
 
 def read_job_file(path: Path) -> dict[str, Any]:
     """A job file's mapping (YAML or JSON); one-line errors naming the file."""
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise MissingFileError(f"job {path}: no such file") from None
-    except IsADirectoryError:
-        raise ConfigError(f"job {path}: a directory, not a job file") from None
-    except OSError as e:
-        raise MissingFileError(f"job {path}: {e.strerror}") from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise ConfigError(f"job {path}: not a text file (YAML or JSON)") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise ConfigError(f"job {path}: not valid YAML: {str(e).splitlines()[0]}") from None
+    data = load_yaml(read_text(path, "job"), f"job {path}")
     if data is None:
         data = {}
     if not isinstance(data, dict):

@@ -13,13 +13,16 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from kvmlab import checks
+from kvmlab.checks import write_result
 from kvmlab.config import Config, cache_dir
-from kvmlab.errors import UserError
+from kvmlab.errors import InfraError, UserError
 from kvmlab.git import Repo
 from kvmlab.jobs import inputs
 from kvmlab.jobs.guest import vm_setup
 from kvmlab.jobs.model import ReproJob
 from kvmlab.jobs.observer import Observer
+from kvmlab.jobs.validate import validate
 from kvmlab.kernel.builder import KernelBuilder
 from kvmlab.outcome import BuildOutcome, BuildStatus, RunOutcome, RunStatus
 from kvmlab.repro.patchtest import (
@@ -78,12 +81,14 @@ def run_reproduction(job: ReproJob, observer: Observer) -> ReproRun:
     """Run the reproduction ``job`` describes; log lines to ``observer``.
     With patches (``job.build.patches``) it is a patch test: see :func:`_patch_test`."""
     started = time.time()
+    validate(job)
     job, _ = inputs.with_syzbot(job, say=observer.say)
     job = inputs.with_bug(job, say=observer.say)
     cfg = inputs.settings(job.vms)
     repro = inputs.reproducer(job.reproducer, cfg)
     expect = inputs.expected_title(job.expect, job.expect_report)
     workdir = job.workdir or cache_dir() / "runs" / time.strftime("repro-%Y%m%d-%H%M%S")
+    checks.output_dir(workdir, "workdir")  # the default one too: a full cache disk stops us here
     workdir.mkdir(parents=True, exist_ok=True)
     staged = repro.prepare(workdir)  # compile / check before anything builds or boots
     setup = _Setup(job, cfg, staged, expect, started)
@@ -93,7 +98,9 @@ def run_reproduction(job: ReproJob, observer: Observer) -> ReproRun:
     if done.result is not None and job.tree is not None and job.commit and not job.stop_when_decided:
         _remember_rate(setup, done)
     if job.json is not None and done.result is not None:
-        job.json.write_text(json.dumps(done.result.to_json(), indent=1))
+        write_result(job.json, json.dumps(done.result.to_json(), indent=1))
+    if done.result is not None and done.result.not_saved:
+        raise InfraError(done.result.not_saved)
     return done
 
 
@@ -193,9 +200,11 @@ def _finish(s: _Setup, done: ReproRun) -> ReproRun:
         data: dict[str, object] = done.result.to_json() if done.result is not None else {}
         if done.patch is not None:
             data["patch_test"] = done.patch.to_json()
-        s.job.json.write_text(json.dumps(data, indent=1))
+        write_result(s.job.json, json.dumps(data, indent=1))
     if done.patch is not None and done.workdir is not None:
-        (done.workdir / "patch-test.json").write_text(json.dumps(done.patch.to_json(), indent=1) + "\n")
+        write_result(done.workdir / "patch-test.json", json.dumps(done.patch.to_json(), indent=1) + "\n")
+    if done.result is not None and done.result.not_saved:
+        raise InfraError(done.result.not_saved)
     return done
 
 
@@ -254,6 +263,8 @@ def _reproduce(s: _Setup, commit: str | None, count: int, stop_when_decided: boo
         close_backend(backend)
     for line in summary_lines(result):
         observer.say(line)
+    if result.not_saved:  # no room for result.json: the caller writes --json, then fails
+        return ReproRun(result, build, workdir)
     try:
         observer.note(f"kvmlab: report {repro_report(workdir)}")
     except Exception as e:  # a by-product: the result is printed and in result.json

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from kvmlab.bisect.overlap import Claim, OverlapScheduler, background_capacity
 from kvmlab.config import Config
+from kvmlab.errors import InfraError
 from kvmlab.jobs.guest import vm_setup
 from kvmlab.kernel.builder import KernelBuilder, Progress
 from kvmlab.kernel.config import ConfigRequest
@@ -110,6 +111,13 @@ class VMTester:
     def test(self, build: BuildOutcome, runs: int) -> list[RunOutcome]:
         if build.status is not BuildStatus.OK:
             raise ValueError(f"commit {build.commit}: cannot test a failed build")
+        if not Path(build.artifacts.get("bzImage", "")).is_file():
+            # A journaled build whose files the cache's size limit removed since: build it again.
+            log.info("%s: its build is no longer in the cache: building it again", build.commit[:12])
+            again = self.builder.build(self.tree, build.commit, self.request, progress=self.progress)
+            if again.status is not BuildStatus.OK:
+                raise InfraError(f"commit {build.commit[:12]}: built before, but not now: {again.error}")
+            build = again
         kernel = Path(build.artifacts["bzImage"])
         vmlinux = Path(build.artifacts["vmlinux"]) if "vmlinux" in build.artifacts else None
         prep = vm_setup(self.cfg, kernel, accel=self.accel)

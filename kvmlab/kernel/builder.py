@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from kvmlab import proc
+from kvmlab import cache, proc
 from kvmlab.errors import DiskFullError, InfraError, ProcessError
 from kvmlab.git import Repo
 from kvmlab.kernel import compilers
@@ -308,6 +308,7 @@ class KernelBuilder:
         known = self._lookup_request(rkey)
         if known is not None:
             log.info("build cache hit for %s (%s)", commit[:12], known.name)
+            cache.touch(known)  # used now: the cache's size limit removes the least recently used
             report(Progress("done", elapsed=time.monotonic() - started))
             outcome = self._outcome(known, commit, cached=True, out_dir=out_dir)
             self._note_changes(commit, BuildManifest.load(known / "manifest.json").dropped)
@@ -329,6 +330,7 @@ class KernelBuilder:
             self._note_changes(commit, [str(d) for d in dropped], dropped)
             if (entry / "manifest.json").is_file():
                 log.info("build cache hit for %s (same tree and final config as %s)", commit[:12], key)
+                cache.touch(entry)
                 self._remember_request(rkey, key)
                 report(Progress("done", elapsed=time.monotonic() - started))
                 return self._outcome(entry, commit, cached=True, out_dir=out_dir)
@@ -416,6 +418,7 @@ class KernelBuilder:
                 continue
             try:
                 (slots / name / "obj").mkdir(parents=True, exist_ok=True)
+                cache.touch(slots / name)
                 yield name, slots / name / "src", slots / name / "obj"
                 (slots / f"{name}.last").write_text(config.describe())
                 return

@@ -16,9 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from kvmlab import proc
+from kvmlab.checks import load_yaml, read_text
 from kvmlab.errors import ConfigError, HostToolError
 from kvmlab.kernel.config import DEFAULT_FRAGMENTS_DIR
 
@@ -77,10 +76,7 @@ _RULE_KEYS = {"cc", "since", "until", "llvm", "package"}
 
 def load_table(path: Path = DEFAULT_TABLE) -> list[CompilerRule]:
     """Load and validate a compiler table; unknown keys name the key and file."""
-    try:
-        data: Any = yaml.safe_load(path.read_text())
-    except OSError as e:
-        raise ConfigError(f"cannot read compiler table {path}: {e.strerror}") from None
+    data: Any = load_yaml(read_text(path, "compiler table"), f"compiler table {path}")
     if not isinstance(data, dict) or set(data) != {"compilers"} or not isinstance(data["compilers"], list):
         raise ConfigError(f"{path}: want a mapping with one key 'compilers' holding a list")
     rules = []

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kvmlab import paths
+from kvmlab.checks import read_text
 from kvmlab.errors import ConfigError, MissingFileError
 
 #: kvmlab's own fragments (package data; the checkout's ``kernel_configs/``).
@@ -52,11 +53,7 @@ def parse_config(text: str, *, source: str = "config") -> dict[str, str]:
 
 def read_config(path: Path) -> dict[str, str]:
     """The ``.config`` (or fragment) file at ``path`` as :func:`parse_config` reads it."""
-    try:
-        text = path.read_text(errors="replace")
-    except OSError as e:
-        raise MissingFileError(f"kernel config {path}: {e.strerror}") from None
-    return parse_config(text, source=str(path))
+    return parse_config(read_text(path, "kernel config"), source=str(path))
 
 
 def render_config(options: Mapping[str, str]) -> str:
@@ -124,7 +121,7 @@ def load_fragment(name: str, where: Path | Sequence[Path] | None = None) -> Frag
         known = ", ".join(files) or "none"
         where_s = ", ".join(str(d) for d in _dirs(where))
         raise ConfigError(f"unknown config fragment {name!r} (known in {where_s}: {known})")
-    return Fragment(name, path, parse_config(path.read_text(), source=str(path)))
+    return Fragment(name, path, parse_config(read_text(path, "config fragment"), source=str(path)))
 
 
 def merge(fragments: Iterable[Mapping[str, str]]) -> dict[str, str]:
@@ -160,11 +157,9 @@ class ConfigRequest:
     @classmethod
     def from_file(cls, path: Path, fragments: Sequence[str] = ()) -> ConfigRequest:
         """A full .config from ``path``, with ``fragments`` on top."""
-        try:
-            text = path.read_text()
-        except OSError as e:
-            raise MissingFileError(f"cannot read kernel config {path}: {e.strerror}") from None
-        parse_config(text, source=str(path))
+        text = read_text(path, "kernel config", empty_ok=False)
+        if not any(k.startswith("CONFIG_") for k in parse_config(text, source=str(path))):
+            raise ConfigError(f"kernel config {path}: no CONFIG_ option in it: not a kernel .config")
         return cls(fragments=tuple(fragments), full_config=text, full_config_name=str(path))
 
     def requested(self, where: Path | Sequence[Path] | None = None) -> dict[str, str]:

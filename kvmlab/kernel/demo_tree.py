@@ -15,8 +15,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import lzma
 import os
 import shutil
+import tarfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -25,8 +27,8 @@ from typing import Any
 
 import yaml
 
-from kvmlab import proc
-from kvmlab.errors import ConfigError, MissingFileError, UserError
+from kvmlab import checks, proc
+from kvmlab.errors import ConfigError, MissingFileError, ProcessError, UserError
 
 log = logging.getLogger(__name__)
 
@@ -271,8 +273,8 @@ def make_demo_tree(
                     say(differs)
                 return demo
         raise UserError(f"{dest} already exists and is not a kvmlab demo tree")
-    if not tarball.exists():
-        raise MissingFileError(f"kernel source tarball {tarball} not found (install linux-source-6.1)")
+    check_source(tarball)
+    checks.output_dir(dest, "demo tree")
     history = history or load_history()
 
     tmp = dest.parent / f".{dest.name}.tmp{os.getpid()}"
@@ -318,13 +320,41 @@ def make_demo_tree(
     return demo
 
 
+def check_source(source: Path) -> None:
+    """``source`` is a kernel source: a tar archive (any compression tar
+    reads) or a directory with a top-level Makefile; a UserError naming it
+    otherwise, before anything is unpacked."""
+    if not source.exists():
+        raise MissingFileError(f"kernel source tarball {source}: no such file (install linux-source-6.1)")
+    if source.is_dir():
+        if not (source / "Makefile").is_file():
+            raise UserError(f"kernel source {source}: a directory without a Makefile, not a kernel source")
+        return
+    checks.input_file(source, "kernel source tarball")
+    try:
+        is_tar = tarfile.is_tarfile(source)
+    except (OSError, EOFError, tarfile.TarError, ValueError, lzma.LZMAError) as e:
+        raise UserError(f"kernel source tarball {source}: not readable as a tar archive ({e})") from None
+    if not is_tar:
+        raise UserError(f"kernel source tarball {source}: not a tar archive (give Debian's "
+                        f"linux-source-6.1 tarball, or an unpacked kernel source directory)")
+
+
 def _unpack(source: Path, into: Path) -> None:
     if source.is_dir():
         proc.run(["cp", "-a", "--", f"{source}/.", into], timeout=UNPACK_TIMEOUT)
         return
     # tar reads any compression it knows (xz for Debian's package).
-    proc.run(["tar", "-xf", source, "-C", into, "--strip-components=1", "--no-same-owner"],
-             timeout=UNPACK_TIMEOUT)
+    try:
+        proc.run(["tar", "-xf", source, "-C", into, "--strip-components=1", "--no-same-owner"],
+                 timeout=UNPACK_TIMEOUT)
+    except ProcessError as e:
+        if e.timed_out or "No space left" in e.output_tail:
+            raise
+        # A broken or truncated archive is the input's fault, not the host's.
+        raise UserError(f"kernel source tarball {source}: tar could not unpack it: {e}") from None
+    if not (into / "Makefile").is_file():
+        raise UserError(f"kernel source tarball {source}: no top-level Makefile in it: not a kernel source")
 
 
 def _sha256(path: Path) -> str:

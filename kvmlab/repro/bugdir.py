@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kvmlab import oops
+from kvmlab.checks import read_text
 from kvmlab.errors import UserError
 
 CONFIG_NAMES = (".config", "config", "kernel.config")
@@ -51,18 +52,25 @@ class BugDir:
     """The compiler syzbot built with, as it describes it ('' = not said)."""
 
 
-def _read(path: Path) -> str:
+def _read(path: Path, *, console: bool = False) -> str:
+    """A file of the directory; every one but a console log must be text (a
+    console log may hold a few bytes of line noise)."""
+    if console:
+        try:
+            return path.read_text(errors="replace")
+        except OSError as e:
+            raise BugDirError(f"bug directory: cannot read {path}: {e.strerror}") from None
     try:
-        return path.read_text(errors="replace")
-    except OSError as e:
-        raise BugDirError(f"bug directory: cannot read {path}: {e.strerror}") from None
+        return read_text(path, "bug directory file")
+    except UserError as e:
+        raise BugDirError(str(e)) from None
 
 
-def _one(path: Path, names: tuple[str, ...], what: str) -> Path | None:
+def _one(path: Path, names: tuple[str, ...], what: str, *, console: bool = False) -> Path | None:
     """The one file of ``names`` in ``path``; several that differ contradict."""
     found = [path / n for n in names if (path / n).is_file()]
     if len(found) > 1:
-        texts = {p: _read(p) for p in found}
+        texts = {p: _read(p, console=console) for p in found}
         if len(set(texts.values())) > 1:
             raise BugDirError(f"bug directory {path}: {found[0].name} and {found[1].name} are two different "
                               f"{what}s; keep one")
@@ -76,6 +84,10 @@ def load(path: Path) -> BugDir:
     config = _one(path, CONFIG_NAMES, "kernel config")
     if config is None:
         raise BugDirError(f"bug directory {path}: no kernel config (.config)")
+    config_text = _read(config)
+    if not re.search(r"(?m)^CONFIG_\w+=", config_text):
+        what = "empty" if not config_text.strip() else "no CONFIG_ option in it"
+        raise BugDirError(f"bug directory {path}: {config.name}: {what}, not a kernel config")
     syz = path / "repro.syz" if (path / "repro.syz").is_file() else None
     c = path / "repro.c" if (path / "repro.c").is_file() else None
     if syz is None and c is None:
@@ -94,10 +106,10 @@ def load(path: Path) -> BugDir:
     if len({h[:12].lower() for h in hashes}) > 1:
         raise BugDirError(f"bug directory {path}: {commit_file.name} names more than one commit")
 
-    log = _one(path, LOG_NAMES, "console log")
+    log = _one(path, LOG_NAMES, "console log", console=True)
     log_title: str | None = None
     if log is not None:
-        rep = oops.parse(_read(log))
+        rep = oops.parse(_read(log, console=True))
         log_title = rep.title if rep is not None else None
     title = ""
     if (path / "title").is_file():

@@ -9,6 +9,7 @@ one clear error and no VM time is spent.
 
 from __future__ import annotations
 
+import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,12 +48,17 @@ class StagedRepro:
     itself (syz-execprog hides syz-executor's SYZFAIL unless -debug)."""
 
 
+#: A compiler's or linker's complaint (the words after the file name: a path
+#: may itself hold "error").
+_COMPLAINT = re.compile(r": (?:fatal )?error: |undefined reference to |: cannot find |: cannot open ")
+
+
 def _first_error(output: str) -> str:
-    """The compiler's or the linker's own first complaint; collect2's closing
-    "ld returned 1 exit status" says nothing about why."""
+    """The compiler's or the linker's own first complaint, whole (file name and
+    all); collect2's closing "ld returned 1 exit status" says nothing about why."""
     lines = [ln.strip() for ln in output.splitlines() if ln.strip()]
     for ln in lines:
-        if ("error" in ln or "undefined reference" in ln or "cannot" in ln) and not ln.startswith("collect2"):
+        if _COMPLAINT.search(ln) and not ln.startswith("collect2"):
             return ln
     return lines[0] if lines else "no message"
 
@@ -73,7 +79,8 @@ class CProgram:
             proc.run([self.compiler, *C_FLAGS, "-o", str(binary), str(self.source)], timeout=300)
         except ProcessError as e:
             raise ReproCompileError(
-                f"reproducer {self.source} does not compile: {_first_error(e.output_tail)}") from None
+                f"reproducer {self.source} does not compile: "
+                f"{_first_error(e.output_head or e.output_tail)}") from None
         return StagedRepro(((binary, f"{GUEST_DIR}/repro", 0o755),), f"cd {GUEST_DIR} && ./repro",
                         f"C program {self.source.name}", kind="c")
 

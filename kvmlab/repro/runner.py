@@ -23,6 +23,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import re
 import threading
 import time
 from collections import Counter
@@ -32,7 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from kvmlab import oops
-from kvmlab.errors import KvmlabError, SSHError, UserError
+from kvmlab.checks import write_result
+from kvmlab.errors import InfraError, KvmlabError, SSHError, UserError
 from kvmlab.kernel.config import read_config
 from kvmlab.outcome import RunOutcome, RunStatus
 from kvmlab.repro import syz
@@ -46,6 +48,7 @@ from kvmlab.vmm.machine import Machine
 from kvmlab.vmm.root import RootKind
 from kvmlab.vmm.spec import VMSpec
 from kvmlab.vmm.spread import Retried, spread
+from kvmlab.vmm.ssh import keeping_status
 
 log = logging.getLogger(__name__)
 
@@ -106,9 +109,16 @@ class ReproResult:
     retried: list[Retried] = field(default_factory=list)
     """Attempts a host spoiled (infra) that were run again on another host;
     their final outcomes are in ``outcomes``."""
+    not_saved: str = ""
+    """Why ``result.json`` could not be written in the workdir, when it could not."""
 
     def crashes(self) -> list[RunOutcome]:
         return [o for o in self.outcomes if o.status is RunStatus.CRASHED]
+
+    def tested(self) -> list[RunOutcome]:
+        """Runs that tested the kernel: it booted and the reproducer ran its
+        course (crashed or not)."""
+        return [o for o in self.outcomes if o.status in (RunStatus.CRASHED, RunStatus.OK)]
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -132,6 +142,8 @@ def run_line(o: RunOutcome) -> str:
         return f"run #{o.index}: boot failed: {o.title}"
     if o.status is RunStatus.REPRO_FAILED:
         return f"run #{o.index}: reproducer failed: {o.detail}"
+    if o.status is RunStatus.GUEST_STOPPED:
+        return f"run #{o.index}: guest stopped: {o.detail}"
     return f"run #{o.index}: infra error: {o.detail}"
 
 
@@ -158,6 +170,15 @@ def summary_lines(result: ReproResult) -> list[str]:
     logs = [o.repro_log for o in outs if o.repro_log]
     if logs:
         lines.append(f"reproducer output: {Path(logs[0]).parent.parent}/vm-<i>/repro.log")
+    if outs and not result.tested():
+        counts = Counter(o.status for o in outs)
+        words = {RunStatus.BOOT_FAILED: "boot failed", RunStatus.INFRA: "infra error",
+                 RunStatus.GUEST_STOPPED: "the guest stopped itself", RunStatus.REPRO_FAILED:
+                 "the reproducer could not run"}
+        parts = ", ".join(f"{n} x {words.get(st, st.value)}" for st, n in counts.most_common())
+        lines.append(f"no run tested the kernel: {parts}")
+        if set(counts) == {RunStatus.GUEST_STOPPED}:
+            lines.append("  the reproducer powers the guest off or reboots it before anything else can show")
     for o in outs:
         where = f" (output: {o.repro_log})" if o.repro_log else ""
         if o.status is RunStatus.OK and o.detail:
@@ -229,6 +250,8 @@ def run_one(m: Machine, prepared: StagedRepro, opts: ReproOptions, timeouts: Tim
     if not boot.ok:
         if boot.crashed or boot.reason in ("no output", "timed out", "unexpected reboot"):
             return _boot_failed(m, boot.reason, started)
+        if m.watcher.halt is not None:  # the guest's own init shut it down: the kernel's side
+            return _boot_failed(m, boot.reason, started)
         if not m.instance.alive() and m.watcher.crash is None:
             detail = _host_failure(m) or f"vm died while booting: {boot.reason}"
             return RunOutcome(m.index, RunStatus.INFRA, detail=detail,
@@ -241,6 +264,7 @@ def run_one(m: Machine, prepared: StagedRepro, opts: ReproOptions, timeouts: Tim
     except SSHError as e:
         return _after_transport_loss(m, started, vmlinux, f"copying the reproducer: {e}")
     run_started = time.monotonic()
+    run_offset = m.watcher.size()
     result: dict[str, Any] = {}
     is_syz = prepared.kind == "syz"
     out = _ReproLog(m.workdir / "repro.log", is_syz)
@@ -250,7 +274,7 @@ def run_one(m: Machine, prepared: StagedRepro, opts: ReproOptions, timeouts: Tim
 
     def go() -> None:
         try:
-            result["res"] = m.run(prepared.command, timeout=limit, on_output=out.write)
+            result["res"] = m.run(keeping_status(prepared.command), timeout=limit, on_output=out.write)
         except SSHError as e:
             result["err"] = e
         finally:
@@ -261,10 +285,10 @@ def run_one(m: Machine, prepared: StagedRepro, opts: ReproOptions, timeouts: Tim
 
     runner = threading.Thread(target=go, name=f"repro-{m.index}", daemon=True)
     runner.start()
-    stop = {EventKind.CRASH, EventKind.EOF}
+    stop = {EventKind.CRASH, EventKind.EOF, EventKind.HALT, EventKind.REBOOT}
     while runner.is_alive():
         runner.join(0.2)
-        if m.watcher.first(EventKind.CRASH) or m.watcher.ended:
+        if m.watcher.first(EventKind.CRASH) or m.watcher.ended or _shut_down(m):
             break
         if decider.decided.is_set() or out.failed.is_set():
             break
@@ -275,9 +299,9 @@ def run_one(m: Machine, prepared: StagedRepro, opts: ReproOptions, timeouts: Tim
         return crash
     if "err" in result:
         return _after_transport_loss(m, started, vmlinux, str(result["err"]))
-    if m.watcher.ended or not m.instance.alive():
-        m.watcher.wait_for(stop, timeout=2.0)
-        crash = _crash_outcome(m, started, vmlinux)
+    if m.watcher.ended or not m.instance.alive() or _shut_down(m):
+        m.watcher.wait_for({EventKind.CRASH, EventKind.EOF}, timeout=2.0)
+        crash = _crash_outcome(m, started, vmlinux) or _stopped_itself(m, started)
         if crash is not None:
             return crash
         return RunOutcome(m.index, RunStatus.INFRA,
@@ -288,7 +312,7 @@ def run_one(m: Machine, prepared: StagedRepro, opts: ReproOptions, timeouts: Tim
     if not decider.decided.is_set():
         left = max(0.0, opts.run_time - (time.monotonic() - program_started()))
         m.watcher.wait_for(stop, timeout=min(left, GRACE * timeouts.scale) if left else 0.0)
-        crash = _crash_outcome(m, started, vmlinux)
+        crash = _crash_outcome(m, started, vmlinux) or _stopped_itself(m, started)
         if crash is not None:
             return crash
     if decider.decided.is_set() and runner.is_alive() and not out.failed.is_set():
@@ -308,14 +332,57 @@ def run_one(m: Machine, prepared: StagedRepro, opts: ReproOptions, timeouts: Tim
                               duration=time.monotonic() - started, console_log=str(m.console_log))
     detail = ""
     if res is not None and not res.timed_out and res.duration < opts.run_time - EARLY_EXIT:
-        detail = f"the reproducer exited after {res.duration:.1f}s with status {status}"
+        detail = f"the reproducer exited after {res.duration:.1f}s {res.describe()}"
+        killed = status is None or status < 0 or status > 128
+        killer = oom_kill(m.watcher.text_from(run_offset)) if killed else None
+        if killer is not None:
+            detail += f": the guest's OOM killer ({killer})"
     return RunOutcome(m.index, RunStatus.OK, detail=detail, duration=time.monotonic() - started,
                       console_log=str(m.console_log))
 
 
 def _host_failure(m: Machine) -> str | None:
-    """Why the VM's host failed it, when it did (a lost libvirt connection)."""
+    """Why the VM's host failed it, when it did (a lost libvirt connection, a
+    console log the disk had no room for)."""
+    if m.watcher.log_error is not None:
+        return m.watcher.log_error
     return m.instance.failure() if isinstance(m.instance, HasFailure) else None
+
+
+def _shut_down(m: Machine) -> bool:
+    """The kernel said it shuts the machine down or restarts it on request."""
+    return m.watcher.halt is not None or m.watcher.first(EventKind.REBOOT) is not None
+
+
+#: The kernel's line when its OOM killer kills a process.
+_OOM_RE = re.compile(r"(?m)(?:Out of memory|Memory cgroup out of memory): Kill(?:ed)? process \d+ \((.*?)\)")
+
+
+def oom_kill(console: str) -> str | None:
+    """The OOM killer's line in ``console`` (None: it did not kill)."""
+    m = _OOM_RE.search(console)
+    return m.group(0) if m else None
+
+
+def _stopped_itself(m: Machine, started: float) -> RunOutcome | None:
+    """The guest shut itself down on request (``poweroff``, ``reboot(2)``)
+    with no crash on the console: its own outcome, never a crash of the kernel
+    nor ours (None: it did not)."""
+    if m.watcher.crash is not None:
+        return None
+    halt = m.watcher.halt
+    ev = halt or m.watcher.first(EventKind.REBOOT)
+    if ev is None:
+        return None
+    if halt is None:
+        said, what = "a second kernel banner", "rebooted itself"
+    else:
+        said = re.sub(r"^(?:\[[^]]*\])*\s*", "", ev.line.strip())
+        what = "rebooted itself" if "Restarting" in said else "powered itself off"
+    took = time.monotonic() - started
+    return RunOutcome(m.index, RunStatus.GUEST_STOPPED,
+                      detail=f"the guest {what} ({said}) after {took:.1f}s, with no crash on the console",
+                      report=m.watcher.tail(), duration=took, console_log=str(m.console_log))
 
 
 def _why_syz_failed(m: Machine, prepared: StagedRepro, timeouts: Timeouts, exited: bool, limit: float) -> str:
@@ -353,14 +420,19 @@ class _ReproLog:
         self._lock = threading.Lock()
         self._watch = watch_syz
         self.failed = threading.Event()
+        self.error: str | None = None
+        """Why the log could not be written, when it could not."""
         self.started: float | None = None
         """When syz-execprog first ran the program (monotonic seconds)."""
 
     def write(self, chunk: str) -> None:
         with self._lock:
-            if not self._f.closed:
-                self._f.write(chunk)
-                self._f.flush()
+            if not self._f.closed and self.error is None:
+                try:
+                    self._f.write(chunk)
+                    self._f.flush()
+                except OSError as e:  # a full disk: kept in memory, the run says it
+                    self.error = f"cannot write {self.path}: {e.strerror}"
             self._buf = (self._buf + chunk)[-self.KEEP:]
             if not self._watch:
                 return
@@ -376,14 +448,16 @@ class _ReproLog:
             return self._buf
 
     def close(self) -> None:
-        with self._lock:
+        with self._lock, contextlib.suppress(OSError):
             self._f.close()
 
 
 def _after_transport_loss(m: Machine, started: float, vmlinux: Path | None, why: str) -> RunOutcome:
-    """SSH broke: a crash on the console explains it; otherwise it is ours."""
-    m.watcher.wait_for({EventKind.CRASH, EventKind.EOF}, timeout=5.0 * m.timeouts.scale)
-    crash = _crash_outcome(m, started, vmlinux)
+    """SSH broke: a crash on the console explains it, or the guest shutting
+    itself down; otherwise it is ours."""
+    m.watcher.wait_for({EventKind.CRASH, EventKind.EOF, EventKind.HALT, EventKind.REBOOT},
+                       timeout=5.0 * m.timeouts.scale)
+    crash = _crash_outcome(m, started, vmlinux) or _stopped_itself(m, started)
     if crash is not None:
         return crash
     if not m.instance.alive():
@@ -416,7 +490,7 @@ def _stopped_answering(m: Machine, started: float, vmlinux: Path | None, title: 
                        detail: str = "") -> RunOutcome:
     """The guest no longer answers: a crash on the console explains it,
     otherwise it is syzkaller's hang of that ``title``."""
-    crash = _crash_outcome(m, started, vmlinux)
+    crash = _crash_outcome(m, started, vmlinux) or _stopped_itself(m, started)
     if crash is not None:
         return crash
     return RunOutcome(m.index, RunStatus.CRASHED, title=title, crash_type="HANG", detail=detail,
@@ -492,6 +566,7 @@ def run_repro(
     if spec.root.kind is RootKind.INITRAMFS and prepared.files:
         spec, prepared = _files_in_initramfs(spec, prepared)
     decider = _Decider(options.stop_when_decided, options.stop_after_crashes)
+    interrupted = threading.Event()  # set by spread when it is torn down
     fleet = backend if isinstance(backend, Fleet) else Fleet.single(backend, options.count)
     t0 = time.monotonic()
     expected: dict[int, bool | None] = {}
@@ -510,6 +585,15 @@ def run_repro(
         except KvmlabError as e:
             o = RunOutcome(m.index, RunStatus.INFRA, detail=str(e), duration=time.monotonic() - m.started,
                            console_log=str(m.console_log))
+        except OSError as e:  # the host's (a full disk under the workdir)
+            o = RunOutcome(m.index, RunStatus.INFRA, detail=f"host: {e.filename or ''}: {e.strerror}",
+                           duration=time.monotonic() - m.started, console_log=str(m.console_log))
+        if interrupted.is_set():
+            return None  # torn down under it (Ctrl-C, SIGTERM): no outcome at all
+        if o is not None and m.watcher.log_error is not None and o.status is not RunStatus.INFRA:
+            # The run's evidence did not fit on the host's disk: ours, whatever the guest did.
+            o = RunOutcome(m.index, RunStatus.INFRA, detail=f"host: {m.watcher.log_error}",
+                           duration=o.duration, console_log=o.console_log)
         if o is not None and (m.workdir / "repro.log").is_file():
             o = dataclasses.replace(o, repro_log=str(m.workdir / "repro.log"))
         if on_vm is not None:
@@ -522,13 +606,16 @@ def run_repro(
         if o.status is RunStatus.CRASHED:
             decider.record(exp is not False)
             if o.console_log:
-                (Path(o.console_log).parent / "report.txt").write_text(f"{o.title}\n\n{o.report}")
+                try:
+                    (Path(o.console_log).parent / "report.txt").write_text(f"{o.title}\n\n{o.report}")
+                except OSError as e:  # the outcome (and result.json, if it fits) still has it
+                    log.warning("run #%d: report.txt not written: %s", o.index, e)
         if on_run is not None:
             on_run(o, exp)
 
     got = spread(
         spec, options.count, fleet=fleet, timeouts=timeouts, workdir=workdir, ready_marker=ready_marker,
-        job=job, done=done, cancel=decider.decided,
+        job=job, done=done, cancel=decider.decided, stop=interrupted,
         host_failure=lambda o: o.detail or "infra" if o.status is RunStatus.INFRA else None,
         no_host=lambda i, why: RunOutcome(i, RunStatus.INFRA, detail=why),
     )
@@ -537,5 +624,9 @@ def run_repro(
                          cancelled=len(got.results) - len(outs), retried=got.retried)
     for r in got.retried:
         log.info("run #%d: infra on %s (%s), run again on another host", r.index, r.host, r.detail)
-    (workdir / "result.json").write_text(json.dumps(result.to_json(), indent=1))
+    try:
+        write_result(workdir / "result.json", json.dumps(result.to_json(), indent=1))
+    except InfraError as e:  # the caller still has the outcomes: print them, then fail
+        log.warning("%s", e)
+        result.not_saved = str(e)
     return result

@@ -26,13 +26,12 @@ import logging
 import os
 import re
 import shlex
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from kvmlab import proc
+from kvmlab import owner, proc
 from kvmlab.errors import InfraError, UserError
 
 log = logging.getLogger(__name__)
@@ -491,7 +490,7 @@ def host_parse_check(execprog: Path, program: Path, calls: list[str]) -> None:
     executor to start: unknown call names and a program it reads as empty are
     SyzProgramErrors. Skipped (with a debug line) when the binary does not run
     here."""
-    with tempfile.TemporaryDirectory(prefix="kvmlab-syzcheck-") as tmp:
+    with owner.tempdir("syzcheck") as tmp:
         # -stress makes syz-execprog check -syscalls by name before anything;
         # the executor path names a file that does not exist, so it stops
         # right after parsing ("failed to start executor").

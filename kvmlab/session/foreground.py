@@ -1,10 +1,13 @@
 """A session in the foreground: the serial console on the person's terminal
 (or, without a terminal, on stdout), and ``kvmlab boot ... -- CMD`` runs.
 
-Exit statuses (``kvmlab boot``): 0 when the person quits or the guest powers
-off; with ``-- CMD`` the command's own status; and for what the kernel did:
-:data:`EXIT_BOOT_FAILED` (no output, stopped before SSH), :data:`EXIT_CRASH`
-(a kernel crash, its title on stderr), :data:`EXIT_TIMEOUT` (``--timeout``).
+Exit statuses (``kvmlab boot``, :mod:`kvmlab.exitcodes`): 0 when the person
+quits or the guest powers off; with ``-- CMD`` the command's own status (one
+kvmlab reserves as 240, the real one on stderr); and for
+what the kernel did: :data:`EXIT_BOOT_FAILED` (no output, stopped before
+SSH), :data:`EXIT_CRASH` (a kernel crash, its title on stderr),
+:data:`EXIT_TIMEOUT` (``--timeout``), :data:`EXIT_GUEST_STOPPED` (the guest
+shut itself down before the command ended).
 """
 
 from __future__ import annotations
@@ -13,23 +16,28 @@ import contextlib
 import enum
 import logging
 import os
+import re
 import select
 import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from kvmlab import exitcodes
 from kvmlab.errors import InfraError, KvmlabError, SSHError, UserError
 from kvmlab.repro.reproducer import StagedRepro
 from kvmlab.session.terminal import HELP, Action, EscapeParser, LineEditor
 from kvmlab.session.vm import Crash, MountPoint, SessionVM
 from kvmlab.vmm.console import EventKind
 from kvmlab.vmm.machine import BootResult
-from kvmlab.vmm.ssh import CommandResult
+from kvmlab.vmm.ssh import CommandResult, keeping_status
 
-EXIT_BOOT_FAILED = 65
-EXIT_CRASH = 66
-EXIT_TIMEOUT = 124
+EXIT_BOOT_FAILED = exitcodes.PASS_BOOT_FAILED
+EXIT_CRASH = exitcodes.PASS_CRASHED
+EXIT_TIMEOUT = exitcodes.PASS_TIMEOUT
+EXIT_GUEST_STOPPED = exitcodes.PASS_GUEST_STOPPED
+#: What ssh(1) exits with when the remote command reports no status.
+EXIT_NO_STATUS = 255
 
 #: Seconds between checks of the VM while nothing is typed.
 _POLL = 0.2
@@ -289,6 +297,22 @@ class Foreground:
                 return SessionEnd(Ending.BOOT_FAILED, EXIT_BOOT_FAILED, "no output")
 
 
+def _stopped_itself(svm: SessionVM) -> SessionEnd | None:
+    """After a command lost its connection or its status: a crash explains
+    it, or the guest shutting itself down (None: neither)."""
+    watcher = svm.machine.watcher
+    watcher.wait_for({EventKind.CRASH, EventKind.HALT, EventKind.REBOOT}, timeout=5.0 * svm.timeouts.scale)
+    if svm.crash_seen():
+        crashes = svm.wait_crash_reports()
+        return SessionEnd(Ending.STOPPED, EXIT_CRASH, crashes[0].title if crashes else "unknown crash")
+    halt = watcher.halt
+    if halt is not None or watcher.first(EventKind.REBOOT) is not None:
+        said = re.sub(r"^(?:\[[^]]*\])*\s*", "", halt.line.strip()) if halt is not None else "rebooted"
+        return SessionEnd(Ending.STOPPED, EXIT_GUEST_STOPPED,
+                          f"the guest shut itself down before the command ended ({said})")
+    return None
+
+
 def run_command(svm: SessionVM, command: str, setup: GuestSetup, screen: Screen,
                 timeout: float) -> SessionEnd:
     """``-- CMD``: boot, set up, run ``command`` with its output on stdout."""
@@ -312,7 +336,7 @@ def run_command(svm: SessionVM, command: str, setup: GuestSetup, screen: Screen,
 
     def go() -> None:
         try:
-            result["res"] = svm.machine.run(command, timeout=timeout, on_output=out)
+            result["res"] = svm.machine.run(keeping_status(command), timeout=timeout, on_output=out)
         except SSHError as e:
             result["err"] = e
 
@@ -320,7 +344,7 @@ def run_command(svm: SessionVM, command: str, setup: GuestSetup, screen: Screen,
     runner.start()
     while runner.is_alive():
         runner.join(_POLL)
-        if svm.crash_seen() or svm.console_ended:
+        if svm.crash_seen() or svm.console_ended or svm.machine.watcher.halt is not None:
             break
     if not runner.is_alive() and not svm.crash_seen():
         # An oops printed while the command returned: let it finish printing.
@@ -333,15 +357,26 @@ def run_command(svm: SessionVM, command: str, setup: GuestSetup, screen: Screen,
     if isinstance(got, CommandResult):
         if got.timed_out:
             return SessionEnd(Ending.DONE, EXIT_TIMEOUT, f"{command!r} still running after {timeout:.0f} s")
-        status = got.exit_status if got.exit_status is not None else 1
-        return SessionEnd(Ending.DONE, status, f"exit status {status}")
-    # The connection broke: a crash on its way explains it.
-    svm.machine.watcher.wait_for({EventKind.CRASH}, timeout=5.0 * svm.timeouts.scale)
-    if svm.crash_seen():
-        crashes = svm.wait_crash_reports()
-        return SessionEnd(Ending.STOPPED, EXIT_CRASH, crashes[0].title if crashes else "unknown crash")
+        status = got.exit_status
+        if status is None or status < 0:
+            # No status: the guest may be going down under it (`poweroff -f`).
+            stopped = _stopped_itself(svm)
+            if stopped is not None:
+                return stopped
+            screen.note("the command ended without an exit status (killed by a signal)", alert=True)
+            return SessionEnd(Ending.DONE, EXIT_NO_STATUS, "no exit status")
+        passed = exitcodes.guest_status(status)
+        if passed != status:
+            screen.note(f"the command exited {status}, in kvmlab's reserved range: kvmlab exits "
+                        f"{passed}", alert=True)
+        return SessionEnd(Ending.DONE, passed, f"exit status {status}")
+    # The connection broke: a crash on its way explains it, or the guest
+    # shutting itself down (the command was `poweroff`, `reboot -f`...).
+    stopped = _stopped_itself(svm)
+    if stopped is not None:
+        return stopped
     err = result.get("err")
     if not svm.alive():
-        return SessionEnd(Ending.STOPPED, EXIT_BOOT_FAILED,
-                          "the VM stopped during the command (no crash seen)")
+        raise InfraError("the VM stopped during the command with no crash and no shutdown on its console "
+                         f"(console: {svm.sdir.console_log})")
     raise InfraError(f"the command's SSH connection failed: {err}")

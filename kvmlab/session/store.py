@@ -23,7 +23,6 @@ import fcntl
 import json
 import os
 import re
-import shutil
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -131,6 +130,9 @@ class SessionDir:
         self.path = path
         self.name = path.name
         self._lock: IO[str] | None = None
+        self.kept_as: str | None = None
+        """When this session took the name of an ended one: the name that one's
+        files are kept under now."""
 
     @property
     def console_log(self) -> Path:
@@ -232,9 +234,12 @@ class SessionStore:
     def create(self, name: str, *, explicit: bool) -> SessionDir:
         """A fresh directory for a new session, owned by this process.
 
-        ``explicit`` (the user's ``--name``): an ended session of that name is
-        replaced, a running one or one with a kept disk is an error. Otherwise
-        the first free name of ``name``, ``name-2``, ``name-3``... is taken.
+        ``explicit`` (the user's ``--name``): an ended session of that name
+        gives the name up, its files (console log, reports) kept under the
+        first free ``name-N`` (:attr:`SessionDir.kept_as`; ``kvmlab kill --rm``
+        removes them); a running one or one with a kept disk is an error.
+        Otherwise the first free name of ``name``, ``name-2``, ``name-3``... is
+        taken.
         """
         check_name(name)
         with self._locked():
@@ -250,11 +255,31 @@ class SessionStore:
                     if d.kept_disk.exists():
                         raise UserError(f"session {cand} has a kept disk: kvmlab boot --resume {cand}, "
                                         f"or drop it with kvmlab kill --rm {cand}")
-                    shutil.rmtree(d.path)
+                    kept_as = self._keep_aside(d)
+                else:
+                    kept_as = None
                 d.path.mkdir(parents=True)
                 d.take()
+                d.kept_as = kept_as
                 return d
         raise UserError(f"no free session name like {name!r}")
+
+    def _keep_aside(self, d: SessionDir) -> str:
+        """Move an ended session's directory to the first free ``NAME-N`` (the
+        store's lock is held) and say so in its record; returns the new name."""
+        base = d.name[:44]
+        for i in range(2, 10000):
+            cand = f"{base}-{i}"
+            if not (self.root / cand).exists():
+                break
+        else:
+            raise UserError(f"no free name to keep the ended session {d.name}'s files under")
+        new = self.root / cand
+        d.path.rename(new)
+        moved = SessionDir(new)
+        with contextlib.suppress(UserError, OSError):  # a record we cannot read stays as it is
+            moved.update(name=cand)
+        return cand
 
     def reopen(self, name: str) -> SessionDir:
         """Take over an ended session's directory (``boot --resume``)."""

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kvmlab.show.bisection import BisectView, Job, bisection_view, load_job
+from kvmlab.errors import MissingFileError, UserError
+from kvmlab.show.bisection import JOURNAL_NAME, RESULT_NAME, BisectView, Job, bisection_view, load_job
 from kvmlab.show.meta import JobMeta, load_meta
 from kvmlab.show.render import REPORT_NAME, render_bisection, render_repro, write_atomic
 from kvmlab.show.repro import is_repro_dir, load_repro, repro_view
@@ -35,9 +36,19 @@ def repro_report(workdir: Path, out: Path | None = None) -> Path:
 
 def report(path: Path, out: Path | None = None, *, tree: Path | None = None) -> Path:
     """The report of whatever ``path`` holds: a bisection (workdir or journal)
-    or a repro workdir."""
-    if Path(path).is_dir() and is_repro_dir(Path(path)):
-        return repro_report(Path(path), out)
+    or a repro workdir. What is neither, or a repro run without its result
+    yet, is a UserError saying which."""
+    path = Path(path)
+    if path.is_dir():
+        if is_repro_dir(path):
+            return repro_report(path, out)
+        meta = load_meta(path)
+        if meta is not None and meta.kind == "repro":
+            raise UserError(f"{path}: a kvmlab repro workdir without its {RESULT_NAME} (still running, or "
+                            "stopped before its runs ended): nothing to show yet")
+        if not (path / JOURNAL_NAME).is_file() and (meta is None or not meta.journal):
+            raise MissingFileError(f"{path}: not a kvmlab workdir: no bisection journal ({JOURNAL_NAME}) and "
+                                   f"no repro result ({RESULT_NAME}) in it")
     return bisection_report(path, out, tree=tree)
 
 

@@ -193,7 +193,7 @@ def _run_kind(r: dict[str, Any], target: bool) -> str:
     st = r.get("status", "")
     if st == "crashed":
         return "target" if target else "other"
-    if st in ("ok", "boot-failed", "infra", "repro-failed"):
+    if st in ("ok", "boot-failed", "infra", "repro-failed", "guest-stopped"):
         return str(st)
     return "infra"
 

@@ -29,6 +29,7 @@ RUN_KINDS = {
     "boot-failed": ("boot failed", "#ff9f1c"),
     "infra": ("infra error", "#7f7f7f"),
     "repro-failed": ("reproducer failed", "#8c564b"),
+    "guest-stopped": ("guest stopped itself", "#17becf"),
 }
 
 

@@ -81,7 +81,7 @@ def repro_view(workdir: Path, result: dict[str, Any], meta: JobMeta | None) -> R
                                                        "boot" if r.status == "boot-failed" else "crash"))
             t.count += 1
             t.target = t.target or (r.kind == "target" and bool(expect))
-    answered = sum(1 for r in runs if r.kind != "infra")
+    answered = sum(1 for r in runs if r.kind not in ("infra", "guest-stopped"))
     spans = [layout.Span(f"VM {r.vm}", r.start, r.end, r.kind, f"{r.label} ({r.duration:.0f} s)")
              for r in runs]
     total = max([float(result.get("wall", 0.0) or 0.0), *(s.end for s in spans)], default=0.0)

@@ -50,12 +50,13 @@ VM_STYLES: dict[str, tuple[str, str]] = {
     "boot-failed": ("dark_orange", "✖"),
     "infra": ("magenta", "!"),
     "repro-failed": ("magenta", "!"),
+    "guest-stopped": ("magenta", "■"),
     "cancelled": ("dim", "-"),
 }
 
 #: What the panel calls each state.
 VM_WORDS = {"ok": "OK", "boot-failed": "boot failed", "repro-failed": "reproducer failed",
-            "infra": "infra error"}
+            "infra": "infra error", "guest-stopped": "guest stopped itself"}
 
 
 class PlainView:

@@ -111,9 +111,12 @@ class _Inconclusive(Exception):
     pass
 
 
-def resolve_accel(requested: Accel, *, qemu: str, kernel: Path | None, cache_dir: Path) -> AccelChoice:
+def resolve_accel(requested: Accel, *, qemu: str, kernel: Path | None, cache_dir: Path,
+                  fresh: bool = False) -> AccelChoice:
     """Turn ``auto`` into KVM or TCG (probing once per host by booting
-    ``kernel``; without one, TCG unless a probe is remembered); pass others through."""
+    ``kernel``; without one, TCG unless a probe is remembered); pass others through.
+    ``fresh``: probe again with ``kernel`` even when an answer is remembered
+    (and remember the new one); the choice's ``reason`` says which it was."""
     if requested is Accel.KVM:
         return AccelChoice(Accel.KVM, 1.0, "requested")
     if requested is Accel.TCG:
@@ -124,9 +127,10 @@ def resolve_accel(requested: Accel, *, qemu: str, kernel: Path | None, cache_dir
         known = json.loads(cache.read_text())
     except (OSError, ValueError):
         known = {}
-    if key in known:
+    if key in known and not (fresh and kernel is not None):
         entry = known[key]
-        choice = AccelChoice(Accel(entry["accel"]), float(entry["scale"]), entry["reason"])
+        choice = AccelChoice(Accel(entry["accel"]), float(entry["scale"]),
+                             f"{entry['reason']}; remembered from an earlier probe in {cache}")
     elif kernel is None:
         log.warning("no kernel to probe KVM with (the bad commit did not build?): using TCG")
         return AccelChoice(Accel.TCG, TCG_SCALE, "no kernel to probe KVM with")

@@ -4,7 +4,8 @@ A :class:`ConsoleWatcher` reads the raw console (any readable file
 descriptor: QEMU's stdout, or a pipe fed from libvirt's console stream) with
 pexpect, writes every byte to the VM's console log, keeps the text in memory,
 and records events: the start of a kernel crash, a reboot (a second
-``Linux version`` banner), a configurable ready marker, silence for longer
+``Linux version`` banner), a requested shutdown (the kernel's ``reboot: Power
+down`` / ``Restarting system``), a configurable ready marker, silence for longer
 than the no-output timeout, and the end of the stream.
 
 Recognising that a crash *started* is all this module does; turning the text
@@ -58,6 +59,11 @@ CRASH_RE = re.compile(
     rb"(?m)^" + _PREFIX + rb"(?:" + b"|".join(m.encode() for m in _CRASH_MARKERS) + rb")"
 )
 BANNER_RE = re.compile(rb"Linux version \d+\.\d+")
+#: The kernel's last words when it shuts the machine down on request
+#: (kernel/reboot.c: ``reboot(2)``, ``poweroff``, ACPI power button).
+HALT_RE = re.compile(
+    rb"(?m)^" + _PREFIX + rb"reboot: (?:Power down|Restarting system|System halted|Power off not available)"
+)
 
 
 class EventKind(enum.Enum):
@@ -66,6 +72,9 @@ class EventKind(enum.Enum):
     READY = "ready"
     NO_OUTPUT = "no-output"
     EOF = "eof"
+    HALT = "halt"
+    """The kernel said it powers off, halts or restarts the machine (on request,
+    not after a panic)."""
 
 
 @dataclass(frozen=True)
@@ -107,7 +116,7 @@ class ConsoleWatcher:
         self.log_path = log_path
         self._no_output = no_output
         self._on_event = on_event
-        patterns: list[re.Pattern[bytes]] = [CRASH_RE, BANNER_RE]
+        patterns: list[re.Pattern[bytes]] = [CRASH_RE, BANNER_RE, HALT_RE]
         if ready_marker:
             patterns.append(re.compile(re.escape(ready_marker.encode())))
         self._patterns = patterns
@@ -117,8 +126,11 @@ class ConsoleWatcher:
         self._closed = False
         self._banners = 0
         self._log = log_path.open("ab", buffering=0)
+        self.log_error: str | None = None
+        """Why the console log could not be written (a full disk), when it
+        could not: the run's evidence is incomplete, and that is the host's
+        failure, not the guest's. The console is still watched in memory."""
         self._child = pexpect.fdpexpect.fdspawn(fd, timeout=no_output, maxread=65536)
-        self._child.logfile_read = self._log
         self._thread = threading.Thread(target=self._loop, name=f"console:{log_path.name}", daemon=True)
         self._thread.start()
 
@@ -146,6 +158,7 @@ class ConsoleWatcher:
                     return
                 last_data = time.monotonic()
                 silence_reported = False
+                self._keep(chunk)
                 with self._cond:
                     self._buf += chunk
                     end = self._buf.rfind(b"\n") + 1
@@ -158,7 +171,8 @@ class ConsoleWatcher:
                     self._scan(scan_from, end)
                     scan_from = end
         finally:
-            self._log.close()
+            with contextlib.suppress(OSError):
+                self._log.close()
             with contextlib.suppress(OSError):
                 os.close(self._fd)
 
@@ -178,8 +192,24 @@ class ConsoleWatcher:
                 self._banners += 1
                 if self._banners > 1:
                     self._emit(EventKind.REBOOT, offset, line)
+            elif idx == 2:
+                self._emit(EventKind.HALT, offset, line)
             else:
                 self._emit(EventKind.READY, offset, line)
+
+    def _keep(self, chunk: bytes) -> None:
+        """Append to the console log; a write that fails (ENOSPC) is recorded
+        once in :attr:`log_error` and logging stops (reading does not: the
+        guest must not stall on a full pipe)."""
+        if self.log_error is not None:
+            return
+        try:
+            view = memoryview(chunk)
+            while view:  # unbuffered: a write may be partial, the next one then says why
+                view = view[self._log.write(view):]
+        except OSError as e:
+            self.log_error = f"cannot write the console log {self.log_path}: {e.strerror}"
+            log.warning("%s", self.log_error)
 
     def _line_at(self, offset: int) -> str:
         with self._cond:
@@ -233,6 +263,11 @@ class ConsoleWatcher:
     def crash(self) -> Event | None:
         """The first crash seen, if any."""
         return self.first(EventKind.CRASH)
+
+    @property
+    def halt(self) -> Event | None:
+        """The kernel's requested shutdown or restart, if it said so."""
+        return self.first(EventKind.HALT)
 
     @property
     def ended(self) -> bool:

@@ -21,7 +21,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from kvmlab import proc
+from kvmlab import cache, proc
 from kvmlab.errors import HostToolError
 from kvmlab.vmm.cpio import CpioArchive
 from kvmlab.vmm.modules import ModuleSet, kernel_release, module_bytes, resolve_modules
@@ -158,6 +158,7 @@ def build_initramfs(
     image = out_dir / f"initramfs-{digest}.cpio.gz"
     root = GuestRoot(name="initramfs", kind=RootKind.INITRAMFS, path=image, ssh_key=key)
     if image.is_file():
+        cache.touch(image)
         return root
 
     log.info("building initramfs %s (%d modules)", image, len(mods.paths))
@@ -224,7 +225,9 @@ def with_files(root: GuestRoot, files: Sequence[tuple[Path, str, int]]) -> Guest
         st = host.stat()
         h.update(f"\0{host.resolve()}\0{name}\0{mode}\0{st.st_size}\0{st.st_mtime_ns}".encode())
     image = root.path.with_name(f"{root.path.name.split('.')[0]}-files-{h.hexdigest()[:16]}.cpio")
-    if not image.is_file():
+    if image.is_file():
+        cache.touch(image)
+    else:
         cpio = CpioArchive()
         for host, name, mode in files:
             cpio.file(f"{EXTRA_DIR.lstrip('/')}/{name}", host.read_bytes(), mode)

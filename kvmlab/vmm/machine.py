@@ -128,13 +128,13 @@ class Machine:
             log.info("%s: ready for SSH after %.1fs", self.name, result.seconds)
             return result
 
-    @staticmethod
-    def _reason(ev: Event) -> str:
+    def _reason(self, ev: Event) -> str:
         if ev.kind is EventKind.CRASH:
             return ev.line.strip()
         if ev.kind is EventKind.REBOOT:
             return "unexpected reboot"
-        return "vm stopped"
+        halt = self.watcher.halt
+        return f"vm stopped ({halt.line.strip()})" if halt is not None else "vm stopped"
 
     def run(
         self,

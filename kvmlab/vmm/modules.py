@@ -7,12 +7,11 @@ from __future__ import annotations
 import gzip
 import lzma
 import re
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from kvmlab import proc
+from kvmlab import owner, proc
 from kvmlab.errors import MissingFileError
 
 #: Compressed module suffixes kvmlab reads (Debian ships .ko.xz today).
@@ -141,7 +140,7 @@ def module_bytes(path: Path) -> bytes:
     if path.suffix == ".zst":
         # No zstd in the standard library: the zstd tool, into a file (proc
         # reads a program's output as text).
-        with tempfile.TemporaryDirectory(prefix="kvmlab-ko-") as tmp:
+        with owner.tempdir("ko") as tmp:
             out = Path(tmp) / path.stem
             proc.run(["zstd", "-q", "-d", "-o", str(out), str(path)], timeout=60)
             return out.read_bytes()

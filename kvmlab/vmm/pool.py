@@ -12,7 +12,6 @@ import contextlib
 import logging
 import shutil
 import signal
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -21,7 +20,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TypeVar
 
-from kvmlab import signals
+from kvmlab import owner, signals
 from kvmlab.errors import MissingFileError, UserError
 from kvmlab.timeouts import Timeouts
 from kvmlab.vmm.backend import Backend
@@ -77,7 +76,7 @@ class Pool:
         self.timeouts = timeouts
         self.ready_marker = ready_marker
         self._own_workdir = workdir is None
-        self.workdir = workdir or Path(tempfile.mkdtemp(prefix="kvmlab-pool-"))
+        self.workdir = workdir or owner.mkdtemp("pool")
         self.machines: list[Machine] = []
         self._lock = threading.Lock()
         self._signals = contextlib.ExitStack()
@@ -142,6 +141,11 @@ class Pool:
             raise
         ex.shutdown(wait=True)
         return results
+
+    @property
+    def closed(self) -> bool:
+        """The pool is closed or closing: its VMs are (being) stopped."""
+        return self._closed
 
     def close(self) -> None:
         """Stop every VM and remove what the pool made. Idempotent."""

@@ -15,12 +15,11 @@ import os
 import shutil
 import socket
 import subprocess
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from kvmlab import proc
+from kvmlab import owner, proc
 from kvmlab.errors import HostToolError, InfraError
 from kvmlab.vmm.overlay import make_overlay
 from kvmlab.vmm.ports import PortAllocator, PortInUseError, connect_local
@@ -46,7 +45,7 @@ def _qmp_path(workdir: Path) -> tuple[Path, Path | None]:
     path = workdir.resolve() / "qmp.sock"
     if len(str(path)) <= _MAX_SOCKET_PATH:
         return path, None
-    d = Path(tempfile.mkdtemp(prefix="kvmlab-qmp-"))
+    d = owner.mkdtemp("qmp")
     return d / "qmp.sock", d
 
 

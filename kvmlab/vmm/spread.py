@@ -67,6 +67,7 @@ def spread(
     no_host: Callable[[int, str], T],
     done: Callable[[T], None] | None = None,
     cancel: threading.Event | None = None,
+    stop: threading.Event | None = None,
     max_attempts: int = MAX_ATTEMPTS,
 ) -> Spread[T]:
     """Run ``job`` once per run index ``0..count-1``, each in its own VM.
@@ -75,12 +76,15 @@ def spread(
     ``host_failure(result)`` says why a result is the host's fault (None: it
     is not); ``no_host(index, why)`` makes the result of a run no host could
     take; ``done(result)`` is called from the run's thread with each final
-    result. ``cancel`` set: runs not started yet are skipped. VM ``i`` keeps
+    result. ``cancel`` set: runs not started yet are skipped. ``stop`` (made
+    here when not given) is set when the call is torn down (an exception,
+    Ctrl-C, SIGTERM): runs that end after it are not results and ``done`` is
+    not called for them (they were interrupted, not answered). VM ``i`` keeps
     its files in ``workdir/vm-<i>`` (a retry in ``vm-<i>.<attempt>``).
     """
     validate_spec(spec)
     workdir.mkdir(parents=True, exist_ok=True)
-    stop = threading.Event()
+    stop = stop if stop is not None else threading.Event()
     live: dict[int, Machine] = {}
     lock = threading.Lock()
     retried: list[Retried] = []
@@ -143,7 +147,7 @@ def spread(
 
     def final(i: int) -> T | None:
         r = one(i)
-        if r is not None and done is not None:
+        if r is not None and done is not None and not stop.is_set():
             done(r)
         return r
 

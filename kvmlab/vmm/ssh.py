@@ -7,6 +7,7 @@ Every call takes a timeout; paramiko's and socket's exceptions become
 from __future__ import annotations
 
 import logging
+import signal
 import socket
 import time
 from collections.abc import Callable
@@ -36,6 +37,33 @@ class CommandResult:
     @property
     def ok(self) -> bool:
         return self.exit_status == 0
+
+    def describe(self) -> str:
+        """How the command ended, in words: ``status 4``, ``killed by SIGKILL``
+        (its shell's 128+N), or without a status (paramiko's -1: the process
+        sshd started was killed itself)."""
+        return describe_status(self.exit_status)
+
+
+def describe_status(status: int | None) -> str:
+    """See :meth:`CommandResult.describe`."""
+    if status is None or status < 0:
+        return "with no exit status (killed by a signal)"
+    if 128 < status < 128 + 65:
+        try:
+            name = signal.Signals(status - 128).name
+        except ValueError:
+            return f"with status {status}"
+        return f"killed by {name} (status {status})"
+    return f"with status {status}"
+
+
+def keeping_status(command: str) -> str:
+    """``command`` for a guest shell such that its exit status always comes
+    back: the shell otherwise execs a last simple command in place, and when
+    that process is killed (the OOM killer) sshd reports a signal, which
+    paramiko drops (status -1); a shell that stays reports 128+N."""
+    return f"{command}\nexit $?"
 
 
 class SSHSession:
