@@ -103,6 +103,10 @@ class VMTester:
     def prebuild(self, commits: Sequence[str]) -> None:
         self.prebuilder.want(commits)
 
+    def vm_slots(self) -> int:
+        """VMs one test call runs at once (:class:`kvmlab.bisect.timing.PoolSized`)."""
+        return self.cfg.vm.count
+
     def prebuilt(self) -> frozenset[str]:
         return self.prebuilder.ready()
 
