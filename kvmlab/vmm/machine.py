@@ -145,6 +145,7 @@ class Machine:
             return result
 
     def _refresh(self, helper: str) -> None:
+        log.debug("%s: SSH up %.1fs after start", self.name, time.monotonic() - self.started)
         res = self.ssh.run(refresh_command(helper), timeout=self.timeouts.ssh_connect * 5)
         if not res.ok:
             raise InfraError(f"{self.name}: setting the clock and reseeding the RNG of the restored guest "

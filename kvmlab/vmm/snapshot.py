@@ -283,10 +283,12 @@ class _Restoring:
             return self.inner.create(spec, workdir=workdir, index=index)
         assert isinstance(self.inner, Snapshotting)
         clone = dataclasses.replace(t.spec, name=spec.name)
+        t0 = time.monotonic()
         try:
             inst = self.inner.restore(t.saved, clone, workdir=workdir, index=index,
                                       timeout=self.recipe.timeouts.restore)
         except InfraError as e:
             log.warning("vm %d: could not restore %s (%s): booting it instead", index, t.saved.name, e)
             return self.inner.create(spec, workdir=workdir, index=index)
+        log.debug("%s: restored from %s in %.1fs", inst.name, t.saved.name, time.monotonic() - t0)
         return RestoredInstance(inst, t.helper)
