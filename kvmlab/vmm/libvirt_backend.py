@@ -25,18 +25,20 @@ there (see :meth:`LibvirtBackend.restore`): nothing crosses to the client.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import logging
 import os
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import libvirt
 import libvirt_qemu
 
-from kvmlab.errors import InfraError, LibvirtError, UserError
+from kvmlab.errors import InfraError, KvmlabError, LibvirtError, UserError
 from kvmlab.vmm.backend import GuestStream, Instance, SavedState
 from kvmlab.vmm.domain_xml import domain_xml, hostfwd_port, relay_xml
 from kvmlab.vmm.host import DOMAIN_PREFIX, Host, open_connection
@@ -381,6 +383,25 @@ class LocalLibvirtInstance(LibvirtInstance):
         return self.ssh_port
 
 
+@dataclass
+class _Relay:
+    """A saved domain restored once more to feed one clone."""
+
+    dom: Any
+    volumes: list[str]
+    """Its console log and disk (names in the pool)."""
+
+
+@dataclass
+class _RelaySlot:
+    """The relays of one saved state: one at a time (they share its name),
+    and one kept restored ahead of the next clone."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    warm: _Relay | None = None
+    discarded: bool = False
+
+
 class LibvirtBackend:
     """Start VMs as transient libvirt domains on one :class:`Host` (or on the
     host of a URI, connected at once). ``owns_host`` (default: when given a
@@ -391,7 +412,8 @@ class LibvirtBackend:
     def __init__(self, host: Host | str = "qemu:///system", *, owns_host: bool | None = None) -> None:
         self._owns_host = isinstance(host, str) if owns_host is None else owns_host
         self._lock = threading.Lock()
-        self._relay_locks: dict[str, threading.Lock] = {}
+        self._relays: dict[str, _RelaySlot] = {}
+        self._relay_seq = itertools.count(1)
         self.host = Host(host, capacity=1 << 16) if isinstance(host, str) else host
         if isinstance(host, str):
             # Fail early, with the host's own message, when it is unreachable
@@ -495,7 +517,9 @@ class LibvirtBackend:
         """A clone: a new domain waiting for an incoming migration, fed by
         the saved domain restored once more (``virDomainRestore``, under its
         own name, so one at a time) and migrated into it over the host's
-        127.0.0.1; the restored one then ends. libvirt cannot restore a saved
+        127.0.0.1; the restored one then ends. The relay for the next clone is
+        restored right away, in the background (it holds the guest's memory
+        on the host until a clone takes it or the state is discarded). libvirt cannot restore a saved
         domain under another name, and QEMU (inside libvirt's sandbox, which
         forbids it to start a process) cannot read a state file itself."""
         return self._create(spec, workdir=workdir, index=index, saved=saved, timeout=timeout)
@@ -506,43 +530,82 @@ class LibvirtBackend:
         port = incoming_port(qmp(dom, "query-migrate"))
         if port is None:
             raise InfraError(f"{host.label}: {name}: QEMU reports no port for the incoming migration")
-        with self._relay_lock(saved.path):
-            relay_log = f"{name}.relay.console.log"
-            temp = [relay_log]
+        slot = self._relay_slot(saved.path)
+        with slot.lock:
+            if slot.discarded:
+                raise InfraError(f"{host.label}: {saved.name}: its saved state was discarded")
+            relay = slot.warm or self._restore_relay(saved)
+            slot.warm = None
             try:
-                disk = None
-                if saved.disk:
-                    disk = host.storage.overlay_on(f"{name}.relay", backing=saved.disk)
-                    temp.append(f"{name}.relay.qcow2")
-                conn = host.conn()
-                xml = relay_xml(conn.saveImageGetXMLDesc(saved.path, 0),
-                                console_log=host.storage.file_path(relay_log), disk=disk)
-                try:
-                    conn.restoreFlags(saved.path, xml, libvirt.VIR_DOMAIN_SAVE_PAUSED)
-                except libvirt.libvirtError as e:
-                    raise LibvirtError(f"{host.label}: could not restore {saved.name}: "
-                                       f"{e.get_error_message()}") from e
-                relay = host.lookup(saved.name)
-                if relay is None:
-                    raise LibvirtError(f"{host.label}: {saved.name}: not there after its restore")
-                try:
-                    qmp(relay, "migrate-set-parameters", {"max-bandwidth": MIGRATION_BANDWIDTH})
-                    qmp(relay, "migrate", {"uri": f"tcp:127.0.0.1:{port}"})
-                    wait_migration(lambda: qmp(dom, "query-migrate"), what=f"{host.label}: {name}: restoring",
-                                   timeout=timeout)
-                finally:
-                    with contextlib.suppress(libvirt.libvirtError):
-                        relay.destroy()
+                qmp(relay.dom, "migrate-set-parameters", {"max-bandwidth": MIGRATION_BANDWIDTH})
+                qmp(relay.dom, "migrate", {"uri": f"tcp:127.0.0.1:{port}"})
+                wait_migration(lambda: qmp(dom, "query-migrate"), what=f"{host.label}: {name}: restoring",
+                               timeout=timeout)
             finally:
-                with contextlib.suppress(LibvirtError):
-                    for what in temp:
-                        host.storage.delete(what)
+                self._end_relay(relay)
+        # The next clone's relay is restored while this clone runs.
+        threading.Thread(target=self._warm_up, args=(saved, slot), name=f"relay:{saved.name}",
+                         daemon=True).start()
 
-    def _relay_lock(self, path: str) -> threading.Lock:
+    def _restore_relay(self, saved: SavedState) -> _Relay:
+        """The saved domain restored once more (paused, under its own name),
+        with a console log and a disk of its own."""
+        host = self.host
+        relay = _Relay(None, [f"{saved.name}.relay{next(self._relay_seq)}.console.log"])
+        try:
+            disk = None
+            if saved.disk:
+                what = relay.volumes[0].removesuffix(".console.log")
+                disk = host.storage.overlay_on(what, backing=saved.disk)
+                relay.volumes.append(f"{what}.qcow2")
+            conn = host.conn()
+            xml = relay_xml(conn.saveImageGetXMLDesc(saved.path, 0),
+                            console_log=host.storage.file_path(relay.volumes[0]), disk=disk)
+            host.own_domain(saved.name)
+            try:
+                conn.restoreFlags(saved.path, xml, libvirt.VIR_DOMAIN_SAVE_PAUSED)
+            except libvirt.libvirtError as e:
+                raise LibvirtError(f"{host.label}: could not restore {saved.name}: "
+                                   f"{e.get_error_message()}") from e
+            relay.dom = host.lookup(saved.name)
+            if relay.dom is None:
+                raise LibvirtError(f"{host.label}: {saved.name}: not there after its restore")
+        except BaseException:
+            self._end_relay(relay)
+            raise
+        return relay
+
+    def _end_relay(self, relay: _Relay) -> None:
+        host = self.host
+        if relay.dom is not None:
+            with contextlib.suppress(libvirt.libvirtError):
+                relay.dom.destroy()
+            with contextlib.suppress(libvirt.libvirtError):
+                host.forget_domain(relay.dom.name())
+        with contextlib.suppress(LibvirtError):
+            for what in relay.volumes:
+                host.storage.delete(what)
+
+    def _warm_up(self, saved: SavedState, slot: _RelaySlot) -> None:
+        with slot.lock:
+            if slot.warm is not None or slot.discarded:
+                return
+            try:
+                slot.warm = self._restore_relay(saved)
+            except KvmlabError as e:  # the next clone restores it itself, and says why if it fails
+                log.debug("%s: restoring %s ahead of its clone: %s", self.host.label, saved.name, e)
+
+    def _relay_slot(self, path: str) -> _RelaySlot:
         with self._lock:
-            return self._relay_locks.setdefault(path, threading.Lock())
+            return self._relays.setdefault(path, _RelaySlot())
 
     def discard(self, saved: SavedState) -> None:
+        slot = self._relay_slot(saved.path)
+        with slot.lock:
+            slot.discarded = True
+            if slot.warm is not None:
+                self._end_relay(slot.warm)
+                slot.warm = None
         storage = self.host.storage
         with contextlib.suppress(LibvirtError):
             for path in (saved.path, saved.disk):
