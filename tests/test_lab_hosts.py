@@ -42,7 +42,7 @@ from kvmlab.vmm.spec import VMSpec
 from tests.conftest import REPO, TEST_CACHE, session_process
 from tests.fixtures_vm import MARKER
 from tests.lab.harness import Lab, LabUnavailable, root_image, start_lab, tripwire, unavailable_reason
-from tests.test_snapshot_real import CLONES, _run_clones
+from tests.test_snapshot_real import AGE, CLONES, _run_clones
 
 pytestmark = [pytest.mark.vm, pytest.mark.libvirt, pytest.mark.slow]
 
@@ -329,5 +329,5 @@ def test_clones_restored_on_a_lab_host_from_a_state_that_stays_there(clean_lab: 
     runs = [s for s in seen if s is not None]
     assert len(runs) == CLONES and all(s.restored for s in runs)
     assert len({s.urandom for s in runs}) == CLONES
-    assert all(abs(s.clock_skew) < 5.0 for s in runs), runs
+    assert all(abs(s.clock_skew) < AGE / 2 for s in runs), runs
     assert len(store.templates) == 1
