@@ -20,16 +20,19 @@ from pathlib import Path
 import pytest
 
 from kvmlab.errors import LibvirtError
+from kvmlab.images.build import BuildResult
 from kvmlab.timeouts import Timeouts
 from kvmlab.vmm.backend import Backend
+from kvmlab.vmm.factory import close_backend
 from kvmlab.vmm.fleet import Fleet
 from kvmlab.vmm.libvirt_backend import LibvirtBackend
 from kvmlab.vmm.machine import Machine
 from kvmlab.vmm.qemu_backend import QemuBackend
 from kvmlab.vmm.snapshot import Snapshots, TemplateRecipe
-from kvmlab.vmm.spec import Share, VMSpec
+from kvmlab.vmm.spec import Accel, Share, VMSpec
 from kvmlab.vmm.spread import spread
 from tests.fixtures_vm import MARKER
+from tests.test_images_boot import disk_kernel
 
 pytestmark = pytest.mark.vm
 
@@ -153,3 +156,45 @@ def test_a_9p_share_boots_as_before_and_says_so_once(cloud_spec: VMSpec, tcg_tim
     said = [r.getMessage() for r in caplog.records if "9p share" in r.getMessage()]
     assert len(said) == 1, said
     assert said[0].startswith("snapshot: booting every VM instead of restoring")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_disk_root_clones_write_to_overlays_of_their_own(backend: str, bookworm_image: BuildResult,
+                                                         tcg_timeouts: Timeouts, no_leftovers: Path) -> None:
+    """A Debian disk image: the template's disk is frozen at its save, each
+    clone writes to its own overlay on top of it (a file one clone writes is
+    not in another's), and the reproducer's files copied into the template
+    are in every clone."""
+    kernel, initrd = disk_kernel(no_leftovers)
+    spec = VMSpec(kernel=kernel, root=bookworm_image.entry.root(), accel=Accel.TCG, memory_mb=1024,
+                  name="kvmlab-test", initrd=initrd)
+    payload = no_leftovers / "payload"
+    payload.write_text("from the template\n")
+    recipe = TemplateRecipe(tcg_timeouts, None, files=((payload, "/tmp/kvmlab-repro/payload", 0o644),))
+    be = _backend(backend)
+    store = Snapshots(workdir=no_leftovers / "templates", cache=no_leftovers / "tools")
+    n = 2
+    both = threading.Barrier(n, timeout=tcg_timeouts.boot * 2)
+
+    def job(m: Machine) -> tuple[bool, str]:
+        boot = m.wait_ready()
+        assert boot.ok, boot.console_tail
+        assert m.run(f"echo {m.index} > /root/clone-{m.index} && sync", timeout=60).ok
+        both.wait()
+        out = m.run("cat /tmp/kvmlab-repro/payload; ls /root", timeout=60)
+        return m.restored, out.output
+
+    try:
+        got = spread(spec, n, fleet=store.fleet(Fleet.single(be, n), spec, recipe), timeouts=tcg_timeouts,
+                     workdir=no_leftovers / "runs", ready_marker=None, job=job,
+                     host_failure=lambda _r: None, no_host=lambda _i, why: pytest.fail(why))
+    finally:
+        store.close()
+        close_backend(be)
+    for i, r in enumerate(got.results):
+        assert r is not None
+        restored, out = r
+        assert restored
+        assert "from the template" in out, out
+        assert f"clone-{i}" in out and f"clone-{1 - i}" not in out, out
