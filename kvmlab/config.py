@@ -16,6 +16,7 @@ Example (every key optional)::
         - {uri: "qemu:///system", capacity: 2}
         - {uri: "qemu+ssh://root@lab1/system", capacity: 8}
       quarantine_after: 3    # infra failures before a host is dropped for the job
+      snapshot: auto         # auto: a bisection's runs restore a booted template | off
     timeouts:                # seconds, before the TCG scale factor
       boot: 60
     repro:
@@ -57,6 +58,7 @@ from kvmlab.timeouts import Timeouts
 
 BACKENDS = ("qemu", "libvirt")
 ACCELS = ("auto", "kvm", "tcg")
+SNAPSHOT_MODES = ("auto", "off")
 
 
 @dataclass(frozen=True)
@@ -99,6 +101,11 @@ class VMConfig:
     only; the local host is one more entry). Empty: ``uri`` alone, all VMs at once."""
     quarantine_after: int = 3
     """Infra failures after which a host of ``hosts`` takes no more VMs for the job."""
+    snapshot: str = "auto"
+    """``auto``: a bisection boots one template VM per kernel, saves it, and
+    starts each run as a clone of it (clock and RNG refreshed from the host);
+    runs boot where a VM cannot be saved (a 9p share), and a log line says so.
+    ``off``: every run boots."""
 
     def __post_init__(self) -> None:
         if self.hosts and self.backend != "libvirt":
@@ -112,6 +119,8 @@ class VMConfig:
             raise ConfigError(f"vm.backend: {self.backend!r} is not one of {', '.join(BACKENDS)}")
         if self.accel not in ACCELS:
             raise ConfigError(f"vm.accel: {self.accel!r} is not one of {', '.join(ACCELS)}")
+        if self.snapshot not in SNAPSHOT_MODES:
+            raise ConfigError(f"vm.snapshot: {self.snapshot!r} is not one of {', '.join(SNAPSHOT_MODES)}")
         for name in ("count", "cpus", "memory_mb"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"vm.{name}: must be positive, got {getattr(self, name)}")

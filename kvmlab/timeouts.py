@@ -31,6 +31,8 @@ class Timeouts:
     """Graceful stop before a hard kill."""
     no_output: float = 300.0
     """Console silence after which the guest counts as hung."""
+    restore: float = 60.0
+    """Saving a booted VM's state, or restoring a clone from it."""
     scale: float = 1.0
     """Factor already applied to every field above."""
 

@@ -37,10 +37,12 @@ from kvmlab.vmm.fleet import Fleet, Member
 from kvmlab.vmm.host import Host, HostTimeouts
 from kvmlab.vmm.libvirt_backend import LibvirtBackend
 from kvmlab.vmm.pool import Pool
+from kvmlab.vmm.snapshot import Snapshots
 from kvmlab.vmm.spec import VMSpec
 from tests.conftest import REPO, TEST_CACHE, session_process
 from tests.fixtures_vm import MARKER
 from tests.lab.harness import Lab, LabUnavailable, root_image, start_lab, tripwire, unavailable_reason
+from tests.test_snapshot_real import AGE, CLONES, _run_clones
 
 pytestmark = [pytest.mark.vm, pytest.mark.libvirt, pytest.mark.slow]
 
@@ -302,3 +304,30 @@ def test_the_tripwire_catches_a_client_that_reaches_around_the_lab_sshd(lab: Lab
     assert kinds.count("socket") == 2, tw.trips
     assert kinds.count("packet") == 1, tw.trips
     assert any("/etc/hostname" in t.detail for t in tw.trips), tw.trips
+
+
+def test_clones_restored_on_a_lab_host_from_a_state_that_stays_there(clean_lab: Lab, cloud_spec: VMSpec,
+                                                                     tcg_timeouts: Timeouts,
+                                                                     tmp_path: Path) -> None:
+    """Boot once, restore per run, on a remote host: the template is saved into
+    the host's pool (no path the client has), every clone is restored there,
+    independent (console, urandom, clock: see tests/test_snapshot_real.py), and
+    the state goes with the store."""
+    lab = clean_lab
+    backend = LibvirtBackend(Host(lab.uri, capacity=CLONES), owns_host=True)
+    store = Snapshots(workdir=tmp_path / "templates", cache=tmp_path / "tools")
+    with tripwire(lab, strict=False) as tw:
+        try:
+            seen = _run_clones(backend, cloud_spec, tcg_timeouts, tmp_path / "runs", store)
+            saved = store.templates[0].saved
+            assert saved.path.rsplit("/", 1)[-1] in lab.volumes(), "the state lives in the host's pool"
+        finally:
+            store.close()
+            backend.close()
+    assert not tw.trips, tw.trips
+    assert not Path(saved.path).exists(), "a path on the lab host, not on this machine"
+    runs = [s for s in seen if s is not None]
+    assert len(runs) == CLONES and all(s.restored for s in runs)
+    assert len({s.urandom for s in runs}) == CLONES
+    assert all(abs(s.clock_skew) < AGE / 2 for s in runs), runs
+    assert len(store.templates) == 1

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
-from kvmlab.config import Config
+from kvmlab.config import Config, VMConfig
 from kvmlab.jobs.tester import VMTester
 from kvmlab.kernel.config import ConfigRequest
 from kvmlab.outcome import BuildOutcome, BuildStatus
@@ -44,3 +45,17 @@ def test_the_build_made_before_the_bisection_counts_in_its_build_time(tmp_path: 
         assert tester.build_seconds == 600.0
     finally:
         tester.close()
+
+
+def test_runs_restore_from_a_template_unless_vm_snapshot_is_off(tmp_path: Path) -> None:
+    for mode, want in (("auto", True), ("off", False)):
+        cfg = dataclasses.replace(Config(), vm=VMConfig(count=3, snapshot=mode))
+        tester = VMTester(tree=tmp_path, builder=CacheHitBuilder(),  # type: ignore[arg-type]
+                          request=ConfigRequest.from_fragments(["base"]),
+                          prepared=StagedRepro(files=(), command="true", description="true"), cfg=cfg,
+                          accel=AccelChoice(Accel.TCG, TCG_SCALE, "test"), workdir=tmp_path / mode)
+        try:
+            assert (tester.snapshots is not None) is want
+            assert tester.vm_slots() == 3
+        finally:
+            tester.close()

@@ -25,6 +25,7 @@ from kvmlab.bisect.policy import POLICIES, AdaptivePolicy, Policy, SyzbotPolicy
 from kvmlab.bisect.result import BisectResult, Outcome, StepRecord, Verdict
 from kvmlab.bisect.seams import IsTarget, Maintainers, Repository, Tester
 from kvmlab.bisect.state import BisectInfraError, BisectUsageError, ReproFailedError, Session
+from kvmlab.bisect.timing import Stopwatch
 from kvmlab.outcome import BuildStatus
 
 __all__ = ["BisectInfraError", "BisectUsageError", "ReproFailedError", "bisect"]
@@ -44,6 +45,7 @@ def bisect(
     release_floor: str | None = None,
     observer: Callable[[StepRecord], None] | None = None,
     verify: bool = True,
+    stopwatch: Stopwatch | None = None,
 ) -> BisectResult:
     """Find the first commit that introduced the crash (or, with ``fix``, the first
     one where it is gone).
@@ -61,6 +63,9 @@ def bisect(
     of the range (the same records are journaled and kept in the result).
     ``verify``: once a culprit is named, revert it on the bad commit (apply a
     fix) and test that (:mod:`kvmlab.bisect.confirm`), when the repository can.
+    ``stopwatch``: the job's, started when the job did (default: started
+    now); the closing block's ``total time`` is its wall time, split into
+    build, test, VM idle and waiting (:mod:`kvmlab.bisect.timing`).
     """
     pol = POLICIES[policy] if isinstance(policy, str) else policy
     if isinstance(policy, str) and policy not in POLICIES:
@@ -79,7 +84,8 @@ def bisect(
             )
     header = {"bad": bad_h, "good": good_h, "fix": fix, "policy": pol.name}
     jr = Journal(journal, header) if journal is not None else None
-    s = Session(tester=tester, journal=jr, out=out, fix=fix, is_target=is_target, observer=observer)
+    s = Session(tester=tester, journal=jr, out=out, fix=fix, is_target=is_target, observer=observer,
+                stopwatch=stopwatch if stopwatch is not None else Stopwatch())
     try:
         return _bisect(repo, s, pol, bad_h, good_h, release_floor, verify)
     finally:
@@ -93,8 +99,6 @@ def _result(s: Session, pol: Policy, outcome: Outcome, bad: str, good: str | Non
                      target_title=s.target_title, evidence=s.evidence, builds=s.builds, steps=list(s.steps))
     for k, v in kw.items():
         setattr(r, k, v)
-    r.build_seconds = sum(e.build.duration for e in s.evidence.values() if e.build is not None)
-    r.test_seconds = sum(x.duration for e in s.evidence.values() for x in e.runs)
     return r
 
 
@@ -153,10 +157,8 @@ def _bisect(repo: Repository, s: Session, pol: Policy, bad: str, good: str | Non
 
 
 def _account(s: Session, res: BisectResult) -> None:
-    """Count the confirmation's builds and runs in the totals."""
+    """Count the confirmation's builds in the totals."""
     res.builds = s.builds
-    res.build_seconds = sum(e.build.duration for e in s.evidence.values() if e.build is not None)
-    res.test_seconds = sum(x.duration for e in s.evidence.values() for x in e.runs)
 
 
 def _find_good_release(repo: Repository, s: Session, pol: Policy, st: syzbot.SyzbotState, bad: str,
@@ -200,7 +202,8 @@ def _finish(repo: Repository, s: Session, pol: Policy, res: BisectResult, g: Com
             ) -> BisectResult:
     counted_all = isinstance(pol, SyzbotPolicy)
     lines: list[str] = []
-    tested = fmt.totals_line(res.commits_tested, res.build_seconds, res.test_seconds)
+    res.time = s.stopwatch.split()
+    tested = fmt.totals_line(res.commits_tested, res.time)
     if res.outcome is Outcome.FOUND and res.culprit is not None:
         info = repo.commit_info(res.culprit)
         lines += fmt.culprit_lines(info, fix=s.fix)

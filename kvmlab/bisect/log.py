@@ -14,6 +14,7 @@ from typing import TextIO
 
 from kvmlab.bisect.result import Verdict
 from kvmlab.bisect.seams import CommitInfo, cc_list
+from kvmlab.bisect.timing import TimeSplit
 from kvmlab.outcome import RunOutcome, RunStatus
 
 
@@ -127,10 +128,12 @@ def commit_block(info: CommitInfo) -> list[str]:
     return out
 
 
-def totals_line(tested: int, build_seconds: float, test_seconds: float) -> str:
-    total = format_duration(build_seconds + test_seconds)
-    return (f"revisions tested: {tested}, total time: {total} "
-            f"(build: {format_duration(build_seconds)}, test: {format_duration(test_seconds)})")
+def totals_line(tested: int, time: TimeSplit) -> str:
+    """syzbot's totals line: ``total time`` is the job's wall time; kvmlab adds
+    the parts syzbot's sequential runs do not have (they sum to the total)."""
+    return (f"revisions tested: {tested}, total time: {format_duration(time.total)} "
+            f"(build: {format_duration(time.build)}, test: {format_duration(time.test)}, "
+            f"VM idle: {format_duration(time.vm_idle)}, waiting: {format_duration(time.waiting)})")
 
 
 def cc_line(emails: Sequence[str]) -> str:

@@ -6,6 +6,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
+from kvmlab.bisect.timing import TimeSplit
 from kvmlab.outcome import BuildOutcome, BuildStatus, RunOutcome, RunStatus
 
 #: Boot failures (not the target's title) that make a commit untestable, when
@@ -214,8 +215,8 @@ class BisectResult:
     evidence: dict[str, CommitEvidence] = field(default_factory=dict)
     builds: int = 0
     """Builds done (cached builds included, replayed ones from a journal too)."""
-    build_seconds: float = 0.0
-    test_seconds: float = 0.0
+    time: TimeSplit = field(default_factory=lambda: TimeSplit(0.0, 0.0, 0.0, 0.0, 0.0))
+    """The job's wall time and its parts, as the closing block says them."""
     warnings: list[str] = field(default_factory=list)
     steps: list[StepRecord] = field(default_factory=list)
     """The engine's belief after each tested commit of the range, in order."""
@@ -227,6 +228,16 @@ class BisectResult:
     def doubtful(self) -> bool:
         """A confirmation found the crash still there with the culprit undone."""
         return any(c.doubtful for c in self.confirmations)
+
+    @property
+    def build_seconds(self) -> float:
+        """Wall time spent waiting on builds (see :attr:`time`)."""
+        return self.time.build
+
+    @property
+    def test_seconds(self) -> float:
+        """Wall time of VM runs at a full pool (see :attr:`time`)."""
+        return self.time.test
 
     @property
     def commits_tested(self) -> int:
@@ -249,7 +260,7 @@ class BisectResult:
             "probabilities": {c: round(p, 6) for c, p in self.probabilities.items()},
             "target_title": self.target_title, "message": self.message,
             "commits_tested": self.commits_tested, "vm_runs": self.vm_runs, "builds": self.builds,
-            "build_seconds": self.build_seconds, "test_seconds": self.test_seconds,
+            **self.time.to_json(),
             "warnings": self.warnings,
             "steps": [st.to_json() for st in self.steps],
             "confirmations": [c.to_json() for c in self.confirmations], "doubtful": self.doubtful,

@@ -17,6 +17,7 @@ from kvmlab.bisect import log as fmt
 from kvmlab.bisect.journal import Journal
 from kvmlab.bisect.result import CommitEvidence, StepRecord, Verdict
 from kvmlab.bisect.seams import IsTarget, Tester
+from kvmlab.bisect.timing import PoolSized, Stopwatch
 from kvmlab.errors import InfraError, UserError
 from kvmlab.outcome import BuildOutcome, BuildStatus, RunOutcome, RunStatus
 
@@ -59,6 +60,8 @@ class Session:
     guests that stopped themselves are not counted)."""
     observer: Callable[[StepRecord], None] | None = None
     steps: list[StepRecord] = field(default_factory=list)
+    stopwatch: Stopwatch = field(default_factory=Stopwatch)
+    """The job's wall time and where it went (the closing block's totals)."""
 
     def ev(self, commit: str) -> CommitEvidence:
         if commit not in self.evidence:
@@ -85,7 +88,8 @@ class Session:
         if e.build is None:
             b = self.journal.replay_build(commit) if self.journal else None
             if b is None:
-                b = self.tester.build(commit)
+                with self.stopwatch.building():
+                    b = self.tester.build(commit)
                 if self.journal:
                     self.journal.record_build(b)
             e.build = b
@@ -131,7 +135,12 @@ class Session:
             if replayed is not None:
                 batch = [replayed]
             else:
-                batch = list(self.tester.test(e.build, n - len(got)))
+                want = n - len(got)
+                slots = self.tester.vm_slots() if isinstance(self.tester, PoolSized) else 0
+                slots = slots if slots > 0 else want  # unknown: every run at once
+                with self.stopwatch.testing(slots) as span:
+                    batch = list(self.tester.test(e.build, want))
+                    span.busy += sum(r.duration for r in batch)
                 if not batch:
                     raise BisectInfraError(f"commit {commit}: the tester returned no runs")
             for r in batch:

@@ -17,6 +17,7 @@ from kvmlab.bisect import POLICIES, AdaptivePolicy, BisectResult, GitRepository,
 from kvmlab.bisect.journal import Journal
 from kvmlab.bisect.policy import Policy
 from kvmlab.bisect.result import StepRecord
+from kvmlab.bisect.timing import Stopwatch
 from kvmlab.checks import write_result
 from kvmlab.config import cache_dir
 from kvmlab.errors import ConfigError, KvmlabError
@@ -83,6 +84,7 @@ def run_bisection(job: BisectJob, observer: Observer) -> BisectResult:
     """Run the bisection ``job`` describes; its log goes to ``observer``.
     Leaves ``report.html`` in its workdir (also when it fails)."""
     started = time.time()
+    stopwatch = Stopwatch()  # the job's wall time: the log's ``total time``
     validate(job)
     job, fetched = inputs.with_syzbot(job, say=observer.say)
     job = prepared_job(job, observer)
@@ -103,7 +105,8 @@ def run_bisection(job: BisectJob, observer: Observer) -> BisectResult:
     # The accelerator is resolved once, with the bad commit's kernel, so that
     # a fallback to TCG is one warning for the whole bisection.
     observer.building(bad)
-    first = builder.build(job.tree, bad, request, progress=observer.build_progress)
+    with stopwatch.building():
+        first = builder.build(job.tree, bad, request, progress=observer.build_progress)
     kernel = Path(first.artifacts["bzImage"]) if "bzImage" in first.artifacts else None
     accel = choose_accel(cfg.vm, kernel)
     policy: Policy = POLICIES[job.policy]
@@ -133,7 +136,8 @@ def run_bisection(job: BisectJob, observer: Observer) -> BisectResult:
     try:
         result = bisect(repo, ObservedTester(tester, observer), bad=bad, good=good, fix=job.fix,
                         policy=policy, is_target=target_matcher(job.expect), journal=journal, log=logw,
-                        release_floor=job.release_floor, verify=job.verify, observer=on_step)
+                        release_floor=job.release_floor, verify=job.verify, observer=on_step,
+                        stopwatch=stopwatch)
     except KvmlabError:
         write_report(workdir, observer.say)  # what was found before the failure
         raise

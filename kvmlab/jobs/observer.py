@@ -10,6 +10,7 @@ from typing import Protocol
 
 from kvmlab.bisect.result import StepRecord
 from kvmlab.bisect.seams import Prebuilds, Tester
+from kvmlab.bisect.timing import PoolSized
 from kvmlab.kernel.builder import Progress
 from kvmlab.outcome import BuildOutcome, RunOutcome
 from kvmlab.repro.runner import VMEvent
@@ -82,3 +83,6 @@ class ObservedTester:
 
     def prebuilt(self) -> frozenset[str]:
         return self.inner.prebuilt() if isinstance(self.inner, Prebuilds) else frozenset()
+
+    def vm_slots(self) -> int:
+        return self.inner.vm_slots() if isinstance(self.inner, PoolSized) else 0

@@ -2,7 +2,10 @@
 builder's cache, reproducer runs on pools of VMs.
 
 Implements :class:`kvmlab.bisect.Tester`. A run request larger than the pool
-size is served by consecutive pools of at most ``vm.count`` VMs.
+size is served by consecutive pools of at most ``vm.count`` VMs. With
+``vm.snapshot: auto`` each commit's kernel boots once, as a template, and
+every run of it is a clone restored from its saved state
+(:mod:`kvmlab.vmm.snapshot`).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from kvmlab.bisect.overlap import Claim, OverlapScheduler, background_capacity
-from kvmlab.config import Config
+from kvmlab.config import Config, cache_dir
 from kvmlab.errors import InfraError
 from kvmlab.jobs.guest import vm_setup
 from kvmlab.kernel.builder import KernelBuilder, Progress
@@ -25,6 +28,7 @@ from kvmlab.repro.reproducer import StagedRepro
 from kvmlab.repro.runner import ReproOptions, VMEvent, run_repro
 from kvmlab.vmm.accel import AccelChoice
 from kvmlab.vmm.factory import close_backend, make_backend
+from kvmlab.vmm.snapshot import Snapshots
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +66,9 @@ class VMTester:
         self.on_run = on_run
         self.on_vm = on_vm
         self.backend = make_backend(cfg.vm)
+        self.snapshots = Snapshots(workdir=workdir / "templates", cache=cache_dir() / "guest-tools") \
+            if cfg.vm.snapshot == "auto" else None
+        """Per kernel, one template VM that each run is a clone of (``vm.snapshot``)."""
         self._calls: dict[str, int] = {}
         self.build_seconds = 0.0
         self.test_seconds = 0.0
@@ -97,6 +104,10 @@ class VMTester:
     def prebuild(self, commits: Sequence[str]) -> None:
         self.prebuilder.want(commits)
 
+    def vm_slots(self) -> int:
+        """VMs one test call runs at once (:class:`kvmlab.bisect.timing.PoolSized`)."""
+        return self.cfg.vm.count
+
     def prebuilt(self) -> frozenset[str]:
         return self.prebuilder.ready()
 
@@ -106,7 +117,11 @@ class VMTester:
         try:
             self.prebuilder.close()
         finally:
-            close_backend(self.backend)
+            try:
+                if self.snapshots is not None:
+                    self.snapshots.close()
+            finally:
+                close_backend(self.backend)
 
     def test(self, build: BuildOutcome, runs: int) -> list[RunOutcome]:
         if build.status is not BuildStatus.OK:
@@ -133,6 +148,7 @@ class VMTester:
                 vmlinux=vmlinux, kernel_config=Path(build.artifacts["config"]) if "config" in build.artifacts
                 else None,
                 on_vm=None if self.on_vm is None else functools.partial(self.on_vm, build.commit),
+                snapshots=self.snapshots,
             )
             self.test_seconds += result.wall
             outcomes.extend(result.outcomes)

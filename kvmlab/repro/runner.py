@@ -46,6 +46,7 @@ from kvmlab.vmm.fleet import Fleet
 from kvmlab.vmm.initramfs import EXTRA_DIR, with_files
 from kvmlab.vmm.machine import Machine
 from kvmlab.vmm.root import RootKind
+from kvmlab.vmm.snapshot import Snapshots, TemplateRecipe
 from kvmlab.vmm.spec import VMSpec
 from kvmlab.vmm.spread import Retried, spread
 from kvmlab.vmm.ssh import keeping_status
@@ -259,7 +260,8 @@ def run_one(m: Machine, prepared: StagedRepro, opts: ReproOptions, timeouts: Tim
         return _boot_failed(m, boot.reason, started)
     try:
         m.run(f"mkdir -p {GUEST_DIR}", timeout=timeouts.command)
-        for host, guest, mode in prepared.files:
+        # A clone's template got the files before it was saved.
+        for host, guest, mode in () if m.restored else prepared.files:
             m.copy_in(host, guest, mode=mode)
     except SSHError as e:
         return _after_transport_loss(m, started, vmlinux, f"copying the reproducer: {e}")
@@ -543,6 +545,7 @@ def run_repro(
     on_run: Callable[[RunOutcome, bool | None], None] | None = None,
     on_vm: VMObserver | None = None,
     kernel_config: Path | None = None,
+    snapshots: Snapshots | None = None,
 ) -> ReproResult:
     """Boot ``options.count`` VMs of ``spec`` and run ``prepared`` in each.
 
@@ -558,7 +561,10 @@ def run_repro(
     ``workdir/vm-<i>/``; ``workdir/result.json`` holds the structured result.
     With ``kernel_config`` (the kernel's .config), a reproducer that needs
     kernel options the kernel lacks is refused before any VM boots
-    (:class:`MissingKernelOptionError`).
+    (:class:`MissingKernelOptionError`). With ``snapshots``, each VM is a
+    clone of a template that booted once and got the reproducer's files
+    (kept in the store for the next call with the same spec), where the spec
+    allows it (:mod:`kvmlab.vmm.snapshot`).
     """
     if kernel_config is not None:
         check_kernel_needs(prepared, kernel_config)
@@ -568,6 +574,9 @@ def run_repro(
     decider = _Decider(options.stop_when_decided, options.stop_after_crashes)
     interrupted = threading.Event()  # set by spread when it is torn down
     fleet = backend if isinstance(backend, Fleet) else Fleet.single(backend, options.count)
+    if snapshots is not None:
+        recipe = TemplateRecipe(timeouts, ready_marker, files=prepared.files)
+        fleet = snapshots.fleet(fleet, spec, recipe)
     t0 = time.monotonic()
     expected: dict[int, bool | None] = {}
 

@@ -383,6 +383,9 @@ def bisection_view(job: Job, *, tree: Path | None = None, now: float | None = No
 
     end_t = now if state == "running" and now else last_t
     timeline, totals_t = panels.timeline(commits, meta, origin, end_t)
+    if res and isinstance(res.get("total_seconds"), (int, float)):
+        # A finished job: the log's own split of its wall time, to the second.
+        totals_t = panels.time_split(res, builds=len(builds), runs=len(jruns))
     warnings = [str(w) for w in (res or {}).get("warnings", []) if not str(w).startswith(_CONFIRM_PREFIX)]
     tested = [c for c in commits.values() if c.tested]
     totals = {

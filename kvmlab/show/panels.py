@@ -107,3 +107,20 @@ def timeline(commits: dict[str, CommitView], meta: JobMeta | None, origin: float
     totals["VM runs (time summed over VMs)"] = (sum(s.end - s.start for s in vm), len(vm))
     totals["waiting (no build, no VM)"] = (sum(s.end - s.start for s in idle), 0)
     return tl, totals
+
+
+def time_split(result: dict[str, Any], *, builds: int, runs: int) -> dict[str, tuple[float, int]]:
+    """The job's wall time and its parts as ``result.json`` (and the log's
+    closing block) has them: they add up to the total."""
+
+    def secs(key: str) -> float:
+        v = result.get(key, 0.0)
+        return float(v) if isinstance(v, (int, float)) else 0.0
+
+    return {
+        "total": (secs("total_seconds"), 0),
+        "build": (secs("build_seconds"), builds),
+        "test (VM runs, at a full pool)": (secs("test_seconds"), runs),
+        "VM idle (pool slots unused during runs)": (secs("vm_idle_seconds"), 0),
+        "waiting (no build, no VM)": (secs("waiting_seconds"), 0),
+    }

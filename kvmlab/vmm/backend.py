@@ -19,6 +19,7 @@ paramiko runs the guest's SSH session over.
 from __future__ import annotations
 
 import socket
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, TypeAlias, runtime_checkable
 
@@ -123,4 +124,53 @@ class Backend(Protocol):
         libvirtd down, host unreachable...); a kernel that doesn't boot is
         *not* an error here: it is seen later on the console.
         """
+        ...
+
+
+@dataclass(frozen=True)
+class SavedState:
+    """A VM's state saved on the host of the backend that saved it (see
+    :class:`Snapshotting`). Every path is a path on that host."""
+
+    path: str
+    """The saved state (the VM's memory and devices)."""
+    name: str
+    """The name the saved VM had."""
+    disk: str | None = None
+    """The saved VM's disk (its qcow2 overlay, written no more): each clone's
+    own overlay is backed by it. None for an initramfs root."""
+
+
+@runtime_checkable
+class Snapshotting(Protocol):
+    """Optional, for backends: save a booted VM once and start clones of it.
+
+    A clone is a new VM (its own name, overlay, console and SSH port) that
+    resumes where the saved VM stopped, without booting.
+    """
+
+    def save(self, instance: Instance, *, timeout: float) -> SavedState:
+        """Stop ``instance`` (started by this backend) and save its state on
+        its host; the instance is closed afterwards, except for its disk,
+        which the state names. Raises InfraError when it cannot be saved."""
+        ...
+
+    def restore(self, saved: SavedState, spec: VMSpec, *, workdir: Path, index: int,
+                timeout: float) -> Instance:
+        """A running clone of ``saved`` (``spec`` must be the saved VM's).
+        Raises InfraError when it cannot be restored within ``timeout`` seconds."""
+        ...
+
+    def discard(self, saved: SavedState) -> None:
+        """Remove the saved state and its disk from the host."""
+        ...
+
+
+@runtime_checkable
+class IsRestored(Protocol):
+    """Optional, for instances: the VM is a clone of a saved one."""
+
+    def refresh_helper(self) -> str | None:
+        """The guest path of the helper that sets the clock and reseeds the
+        RNG (:mod:`kvmlab.vmm.refresh`); None when the VM booted."""
         ...

@@ -35,6 +35,7 @@ def domain_xml(
     console_log: str | None,
     owner: Owner,
     ssh_port: int = 0,
+    incoming: bool = False,
 ) -> str:
     """A transient domain: direct kernel boot, serial console on a pty (read
     through libvirt's console stream, and also kept in ``console_log`` on the
@@ -45,7 +46,8 @@ def domain_xml(
 
     Every path is a path *on the libvirt host* (storage volumes). The SSH
     port 0 lets QEMU pick a free one (read back with ``info usernet``, see
-    :func:`hostfwd_port`).
+    :func:`hostfwd_port`). ``incoming``: QEMU starts waiting for a
+    migration (``-incoming defer``; a clone of a saved VM).
     """
     if spec.accel is Accel.AUTO:
         raise ValueError("Accel.AUTO must be resolved before building the domain XML")
@@ -98,7 +100,10 @@ def domain_xml(
     # from q35's ACPI tables: a kernel without MSI (the demo's base config)
     # gets none at slot 0x10.
     device = "virtio-net-pci,netdev=net0,bus=pcie.0,addr=0x3"
-    for arg in ("-netdev", netdev_arg(ssh_port), "-device", device):
+    args = ["-netdev", netdev_arg(ssh_port), "-device", device]
+    if incoming:
+        args += ["-incoming", "defer"]
+    for arg in args:
         ET.SubElement(cmd, f"{{{QEMU_NS}}}arg", value=arg)
     ET.indent(dom)
     return ET.tostring(dom, encoding="unicode") + "\n"
@@ -127,3 +132,25 @@ def hostfwd_port(info_usernet: str) -> int | None:
     the monitor command ``info usernet`` (None when there is no such line)."""
     m = _HOSTFWD_RE.search(info_usernet)
     return int(m.group(2)) if m else None
+
+
+def relay_xml(saved_xml: str, *, console_log: str | None, disk: str | None) -> str:
+    """A saved domain's XML (as libvirt stored it with the state) with its
+    console log and disk moved to other files on the host: what restoring it
+    once more, next to its clones, needs."""
+    ET.register_namespace("qemu", QEMU_NS)
+    ET.register_namespace("kvmlab", KVMLAB_NS)
+    root = ET.fromstring(saved_xml)
+    log_el = root.find("devices/serial/log")
+    if log_el is not None:
+        if console_log is None:
+            serial = root.find("devices/serial")
+            assert serial is not None
+            serial.remove(log_el)
+        else:
+            log_el.set("file", console_log)
+    if disk is not None:
+        src = root.find("devices/disk/source")
+        if src is not None:
+            src.set("file", disk)
+    return ET.tostring(root, encoding="unicode") + "\n"

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kvmlab.errors import InfraError
-from kvmlab.vmm.backend import Backend, GuestStream, HasFailure, HasQemuPid, Instance
+from kvmlab.vmm.backend import Backend, GuestStream, HasFailure, HasQemuPid, Instance, IsRestored
 from kvmlab.vmm.host import Health
 from kvmlab.vmm.spec import VMSpec
 
@@ -96,6 +96,9 @@ class PlacedInstance:
 
     def failure(self) -> str | None:
         return self.inner.failure() if isinstance(self.inner, HasFailure) else None
+
+    def refresh_helper(self) -> str | None:
+        return self.inner.refresh_helper() if isinstance(self.inner, IsRestored) else None
 
     def close(self, timeout: float) -> None:
         try:

@@ -279,6 +279,12 @@ class Host:
             self._domains.add(name)
         return name
 
+    def own_domain(self, name: str) -> None:
+        """A domain of this process made under a name it had before (a saved
+        domain restored): the host's cleanup destroys it unless forgotten."""
+        with self._lock:
+            self._domains.add(name)
+
     def forget_domain(self, name: str) -> None:
         """The domain is gone (destroyed by its instance)."""
         with self._lock:

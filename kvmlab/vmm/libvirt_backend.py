@@ -16,25 +16,33 @@ ttyS0), the pump reconnects if it must and follows that file from the byte
 the stream stopped at, so nothing is lost and nothing is repeated. Input
 typed into the console goes back through the same stream; the monitor is
 QEMU's, through libvirt-qemu's monitor command passthrough.
+
+Snapshots (:class:`~kvmlab.vmm.backend.Snapshotting`): libvirt saves a booted
+domain into a file of the kvmlab pool on its host; each clone is fed from it
+there (see :meth:`LibvirtBackend.restore`): nothing crosses to the client.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
+import json
 import logging
 import os
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import libvirt
 import libvirt_qemu
 
-from kvmlab.errors import InfraError, LibvirtError, UserError
-from kvmlab.vmm.backend import GuestStream
-from kvmlab.vmm.domain_xml import domain_xml, hostfwd_port
+from kvmlab.errors import InfraError, KvmlabError, LibvirtError, UserError
+from kvmlab.vmm.backend import GuestStream, Instance, SavedState
+from kvmlab.vmm.domain_xml import domain_xml, hostfwd_port, relay_xml
 from kvmlab.vmm.host import DOMAIN_PREFIX, Host, open_connection
+from kvmlab.vmm.qmp import MIGRATION_BANDWIDTH, incoming_port, wait_migration
 from kvmlab.vmm.root import RootKind
 from kvmlab.vmm.spec import VMSpec
 from kvmlab.vmm.storage import download
@@ -42,6 +50,21 @@ from kvmlab.vmm.storage import download
 __all__ = ["DOMAIN_PREFIX", "LibvirtBackend", "LibvirtInstance", "LocalLibvirtInstance", "open_connection"]
 
 log = logging.getLogger(__name__)
+
+
+def qmp(dom: Any, command: str, arguments: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One QMP command through libvirt's monitor passthrough; its ``return``."""
+    req: dict[str, Any] = {"execute": command}
+    if arguments:
+        req["arguments"] = arguments
+    try:
+        out = json.loads(libvirt_qemu.qemuMonitorCommand(dom, json.dumps(req), 0))
+    except libvirt.libvirtError as e:
+        raise LibvirtError(f"qmp {command}: {e.get_error_message()}") from e
+    if "error" in out:
+        raise LibvirtError(f"qmp {command}: {out['error'].get('desc', out['error'])}")
+    ret = out.get("return")
+    return ret if isinstance(ret, dict) else {}
 
 #: Seconds between reads of the host's console log while following it.
 _FOLLOW_POLL = 0.5
@@ -237,10 +260,12 @@ class _ConsolePump:
 class LibvirtInstance:
     """One transient domain on a host; see :class:`kvmlab.vmm.backend.Instance`."""
 
-    def __init__(self, host: Host, name: str, *, volumes: list[str], console_log_what: str) -> None:
+    def __init__(self, host: Host, name: str, *, volumes: list[str], console_log_what: str,
+                 disk: str | None = None) -> None:
         self.host = host
         self._name = name
         self._volumes = volumes
+        self._disk = disk
         self.console_log_what = console_log_what
         self.ssh_port = 0
         """The guest's SSH port on the host's 127.0.0.1."""
@@ -274,6 +299,14 @@ class LibvirtInstance:
             return bool(dom.isActive())
         except libvirt.libvirtError:
             return False
+
+    def keep_disk(self) -> str | None:
+        """Keep the VM's overlay volume when it closes (a saved state needs
+        it); returns its path on the host (None: no overlay of its own)."""
+        own = [v for v in self._volumes if v.endswith(".qcow2")]
+        for v in own:
+            self._volumes.remove(v)
+        return self._disk if own else None
 
     def lost(self, why: str) -> None:
         """The host stopped answering for good: the VM counts as gone."""
@@ -350,6 +383,25 @@ class LocalLibvirtInstance(LibvirtInstance):
         return self.ssh_port
 
 
+@dataclass
+class _Relay:
+    """A saved domain restored once more to feed one clone."""
+
+    dom: Any
+    volumes: list[str]
+    """Its console log and disk (names in the pool)."""
+
+
+@dataclass
+class _RelaySlot:
+    """The relays of one saved state: one at a time (they share its name),
+    and one kept restored ahead of the next clone."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    warm: _Relay | None = None
+    discarded: bool = False
+
+
 class LibvirtBackend:
     """Start VMs as transient libvirt domains on one :class:`Host` (or on the
     host of a URI, connected at once). ``owns_host`` (default: when given a
@@ -359,6 +411,9 @@ class LibvirtBackend:
 
     def __init__(self, host: Host | str = "qemu:///system", *, owns_host: bool | None = None) -> None:
         self._owns_host = isinstance(host, str) if owns_host is None else owns_host
+        self._lock = threading.Lock()
+        self._relays: dict[str, _RelaySlot] = {}
+        self._relay_seq = itertools.count(1)
         self.host = Host(host, capacity=1 << 16) if isinstance(host, str) else host
         if isinstance(host, str):
             # Fail early, with the host's own message, when it is unreachable
@@ -366,6 +421,10 @@ class LibvirtBackend:
             self.host.conn()
 
     def create(self, spec: VMSpec, *, workdir: Path, index: int) -> LibvirtInstance:
+        return self._create(spec, workdir=workdir, index=index)
+
+    def _create(self, spec: VMSpec, *, workdir: Path, index: int, saved: SavedState | None = None,
+                timeout: float = 60.0) -> LibvirtInstance:
         host = self.host
         name = host.new_domain_name(spec.name, index)
         volumes: list[str] = []
@@ -383,6 +442,9 @@ class LibvirtBackend:
                     raise UserError(f"{host.label}: a kept disk (--keep/--resume) needs a VM on this "
                                     "machine (the qemu backend or a local libvirt)")
                 disk = str(spec.root.path.resolve())
+            elif spec.root.kind is RootKind.DISK and saved is not None and saved.disk:
+                disk = host.storage.overlay_on(name, backing=saved.disk)
+                volumes.append(f"{name}.qcow2")
             elif spec.root.kind is RootKind.DISK:
                 disk = host.storage.overlay(name, base=spec.root.path)
                 volumes.append(f"{name}.qcow2")
@@ -390,7 +452,7 @@ class LibvirtBackend:
             console_log = host.storage.file_path(log_what)
             volumes.append(log_what)
             xml = domain_xml(spec, name=name, kernel=kernel, initrd=initrd, disk=disk,
-                             console_log=console_log, owner=host.owner)
+                             console_log=console_log, owner=host.owner, incoming=saved is not None)
             (workdir / "domain.xml").write_text(xml)
             (workdir / "host").write_text(f"{host.label} {host.uri}\n")
             try:
@@ -404,8 +466,10 @@ class LibvirtBackend:
                     host.storage.delete(what)
             raise
         cls = LocalLibvirtInstance if host.address.local else LibvirtInstance
-        inst = cls(host, name, volumes=volumes, console_log_what=log_what)
+        inst = cls(host, name, volumes=volumes, console_log_what=log_what, disk=disk)
         try:
+            if saved is not None:
+                self._receive(dom, saved, name=name, timeout=timeout)
             usernet = libvirt_qemu.qemuMonitorCommand(
                 dom, "info usernet", libvirt_qemu.VIR_DOMAIN_QEMU_MONITOR_COMMAND_HMP)
             port = hostfwd_port(usernet)
@@ -423,6 +487,130 @@ class LibvirtBackend:
             raise
         log.debug("%s: %s started, SSH on the host's 127.0.0.1:%d", host.label, name, inst.ssh_port)
         return inst
+
+    # -- snapshots ----------------------------------------------------------
+
+    def save(self, instance: Instance, *, timeout: float) -> SavedState:
+        """libvirt's own save (``virDomainSave``) into a file of the host's
+        kvmlab pool; the domain ends with it."""
+        inst = instance
+        if not isinstance(inst, LibvirtInstance) or inst.host is not self.host:
+            raise InfraError(f"{instance.name}: not a VM of this backend")
+        host = self.host
+        what = f"{inst.name}.state"
+        path = host.storage.file_path(what)
+        dom = host.lookup(inst.name)
+        if dom is None:
+            raise LibvirtError(f"{host.label}: {inst.name}: the domain is gone")
+        try:
+            dom.saveFlags(path, None, libvirt.VIR_DOMAIN_SAVE_PAUSED)
+        except libvirt.libvirtError as e:
+            with contextlib.suppress(LibvirtError):
+                host.storage.delete(what)
+            raise LibvirtError(f"{host.label}: could not save {inst.name}: {e.get_error_message()}") from e
+        disk = inst.keep_disk()
+        inst.close(timeout)
+        return SavedState(path, inst.name, disk)
+
+    def restore(self, saved: SavedState, spec: VMSpec, *, workdir: Path, index: int,
+                timeout: float) -> LibvirtInstance:
+        """A clone: a new domain waiting for an incoming migration, fed by
+        the saved domain restored once more (``virDomainRestore``, under its
+        own name, so one at a time) and migrated into it over the host's
+        127.0.0.1; the restored one then ends. The relay for the next clone is
+        restored right away, in the background (it holds the guest's memory
+        on the host until a clone takes it or the state is discarded). libvirt cannot restore a saved
+        domain under another name, and QEMU (inside libvirt's sandbox, which
+        forbids it to start a process) cannot read a state file itself."""
+        return self._create(spec, workdir=workdir, index=index, saved=saved, timeout=timeout)
+
+    def _receive(self, dom: Any, saved: SavedState, *, name: str, timeout: float) -> None:
+        host = self.host
+        qmp(dom, "migrate-incoming", {"uri": "tcp:127.0.0.1:0"})
+        port = incoming_port(qmp(dom, "query-migrate"))
+        if port is None:
+            raise InfraError(f"{host.label}: {name}: QEMU reports no port for the incoming migration")
+        slot = self._relay_slot(saved.path)
+        with slot.lock:
+            if slot.discarded:
+                raise InfraError(f"{host.label}: {saved.name}: its saved state was discarded")
+            relay = slot.warm or self._restore_relay(saved)
+            slot.warm = None
+            try:
+                qmp(relay.dom, "migrate-set-parameters", {"max-bandwidth": MIGRATION_BANDWIDTH})
+                qmp(relay.dom, "migrate", {"uri": f"tcp:127.0.0.1:{port}"})
+                wait_migration(lambda: qmp(dom, "query-migrate"), what=f"{host.label}: {name}: restoring",
+                               timeout=timeout)
+            finally:
+                self._end_relay(relay)
+        # The next clone's relay is restored while this clone runs.
+        threading.Thread(target=self._warm_up, args=(saved, slot), name=f"relay:{saved.name}",
+                         daemon=True).start()
+
+    def _restore_relay(self, saved: SavedState) -> _Relay:
+        """The saved domain restored once more (paused, under its own name),
+        with a console log and a disk of its own."""
+        host = self.host
+        relay = _Relay(None, [f"{saved.name}.relay{next(self._relay_seq)}.console.log"])
+        try:
+            disk = None
+            if saved.disk:
+                what = relay.volumes[0].removesuffix(".console.log")
+                disk = host.storage.overlay_on(what, backing=saved.disk)
+                relay.volumes.append(f"{what}.qcow2")
+            conn = host.conn()
+            xml = relay_xml(conn.saveImageGetXMLDesc(saved.path, 0),
+                            console_log=host.storage.file_path(relay.volumes[0]), disk=disk)
+            host.own_domain(saved.name)
+            try:
+                conn.restoreFlags(saved.path, xml, libvirt.VIR_DOMAIN_SAVE_PAUSED)
+            except libvirt.libvirtError as e:
+                raise LibvirtError(f"{host.label}: could not restore {saved.name}: "
+                                   f"{e.get_error_message()}") from e
+            relay.dom = host.lookup(saved.name)
+            if relay.dom is None:
+                raise LibvirtError(f"{host.label}: {saved.name}: not there after its restore")
+        except BaseException:
+            self._end_relay(relay)
+            raise
+        return relay
+
+    def _end_relay(self, relay: _Relay) -> None:
+        host = self.host
+        if relay.dom is not None:
+            with contextlib.suppress(libvirt.libvirtError):
+                relay.dom.destroy()
+            with contextlib.suppress(libvirt.libvirtError):
+                host.forget_domain(relay.dom.name())
+        with contextlib.suppress(LibvirtError):
+            for what in relay.volumes:
+                host.storage.delete(what)
+
+    def _warm_up(self, saved: SavedState, slot: _RelaySlot) -> None:
+        with slot.lock:
+            if slot.warm is not None or slot.discarded:
+                return
+            try:
+                slot.warm = self._restore_relay(saved)
+            except KvmlabError as e:  # the next clone restores it itself, and says why if it fails
+                log.debug("%s: restoring %s ahead of its clone: %s", self.host.label, saved.name, e)
+
+    def _relay_slot(self, path: str) -> _RelaySlot:
+        with self._lock:
+            return self._relays.setdefault(path, _RelaySlot())
+
+    def discard(self, saved: SavedState) -> None:
+        slot = self._relay_slot(saved.path)
+        with slot.lock:
+            slot.discarded = True
+            if slot.warm is not None:
+                self._end_relay(slot.warm)
+                slot.warm = None
+        storage = self.host.storage
+        with contextlib.suppress(LibvirtError):
+            for path in (saved.path, saved.disk):
+                if path:
+                    storage.delete_path(path)
 
     def close(self) -> None:
         """Close the host if this backend opened it."""

@@ -11,10 +11,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from kvmlab.errors import SSHError
+from kvmlab.errors import InfraError, SSHError
 from kvmlab.timeouts import Timeouts
-from kvmlab.vmm.backend import HasQemuPid, Instance
+from kvmlab.vmm.backend import HasQemuPid, Instance, IsRestored
 from kvmlab.vmm.console import ConsoleWatcher, Event, EventKind
+from kvmlab.vmm.refresh import refresh_command
 from kvmlab.vmm.root import GuestRoot
 from kvmlab.vmm.ssh import CommandResult, SSHSession
 
@@ -72,6 +73,17 @@ class Machine:
         )
         self.ssh = SSHSession(instance.connect, root.ssh_user, root.ssh_key, label=instance.name)
         self.boot: BootResult | None = None
+        self.refresh_helper = instance.refresh_helper() if isinstance(instance, IsRestored) else None
+        """Set for a clone of a saved VM (:mod:`kvmlab.vmm.snapshot`): the
+        guest path of the helper that sets its clock and reseeds its RNG."""
+        if self.refresh_helper is not None:
+            # A clone resumes after its boot: the marker was printed long ago.
+            self.ready_marker = None
+
+    @property
+    def restored(self) -> bool:
+        """The VM is a clone of a saved one, not a fresh boot."""
+        return self.refresh_helper is not None
 
     @property
     def name(self) -> str:
@@ -94,7 +106,9 @@ class Machine:
 
         A crash or panic on the console, or the VM stopping, ends the wait at
         once as a boot failure carrying the console tail. Setting ``cancel``
-        ends the wait too (reason ``cancelled``).
+        ends the wait too (reason ``cancelled``). A clone of a saved VM is
+        ready once its clock is set and its RNG reseeded from the host (an
+        InfraError when that fails).
         """
         deadline = self.started + self.timeouts.boot
         stop = {EventKind.CRASH, EventKind.EOF, EventKind.REBOOT}
@@ -123,10 +137,19 @@ class Machine:
             except SSHError as e:
                 log.debug("%s: ssh not up yet: %s", self.name, e)
                 continue
+            if self.refresh_helper is not None:
+                self._refresh(self.refresh_helper)
             result = BootResult(True, time.monotonic() - self.started)
             self.boot = result
             log.info("%s: ready for SSH after %.1fs", self.name, result.seconds)
             return result
+
+    def _refresh(self, helper: str) -> None:
+        log.debug("%s: SSH up %.1fs after start", self.name, time.monotonic() - self.started)
+        res = self.ssh.run(refresh_command(helper), timeout=self.timeouts.ssh_connect * 5)
+        if not res.ok:
+            raise InfraError(f"{self.name}: setting the clock and reseeding the RNG of the restored guest "
+                             f"failed: {res.output.strip() or res.exit_status}")
 
     def _reason(self, ev: Event) -> str:
         if ev.kind is EventKind.CRASH:

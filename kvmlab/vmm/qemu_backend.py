@@ -4,6 +4,11 @@ For a workstation with no libvirtd. The serial console is QEMU's stdout (a
 pipe the console watcher reads) and its stdin (what is typed into it); QEMU's
 own messages go to ``qemu.log`` in the VM's work dir. The monitor is QMP on a
 unix socket in the work dir.
+
+Snapshots (:class:`~kvmlab.vmm.backend.Snapshotting`): a save streams the
+stopped VM's migration state into a file in its work dir (``exec:cat``); a
+clone is a new QEMU started with ``-incoming defer`` that reads it back, with
+its own overlay on top of the saved VM's.
 """
 
 from __future__ import annotations
@@ -12,19 +17,22 @@ import contextlib
 import dataclasses
 import logging
 import os
+import shlex
 import shutil
 import socket
 import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from kvmlab import owner, proc
 from kvmlab.errors import HostToolError, InfraError
+from kvmlab.vmm.backend import Instance, SavedState
 from kvmlab.vmm.overlay import make_overlay
 from kvmlab.vmm.ports import PortAllocator, PortInUseError, connect_local
 from kvmlab.vmm.qemu_argv import qemu_argv
-from kvmlab.vmm.qmp import QMPClient
+from kvmlab.vmm.qmp import MIGRATION_BANDWIDTH, QMPClient, wait_migration
 from kvmlab.vmm.root import RootKind
 from kvmlab.vmm.spec import VMSpec
 
@@ -53,8 +61,13 @@ class QemuInstance:
     """One qemu process; see :class:`kvmlab.vmm.backend.Instance`."""
 
     def __init__(self, name: str, popen: subprocess.Popen[bytes], ssh_port: int, files: list[Path],
-                 qmp: Path, qmp_dir: Path | None = None, on_close: Callable[[], None] = lambda: None) -> None:
+                 qmp: Path, qmp_dir: Path | None = None, on_close: Callable[[], None] = lambda: None,
+                 *, workdir: Path | None = None, disk: Path | None = None) -> None:
         self._name = name
+        self.workdir = workdir
+        """The VM's work dir (where a save puts its state)."""
+        self.disk = disk
+        """The VM's own overlay (a disk root), or None."""
         self._popen = popen
         self._ssh_port = ssh_port
         self._files = files
@@ -95,6 +108,16 @@ class QemuInstance:
     def monitor(self, command: str, *, timeout: float) -> str:
         return self._qmp.hmp(command, timeout=timeout)
 
+    def qmp(self, command: str, arguments: dict[str, Any] | None = None, *, timeout: float) -> Any:
+        """Run one QMP command (see :meth:`QMPClient.execute`)."""
+        return self._qmp.execute(command, arguments, timeout=timeout)
+
+    def keep_disk(self) -> Path | None:
+        """Keep the VM's overlay when it closes (a saved state needs it)."""
+        if self.disk is not None and self.disk in self._files:
+            self._files.remove(self.disk)
+        return self.disk
+
     def close(self, timeout: float) -> None:
         self._qmp.close()
         proc.kill_group(self._popen, grace=timeout)
@@ -126,26 +149,76 @@ class QemuBackend:
             lambda port: self._start(spec, workdir=workdir, index=index, ssh_port=port), what=f"vm {index}"
         )
 
-    def _start(self, spec: VMSpec, *, workdir: Path, index: int, ssh_port: int) -> QemuInstance:
+    def save(self, instance: Instance, *, timeout: float) -> SavedState:
+        """Stop the VM and stream its state into ``state`` in its work dir
+        (QMP ``migrate`` to ``exec:cat``), then close it, keeping its overlay."""
+        inst = instance
+        if not isinstance(inst, QemuInstance) or inst.workdir is None:
+            raise InfraError(f"{instance.name}: not a VM of this backend")
+        state = inst.workdir.resolve() / "state"
+        try:
+            inst.qmp("stop", timeout=timeout)
+            inst.qmp("migrate-set-parameters", {"max-bandwidth": MIGRATION_BANDWIDTH}, timeout=timeout)
+            inst.qmp("migrate", {"uri": f"exec:cat > {shlex.quote(str(state))}"}, timeout=timeout)
+            wait_migration(lambda: dict(inst.qmp("query-migrate", timeout=timeout)),
+                           what=f"{inst.name}: saving", timeout=timeout)
+        except BaseException:
+            state.unlink(missing_ok=True)
+            raise
+        disk = inst.keep_disk()
+        inst.close(timeout)
+        log.debug("%s: saved (%d bytes) to %s", inst.name, state.stat().st_size, state)
+        return SavedState(str(state), inst.name, str(disk) if disk is not None else None)
+
+    def restore(self, saved: SavedState, spec: VMSpec, *, workdir: Path, index: int,
+                timeout: float) -> QemuInstance:
+        """A new QEMU waiting for an incoming migration (``-incoming defer``)
+        that reads ``saved`` (``exec:cat``), then runs."""
+        if shutil.which(spec.qemu) is None:
+            raise HostToolError(f"{spec.qemu}: not found (install qemu-system-x86)")
+        inst = self._ports.start_with_port(
+            lambda port: self._start(spec, workdir=workdir, index=index, ssh_port=port, incoming=saved),
+            what=f"vm {index}")
+        try:
+            inst.qmp("migrate-incoming", {"uri": f"exec:cat {shlex.quote(saved.path)}"}, timeout=timeout)
+            wait_migration(lambda: dict(inst.qmp("query-migrate", timeout=timeout)),
+                           what=f"{inst.name}: restoring", timeout=timeout)
+            # The saved VM was stopped: its clone comes in stopped too.
+            inst.qmp("cont", timeout=timeout)
+        except BaseException:
+            inst.close(1.0)
+            raise
+        return inst
+
+    def discard(self, saved: SavedState) -> None:
+        Path(saved.path).unlink(missing_ok=True)
+        if saved.disk is not None:
+            Path(saved.disk).unlink(missing_ok=True)
+
+    def _start(self, spec: VMSpec, *, workdir: Path, index: int, ssh_port: int,
+               incoming: SavedState | None = None) -> QemuInstance:
         files: list[Path] = []
         disk = None
         if spec.root.kind is RootKind.DISK:
             if spec.root.persistent:
                 disk = spec.root.path
             else:
-                disk = make_overlay(spec.root.path, workdir / "overlay.qcow2")
+                base = Path(incoming.disk) if incoming is not None and incoming.disk else spec.root.path
+                disk = make_overlay(base, workdir / "overlay.qcow2")
                 files.append(disk)
         qemu_log = workdir / "qemu.log"
         qmp, qmp_dir = _qmp_path(workdir)
         # The VM's own name in the argv: ps shows which pool member it is.
         argv = qemu_argv(dataclasses.replace(spec, name=f"{spec.name}-{index}"), ssh_port=ssh_port, disk=disk,
                          qmp=qmp)
+        if incoming is not None:
+            argv += ["-incoming", "defer"]
         (workdir / "qemu.argv").write_text(" ".join(argv) + "\n")
         with qemu_log.open("wb") as err:
             popen = proc.spawn(argv, stdout=subprocess.PIPE, stderr=err, stdin=subprocess.PIPE,
                                die_with_us=True)
         inst = QemuInstance(f"{spec.name}-{index}", popen, ssh_port, files, qmp, qmp_dir,
-                            on_close=lambda: self._ports.release(ssh_port))
+                            on_close=lambda: self._ports.release(ssh_port), workdir=workdir, disk=disk)
         # QEMU fails fast on bad arguments or a taken port; catch that here so
         # the error names the cause instead of showing up as a silent console.
         deadline = time.monotonic() + 0.5

@@ -12,6 +12,7 @@ import json
 import logging
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -102,3 +103,36 @@ class QMPClient:
             self._sock.close()
             self._sock = None
             self._buf = b""
+
+
+#: Bytes per second a save or a restore may move (QEMU's default, 128 MiB/s,
+#: would make a 1 GiB guest's save take seconds for nothing: it is a local copy).
+MIGRATION_BANDWIDTH = 8 << 30
+#: Seconds between two looks at a migration's progress.
+_MIGRATION_POLL = 0.05
+
+
+def wait_migration(query: Callable[[], dict[str, Any]], *, what: str, timeout: float) -> dict[str, Any]:
+    """Poll ``query`` (QMP ``query-migrate``) until the migration completed;
+    returns the last answer. Raises QMPError when it failed or did not end
+    within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        st = query()
+        status = st.get("status")
+        if status == "completed":
+            return st
+        if status in ("failed", "cancelled"):
+            raise QMPError(f"{what}: migration {status}: {st.get('error-desc', 'no reason given')}")
+        if time.monotonic() > deadline:
+            raise QMPError(f"{what}: migration not done after {timeout:.0f}s (status {status})")
+        time.sleep(_MIGRATION_POLL)
+
+
+def incoming_port(query_migrate: dict[str, Any]) -> int | None:
+    """The TCP port an incoming migration listens on (``migrate-incoming``
+    with port 0), from ``query-migrate``'s answer."""
+    for addr in query_migrate.get("socket-address", []) or []:
+        if addr.get("type") == "inet" and str(addr.get("port", "")).isdigit():
+            return int(addr["port"])
+    return None

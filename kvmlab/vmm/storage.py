@@ -268,6 +268,26 @@ class HostStorage:
             self._mine.add(name)
         return str(vol.path())
 
+    def overlay_on(self, what: str, *, backing: str) -> str:
+        """A new qcow2 volume backed by ``backing``, a qcow2 file already on
+        the host (a saved VM's disk); returns its path on the host."""
+        pool = self.pool()
+        try:
+            pool.refresh(0)
+            vsize = int(self._conn().storageVolLookupByPath(backing).info()[1])
+        except libvirt.libvirtError as e:
+            raise LibvirtError(f"{self.label}: {backing}: {e.get_error_message()}") from e
+        name = self.name(f"{what}.qcow2")
+        with contextlib.suppress(libvirt.libvirtError):
+            pool.storageVolLookupByName(name).delete(0)
+        try:
+            vol = pool.createXML(overlay_volume_xml(name, backing=backing, virtual_size=vsize), 0)
+        except libvirt.libvirtError as e:
+            raise LibvirtError(f"{self.label}: cannot create overlay {name}: {e.get_error_message()}") from e
+        with self._lock:
+            self._mine.add(name)
+        return str(vol.path())
+
     def file_path(self, what: str) -> str:
         """A path in the pool for a file the host itself writes (a console
         log); call :meth:`adopt` once it exists so it is cleaned up."""
@@ -290,6 +310,14 @@ class HostStorage:
 
     def delete(self, what: str) -> None:
         self._delete(self.name(what))
+
+    def delete_path(self, path: str) -> None:
+        """Delete the volume at ``path`` in the pool (a file the host wrote)."""
+        if os.path.dirname(path) != self.pool_path():
+            raise LibvirtError(f"{self.label}: {path}: not in the {POOL_NAME} pool")
+        with contextlib.suppress(libvirt.libvirtError):
+            self.pool().refresh(0)
+        self._delete(os.path.basename(path))
 
     def _delete(self, name: str) -> None:
         with contextlib.suppress(libvirt.libvirtError):
