@@ -103,7 +103,8 @@ def add_patch_option(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> No
 def add_build_options(p: argparse.ArgumentParser) -> None:
     """Kernel build options shared by repro and bisect."""
     p.add_argument("--kernel-config", type=Path, help="a complete .config (e.g. syzbot's) as the base "
-                                                       "instead of fragments; --config fragments go on top")
+                                                       "instead of fragments; --config fragments go on top "
+                        "(repro --kernel: the booted kernel's .config, checked for a syz program's needs)")
     p.add_argument("--compiler", help="compiler instead of the compiler table's (gcc-12, clang-15: LLVM=1)")
 
 

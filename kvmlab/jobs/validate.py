@@ -83,11 +83,16 @@ def vm_options(vms: VMOptions) -> None:
             _text(Path(root), "--root")
 
 
-def build_options(build: BuildOptions, *, kernel: Path | None) -> None:
+def build_options(build: BuildOptions, *, kernel: Path | None, kernel_config_describes: bool = False) -> None:
+    """``kernel_config_describes``: with ``--kernel``, ``--kernel-config`` is
+    the booted kernel's own .config (repro checks a reproducer's needs
+    against it) rather than the base of a build."""
     if kernel is not None:
         # A bzImage is booted as it is: options that shape a build would be ignored.
-        for given, option in ((build.kernel_config, "--kernel-config"), (build.config, "--config"),
-                              (build.compiler, "--compiler")):
+        shaping: list[tuple[object, str]] = [(build.config, "--config"), (build.compiler, "--compiler")]
+        if not kernel_config_describes:
+            shaping.insert(0, (build.kernel_config, "--kernel-config"))
+        for given, option in shaping:
             if given:
                 raise UserError(f"{option} is for building a kernel (--tree): --kernel {kernel} is booted "
                                 "as it is")
@@ -129,7 +134,7 @@ def repro_job(job: ReproJob) -> None:
     _dir(job.tree, "--tree")
     _dir(job.bug, "--bug")
     _file(job.expect_report, "--expect-report")
-    build_options(job.build, kernel=job.kernel)
+    build_options(job.build, kernel=job.kernel, kernel_config_describes=True)
     reproducer(job.reproducer)
     vm_options(job.vms)
     _outputs(workdir=job.workdir, json=job.json)
