@@ -174,8 +174,10 @@ CASES = [
       2, "--kernel-config {w}/empty.txt: empty"),
     c("repro-compiler-with-kernel", f"{REPRO} --compiler gcc-12", 2,
       "--compiler is for building a kernel"),
-    c("repro-kconfig-of-kernel-binary", f"{REPRO} --kernel-config {{w}}/blob.bin", 2,
-      "--kernel-config {w}/blob.bin: not a text file"),
+    c("repro-kconfig-with-kernel-not-syz", f"{REPRO} --kernel-config {{w}}/kconfig", 2,
+      "is only read for a syz program's needs"),
+    c("repro-kconfig-of-kernel-binary", f"{REPRO} --syz-prog {{w}}/kconfig --kernel-config {{w}}/blob.bin",
+      2, "--kernel-config {w}/blob.bin: not a text file"),
     c("repro-root-binary-recipe", f"{REPRO} --root {{w}}/blob.yaml",
       2, "--root {w}/blob.yaml: not a text file"),
     # --- repro: limits

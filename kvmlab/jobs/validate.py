@@ -134,6 +134,10 @@ def repro_job(job: ReproJob) -> None:
     _dir(job.tree, "--tree")
     _dir(job.bug, "--bug")
     _file(job.expect_report, "--expect-report")
+    syz = job.reproducer.syz_prog is not None or job.bug is not None or job.syzbot is not None
+    if job.kernel is not None and job.build.kernel_config is not None and not syz:
+        raise UserError(f"--kernel-config with --kernel {job.kernel} is only read for a syz program's needs "
+                        "(--syz-prog, --bug, --syzbot); this reproducer would ignore it")
     build_options(job.build, kernel=job.kernel, kernel_config_describes=True)
     reproducer(job.reproducer)
     vm_options(job.vms)
