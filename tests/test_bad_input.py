@@ -74,6 +74,18 @@ def mounts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mounts]:
             proc.run(["umount", "-l", str(m)], timeout=30, check=False)
 
 
+
+def _fake_bzimage() -> bytes:
+    """The smallest file kvmlab takes for a bzImage: a setup header ("HdrS")
+    whose version pointer names a release. It boots nothing, which is what
+    these cases need: input checks run before any boot."""
+    head = bytearray(0x400)
+    head[0x202:0x206] = b"HdrS"
+    head[0x20E:0x210] = (0x100).to_bytes(2, "little")
+    version = b"6.1.0-fake (kvmlab@test) #1\0"
+    head[0x300:0x300 + len(version)] = version
+    return bytes(head)
+
 @pytest.fixture(scope="module")
 def ws(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The malformed files, and a few good ones the cases need."""
@@ -86,7 +98,8 @@ def ws(tmp_path_factory: pytest.TempPathFactory) -> Path:
         f.truncate(100 << 20)  # sparse: 100 MiB of NULs, no disk used
     (w / "adir").mkdir()
     (w / "afile").write_text("a file, not a directory\n")
-    (w / "kernel.bin").write_bytes(b"not a bzImage but a file")
+    (w / "kernel.bin").write_bytes(_fake_bzimage())
+    (w / "notakernel.bin").write_bytes(b"not a bzImage but a file")
     (w / "repro.c").write_text("int main(void) { return 0; }\n")
     (w / "notes.txt").write_text("keep me\n")
     (w / "dup.yaml").write_text("vm:\n  count: 1\n  cpus: 1\n  count: 2\n")
@@ -196,6 +209,13 @@ CASES = [
     # --- repro: inputs that are not there
     c("repro-kernel-missing", "repro --kernel {w}/nope --command true", 2, "--kernel {w}/nope: no such file"),
     c("repro-kernel-dir", "repro --kernel {w}/adir --command true", 2, "--kernel {w}/adir: a directory"),
+    c("repro-kernel-not-bzimage", "repro --kernel {w}/notakernel.bin --command true", 2,
+      "--kernel {w}/notakernel.bin: not a bootable x86 bzImage"),
+    c("vmrun-kernel-not-bzimage", "vm run --kernel {w}/notakernel.bin -- true", 242,
+      "--kernel {w}/notakernel.bin: not a bootable x86 bzImage"),
+    c("repro-vmlinux-not-elf", f"{REPRO} --vmlinux {{w}}/afile", 2, "--vmlinux {w}/afile: not an ELF file"),
+    c("bisect-tree-not-git", "bisect --tree {w}/adir --good v1 --bad v2 --command true", 2,
+      "{w}/adir: not a git repository"),
     c("repro-c-missing", "repro --kernel {w}/kernel.bin {w}/nope.c",
       2, "reproducer {w}/nope.c: no such file"),
     c("repro-syz-binary", "repro --kernel {w}/kernel.bin --syz-prog {w}/blob.syz", 2,

@@ -101,6 +101,8 @@ class Repo:
         done = self.git("rev-parse", "--verify", "--quiet", "--end-of-options", f"{rev}^{{commit}}",
                         check=False)
         if done.returncode != 0 or not done.stdout.strip():
+            if self.git("rev-parse", "--git-dir", check=False).returncode != 0:
+                raise UnknownCommitError(f"{self.path}: not a git repository (looking for {rev})")
             raise UnknownCommitError(f"{rev}: unknown revision in {self.path}")
         return done.stdout.strip()
 

@@ -37,6 +37,7 @@ from kvmlab.jobs.model import (
     VMOptions,
     VMRunJob,
 )
+from kvmlab.vmm.modules import kernel_release
 
 #: Smallest guest memory kvmlab boots, MiB (the initramfs and a kernel need it).
 MIN_MEMORY_MB = 64
@@ -57,6 +58,27 @@ def _at_least(value: int | None, least: int, option: str) -> None:
 def _file(path: Path | None, what: str) -> None:
     if path is not None:
         checks.input_file(path, what)
+
+
+def _bzimage(path: Path | None, what: str = "--kernel") -> None:
+    """A kernel booted as it is must be an x86 bzImage: said before a KVM
+    probe or a workdir, not after."""
+    if path is not None:
+        checks.input_file(path, what)
+        if kernel_release(path) is None:
+            raise UserError(f"{what} {path}: not a bootable x86 bzImage (no setup header with a version)")
+
+
+def _elf(path: Path | None, what: str = "--vmlinux") -> None:
+    if path is not None:
+        checks.input_file(path, what)
+        try:
+            with path.open("rb") as f:
+                magic = f.read(4)
+        except OSError as e:
+            raise UserError(f"{what} {path}: cannot read ({e.strerror})") from e
+        if magic != b"\x7fELF":
+            raise UserError(f"{what} {path}: not an ELF file (give the vmlinux the bzImage was built with)")
 
 
 def _dir(path: Path | None, what: str) -> None:
@@ -129,8 +151,8 @@ def _outputs(*, workdir: Path | None = None, json: Path | None = None, journal: 
 def repro_job(job: ReproJob) -> None:
     if job.kernel is not None and job.tree is not None:
         raise UserError("give either --kernel bzImage, or --tree with --commit, not both")
-    _file(job.kernel, "--kernel")
-    _file(job.vmlinux, "--vmlinux")
+    _bzimage(job.kernel)
+    _elf(job.vmlinux)
     _dir(job.tree, "--tree")
     _dir(job.bug, "--bug")
     _file(job.expect_report, "--expect-report")
@@ -156,8 +178,8 @@ def bisect_job(job: BisectJob) -> None:
 
 
 def boot_job(job: BootJob) -> None:
-    _file(job.kernel, "--kernel")
-    _file(job.vmlinux, "--vmlinux")
+    _bzimage(job.kernel)
+    _elf(job.vmlinux)
     _dir(job.tree, "--tree")
     _dir(job.modules, "--modules")
     _dir(job.bug, "--bug")
@@ -181,7 +203,7 @@ def build_job(job: BuildJob) -> None:
 
 
 def vm_run_job(job: VMRunJob) -> None:
-    _file(job.kernel, "--kernel")
+    _bzimage(job.kernel)
     _dir(job.modules, "--modules")
     vm_options(job.vms)
     _outputs(workdir=job.workdir)
