@@ -137,7 +137,7 @@ def run_bisection(job: BisectJob, observer: Observer) -> BisectResult:
         result = bisect(repo, ObservedTester(tester, observer), bad=bad, good=good, fix=job.fix,
                         policy=policy, is_target=target_matcher(job.expect), journal=journal, log=logw,
                         release_floor=job.release_floor, verify=job.verify, observer=on_step,
-                        stopwatch=stopwatch)
+                        stopwatch=stopwatch, relevance=job.relevance)
     except KvmlabError:
         write_report(workdir, observer.say)  # what was found before the failure
         raise

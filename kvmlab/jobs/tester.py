@@ -21,6 +21,7 @@ from kvmlab.bisect.overlap import Claim, OverlapScheduler, background_capacity
 from kvmlab.config import Config, cache_dir
 from kvmlab.errors import InfraError
 from kvmlab.jobs.guest import vm_setup
+from kvmlab.kernel import relevance
 from kvmlab.kernel.builder import KernelBuilder, Progress
 from kvmlab.kernel.config import ConfigRequest
 from kvmlab.outcome import BuildOutcome, BuildStatus, RunOutcome
@@ -103,6 +104,12 @@ class VMTester:
 
     def prebuild(self, commits: Sequence[str]) -> None:
         self.prebuilder.want(commits)
+
+    def build_inputs(self, build: BuildOutcome) -> frozenset[str] | None:
+        """The tree files ``build`` read (:class:`kvmlab.bisect.seams.BuildInputs`),
+        from its cache entry; None for a build from before kvmlab kept them."""
+        path = Path(build.artifacts.get("inputs", ""))
+        return relevance.read_inputs(path) if build.artifacts.get("inputs") and path.is_file() else None
 
     def vm_slots(self) -> int:
         """VMs one test call runs at once (:class:`kvmlab.bisect.timing.PoolSized`)."""
