@@ -97,6 +97,14 @@ def test_relevant_paths(path: str, relevant: bool) -> None:
     assert not files.touches([])  # an empty commit changes nothing
 
 
+def test_objtool_sources_are_relevant_once_the_build_made_objtool() -> None:
+    without = BuildFiles(frozenset({"kernel/sys.c"}))
+    made = BuildFiles(frozenset({"kernel/sys.c", "tools/arch/x86/include/asm/insn.h"}))
+    for path in ("tools/objtool/check.c", "tools/lib/subcmd/run-command.c"):
+        assert not without.relevant(path) and made.relevant(path)
+    assert not made.relevant("tools/perf/builtin-top.c")
+
+
 def _graph(rows: list[tuple[str, tuple[str, ...]]], tip: str) -> CommitGraph:
     return CommitGraph.from_parents([(h, ps, h) for h, ps in rows], tip=tip, boundary=["g"])
 

@@ -16,7 +16,8 @@ dependency files are silent:
 * every ``Kconfig*``, ``Makefile*`` and ``Kbuild*`` file of the tree is
   relevant (a config or Makefile change can make a file part of the build
   that was not before, and make reads them all the way down);
-* everything under ``scripts/`` is (the build runs those tools);
+* everything under ``scripts/`` is (the build runs those tools), and so is
+  objtool's source when the build made objtool (:data:`HOST_TOOL_PREFIXES`);
 * a file that is not C, assembly or Rust source (a syscall table, a linker
   script input, a firmware blob, a ``.sh`` generator) in a directory the build
   read a file from is, since make rules read such files without fixdep
@@ -37,6 +38,10 @@ from pathlib import Path
 ALWAYS_NAMES: tuple[str, ...] = ("Kconfig", "Makefile", "Kbuild")
 #: Tree prefixes that are always relevant: tools every build runs.
 ALWAYS_PREFIXES: tuple[str, ...] = ("scripts/",)
+#: Host tools whose C sources the tools/ build system's dependency files do
+#: not name in tree terms (objtool, its libsubcmd, fixdep): relevant whenever
+#: the build read anything under ``tools/`` (it built objtool).
+HOST_TOOL_PREFIXES: tuple[str, ...] = ("tools/objtool/", "tools/lib/subcmd/", "tools/build/")
 #: Suffixes of files that matter only when a dependency file names them (a new
 #: one is built only once a Makefile or an included file says so).
 SOURCE_SUFFIXES: tuple[str, ...] = (".c", ".h", ".S", ".s", ".rs")
@@ -118,9 +123,12 @@ class BuildFiles:
 
     files: frozenset[str]
     dirs: frozenset[str] = field(init=False, repr=False, compare=False)
+    tools: bool = field(init=False, repr=False, compare=False)
+    """The build made host tools from ``tools/`` (objtool)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "dirs", frozenset(posixpath.dirname(f) for f in self.files))
+        object.__setattr__(self, "tools", any(f.startswith("tools/") for f in self.files))
 
     def union(self, other: BuildFiles) -> BuildFiles:
         return BuildFiles(self.files | other.files)
@@ -131,6 +139,8 @@ class BuildFiles:
             return True
         name = posixpath.basename(path)
         if name.startswith(ALWAYS_NAMES) or path.startswith(ALWAYS_PREFIXES):
+            return True
+        if self.tools and path.startswith(HOST_TOOL_PREFIXES):
             return True
         if posixpath.dirname(path) in self.dirs:
             return not name.endswith(SOURCE_SUFFIXES) and not name.endswith(TEXT_SUFFIXES)
