@@ -99,6 +99,9 @@ class Session:
             e.build = b
             self.builds += 1
         self.out(fmt.testing_line(commit, e.build.compiler))
+        for fix in e.build.fixes:
+            self.out(f"kvmlab: built with the known build fix {fix} applied (it does not build with this "
+                     "tool-chain as it is)")
         if e.build.status is BuildStatus.FAILED:
             self.out(fmt.build_failed_line(e.build.error))
         return e.build

@@ -20,10 +20,12 @@ from pathlib import Path
 from kvmlab.bisect.overlap import Claim, OverlapScheduler, background_capacity
 from kvmlab.config import Config, cache_dir
 from kvmlab.errors import InfraError
+from kvmlab.git import Repo
 from kvmlab.jobs.guest import vm_setup
 from kvmlab.kernel import relevance
 from kvmlab.kernel.builder import KernelBuilder, Progress
 from kvmlab.kernel.config import ConfigRequest
+from kvmlab.kernel.fixes import BuildFix, build_with_fixes
 from kvmlab.outcome import BuildOutcome, BuildStatus, RunOutcome
 from kvmlab.repro.reproducer import StagedRepro
 from kvmlab.repro.runner import ReproOptions, VMEvent, run_repro
@@ -55,8 +57,11 @@ class VMTester:
         progress: Callable[[Progress], None] | None = None,
         on_run: Callable[[RunOutcome], None] | None = None,
         on_vm: Callable[[str, VMEvent], None] | None = None,
+        fixes: Sequence[BuildFix] = (),
     ) -> None:
         self.tree = tree
+        self.fixes = tuple(fixes)
+        """Known build fixes tried on a commit that does not build (:mod:`kvmlab.kernel.fixes`)."""
         self.builder = builder
         self.request = request
         self.prepared = prepared
@@ -100,6 +105,17 @@ class VMTester:
         if outcome is None:
             outcome = self.builder.build(self.tree, commit, self.request, progress=self.progress)
         self.build_seconds += outcome.duration
+        if outcome.status is BuildStatus.FAILED and self.fixes:
+            first = outcome
+
+            def build(rev: str) -> BuildOutcome:
+                if rev == commit:
+                    return first
+                again = self.builder.build(self.tree, rev, self.request, progress=self.progress)
+                self.build_seconds += again.duration
+                return again
+
+            outcome = build_with_fixes(Repo(self.tree), commit, build, self.fixes)
         return outcome
 
     def prebuild(self, commits: Sequence[str]) -> None:
