@@ -205,7 +205,8 @@ def test_doc_only_merge_is_folded(tmp_path: Path) -> None:
 
 def test_same_kernel_binary_is_one_test(tmp_path: Path) -> None:
     """Commits that touch a built file with comments only build the same
-    kernel as their parent: their runs are the parent's, not run again."""
+    kernel as their parent: once that kernel crashed, their runs are its runs,
+    not run again (clean runs are never reused)."""
     n = 30
     built_at = {i: "kernel/comments.c" for i in range(1, n + 1)} | {17: BUILT[0]}
     hist = make_path_history(tmp_path / "repo", _mixed(n, built_at))
@@ -220,7 +221,9 @@ def test_same_kernel_binary_is_one_test(tmp_path: Path) -> None:
         totals[relevance] = tester.vm_runs
         assert ("builds the same kernel binary as" in text) is relevance
         if relevance:
-            assert any(e.same_as for e in res.evidence.values())
+            reused = [e for e in res.evidence.values() if e.same_as]
+            assert reused and all(res.evidence[e.same_as].target_crashes for e in reused if e.same_as)
+            assert all(hist.repo.is_ancestor(hist.h["17"], e.commit) for e in reused)
             assert res.vm_runs == tester.vm_runs  # reused runs are not counted twice
     assert totals[True] < totals[False], totals
 

@@ -65,7 +65,10 @@ class Session:
     same_kernel: bool = False
     """Two commits whose builds are the same kernel binary (the build's
     ``kernel_sha256``; kvmlab's builds are reproducible) are one test: a commit
-    takes the runs of the earlier one instead of running its own first."""
+    whose twin tested before crashed with the target takes the twin's runs
+    instead of running its own. A twin with clean runs only is not reused: the
+    adaptive model would count those clean runs twice, and a flaky bug's clean
+    runs are the weak evidence its confidence must not overstate."""
 
     def ev(self, commit: str) -> CommitEvidence:
         if commit not in self.evidence:
@@ -186,21 +189,22 @@ class Session:
         return got
 
     def twin(self, commit: str) -> str | None:
-        """A commit tested before ``commit`` whose build is the same kernel binary."""
+        """A commit tested before ``commit`` whose build is the same kernel
+        binary and which crashed with the target."""
         b = self.ev(commit).build
         digest = b.artifacts.get("kernel_sha256") if b is not None else None
         if not digest:
             return None
         for c, e in self.evidence.items():
-            if c != commit and e.runs and e.same_as is None and e.build is not None \
+            if c != commit and e.target_crashes and e.same_as is None and e.build is not None \
                     and e.build.artifacts.get("kernel_sha256") == digest:
                 return c
         return None
 
     def _reuse(self, commit: str) -> list[RunOutcome]:
         """Take the runs of an earlier commit with the same kernel binary as
-        ``commit``'s (not journaled: a resumed bisection takes them again);
-        the answered ones."""
+        ``commit``'s that crashed with the target (not journaled: a resumed
+        bisection takes them again); the answered ones."""
         twin = self.twin(commit)
         if twin is None:
             return []
