@@ -257,3 +257,16 @@ def test_no_relevance_option_reaches_the_job() -> None:
     assert bisect_fields(args)["relevance"] is False
     args = build_parser().parse_args(["bisect", "--tree", "/t", "--bad", "HEAD"])
     assert "relevance" not in bisect_fields(args)
+
+
+def test_irrelevant_tip_named_only_with_a_warning(tmp_path: Path) -> None:
+    """Nothing in the range touches the build and yet the tip crashes where its
+    parent did not: the tip (always kept) is all that is left, and the result
+    says it cannot be right."""
+    n = 8
+    hist = make_path_history(tmp_path / "repo", _mixed(n, {}))
+    tester = RelevanceTester(hist, culprit=str(n))
+    res = bisect(hist.repo, tester, bad=hist.h[str(n)], good=hist.h["0"], verify=False)
+    assert res.relevance is not None and res.relevance.relevant == 0
+    assert res.culprit == hist.h[str(n)]
+    assert any("changes no file the build reads" in w for w in res.warnings)
