@@ -82,18 +82,21 @@ def tree_path(raw: str, *, obj: Path, src: Path) -> str | None:
     """``raw`` (absolute, or relative to the object dir as Kbuild and ccache
     write it) as a path inside the source tree, or None when it is outside it
     (a system header, a generated file in the object dir)."""
-    p = raw if os.path.isabs(raw) else os.path.join(str(obj), raw)
-    p = posixpath.normpath(p)
-    root = posixpath.normpath(str(src))
-    if not p.startswith(root + "/"):
-        return None
-    return p[len(root) + 1:]
+    # Kbuild writes the source tree's real path (abs_srctree is a realpath).
+    return _tree_path(raw, os.path.realpath(obj), os.path.realpath(src))
+
+
+def _tree_path(raw: str, obj: str, root: str) -> str | None:
+    p = posixpath.normpath(raw if raw.startswith("/") else posixpath.join(obj, raw))
+    return p[len(root) + 1:] if p.startswith(root + "/") else None
 
 
 def read_build_dir(obj: Path, src: Path) -> frozenset[str]:
     """Every source-tree path the ``.cmd`` files of object dir ``obj`` name
     (the tree checked out at ``src``)."""
+    real_obj, root = os.path.realpath(obj), os.path.realpath(src)
     found: set[str] = set()
+    seen: set[str] = set()
     for dirpath, _dirs, files in os.walk(obj):
         for name in files:
             if not (name.startswith(".") and name.endswith(".cmd")):
@@ -103,7 +106,10 @@ def read_build_dir(obj: Path, src: Path) -> frozenset[str]:
             except OSError:
                 continue
             for raw in parse_cmd(text):
-                rel = tree_path(raw, obj=obj, src=src)
+                if raw in seen:  # most headers are named by hundreds of objects
+                    continue
+                seen.add(raw)
+                rel = _tree_path(raw, real_obj, root)
                 if rel is not None:
                     found.add(rel)
     return frozenset(found)
