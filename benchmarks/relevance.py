@@ -14,7 +14,7 @@ commits are relevant: a bisection over N of M commits needs about log2(N)
 instead of log2(M) builds (plus the bad commit's), so the saving depends on
 that share and on the range's length.
 
-    .venv/bin/python benchmarks/relevance.py [--commits 300] [--seed 1] [--share 0.04 --share 0.12]
+    .venv/bin/python benchmarks/relevance.py [--commits 300] [--seed 1] [--share 0.04 --share 0.12] [--p 0.5]
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ def history_plan(n: int, share: float, rng: random.Random) -> tuple[list[list[st
 Totals = dict[tuple[str, bool], list[int]]
 
 
-def run_share(n: int, share: float, seed: int, n_culprits: int) -> tuple[Totals, bool]:
+def run_share(n: int, share: float, seed: int, n_culprits: int, p: float) -> tuple[Totals, bool]:
     """Bisect each culprit of one history with both policies, with and
     without relevance; (total builds and VM runs per (policy, relevance),
     every culprit exact)."""
@@ -80,7 +80,7 @@ def run_share(n: int, share: float, seed: int, n_culprits: int) -> tuple[Totals,
             for c in culprits:
                 row: dict[bool, tuple[int, int, bool]] = {}
                 for relevance in (False, True):
-                    tester = RelevanceTester(hist, culprit=c)
+                    tester = RelevanceTester(hist, culprit=c, p=p, seed=seed)
                     res = bisect(hist.repo, tester, bad=hist.h[str(n)], good=hist.h["0"],
                                  policy=policy, verify=False, relevance=relevance)
                     exact = res.outcome is Outcome.FOUND and res.culprit == hist.h[c]
@@ -106,11 +106,12 @@ def main() -> int:
     ap.add_argument("--share", type=float, action="append",
                     help=f"share of relevant commits (repeatable; default {', '.join(map(str, SHARES))})")
     ap.add_argument("--culprits", type=int, default=4, help="culprits in built files (plus one Kconfig)")
+    ap.add_argument("--p", type=float, default=1.0, help="crash rate of a commit with the bug (default 1)")
     args = ap.parse_args()
     summary = []
     all_exact = True
     for share in args.share or SHARES:
-        totals, exact = run_share(args.commits, share, args.seed, args.culprits)
+        totals, exact = run_share(args.commits, share, args.seed, args.culprits, args.p)
         all_exact &= exact
         b0 = sum(totals[(p, False)][0] for p in ("adaptive", "syzbot"))
         b1 = sum(totals[(p, True)][0] for p in ("adaptive", "syzbot"))

@@ -12,6 +12,7 @@ culprit.
 from __future__ import annotations
 
 import hashlib
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -100,10 +101,12 @@ def make_path_history(path: Path, commits: Sequence[Sequence[str]], *,
 @dataclass
 class RelevanceTester:
     """Builds read :attr:`inputs`; a commit that contains ``culprit`` crashes
-    every run (the reproducer is deterministic)."""
+    in a share ``p`` of its runs (1.0: every run)."""
 
     hist: PathHistory
     culprit: str
+    p: float = 1.0
+    seed: int = 0
     inputs: frozenset[str] = frozenset(BUILT) | frozenset(COSMETIC)
     with_inputs: bool = True
     """False: the tester cannot say what its builds read (relevance unknown)."""
@@ -135,11 +138,16 @@ class RelevanceTester:
                             artifacts={"kernel_sha256": self.digest(commit)}, duration=60.0)
 
     def test(self, build: BuildOutcome, runs: int) -> list[RunOutcome]:
-        self.vm_runs += runs
-        if self._crashes(build.commit):
-            return [RunOutcome(k, RunStatus.CRASHED, title=TITLE, report=f"report of {TITLE}", duration=30)
-                    for k in range(runs)]
-        return [RunOutcome(k, RunStatus.OK, duration=60) for k in range(runs)]
+        bad = self._crashes(build.commit)
+        out = []
+        for k in range(runs):
+            self.vm_runs += 1
+            if bad and random.Random(f"{self.seed}/{build.commit}/{self.vm_runs}").random() < self.p:
+                out.append(RunOutcome(k, RunStatus.CRASHED, title=TITLE, report=f"report of {TITLE}",
+                                      duration=30))
+            else:
+                out.append(RunOutcome(k, RunStatus.OK, duration=60))
+        return out
 
     def build_inputs(self, build: BuildOutcome) -> frozenset[str] | None:
         return self.inputs if self.with_inputs else None

@@ -19,6 +19,7 @@ from kvmlab.kernel.relevance import (
     tree_path,
     write_inputs,
 )
+from kvmlab.outcome import BuildOutcome
 from tests.relevance_history import BUILT, NOT_BUILT, RelevanceTester, make_path_history
 
 pytestmark = pytest.mark.unit
@@ -270,3 +271,32 @@ def test_irrelevant_tip_named_only_with_a_warning(tmp_path: Path) -> None:
     assert res.relevance is not None and res.relevance.relevant == 0
     assert res.culprit == hist.h[str(n)]
     assert any("changes no file the build reads" in w for w in res.warnings)
+
+
+def test_resumed_bisection_folds_the_same_range(tmp_path: Path) -> None:
+    """Killed after three builds and run again with its journal: the same
+    commits are relevant, nothing journaled is built again, same culprit."""
+    n = 40
+    hist = make_path_history(tmp_path / "repo", _mixed(n, {5: BUILT[0], 12: BUILT[1], 20: BUILT[2],
+                                                           28: BUILT[3], 35: BUILT[4]}))
+
+    class Killed(Exception):
+        pass
+
+    class Dies(RelevanceTester):
+        def build(self, commit: str) -> BuildOutcome:
+            if len(self.built) == 3:
+                raise Killed(commit)
+            return super().build(commit)
+
+    journal = tmp_path / "journal.jsonl"
+    first = Dies(hist, culprit="20")
+    with pytest.raises(Killed):
+        bisect(hist.repo, first, bad=hist.h[str(n)], good=hist.h["0"], journal=journal, verify=False)
+    again = RelevanceTester(hist, culprit="20")
+    lines: list[str] = []
+    res = bisect(hist.repo, again, bad=hist.h[str(n)], good=hist.h["0"], journal=journal, verify=False,
+                 log=LogWriter(lines.append))
+    assert res.culprit == hist.h["20"]
+    assert not set(first.built) & set(again.built)
+    assert f"kvmlab: 5 of {n} commits in the range are relevant to the build" in "\n".join(lines)
