@@ -111,3 +111,6 @@ class BuildOutcome:
     log_tail: str = ""
     duration: float = 0.0
     cached: bool = False
+    fixes: tuple[str, ...] = ()
+    """Known build fixes applied on top of the commit to build it with this
+    tool-chain (``hash subject`` each; :mod:`kvmlab.kernel.fixes`)."""

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from kvmlab.bisect import log as fmt
-from kvmlab.bisect import syzbot
+from kvmlab.bisect import relevant, syzbot
 from kvmlab.bisect.adaptive import AdaptiveBisection, settle_release
 from kvmlab.bisect.confirm import confirm
 from kvmlab.bisect.confirm import summary_lines as confirm_lines
@@ -46,6 +46,7 @@ def bisect(
     observer: Callable[[StepRecord], None] | None = None,
     verify: bool = True,
     stopwatch: Stopwatch | None = None,
+    relevance: bool = True,
 ) -> BisectResult:
     """Find the first commit that introduced the crash (or, with ``fix``, the first
     one where it is gone).
@@ -66,6 +67,10 @@ def bisect(
     ``stopwatch``: the job's, started when the job did (default: started
     now); the closing block's ``total time`` is its wall time, split into
     build, test, VM idle and waiting (:mod:`kvmlab.bisect.timing`).
+    ``relevance``: bisect only over the commits that can change the kernel
+    (their diff touches a file the builds read, :mod:`kvmlab.bisect.relevant`),
+    when the repository and the tester can tell; and count two commits whose
+    builds are the same kernel binary as one test.
     """
     pol = POLICIES[policy] if isinstance(policy, str) else policy
     if isinstance(policy, str) and policy not in POLICIES:
@@ -85,9 +90,9 @@ def bisect(
     header = {"bad": bad_h, "good": good_h, "fix": fix, "policy": pol.name}
     jr = Journal(journal, header) if journal is not None else None
     s = Session(tester=tester, journal=jr, out=out, fix=fix, is_target=is_target, observer=observer,
-                stopwatch=stopwatch if stopwatch is not None else Stopwatch())
+                stopwatch=stopwatch if stopwatch is not None else Stopwatch(), same_kernel=relevance)
     try:
-        return _bisect(repo, s, pol, bad_h, good_h, release_floor, verify)
+        return _bisect(repo, s, pol, bad_h, good_h, release_floor, verify, relevance)
     finally:
         if jr is not None:
             jr.close()
@@ -103,7 +108,7 @@ def _result(s: Session, pol: Policy, outcome: Outcome, bad: str, good: str | Non
 
 
 def _bisect(repo: Repository, s: Session, pol: Policy, bad: str, good: str | None,
-            floor: str | None, verify: bool) -> BisectResult:
+            floor: str | None, verify: bool, relevance: bool) -> BisectResult:
     st = syzbot.SyzbotState()
     s.out(fmt.start_line(bad, fix=s.fix))
     if isinstance(pol, SyzbotPolicy):
@@ -128,6 +133,9 @@ def _bisect(repo: Repository, s: Session, pol: Policy, bad: str, good: str | Non
             s.out(msg)
             return _finish(repo, s, pol, _result(s, pol, Outcome.OLDEST_RELEASE_BAD, bad, None, message=msg))
     g = repo.graph(good, [bad]) if s.fix else repo.graph(bad, [good])
+    rel = relevant.fold_range(repo, s, g) if relevance else None
+    if rel is not None:
+        g, summary = rel
     s.out(fmt.bisect_start_line(bad, good, fix=s.fix))
     if isinstance(pol, SyzbotPolicy):
         outcome, culprit, cands = syzbot.loop(s, st, pol, g)
@@ -151,8 +159,13 @@ def _bisect(repo: Repository, s: Session, pol: Policy, bad: str, good: str | Non
             res.confirmations = confirm(repo, s, culprit=culprit, bad=bad, chunk=chunk)
             _account(s, res)
         res.warnings = _warnings(repo, s, g, culprit) + confirm_lines(res.confirmations)
+        if rel is not None and culprit in summary.irrelevant:  # only the tip can be: it is kept
+            res.warnings.append("warning: the culprit changes no file the build reads: it cannot have "
+                                "changed the kernel, the result is likely wrong")
     elif not res.message:
         res.message = f"inconclusive: the culprit is one of {len(res.candidates)} commits"
+    if rel is not None:
+        res.relevance = summary
     return _finish(repo, s, pol, res, g)
 
 

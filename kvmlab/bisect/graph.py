@@ -10,7 +10,7 @@ its closure; this holds with merges, no linear order is assumed.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
 
@@ -144,3 +144,28 @@ class CommitGraph:
     def subject(self, commit: str) -> str:
         i = self.index.get(commit)
         return "" if i is None else self.commits[i].subject
+
+
+def fold(g: CommitGraph, keep: Collection[str]) -> CommitGraph:
+    """``g`` with only the commits of ``keep`` (the tip always stays): each one
+    dropped is folded into its parents, i.e. a kept commit's parents become
+    the nearest kept commits (or out-of-range parents) behind the dropped
+    ones. Ancestry between kept commits is unchanged, so a commit contains the
+    culprit in the folded graph iff it does in ``g`` when the culprit is kept."""
+    kept = set(keep) | {g.tip}
+    # Per commit: what it stands for as a parent, parents first.
+    stands: list[tuple[str, ...]] = []
+    rows: list[RangeCommit] = []
+    for c in g.commits:
+        parents: list[str] = []
+        for p in c.parents:
+            j = g.index.get(p)
+            for q in ((p,) if j is None else stands[j]):
+                if q not in parents:
+                    parents.append(q)
+        if c.hash in kept:
+            rows.append(RangeCommit(c.hash, tuple(parents), c.subject))
+            stands.append((c.hash,))
+        else:
+            stands.append(tuple(parents))
+    return CommitGraph(commits=tuple(rows), tip=g.tip, boundary=g.boundary)

@@ -41,7 +41,7 @@ def build_to_json(b: BuildOutcome) -> dict[str, Any]:
     return {
         "commit": b.commit, "status": b.status.value, "compiler": b.compiler,
         "artifacts": dict(b.artifacts), "error": b.error, "log_tail": b.log_tail,
-        "duration": b.duration, "cached": b.cached,
+        "duration": b.duration, "cached": b.cached, "fixes": list(b.fixes),
     }
 
 
@@ -50,7 +50,7 @@ def build_from_json(d: dict[str, Any]) -> BuildOutcome:
         commit=d["commit"], status=BuildStatus(d["status"]), compiler=d.get("compiler", ""),
         artifacts=dict(d.get("artifacts", {})), error=d.get("error", ""),
         log_tail=d.get("log_tail", ""), duration=float(d.get("duration", 0.0)),
-        cached=bool(d.get("cached", False)),
+        cached=bool(d.get("cached", False)), fixes=tuple(str(f) for f in d.get("fixes", ())),
     )
 
 

@@ -48,6 +48,9 @@ class GitRepository:
     def graph(self, bad: str, good: Sequence[str]) -> CommitGraph:
         return CommitGraph.from_parents(self.repo.log_range(bad, good), tip=bad, boundary=good)
 
+    def changed_paths(self, tip: str, boundary: Sequence[str]) -> dict[str, frozenset[str]]:
+        return self.repo.changed_paths(tip, boundary)
+
     def is_ancestor(self, a: str, b: str) -> bool:
         return self.repo.is_ancestor(a, b)
 

@@ -31,6 +31,11 @@ class CommitEvidence:
     runs: list[RunOutcome] = field(default_factory=list)
     target: list[bool] = field(default_factory=list)
     """Per run: True when the run's crash is the target bug."""
+    same_as: str | None = None
+    """A commit tested earlier whose build is the same kernel binary (bzImage
+    sha256): its runs were taken as this commit's (one test, not two)."""
+    reused: int = 0
+    """How many of :attr:`runs` (the first ones) are ``same_as``'s, not run again."""
 
     @property
     def build_failed(self) -> bool:
@@ -65,8 +70,9 @@ class CommitEvidence:
 
     @property
     def vm_runs(self) -> int:
-        """Runs that got an answer from the VM (infra errors excluded)."""
-        return sum(1 for r in self.runs if r.status is not RunStatus.INFRA)
+        """Runs that got an answer from the VM (infra errors and runs reused
+        from a commit with the same kernel excluded)."""
+        return sum(1 for r in self.runs[self.reused:] if r.status is not RunStatus.INFRA)
 
     @property
     def other_crashes(self) -> list[str]:
@@ -93,6 +99,7 @@ class CommitEvidence:
             },
             "runs": [r.to_json() for r in self.runs],
             "target": list(self.target),
+            "same_kernel_as": self.same_as, "reused_runs": self.reused,
         }
 
 
@@ -183,6 +190,25 @@ class Confirmation:
                 "message": self.message}
 
 
+@dataclass(frozen=True)
+class RangeRelevance:
+    """How many commits of the range can change the built kernel
+    (:mod:`kvmlab.kernel.relevance`); the engine bisected over those."""
+
+    commits: int
+    """Commits in the range."""
+    relevant: int
+    """Of them, those whose diff touches a file the build reads (the tip included)."""
+    build_files: int
+    """Tree files the builds so far read (their dependency files)."""
+    irrelevant: tuple[str, ...] = ()
+    """The commits folded into their parents, parents first."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"commits": self.commits, "relevant": self.relevant, "build_files": self.build_files,
+                "irrelevant": list(self.irrelevant)}
+
+
 class Outcome(enum.Enum):
     FOUND = "found"
     """``culprit`` is set; ``confidence`` says how sure (None for the syzbot policy)."""
@@ -223,6 +249,9 @@ class BisectResult:
     confirmations: list[Confirmation] = field(default_factory=list)
     """The culprit reverted (a fix applied) and tested, per base; empty when
     not verified."""
+    relevance: RangeRelevance | None = None
+    """The range's commits that can change the kernel; None when relevance
+    was off or unknown (every commit of the range was a candidate)."""
 
     @property
     def doubtful(self) -> bool:
@@ -265,4 +294,5 @@ class BisectResult:
             "steps": [st.to_json() for st in self.steps],
             "confirmations": [c.to_json() for c in self.confirmations], "doubtful": self.doubtful,
             "evidence": [e.to_json() for e in self.evidence.values()],
+            "relevance": None if self.relevance is None else self.relevance.to_json(),
         }

@@ -97,6 +97,27 @@ class TreeHashes(Protocol):
 
 
 @runtime_checkable
+class ChangedPaths(Protocol):
+    """Optional ability of a repository: the files each commit of a range changes."""
+
+    def changed_paths(self, tip: str, boundary: Sequence[str]) -> dict[str, frozenset[str]]:
+        """Per commit reachable from ``tip`` and not from ``boundary``: the paths
+        it changes against any of its parents."""
+        ...
+
+
+@runtime_checkable
+class BuildInputs(Protocol):
+    """Optional ability of a tester: the tree files a build read (its
+    dependency files, see :mod:`kvmlab.kernel.relevance`)."""
+
+    def build_inputs(self, build: BuildOutcome) -> frozenset[str] | None:
+        """Tree-relative paths ``build`` was compiled from; None when unknown
+        (a failed build, a cache entry from before kvmlab kept the list)."""
+        ...
+
+
+@runtime_checkable
 class Maintainers(Protocol):
     """Optional ability: the maintainers of the files a commit touches (the
     tree's ``scripts/get_maintainer.pl``), cc'ed on a culprit."""

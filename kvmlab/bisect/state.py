@@ -62,6 +62,13 @@ class Session:
     steps: list[StepRecord] = field(default_factory=list)
     stopwatch: Stopwatch = field(default_factory=Stopwatch)
     """The job's wall time and where it went (the closing block's totals)."""
+    same_kernel: bool = False
+    """Two commits whose builds are the same kernel binary (the build's
+    ``kernel_sha256``; kvmlab's builds are reproducible) are one test: a commit
+    whose twin tested before crashed with the target takes the twin's runs
+    instead of running its own. A twin with clean runs only is not reused: the
+    adaptive model would count those clean runs twice, and a flaky bug's clean
+    runs are the weak evidence its confidence must not overstate."""
 
     def ev(self, commit: str) -> CommitEvidence:
         if commit not in self.evidence:
@@ -95,6 +102,9 @@ class Session:
             e.build = b
             self.builds += 1
         self.out(fmt.testing_line(commit, e.build.compiler))
+        for fix in e.build.fixes:
+            self.out(f"kvmlab: built with the known build fix {fix} applied (it does not build with this "
+                     "tool-chain as it is)")
         if e.build.status is BuildStatus.FAILED:
             self.out(fmt.build_failed_line(e.build.error))
         return e.build
@@ -128,7 +138,7 @@ class Session:
         """
         e = self.ev(commit)
         assert e.build is not None and e.build.status is BuildStatus.OK
-        got: list[RunOutcome] = []
+        got: list[RunOutcome] = self._reuse(commit)[:n] if self.same_kernel and not e.runs else []
         infra = stopped = 0
         while len(got) < n and not e.boots_fail:
             replayed = self.journal.replay_run(commit) if self.journal else None
@@ -177,6 +187,36 @@ class Session:
                     continue
                 got.append(r)
         return got
+
+    def twin(self, commit: str) -> str | None:
+        """A commit tested before ``commit`` whose build is the same kernel
+        binary and which crashed with the target."""
+        b = self.ev(commit).build
+        digest = b.artifacts.get("kernel_sha256") if b is not None else None
+        if not digest:
+            return None
+        for c, e in self.evidence.items():
+            if c != commit and e.target_crashes and e.same_as is None and e.build is not None \
+                    and e.build.artifacts.get("kernel_sha256") == digest:
+                return c
+        return None
+
+    def _reuse(self, commit: str) -> list[RunOutcome]:
+        """Take the runs of an earlier commit with the same kernel binary as
+        ``commit``'s that crashed with the target (not journaled: a resumed
+        bisection takes them again); the answered ones."""
+        twin = self.twin(commit)
+        if twin is None:
+            return []
+        e, te = self.ev(commit), self.ev(twin)
+        e.same_as, e.reused = twin, len(te.runs)
+        for r, t in zip(te.runs, te.target, strict=True):
+            e.runs.append(r)
+            e.target.append(t)
+        self.out(f"kvmlab: {commit[:12]} builds the same kernel binary as {twin[:12]}: its "
+                 f"{len(te.runs)} run(s) count for both (one test)")
+        return [r for r, t in zip(te.runs, te.target, strict=True)
+                if r.status in (RunStatus.OK, RunStatus.CRASHED) or t]
 
     def run_until_crash(self, commit: str, runs: int, chunk: int, *, on_bad: bool = False) -> None:
         """Up to ``runs`` answered runs, in calls of ``chunk``, stopping after the

@@ -45,6 +45,9 @@ def add_bisect_arguments(p: argparse.ArgumentParser, *, bug_dir: bool = True) ->
     p.add_argument("--expect", help="title of the bug (default: the first crash on the bad commit)")
     p.add_argument("--no-verify", action="store_true", default=None,
                    help="do not confirm the culprit by reverting it on the bad commit (a fix: applying it)")
+    p.add_argument("--no-relevance", action="store_true", default=None,
+                   help="test every commit of the range, also those that change no file the kernel build "
+                        "reads, and commits that build the same kernel binary separately")
     p.add_argument("--json", type=Path, help="write the structured result here")
     p.add_argument("--journal", type=Path, help="resumable journal (default: one per bisection in the cache)")
     p.add_argument("--workdir", type=Path, help="where logs go (default: in the cache)")
@@ -57,7 +60,8 @@ def bisect_fields(args: argparse.Namespace) -> dict[str, Any]:
     """The bisection's fields the command line gives."""
     fields = given(tree=_path(args.tree), bad=args.bad, good=args.good, fix=args.fix, policy=args.policy,
                    confidence=args.confidence, release_floor=args.release_floor, expect=args.expect,
-                   verify=False if args.no_verify else None, json=_path(args.json),
+                   verify=False if args.no_verify else None,
+                   relevance=False if args.no_relevance else None, json=_path(args.json),
                    journal=_path(args.journal), workdir=_path(args.workdir),
                    bug=_path(getattr(args, "bug_dir", None)), syzbot=getattr(args, "syzbot", None))
     return fields | nested(build=build_fields(args), reproducer=repro_fields(args), vms=vm_fields(args))

@@ -144,6 +144,21 @@ class Repo:
                 rows.append((h, parents.split(), subject))
         return rows
 
+    def changed_paths(self, tip: str, boundary: Sequence[str]) -> dict[str, frozenset[str]]:
+        """Per commit reachable from ``tip`` and not from ``boundary``: the paths
+        it changes against any of its parents (renames as both paths; a root
+        commit: every file it adds), in one ``git log -m``."""
+        args = ["log", "-m", "--no-renames", "--name-only", "--format=%x01%H", tip,
+                *(f"^{g}" for g in boundary), "--"]
+        out: dict[str, set[str]] = {}
+        current: set[str] | None = None
+        for line in self.git(*args).stdout.splitlines():
+            if line.startswith("\x01"):
+                current = out.setdefault(line[1:].strip(), set())
+            elif line and current is not None:
+                current.add(line)
+        return {h: frozenset(paths) for h, paths in out.items()}
+
     def tags(self, *, merged_into: str | None = None, pattern: str = "refs/tags") -> list[tuple[str, str]]:
         """``(tag name, commit it points at)``, annotated tags peeled; only the
         tags reachable from ``merged_into`` when given."""

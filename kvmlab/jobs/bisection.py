@@ -26,7 +26,9 @@ from kvmlab.jobs.model import BisectJob
 from kvmlab.jobs.observer import ObservedTester, Observer
 from kvmlab.jobs.tester import VMTester
 from kvmlab.jobs.validate import validate
+from kvmlab.kernel import fixes
 from kvmlab.kernel.builder import KernelBuilder
+from kvmlab.kernel.config import find_data_file
 from kvmlab.outcome import RunOutcome
 from kvmlab.show import bisection_report
 from kvmlab.show.bisection import RESULT_NAME
@@ -114,9 +116,10 @@ def run_bisection(job: BisectJob, observer: Observer) -> BisectResult:
         policy = dataclasses.replace(policy, chunk=cfg.vm.count)
         if job.confidence:
             policy = dataclasses.replace(policy, confidence=job.confidence)
+    known_fixes = fixes.load_table(find_data_file(fixes.TABLE_NAME, builder.fragment_dirs))
     tester = VMTester(tree=job.tree, builder=builder, request=request, prepared=staged, cfg=cfg,
                       accel=accel, workdir=workdir / "runs", progress=observer.build_progress,
-                      on_vm=observer.vm)
+                      on_vm=observer.vm, fixes=known_fixes)
     tester.adopt(bad, first)  # its build time counts in the bisection's totals
     logw = LogWriter(observer.say, workdir / f"bisect-{time.strftime('%Y%m%d-%H%M%S')}.log")
     frags = list(job.build.config) or ["base"]
@@ -137,7 +140,7 @@ def run_bisection(job: BisectJob, observer: Observer) -> BisectResult:
         result = bisect(repo, ObservedTester(tester, observer), bad=bad, good=good, fix=job.fix,
                         policy=policy, is_target=target_matcher(job.expect), journal=journal, log=logw,
                         release_floor=job.release_floor, verify=job.verify, observer=on_step,
-                        stopwatch=stopwatch)
+                        stopwatch=stopwatch, relevance=job.relevance)
     except KvmlabError:
         write_report(workdir, observer.say)  # what was found before the failure
         raise

@@ -140,6 +140,10 @@ class BisectJob:
     """Title of the bug (default: the first crash on the bad commit)."""
     verify: bool = True
     """Confirm the culprit by reverting it (a fix: applying it)."""
+    relevance: bool = True
+    """Bisect only over the commits that change a file the build reads (the
+    others build their parent's kernel), and take two commits that build the
+    same kernel binary as one test."""
     build: BuildOptions = field(default_factory=BuildOptions)
     reproducer: ReproInput = field(default_factory=ReproInput)
     bug: Path | None = None

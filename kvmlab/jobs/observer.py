@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from kvmlab.bisect.result import StepRecord
-from kvmlab.bisect.seams import Prebuilds, Tester
+from kvmlab.bisect.seams import BuildInputs, Prebuilds, Tester
 from kvmlab.bisect.timing import PoolSized
 from kvmlab.kernel.builder import Progress
 from kvmlab.outcome import BuildOutcome, RunOutcome
@@ -86,3 +86,6 @@ class ObservedTester:
 
     def vm_slots(self) -> int:
         return self.inner.vm_slots() if isinstance(self.inner, PoolSized) else 0
+
+    def build_inputs(self, build: BuildOutcome) -> frozenset[str] | None:
+        return self.inner.build_inputs(build) if isinstance(self.inner, BuildInputs) else None

@@ -20,9 +20,12 @@ from pathlib import Path
 from kvmlab.bisect.overlap import Claim, OverlapScheduler, background_capacity
 from kvmlab.config import Config, cache_dir
 from kvmlab.errors import InfraError
+from kvmlab.git import Repo
 from kvmlab.jobs.guest import vm_setup
+from kvmlab.kernel import relevance
 from kvmlab.kernel.builder import KernelBuilder, Progress
 from kvmlab.kernel.config import ConfigRequest
+from kvmlab.kernel.fixes import BuildFix, build_with_fixes
 from kvmlab.outcome import BuildOutcome, BuildStatus, RunOutcome
 from kvmlab.repro.reproducer import StagedRepro
 from kvmlab.repro.runner import ReproOptions, VMEvent, run_repro
@@ -54,8 +57,11 @@ class VMTester:
         progress: Callable[[Progress], None] | None = None,
         on_run: Callable[[RunOutcome], None] | None = None,
         on_vm: Callable[[str, VMEvent], None] | None = None,
+        fixes: Sequence[BuildFix] = (),
     ) -> None:
         self.tree = tree
+        self.fixes = tuple(fixes)
+        """Known build fixes tried on a commit that does not build (:mod:`kvmlab.kernel.fixes`)."""
         self.builder = builder
         self.request = request
         self.prepared = prepared
@@ -99,10 +105,27 @@ class VMTester:
         if outcome is None:
             outcome = self.builder.build(self.tree, commit, self.request, progress=self.progress)
         self.build_seconds += outcome.duration
+        if outcome.status is BuildStatus.FAILED and self.fixes:
+            first = outcome
+
+            def build(rev: str) -> BuildOutcome:
+                if rev == commit:
+                    return first
+                again = self.builder.build(self.tree, rev, self.request, progress=self.progress)
+                self.build_seconds += again.duration
+                return again
+
+            outcome = build_with_fixes(Repo(self.tree), commit, build, self.fixes)
         return outcome
 
     def prebuild(self, commits: Sequence[str]) -> None:
         self.prebuilder.want(commits)
+
+    def build_inputs(self, build: BuildOutcome) -> frozenset[str] | None:
+        """The tree files ``build`` read (:class:`kvmlab.bisect.seams.BuildInputs`),
+        from its cache entry; None for a build from before kvmlab kept them."""
+        path = Path(build.artifacts.get("inputs", ""))
+        return relevance.read_inputs(path) if build.artifacts.get("inputs") and path.is_file() else None
 
     def vm_slots(self) -> int:
         """VMs one test call runs at once (:class:`kvmlab.bisect.timing.PoolSized`)."""

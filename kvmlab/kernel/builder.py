@@ -6,6 +6,7 @@ Layout of the work directory (default ``$XDG_CACHE_HOME/kvmlab/kernel``)::
     slots/<repo-id>-<n>/obj      O= object directory, reused between commits
     slots/<repo-id>-<n>.lock     held while a build uses the slot
     builds/<key>/                one finished build: artifacts + manifest.json
+                                 + inputs.txt (the tree files it read)
     requests/<key>.json          (tree, asked-for config, compiler) -> build key
 
 A build is keyed by (source tree hash, final config hash, compiler version):
@@ -36,7 +37,7 @@ from typing import IO, Any
 from kvmlab import cache, proc
 from kvmlab.errors import DiskFullError, InfraError, ProcessError
 from kvmlab.git import Repo
-from kvmlab.kernel import compilers
+from kvmlab.kernel import compilers, relevance
 from kvmlab.kernel.config import (
     ConfigRequest,
     Dropped,
@@ -511,6 +512,9 @@ class KernelBuilder:
             if gdb_scripts:
                 _copy_gdb_scripts(obj, tmp)
             kernel_sha = _sha256(tmp / "bzImage")
+            # What the kernel was compiled from, while the object dir is this
+            # build's: a bisection skips commits that touch none of it.
+            relevance.write_inputs(tmp / relevance.INPUTS_NAME, relevance.read_build_dir(obj, src))
         else:
             (tmp / "config").write_text(final_text)
             # ccache's base_dir makes paths relative to the object dir; name
@@ -599,6 +603,10 @@ class KernelBuilder:
             if (src / name).exists()
         }
         artifacts["manifest"] = str(src / "manifest.json")
+        if (src / relevance.INPUTS_NAME).is_file():
+            artifacts["inputs"] = str(src / relevance.INPUTS_NAME)
+        if m.kernel_sha256:
+            artifacts["kernel_sha256"] = m.kernel_sha256  # a digest, not a path: equal kernels are one test
         tail = ""
         if m.status == BuildStatus.FAILED.value:
             tail = "\n".join((entry / "build.log").read_text(errors="replace").splitlines()[-LOG_TAIL_LINES:])
