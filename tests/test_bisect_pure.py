@@ -84,8 +84,8 @@ def test_graph_closure_with_merge() -> None:
     assert g.closure_of("g") == 0 and g.is_merge("m") and not g.is_merge("c")
 
 
-def posterior(all_mask: int, obs: list[Observation], *, fix: bool, eps: float) -> Belief:
-    return Belief(RateModel(eps=eps), all_mask, obs, fix=fix)
+def posterior(all_mask: int, obs: list[Observation], *, fix: bool) -> Belief:
+    return Belief(RateModel(), all_mask, obs, fix=fix)
 
 
 def test_posterior_is_ancestry_aware() -> None:
@@ -94,7 +94,7 @@ def test_posterior_is_ancestry_aware() -> None:
     # the x-y branch, and x OK pins it to y. A linear view would blame m or c.
     obs = [Observation(g.closure_of("e"), 3, 0), Observation(g.closure_of("y"), 2, 0),
            Observation(g.closure_of("c"), 0, 12), Observation(g.closure_of("x"), 0, 12)]
-    post = posterior(g.all_mask, obs, fix=False, eps=0.002)
+    post = posterior(g.all_mask, obs, fix=False)
     idx, conf = post.best()
     assert g.commits[idx].hash == "y" and conf > 0.95
     assert post.changed_probability(g.closure_of("c")) < 0.01
@@ -102,14 +102,14 @@ def test_posterior_is_ancestry_aware() -> None:
     # Few OK runs leave the question open: the model does not over-claim.
     weak = [Observation(g.closure_of("e"), 3, 0), Observation(g.closure_of("y"), 2, 0),
             Observation(g.closure_of("x"), 0, 1)]
-    assert posterior(g.all_mask, weak, fix=False, eps=0.002).best()[1] < 0.9
+    assert posterior(g.all_mask, weak, fix=False).best()[1] < 0.9
 
 
 def test_posterior_fix_mode() -> None:
     g = _dag()
     # fix bisection: commits containing the fix do not crash.
     obs = [Observation(0, 4, 0), Observation(g.closure_of("c"), 0, 15), Observation(g.closure_of("b"), 3, 0)]
-    post = posterior(g.all_mask, obs, fix=True, eps=0.002)
+    post = posterior(g.all_mask, obs, fix=True)
     idx, conf = post.best()
     assert g.commits[idx].hash == "c" and conf > 0.9
 
