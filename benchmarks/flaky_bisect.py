@@ -44,7 +44,8 @@ subset (syzbot gives up at once when the bad commit does not reproduce by its
 rule, frequent at p = 0.1, which makes its mean run count low, not good), and a
 calibration table of the culprits the adaptive policy named, grouped by their
 confidence, with the share that was right. Targets (checked and printed):
-adaptive exact >= 97% at p >= 0.3 and >= 85% at p = 0.1; among culprits named
+adaptive exact >= 97% at p >= 0.3 and >= 85% at p = 0.1 (bg classes: >= 90% and
+>= 70%, the rest inconclusive); among culprits named
 with confidence >= c, at most a share 1 - c wrong (c = 0.95, 0.99); fewer mean
 VM runs than syzbot on the bisections syzbot completes.
 
@@ -304,6 +305,7 @@ def run_trial(args: tuple[str, float, int, int, float, bool]) -> Trial:
 
 
 TARGETS = {0.9: 0.97, 0.5: 0.97, 0.3: 0.97, 0.1: 0.85}
+BG_TARGETS = {0.9: 0.90, 0.5: 0.90, 0.3: 0.90, 0.1: 0.70}
 CALIBRATION_LEVELS = (0.95, 0.99)
 
 
@@ -322,7 +324,9 @@ def report_cell(name: str, p: float, trials: Sequence[Trial], say: Callable[[str
             f"| {len(done):>4} {_mean([t.exact[pol] for t in done]):>7.1%} "
             f"{_mean([t.runs[pol] for t in done]):>7.1f} | {_mean([t.seconds[pol] for t in trials]):>6.3f}")
     acc = _mean([t.exact["adaptive"] for t in trials])
-    want = TARGETS.get(p, 0.85 if p < 0.3 else 0.97)
+    # bg classes: the rest may honestly be inconclusive (issue 22).
+    targets = BG_TARGETS if name.startswith("bg") else TARGETS
+    want = targets.get(p, targets[0.1] if p < 0.3 else targets[0.3])
     acc_ok = acc >= want
     done = [t for t in trials if t.syzbot_completed]
     runs_ok = _mean([t.runs["adaptive"] for t in done]) < _mean([t.runs["syzbot"] for t in done])
