@@ -78,9 +78,9 @@ def run(rows: list[tuple[str, list[str], str]], seed: int, p: float) -> tuple[li
     timings: list[float] = []
     original = AdaptiveBisection.options
 
-    def timed(self: AdaptiveBisection, b: object) -> object:
+    def timed(self: AdaptiveBisection, b: object, current: str | None = None) -> object:
         t = time.perf_counter()
-        out = original(self, b)  # type: ignore[arg-type]
+        out = original(self, b, current)  # type: ignore[arg-type]
         timings.append(time.perf_counter() - t)
         return out
 

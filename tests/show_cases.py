@@ -34,7 +34,7 @@ class Case:
 CASES = {
     # Flaky culprit on a merged branch, another bug's crashes, a commit that does
     # not build and one that does not boot: every kind of node and run.
-    "found": Case("found", Outcome.FOUND, {}, dict(culprit="b3", p=0.5, other_rate=0.1, broken=["9"],
+    "found": Case("found", Outcome.FOUND, {}, dict(culprit="b3", p=0.5, other_rate=0.1, broken=["8"],
                                                    boot_broken=["7"])),
     # The culprit on the mainline while a branch was open: tested commits on both.
     "merged-branch": Case("merged-branch", Outcome.FOUND, {}, dict(culprit="15")),

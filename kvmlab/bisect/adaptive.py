@@ -47,6 +47,8 @@ class Decision:
     probabilities: dict[str, float]
     """The culprit and its runners-up, or an inconclusive range's credible set."""
     budget_spent: bool = False
+    background: float = 0.0
+    """Estimated rate of the target's title on commits without the bug."""
 
 
 @dataclass
@@ -144,7 +146,8 @@ class AdaptiveBisection:
             if conf >= self.pol.confidence:
                 self._close(visit, b)
                 culprit = self.g.commits[idx].hash
-                return Decision(Outcome.FOUND, culprit, conf, dict(self.top(b, 5)))
+                return Decision(Outcome.FOUND, culprit, conf, dict(self.top(b, 5)),
+                                background=b.background_rate())
             budget = self.s.runs < self.pol.max_runs and self.s.builds <= self.pol.max_builds
             opts = self.options(b, visit.commit if visit else None) if budget else []
             if not opts:
@@ -168,7 +171,8 @@ class AdaptiveBisection:
         g = self.g
         e = self.s.ev(g.commits[plan.index].hash)
         surv = float(survival_curve(b, e.target_crashes, e.oks)[plan.runs])
-        p_clean = plan.q_crash * surv + (1.0 - plan.q_crash) * (1.0 - self.pol.eps) ** plan.runs
+        clean = float(b.clean_survival(plan.runs)[plan.runs])
+        p_clean = plan.q_crash * surv + (1.0 - plan.q_crash) * clean
         outcomes = [(1.0 - p_clean, (e.target_crashes + 1, e.oks)),
                     (p_clean, (e.target_crashes, e.oks + plan.runs))]
         outcomes.sort(key=lambda t: -t[0])
@@ -191,19 +195,20 @@ class AdaptiveBisection:
         e = self.s.ev(commit)
         if e.runs:
             q, rate = self.commit_state(b, commit)
-            self.s.out(self._retest_line(commit, q, rate))
+            self.s.out(self._retest_line(commit, q, rate, b))
         else:
             left = b.credible(0.99).bit_count()
             self.s.out(fmt.bisecting_line(max(0, left // 2 - 1), fmt.estimate_steps(left)))
             self.s.out(fmt.next_line(commit, self.g.subject(commit)))
         return _Visit(commit, len(e.runs))
 
-    def _retest_line(self, commit: str, q: float, rate: float) -> str:
+    def _retest_line(self, commit: str, q: float, rate: float, b: Belief | None = None) -> str:
         e = self.s.ev(commit)
         short = commit[:12]
         if e.target_crashes:
-            return (f"re-testing {short}: it crashed {e.target_crashes} time(s), but the other evidence "
-                    f"makes P(it has the bug) only {q:.2f}")
+            return retest_crashed_line(short, e.target_crashes, e.target_crashes + e.oks, q,
+                                       b.rate(0, 0) if b is not None else rate,
+                                       b.background_rate() if b is not None else 0.0)
         before = "marked good earlier, but " if self.marks.get(commit) == "good" else ""
         runs = "clean run is" if e.oks == 1 else "clean runs are"
         line = (f"re-testing {short}: {before}{e.oks} {runs} not enough at the estimated rate {rate:.2f} "
@@ -247,6 +252,17 @@ class AdaptiveBisection:
         ranked = sorted(members, key=lambda h: -probs[self.g.index[h]])
         out = {h: float(probs[self.g.index[h]]) for h in ranked}
         return Decision(Outcome.INCONCLUSIVE, None, b.best()[1], out, budget_spent=budget_spent)
+
+
+def retest_crashed_line(short: str, crashes: int, runs: int, q: float, bad_rate: float,
+                        background: float) -> str:
+    """Why a commit that showed the target crash is tested again: its rate lies
+    between the background (the title on commits without the bug) and the rate
+    the commits with the bug show."""
+    what = "crash" if crashes == 1 else "crashes"
+    return (f"re-testing {short}: {crashes} {what} in {runs} runs, the bad commits crash in {bad_rate:.0%} "
+            f"(P(it has the bug) = {q:.2f}; the title shows on commits without the bug in ~{background:.1%} "
+            f"of runs)")
 
 
 def settle_release(s: Session, pol: AdaptivePolicy, commit: str) -> Verdict:

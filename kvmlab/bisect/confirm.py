@@ -4,15 +4,23 @@ Once a bisection names a culprit, kvmlab reverts it on top of the bad commit
 (and on top of the tree's HEAD when that differs and contains it), builds
 that, and runs the reproducer as many times as it takes for the bug, if still
 there, to show with 99% probability at the rate the commits with the bug
-showed it. The crash gone is a confirmation; the crash still there makes the
-culprit doubtful. A revert that does not apply is retried file by file and the
-files that do not apply are named; when no whole revert applied on those
-bases, the tested commit with the bug nearest to the culprit where it does is
-checked too. For a fix bisection it is the mirror image: the fix applied on top
-of the bad (still broken) commit must make the crash go.
+showed it. The crash gone is a confirmation; the crash still there at about
+the rate the commits with the bug showed makes the culprit doubtful. When the
+target's title also shows, rarely, on commits without the bug (the bisection's
+*background* rate), a crash or two in the revert's runs is weighed against both
+rates: the runs go on to the planned count and the culprit is doubtful only
+when the crashes look more like the bug's rate than like the background.
+
+A revert that does not apply is retried file by file and the files that do
+not apply are named; when no whole revert applied on those bases, the tested
+commit with the bug nearest to the culprit where it does is checked too. For a
+fix bisection it is the mirror image: the fix applied on top of the bad (still
+broken) commit must make the crash go.
 """
 
 from __future__ import annotations
+
+import math
 
 from kvmlab.bisect.result import Confirmation, ConfirmStatus
 from kvmlab.bisect.seams import Repository, Reverts, SyntheticCommit
@@ -22,6 +30,23 @@ from kvmlab.outcome import BuildStatus
 #: The bug, if still there, must show in the confirmation runs with this probability.
 SHOW_PROBABILITY = 0.99
 MIN_RUNS, MAX_RUNS = 3, 60
+#: Likelihood ratio (the bug's rate against the background) at which the
+#: revert's crashes settle it as still crashing before the planned runs end.
+STILL_CRASHES = 19.0
+#: Background rate assumed when the bisection gives none.
+MIN_BACKGROUND = 1e-4
+
+
+def still_crashes_ratio(crashes: int, runs: int, bug_crashes: int, bug_oks: int, background: float) -> float:
+    """P(``crashes`` in ``runs`` | the bug's rate, Beta(1 + bug_crashes, 1 +
+    bug_oks)) / P(the same | the background rate)."""
+    a, b = 1 + bug_crashes, 1 + bug_oks
+    k, n = crashes, runs
+    log_bug = (math.lgamma(a + k) + math.lgamma(b + n - k) - math.lgamma(a + b + n)
+               - math.lgamma(a) - math.lgamma(b) + math.lgamma(a + b))
+    bg = min(max(background, MIN_BACKGROUND), 0.5)
+    log_bg = k * math.log(bg) + (n - k) * math.log1p(-bg)
+    return math.exp(min(700.0, log_bug - log_bg))
 
 
 def runs_needed(crashes: int, oks: int) -> int:
@@ -37,20 +62,23 @@ def runs_needed(crashes: int, oks: int) -> int:
     return MAX_RUNS
 
 
-def confirm(repo: Repository, s: Session, *, culprit: str, bad: str, chunk: int) -> list[Confirmation]:
+def confirm(repo: Repository, s: Session, *, culprit: str, bad: str, chunk: int,
+            background: float = 0.0) -> list[Confirmation]:
     """Check ``culprit`` on the bad commit and, for a cause bisection, on the
-    tree's HEAD when that differs and contains the culprit."""
+    tree's HEAD when that differs and contains the culprit. ``background``: the
+    rate at which the target's title showed on commits without the bug."""
     if not isinstance(repo, Reverts):
         return []
     # The rate the bug shows at: every commit that crashed with it, pooled.
     showed = [e for e in s.evidence.values() if e.target_crashes]
-    n = runs_needed(sum(e.target_crashes for e in showed), sum(e.oks for e in showed))
+    rate = (sum(e.target_crashes for e in showed), sum(e.oks for e in showed))
+    n = runs_needed(*rate)
     bases = [bad]
     if not s.fix:
         head = repo.head()
         if head != bad and repo.is_ancestor(culprit, head):
             bases.append(head)
-    checks = [_check(repo, s, culprit, base, n, chunk) for base in bases]
+    checks = [_check(repo, s, culprit, base, n, chunk, rate, background) for base in bases]
     whole = any(c.status is ConfirmStatus.CONFIRMED or (c.commit is not None and not c.failed)
                 for c in checks)
     if not s.fix and not whole:
@@ -61,7 +89,7 @@ def confirm(repo: Repository, s: Session, *, culprit: str, bad: str, chunk: int)
             if syn.commit is not None and not syn.failed:
                 s.out(f"kvmlab: confirming on {base[:12]} instead, the tested commit with the bug nearest to "
                       f"{culprit[:12]} where the whole revert applies")
-                checks.append(_check(repo, s, culprit, base, n, chunk))
+                checks.append(_check(repo, s, culprit, base, n, chunk, rate, background))
                 break
     return checks
 
@@ -75,7 +103,8 @@ def _nearer_bad(repo: Repository, s: Session, culprit: str, skip: list[str]) -> 
     return sorted(found, key=lambda c: -below[c])
 
 
-def _check(repo: Reverts, s: Session, culprit: str, base: str, runs: int, chunk: int) -> Confirmation:
+def _check(repo: Reverts, s: Session, culprit: str, base: str, runs: int, chunk: int, rate: tuple[int, int],
+           background: float) -> Confirmation:
     what = "applied" if s.fix else "reverted"
     syn = repo.revert_onto(base, culprit, pick=s.fix)
     if syn.commit is None:
@@ -93,16 +122,23 @@ def _check(repo: Reverts, s: Session, culprit: str, base: str, runs: int, chunk:
     e = s.ev(syn.commit)
     since = len(e.runs)
     done = 0
-    while done < runs and not e.untestable and not e.target_crashes:
+    while done < runs and not e.untestable:
+        crashes = e.target_crashes
+        if crashes and still_crashes_ratio(crashes, done, *rate, background) >= STILL_CRASHES:
+            break
         done += len(s.run(syn.commit, min(chunk, runs - done)))
     s.show_runs(syn.commit, since, counted_all=False)
     crashes = e.target_crashes
     if e.untestable:
         msg = s.untestable_line(syn.commit).removeprefix("kvmlab: ")
         status = ConfirmStatus.UNTESTABLE
-    elif crashes:
+    elif crashes and still_crashes_ratio(crashes, done, *rate, background) > 1.0:
         status = ConfirmStatus.NOT_CONFIRMED
         msg = f"not confirmed: still crashes with {culprit[:12]} {what} ({crashes}/{done})"
+    elif crashes:
+        status = ConfirmStatus.CONFIRMED
+        msg = (f"confirmed: with {culprit[:12]} {what} it crashed {crashes}/{done} runs, about the rate the "
+               f"title shows on commits without the bug (~{background:.1%}), not the bug's")
     else:
         status = ConfirmStatus.CONFIRMED
         msg = f"confirmed: the crash is gone with {culprit[:12]} {what} (0/{done} runs)"

@@ -137,13 +137,14 @@ def _bisect(repo: Repository, s: Session, pol: Policy, bad: str, good: str | Non
     if rel is not None:
         g, summary = rel
     s.out(fmt.bisect_start_line(bad, good, fix=s.fix))
+    background = 0.0
     if isinstance(pol, SyzbotPolicy):
         outcome, culprit, cands = syzbot.loop(s, st, pol, g)
         res = _result(s, pol, outcome, bad, good, culprit=culprit,
                       candidates=cands or ([culprit] if culprit else []))
     else:
         d = AdaptiveBisection(s, pol, g).run()
-        culprit = d.culprit
+        culprit, background = d.culprit, d.background
         cands = [culprit] if culprit else list(d.probabilities)
         res = _result(s, pol, d.outcome, bad, good, culprit=culprit, candidates=cands,
                       confidence=d.confidence, probabilities=d.probabilities)
@@ -156,7 +157,7 @@ def _bisect(repo: Repository, s: Session, pol: Policy, bad: str, good: str | Non
         res.message = f"first {'fixed' if s.fix else 'bad'} commit: {culprit} {g.subject(culprit)}"
         if verify:
             chunk = pol.chunk if isinstance(pol, AdaptivePolicy) else pol.runs
-            res.confirmations = confirm(repo, s, culprit=culprit, bad=bad, chunk=chunk)
+            res.confirmations = confirm(repo, s, culprit=culprit, bad=bad, chunk=chunk, background=background)
             _account(s, res)
         res.warnings = _warnings(repo, s, g, culprit) + confirm_lines(res.confirmations)
         if rel is not None and culprit in summary.irrelevant:  # only the tip can be: it is kept

@@ -13,8 +13,17 @@ sharp as a shared rate, differing ones make it careful. The mean's prior is
 uniform in log rate, so a few fast crashes do not make a high rate certain.
 Rates live on a grid (:attr:`RateModel.p`) whose smallest value is a floor: a
 commit that crashes less often than that cannot be told from a clean one
-within any budget. A *clean* commit shows a crash matched as the target with a
-small probability ``eps``.
+within any budget.
+
+Background. A *clean* commit (one without the bug) may still show a crash with
+the target's title: a title that merges two root causes, a race the culprit
+only widened, a mis-titled report, an older bug with the same top frame. Every
+clean commit shows it with the same unknown probability ``b``, the
+*background rate*, on a small grid (:attr:`RateModel.background`) with a
+prior that makes a (near-)zero rate likely but not certain; ``b`` is learnt
+from the runs of the commits that are clean under each hypothesis and
+marginalised. One target crash among many clean runs then weighs as a
+background crash would, against the rate the commits with the bug show.
 
 Rates near the culprit. A crashing commit within ``near`` commits of the
 culprit (in the range's topological order) may have a rate unlike the rest: a
@@ -35,6 +44,9 @@ ancestor sets and near windows. A tested commit's runs have one likelihood if
 it is clean, one per point of the hyper grid (mean, spread) if it crashes far
 from the culprit, and one per near mean if near; a class's log-likelihood is a
 sum of those, so the posterior is a (classes x near means x hyper) array.
+Given the class, the background rate touches only the clean commits and the
+population only the crashing ones, so the background's axis is summed out per
+class (a classes x background array) and never multiplies the others.
 """
 
 from __future__ import annotations
@@ -81,7 +93,10 @@ class RateModel:
     ``p_floor`` to ``p_ceil``.
     """
 
-    eps: float = 0.001
+    background: tuple[float, ...] = (0.0002, 0.001, 0.003, 0.01, 0.02, 0.05)
+    """The grid of background rates: P(a run of a clean commit crashes with the target's title)."""
+    background_weights: tuple[float, ...] = (0.45, 0.25, 0.12, 0.08, 0.06, 0.04)
+    """Prior of each background rate."""
     family: str = "logit"
     spreads: tuple[float, ...] = (0.0, 0.5, 1.0, 1.5, 2.0)
     spread_weights: tuple[float, ...] = (0.2, 0.2, 0.2, 0.2, 0.2)
@@ -97,6 +112,21 @@ class RateModel:
     mean_prior: str = "log"
     """Prior of the populations' mean rate: ``uniform`` on [0, 1], or ``log``
     (uniform in log rate: a few fast crashes do not make a high rate certain)."""
+
+    @functools.cached_property
+    def b(self) -> Array:
+        """The background grid."""
+        return np.asarray(self.background, dtype=np.float64)
+
+    @functools.cached_property
+    def log_background_prior(self) -> Array:
+        w = np.asarray(self.background_weights, dtype=np.float64)
+        return np.asarray(np.log(w / w.sum()))
+
+    @property
+    def eps(self) -> float:
+        """The prior mean background rate."""
+        return float(np.dot(np.exp(self.log_background_prior), self.b))
 
     @functools.cached_property
     def p(self) -> Array:
@@ -188,9 +218,9 @@ class RateModel:
         """log P(these runs | the commit crashes near the culprit, near mean s), per s."""
         return _loglik(self, True, crashes, oks)
 
-    def clean_loglik(self, crashes: int, oks: int) -> float:
-        """log P(these runs | the commit is clean)."""
-        return crashes * math.log(self.eps) + oks * math.log1p(-self.eps)
+    def clean_loglik(self, crashes: int, oks: int) -> Array:
+        """log P(these runs | the commit is clean, background rate b[k]), per k."""
+        return np.asarray(crashes * np.log(self.b) + oks * np.log1p(-self.b))
 
     def rate_table(self, near: bool, crashes: int, oks: int) -> Array:
         """P(rate = p[g] | population row, a crashing commit's runs): shape (H, G)
@@ -289,9 +319,12 @@ class Belief:
         s = len(model.log_near_prior) - 1
         far_ll = np.array([model.crashing_loglik(o.crashes, o.oks) for o in obs]).reshape(n_o, h)
         near_ll = np.array([model.near_loglik(o.crashes, o.oks) for o in obs]).reshape(n_o, s)
-        clean_ll = np.array([model.clean_loglik(o.crashes, o.oks) for o in obs])
+        k = len(model.background)
+        clean_ll = np.array([model.clean_loglik(o.crashes, o.oks) for o in obs]).reshape(n_o, k)
         self.size = np.array([bits.bit_count() for bits in self.classes], dtype=np.float64)
-        base = (far_m @ far_ll + ((1.0 - far_m - near_m) @ clean_ll)[:, None]
+        bg = (1.0 - far_m - near_m) @ clean_ll + model.log_background_prior[None, :]  # (C, K)
+        bg_class = _logsumexp(bg, axis=1)
+        base = (far_m @ far_ll + bg_class[:, None]
                 + model.log_hyper_prior[None, :] + np.log(self.size)[:, None])      # (C, H)
         prior_near = model.log_near_prior
         log_joint = np.empty((n_c, s + 1, h))
@@ -307,6 +340,9 @@ class Belief:
         self.near_weights: Array = np.asarray(near_w)                        # S free means, then tied
         tied = joint[:, s, :].sum(axis=0)
         self.tied_hyper: Array = np.asarray(tied / tied.sum()) if tied.sum() > 0 else self.hyper
+        bg_given = np.exp(bg - bg_class[:, None])
+        self.background: Array = np.asarray(self.mass @ bg_given)                 # (K)
+        """Posterior of the background rate (over :attr:`RateModel.b`)."""
 
     # -- the culprit -------------------------------------------------------
 
@@ -381,6 +417,15 @@ class Belief:
         close = w[:-1] @ m.rate_table(True, crashes, oks) + w[-1] * tied
         mix = (1.0 - near) * far / far.sum() + near * close / close.sum()
         return np.asarray(mix / mix.sum())
+
+    def background_rate(self) -> float:
+        """Posterior mean background rate (a run of a clean commit shows the target's title)."""
+        return float(np.dot(self.background, self.model.b))
+
+    def clean_survival(self, horizon: int) -> Array:
+        """P(no target crash in t runs | the commit is clean), t = 0 .. ``horizon``."""
+        powers = (1.0 - self.model.b)[:, None] ** np.arange(horizon + 1)[None, :]
+        return np.asarray(self.background @ powers)
 
     def survival(self, crashes: int, oks: int, horizon: int, near: float = 0.0) -> Array:
         """P(no target crash in t more runs | the commit crashes), t = 0 .. ``horizon``."""

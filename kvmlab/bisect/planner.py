@@ -81,14 +81,14 @@ def _entropy(q: Array) -> Array:
 _M = np.array(PLAN_RUNS)
 
 
-def plan_values(q: Array, survivals: Array, eps: float, build_cost: float) -> Array:
+def plan_values(q: Array, survivals: Array, clean: Array, build_cost: float) -> Array:
     """Value (expected bits per unit of cost) of each plan of :data:`PLAN_RUNS`
     runs, for K commits in the crashing state with probabilities ``q`` (K);
     ``survivals`` (horizon + 1, or K x (horizon + 1)) = P(no crash in t runs |
-    crashing), t = 0 .. horizon. Returns shape (K, len(PLAN_RUNS))."""
+    crashing), ``clean`` (horizon + 1) = P(no target crash in t runs | clean:
+    the background), t = 0 .. horizon. Returns shape (K, len(PLAN_RUNS))."""
     q = np.asarray(q, dtype=np.float64)[:, None]
     surv = np.atleast_2d(survivals)
-    clean = (1.0 - eps) ** np.arange(_HORIZON + 1)
     s_m, e_m = surv[:, _M], clean[_M][None, :]
     p_none = q * s_m + (1.0 - q) * e_m
     post = np.divide(q * s_m, p_none, out=np.zeros_like(p_none), where=p_none > 0)
@@ -99,9 +99,9 @@ def plan_values(q: Array, survivals: Array, eps: float, build_cost: float) -> Ar
     return np.asarray(np.maximum(gain, 0.0) / cost)
 
 
-def plan_value(q: float, survivals: Array, eps: float, build_cost: float) -> tuple[float, int]:
+def plan_value(q: float, survivals: Array, clean: Array, build_cost: float) -> tuple[float, int]:
     """(value, runs) of the best plan for one commit."""
-    v = plan_values(np.array([q]), survivals, eps, build_cost)[0]
+    v = plan_values(np.array([q]), survivals, clean, build_cost)[0]
     k = int(np.argmax(v))
     return float(v[k]), PLAN_RUNS[k]
 
@@ -139,14 +139,14 @@ def rank(
     costs ``switch_cost`` (in runs), so that tests do not flit between
     commits one run at a time.
     """
-    eps = belief.model.eps
+    clean = belief.clean_survival(_HORIZON)
     q_all = crash_probabilities(belief, graph)
     useful = (q_all > 1e-6) & (q_all < 1.0 - 1e-6)
     options: list[Option] = []
     olds = [i for i in built if (testable >> i) & 1 and useful[i]]
     if olds:
         surv = np.array([survival_curve(belief, *built[i], near_probability(belief, graph, i)) for i in olds])
-        values = np.array([plan_values(q_all[[i]], surv[[k]], eps, 0.0 if i == current else switch_cost)[0]
+        values = np.array([plan_values(q_all[[i]], surv[[k]], clean, 0.0 if i == current else switch_cost)[0]
                            for k, i in enumerate(olds)])
         for i, row in zip(olds, values, strict=True):
             k = int(np.argmax(row))
@@ -154,7 +154,7 @@ def rank(
                 options.append(Option(i, PLAN_RUNS[k], float(row[k]), float(q_all[i]), True))
     pop = survival_curve(belief, 0, 0)
     grid = np.arange(1, 64) / 64
-    q_star = float(grid[int(np.argmax(plan_values(grid, pop, eps, build_cost).max(axis=1)))])
+    q_star = float(grid[int(np.argmax(plan_values(grid, pop, clean, build_cost).max(axis=1)))])
     n = len(graph)
     ok = useful & bit_mask(testable, n)
     ok[list(built)] = False
@@ -171,7 +171,7 @@ def rank(
             picked.append(i)
     if picked:
         surv = np.array([survival_curve(belief, 0, 0, near_probability(belief, graph, i)) for i in picked])
-        values = plan_values(q_all[picked], surv, eps, build_cost)
+        values = plan_values(q_all[picked], surv, clean, build_cost)
         for i, row in zip(picked, values, strict=True):
             k = int(np.argmax(row))
             if row[k] > 0.0:

@@ -53,8 +53,13 @@ class AdaptivePolicy:
     """What one build costs, in VM runs, when choosing the next commit."""
     switch_cost: float = 1.0
     """What going back to another commit already built costs, in VM runs."""
-    eps: float = 0.001
-    """Probability that a run of a clean commit still shows a crash matched as the target."""
+    background: tuple[float, ...] = (0.0002, 0.001, 0.003, 0.01, 0.02, 0.05)
+    """Background rates the model considers: P(a run of a commit without the bug
+    still shows a crash matched as the target) — a title shared by two root
+    causes, a race the culprit only widened, a mis-titled report. Learnt from
+    the runs (see :class:`~kvmlab.bisect.model.RateModel`)."""
+    background_weights: tuple[float, ...] = (0.45, 0.25, 0.12, 0.08, 0.06, 0.04)
+    """Prior weight of each background rate: (near) zero is likely, not certain."""
     rate_family: str = "logit"
     rate_spreads: tuple[float, ...] = (0.0, 0.5, 1.0, 1.5, 2.0)
     rate_spread_weights: tuple[float, ...] = (0.2, 0.2, 0.2, 0.2, 0.2)
@@ -71,7 +76,8 @@ class AdaptivePolicy:
 
     @functools.cached_property
     def model(self) -> RateModel:
-        return RateModel(eps=self.eps, family=self.rate_family, spreads=self.rate_spreads,
+        return RateModel(background=self.background, background_weights=self.background_weights,
+                         family=self.rate_family, spreads=self.rate_spreads,
                          spread_weights=self.rate_spread_weights, p_floor=self.rate_floor,
                          mean_prior=self.rate_mean_prior)
 
