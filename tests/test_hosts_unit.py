@@ -17,8 +17,9 @@ from kvmlab.config import HostConfig, VMConfig, load_config
 from kvmlab.errors import ConfigError, InfraError
 from kvmlab.host_uri import owned_name, parse_host_uri, parse_owned_name
 from kvmlab.outcome import RunOutcome, RunStatus
+from kvmlab.owner import Owner
 from kvmlab.timeouts import Timeouts
-from kvmlab.vmm.domain_xml import Owner, domain_owner, domain_xml, hostfwd_port
+from kvmlab.vmm.domain_xml import domain_owner, domain_xml, hostfwd_port
 from kvmlab.vmm.fleet import Fleet, Member, NoUsableHostError
 from kvmlab.vmm.machine import Machine
 from kvmlab.vmm.root import GuestRoot, RootKind
@@ -72,9 +73,13 @@ def test_bad_uris_name_the_problem(uri: str, match: str) -> None:
 
 
 def test_owned_names_round_trip() -> None:
-    name = owned_name(4242, "ws-1.example", "0123abcd.kernel")
-    assert name == "kvmlab-4242@ws-1.example_0123abcd.kernel"
-    assert parse_owned_name(name) == (4242, "ws-1.example", "0123abcd.kernel")
+    who = Owner(4242, 170000000012, "0a1b2c3d", "ws-1.example~00ff00ff")
+    name = owned_name(who, "0123abcd.kernel")
+    assert name == "kvmlab-4242.170000000012.0a1b2c3d@ws-1.example~00ff00ff_0123abcd.kernel"
+    assert parse_owned_name(name) == (who, "0123abcd.kernel")
+    # An older kvmlab's name: its owner has no start time, boot or client id.
+    assert parse_owned_name("kvmlab-4242@ws-1.example_1.abc.kernel") == (
+        Owner(4242, 0, "", "ws-1.example"), "1.abc.kernel")
     assert parse_owned_name("default.qcow2") is None
 
 
@@ -88,12 +93,13 @@ def test_domain_xml_names_host_paths_only_and_carries_its_owner() -> None:
                   name="vm")
     pool = "/var/lib/libvirt/images/kvmlab"
     xml = domain_xml(spec, name="kvmlab-1-vm-0-1-ws", kernel=f"{pool}/k.kernel", initrd=None,
-                     disk=f"{pool}/o.qcow2", console_log=f"{pool}/c.console.log", owner=Owner(1, "ws"))
+                     disk=f"{pool}/o.qcow2", console_log=f"{pool}/c.console.log",
+                     owner=Owner(1, 100, "b00f", "ws~0a0b0c0d"))
     _snapshot("domain_tcg_disk.xml", xml)
     assert "/client/" not in xml
     assert f'<log file="{pool}/c.console.log" append="off"' in xml
     assert "hostfwd=tcp:127.0.0.1:0-:22" in xml  # QEMU picks the port on the host
-    assert domain_owner(xml) == Owner(1, "ws")
+    assert domain_owner(xml) == Owner(1, 100, "b00f", "ws~0a0b0c0d")
     assert domain_owner("<domain><name>x</name></domain>") is None
 
 

@@ -6,8 +6,9 @@ uploaded once per host and job into a volume named by its content hash
 (:meth:`HostStorage.upload`, a ``virStorageVol.upload`` stream); a VM's disk
 is a qcow2 volume backed by the base image's volume; the domain XML names only
 ``vol.path()`` paths. Every volume a kvmlab process makes carries its owner
-(``kvmlab-<pid>@<client host>_...``) in the name: the process removes them when
-it ends, and a later run removes those of a dead process.
+(``kvmlab-<pid>.<start>.<boot>@<client>_...``, :func:`kvmlab.host_uri.owned_name`)
+in the name: the process removes them when it ends, and a later run of the
+same client removes those of a dead process.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import libvirt
 
 from kvmlab.errors import LibvirtError, UserError
 from kvmlab.host_uri import owned_name, parse_owned_name
+from kvmlab.owner import Owner, is_ours
 
 log = logging.getLogger(__name__)
 
@@ -129,11 +131,11 @@ class HostStorage:
     the pool is created in when it does not exist yet.
     """
 
-    def __init__(self, conn: Callable[[], Any], *, images_dir: Callable[[], str], pid: int,
-                 client_host: str, job: int, label: str) -> None:
+    def __init__(self, conn: Callable[[], Any], *, images_dir: Callable[[], str], owner: Owner,
+                 job: int, label: str) -> None:
         self._conn = conn
         self._images_dir = images_dir
-        self.pid, self.client_host, self.job, self.label = pid, client_host, job, label
+        self.owner, self.job, self.label = owner, job, label
         self._lock = threading.Lock()
         self._upload_locks: dict[str, threading.Lock] = {}
         self._uploaded: dict[str, str] = {}
@@ -185,7 +187,7 @@ class HostStorage:
     def name(self, what: str) -> str:
         """The volume name of ``what`` for this process and job (two jobs of
         one process never share or delete each other's volumes)."""
-        return owned_name(self.pid, self.client_host, f"{self.job}.{what}")
+        return owned_name(self.owner, f"{self.job}.{what}")
 
     # -- volumes ----------------------------------------------------------
 
@@ -336,17 +338,16 @@ class HostStorage:
         with contextlib.suppress(libvirt.libvirtError):
             for vol in pool.listAllVolumes(0):
                 parsed = parse_owned_name(vol.name())
-                if parsed and parsed[:2] == (self.pid, self.client_host) and \
-                        parsed[2].startswith(f"{self.job}."):
+                if parsed and parsed[0] == self.owner and parsed[1].startswith(f"{self.job}."):
                     names.add(vol.name())
         with self._lock:
             names |= self._mine
         for name in sorted(names):
             self._delete(name)
 
-    def reap(self, alive: Callable[[int], bool]) -> list[str]:
-        """Remove volumes made on this client host by kvmlab processes that
-        are gone; returns their names."""
+    def reap(self, alive: Callable[[Owner], bool]) -> list[str]:
+        """Remove volumes made on this client by kvmlab processes that are
+        gone (``alive``: :func:`kvmlab.owner.alive`); returns their names."""
         try:
             pool = self.pool()
             pool.refresh(0)
@@ -356,7 +357,8 @@ class HostStorage:
         reaped = []
         for vol in vols:
             parsed = parse_owned_name(vol.name())
-            if parsed is None or parsed[1] != self.client_host or parsed[0] == self.pid or alive(parsed[0]):
+            if parsed is None or not is_ours(parsed[0], self.owner.client) or parsed[0] == self.owner \
+                    or alive(parsed[0]):
                 continue
             with contextlib.suppress(libvirt.libvirtError):
                 vol.delete(0)
