@@ -7,14 +7,14 @@ Example (every key optional)::
     vm:
       backend: qemu          # qemu | libvirt
       uri: qemu:///system    # libvirt only
-      count: 2               # VMs per pool
+      count: 2               # VMs per pool; auto: as many as the free cores and memory take
       cpus: 2
       memory_mb: 1024
       accel: auto            # auto | kvm | tcg
       cmdline: []            # extra kernel command-line words
       hosts:                 # libvirt hosts to spread VMs over (libvirt backend)
         - {uri: "qemu:///system", capacity: 2}
-        - {uri: "qemu+ssh://root@lab1/system", capacity: 8}
+        - {uri: "qemu+ssh://root@lab1/system", capacity: 8}   # or capacity: auto
       quarantine_after: 3    # infra failures before a host is dropped for the job
       snapshot: auto         # auto: a bisection's runs restore a booted template | off
     timeouts:                # seconds, before the TCG scale factor
@@ -59,6 +59,10 @@ from kvmlab.timeouts import Timeouts
 BACKENDS = ("qemu", "libvirt")
 ACCELS = ("auto", "kvm", "tcg")
 SNAPSHOT_MODES = ("auto", "off")
+#: ``vm.count`` or a host's ``capacity`` given as ``auto`` in a config file:
+#: resolved from the free cores and memory before a job starts
+#: (:func:`kvmlab.vmm.sizing.resolve_auto`).
+AUTO = 0
 
 
 @dataclass(frozen=True)
@@ -69,14 +73,15 @@ class HostConfig:
     """libvirt URI: ``qemu:///system`` (this machine) or ``qemu+ssh://[user@]host[:port]/system``
     (or ``/session``); ``keyfile=`` and ``known_hosts=`` query parameters are honoured."""
     capacity: int = 1
-    """VMs this host may run at once for a job."""
+    """VMs this host may run at once for a job; ``auto`` (:data:`AUTO`): as
+    many as its free cores and memory take (libvirt's host info)."""
 
     def __post_init__(self) -> None:
         if not self.uri:
             raise ConfigError("uri: required")
         parse_host_uri(self.uri, where="uri")
-        if self.capacity < 1:
-            raise ConfigError(f"capacity: must be positive, got {self.capacity}")
+        if self.capacity < 0:
+            raise ConfigError(f"capacity: must be positive or auto, got {self.capacity}")
 
 
 @dataclass(frozen=True)
@@ -86,7 +91,8 @@ class VMConfig:
     uri: str = "qemu:///system"
     """libvirt connection URI (libvirt backend only)."""
     count: int = 2
-    """VMs in a pool."""
+    """VMs in a pool; ``auto`` (:data:`AUTO`): as many as fit the free cores
+    and memory (this machine: psutil; ``hosts``: the sum of their capacities)."""
     cpus: int = 2
     """vCPUs per VM."""
     memory_mb: int = 1024
@@ -121,7 +127,9 @@ class VMConfig:
             raise ConfigError(f"vm.accel: {self.accel!r} is not one of {', '.join(ACCELS)}")
         if self.snapshot not in SNAPSHOT_MODES:
             raise ConfigError(f"vm.snapshot: {self.snapshot!r} is not one of {', '.join(SNAPSHOT_MODES)}")
-        for name in ("count", "cpus", "memory_mb"):
+        if self.count < 0:
+            raise ConfigError(f"vm.count: must be positive or auto, got {self.count}")
+        for name in ("cpus", "memory_mb"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"vm.{name}: must be positive, got {getattr(self, name)}")
 
@@ -247,6 +255,9 @@ def _convert(value: Any, typ: Any, where: str) -> Any:
     raise ConfigError(f"{where}: unsupported type {typ!r}")
 
 
+#: The fields a config file may give as ``auto`` (:data:`AUTO`).
+_AUTO_FIELDS: set[tuple[type, str]] = {(VMConfig, "count"), (HostConfig, "capacity")}
+
 _TYPE_WORDS = {int: "a whole number", str: "a string", bool: "true or false"}
 
 
@@ -259,6 +270,12 @@ def from_mapping(cls: type[T], data: dict[str, Any], where: str) -> T:
     for key, value in data.items():
         if key not in known:
             raise ConfigError(f"{where}: unknown key {key!r} (known: {', '.join(sorted(known))})")
+        auto_ok = (cls, key) in _AUTO_FIELDS
+        if auto_ok and value == "auto":
+            kwargs[key] = AUTO
+            continue
+        if auto_ok and value == AUTO and not isinstance(value, bool):
+            raise ConfigError(f"{where}.{key}: must be positive or auto, got {value}")
         kwargs[key] = _convert(value, hints[key], f"{where}.{key}")
     try:
         obj = cls(**kwargs)

@@ -19,13 +19,14 @@ from kvmlab.host_uri import owned_name, parse_host_uri, parse_owned_name
 from kvmlab.outcome import RunOutcome, RunStatus
 from kvmlab.owner import Owner
 from kvmlab.timeouts import Timeouts
+from kvmlab.vmm import volume_cache as vc
 from kvmlab.vmm.domain_xml import domain_owner, domain_xml, hostfwd_port
 from kvmlab.vmm.fleet import Fleet, Member, NoUsableHostError
 from kvmlab.vmm.machine import Machine
 from kvmlab.vmm.root import GuestRoot, RootKind
 from kvmlab.vmm.spec import Accel, VMSpec
 from kvmlab.vmm.spread import spread
-from kvmlab.vmm.storage import overlay_volume_xml, qcow2_virtual_size, raw_volume_xml
+from kvmlab.vmm.storage import overlay_volume_xml, qcow2_virtual_size, raw_volume_xml, volume_times
 
 pytestmark = pytest.mark.unit
 
@@ -381,3 +382,49 @@ def test_doctor_reads_domain_types_from_capabilities() -> None:
     assert domain_types(caps.replace("<domain type='kvm'/></arch></guest></capabilities>",
                                      "</arch></guest></capabilities>")) == ["qemu"]
     assert domain_types("<capabilities><host/></capabilities>") == []
+
+
+# -- the host's volume cache ---------------------------------------------------------------------
+
+
+def test_content_names_and_leases() -> None:
+    digest = "ab" * 32
+    name = vc.content_name(digest, "kernel")
+    assert name == f"kvmlab-c-{'ab' * 16}.kernel" and vc.is_content(name)
+    assert not vc.is_content(vc.done_name(name))
+    who = Owner(7, 100, "b00f", "ws~0a0b0c0d")
+    lease = owned_name(who, f"3.{vc.lease_what(digest, 'kernel')}")
+    parsed = parse_owned_name(lease)
+    assert parsed is not None and parsed[0] == who
+    assert vc.leased_content(parsed[1]) == name
+    assert vc.leased_content("3.abc.kernel") is None
+
+
+def _cv(name: str, size: int, age: float, *, done: bool = True, leased: bool = False) -> vc.CachedVolume:
+    return vc.CachedVolume(name, size, 1_000_000.0 - age, done, leased)
+
+
+def test_gc_removes_old_and_least_recently_used_never_leased() -> None:
+    day = 86400.0
+    vols = [
+        _cv("leased-old", 10, 100 * day, leased=True),
+        _cv("old", 10, 30 * day),
+        _cv("a", 10, 3 * day),
+        _cv("b", 10, 2 * day),
+        _cv("c", 10, 1 * day),
+        _cv("partial-new", 10, 60, done=False),
+        _cv("partial-old", 10, 2 * 3600, done=False),
+        _cv("leased-new", 10, 10, leased=True),
+    ]
+    gone = vc.plan_gc(vols, now=1_000_000.0, max_bytes=50, max_age=14 * day)
+    # Kept: 10+10 leased, 10 of the new partial; of a, b, c the least recently used go until 50 fit.
+    assert [v.name for v in gone] == ["old", "partial-old", "a"]
+    everything = vc.plan_gc(vols, now=1_000_000.0, max_bytes=0, max_age=14 * day)
+    assert {v.name for v in everything} == {"old", "partial-old", "a", "b", "c"}
+
+
+def test_volume_times_from_a_volumes_xml() -> None:
+    xml = ("<volume><target><timestamps><atime>1700000100.5</atime><mtime>1700000000.25</mtime>"
+           "</timestamps></target></volume>")
+    assert volume_times(xml) == (1700000100.5, 1700000000.25)
+    assert volume_times("<volume/>") == (0.0, 0.0)

@@ -48,6 +48,7 @@ from kvmlab.session.foreground import (
 from kvmlab.session.store import SessionDir, SessionRecord, SessionStore, check_name, default_name
 from kvmlab.session.terminal import RawTerminal, is_terminal
 from kvmlab.session.vm import MountPoint, SessionVM
+from kvmlab.vmm import sizing
 from kvmlab.vmm.domain_xml import domain_xml
 from kvmlab.vmm.factory import close_backend, make_backend, prepare
 from kvmlab.vmm.modules import kernel_release
@@ -207,7 +208,7 @@ def _config(job: BootJob, resumed: SessionRecord | None) -> Config:
                   memory_mb=resumed.vm.get("memory_mb", cfg.vm.memory_mb))
     vm.update({k: v for k, v in (("backend", job.vms.backend), ("accel", job.vms.accel),
                                  ("cpus", job.vms.cpus), ("memory_mb", job.vms.memory_mb)) if v is not None})
-    return dataclasses.replace(cfg, vm=dataclasses.replace(cfg.vm, **vm))
+    return dataclasses.replace(cfg, vm=sizing.resolve_auto(dataclasses.replace(cfg.vm, count=1, **vm)))
 
 
 def _kernel(job: BootJob, resumed: SessionRecord | None, *, build: bool,

@@ -22,6 +22,7 @@ from kvmlab.vmm.libvirt_backend import LibvirtBackend
 from kvmlab.vmm.modules import kernel_release, resolve_modules
 from kvmlab.vmm.qemu_backend import QemuBackend
 from kvmlab.vmm.root import GuestRoot, RootKind
+from kvmlab.vmm.sizing import resolve_auto
 from kvmlab.vmm.spec import Accel, VMSpec
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,7 @@ def make_backend(cfg: VMConfig) -> Backend:
         factory = BACKENDS[cfg.backend]
     except KeyError:
         raise ConfigError(f"vm.backend: unknown backend {cfg.backend!r}") from None
-    return factory(cfg)
+    return factory(resolve_auto(cfg))
 
 
 def close_backend(backend: Backend) -> None:
