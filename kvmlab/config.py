@@ -15,6 +15,7 @@ Example (every key optional)::
       hosts:                 # libvirt hosts to spread VMs over (libvirt backend)
         - {uri: "qemu:///system", capacity: 2}
         - {uri: "qemu+ssh://root@lab1/system", capacity: 8}   # or capacity: auto
+        - {uri: "qemu+ssh://root@lab2/system", capacity: 4, accel: tcg}   # default: vm.accel
       quarantine_after: 3    # infra failures before a host is dropped for the job
       snapshot: auto         # auto: a bisection's runs restore a booted template | off
     timeouts:                # seconds, before the TCG scale factor
@@ -75,6 +76,9 @@ class HostConfig:
     capacity: int = 1
     """VMs this host may run at once for a job; ``auto`` (:data:`AUTO`): as
     many as its free cores and memory take (libvirt's host info)."""
+    accel: str = ""
+    """``auto`` (probe KVM by booting on this host), ``kvm`` or ``tcg``;
+    default: ``vm.accel``."""
 
     def __post_init__(self) -> None:
         if not self.uri:
@@ -82,6 +86,8 @@ class HostConfig:
         parse_host_uri(self.uri, where="uri")
         if self.capacity < 0:
             raise ConfigError(f"capacity: must be positive or auto, got {self.capacity}")
+        if self.accel and self.accel not in ACCELS:
+            raise ConfigError(f"accel: {self.accel!r} is not one of {', '.join(ACCELS)}")
 
 
 @dataclass(frozen=True)
@@ -98,7 +104,9 @@ class VMConfig:
     memory_mb: int = 1024
     """RAM per VM, MiB."""
     accel: str = "auto"
-    """``auto`` (probe KVM by booting, else TCG), ``kvm`` or ``tcg``."""
+    """``auto`` (probe KVM by booting, else TCG), ``kvm`` or ``tcg``. With
+    the libvirt backend on lab hosts (``hosts``, or a remote ``uri``),
+    ``auto`` is probed on each host, by booting there (see :attr:`per_host_accel`)."""
     cmdline: tuple[str, ...] = ()
     """Extra kernel command-line words."""
     qemu: str = "qemu-system-x86_64"
@@ -112,6 +120,17 @@ class VMConfig:
     starts each run as a clone of it (clock and RNG refreshed from the host);
     runs boot where a VM cannot be saved (a 9p share), and a log line says so.
     ``off``: every run boots."""
+
+    @property
+    def per_host_accel(self) -> bool:
+        """Whether each libvirt host chooses its own accelerator (lab hosts
+        with ``accel: auto``, or a host with its own ``accel``), rather than
+        this machine choosing one for all."""
+        if self.backend != "libvirt":
+            return False
+        if self.hosts:
+            return self.accel == "auto" or any(h.accel for h in self.hosts)
+        return self.accel == "auto" and not parse_host_uri(self.uri).local
 
     def __post_init__(self) -> None:
         if self.hosts and self.backend != "libvirt":

@@ -372,7 +372,7 @@ def test_make_backend_with_hosts_is_a_fleet_that_connects_on_first_use() -> None
 
 
 def test_doctor_reads_domain_types_from_capabilities() -> None:
-    from kvmlab.commands.doctor import domain_types
+    from kvmlab.vmm.host_accel import domain_types
 
     caps = """<capabilities><host/>
       <guest><os_type>hvm</os_type><arch name='i686'><domain type='qemu'/><domain type='kvm'/></arch></guest>

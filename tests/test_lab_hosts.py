@@ -11,6 +11,7 @@ minutes cold, and cached under the test cache).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import os
 import signal
@@ -20,6 +21,7 @@ import sys
 import textwrap
 import threading
 import time
+import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,6 +30,7 @@ import pytest
 
 from kvmlab import oops
 from kvmlab import owner as owners
+from kvmlab.config import HostConfig, VMConfig
 from kvmlab.errors import KvmlabError
 from kvmlab.outcome import RunOutcome, RunStatus
 from kvmlab.owner import Owner
@@ -38,12 +41,14 @@ from kvmlab.vmm import storage as storage_mod
 from kvmlab.vmm import volume_cache as vc
 from kvmlab.vmm.backend import HasLocalSSHPort
 from kvmlab.vmm.console import EventKind
+from kvmlab.vmm.factory import PER_HOST, choose_accel, make_backend
 from kvmlab.vmm.fleet import Fleet, Member
 from kvmlab.vmm.host import Host, HostTimeouts
+from kvmlab.vmm.host_accel import resolve_host_accel
 from kvmlab.vmm.libvirt_backend import LibvirtBackend
 from kvmlab.vmm.pool import Pool
 from kvmlab.vmm.snapshot import Snapshots
-from kvmlab.vmm.spec import VMSpec
+from kvmlab.vmm.spec import Accel, VMSpec
 from kvmlab.vmm.storage import Uploaded, raw_volume_xml
 from tests.conftest import REPO, TEST_CACHE, session_process
 from tests.fixtures_vm import MARKER
@@ -260,6 +265,7 @@ def test_doctor_checks_a_remote_host(clean_lab: Lab, capsys: pytest.CaptureFixtu
     ok = check_lab_host(lab.uri)
     out = capsys.readouterr().out
     assert ok, out
+    assert "MISSING kvm: not probed (no kernel to boot)" in out, out
     for what in ("libvirt", "domain type", "storage pool", "volume cache", "free space", "ssh forwarding"):
         assert f"OK      {what}" in out or f"OK     {what}" in out, out
     assert "0 cached volume(s), 0 B, 0 in use by running jobs" in out, out
@@ -476,3 +482,48 @@ def test_gc_keeps_what_a_running_job_uses(clean_lab: Lab, tmp_path: Path,
         assert _volume_sha256(lab, up.path) == hashlib.sha256(files[1].read_bytes()).hexdigest()
     finally:
         stalled.close()
+
+
+# -- the accelerator, chosen on each host ---------------------------------------------------------
+
+
+def test_each_host_chooses_its_own_accelerator(clean_lab: Lab, cloud_spec: VMSpec, tmp_path: Path) -> None:
+    """A fleet of this machine's libvirt (``auto``: probed by booting there,
+    through libvirt) and the lab host (``accel: tcg`` in the config): each VM
+    runs with its own host's answer, and the lab, left to ``auto``, resolves
+    its own (it has no /dev/kvm, this machine has)."""
+    lab = clean_lab
+    vm = VMConfig(backend="libvirt", hosts=(HostConfig("qemu:///system", capacity=1),
+                                            HostConfig(lab.uri, capacity=1, accel="tcg")))
+    assert choose_accel(vm, cloud_spec.kernel) is PER_HOST
+    fleet = make_backend(vm)
+    assert isinstance(fleet, Fleet)
+    spec = dataclasses.replace(cloud_spec, accel=Accel.AUTO)
+    prepared = ShellCommand("sleep 2; echo c > /proc/sysrq-trigger").prepare(tmp_path)
+    try:
+        result = run_repro(spec, prepared, backend=fleet, timeouts=Timeouts(),
+                           options=ReproOptions(count=2, run_time=60), workdir=tmp_path / "runs",
+                           ready_marker=MARKER)
+        chosen = {m.label: m.backend.accel_for(cloud_spec.kernel) for m in fleet.members
+                  if isinstance(m.backend, LibvirtBackend)}
+    finally:
+        fleet.close()
+    assert [o.status for o in result.outcomes] == [RunStatus.CRASHED] * 2, [o.detail for o in result.outcomes]
+    local, remote = chosen["local"], chosen[f"root@{lab.ip}"]
+    assert remote.accel is Accel.TCG and remote.reason == f"set for root@{lab.ip}", remote
+    assert "on local" in local.reason and "remembered" not in local.reason, local
+    assert local.reason.startswith(("a KVM guest booted", "KVM guest did not boot")), local
+    types = {}
+    for i in range(2):
+        d = tmp_path / "runs" / f"vm-{i}"
+        host = (d / "host").read_text().split()[0]
+        types[host] = ET.fromstring((d / "domain.xml").read_text()).get("type")
+    assert types == {"local": "kvm" if local.accel is Accel.KVM else "qemu", f"root@{lab.ip}": "qemu"}
+
+    # Left to auto, the lab answers for itself: it offers no KVM domains.
+    host = Host(lab.uri)
+    try:
+        own = resolve_host_accel(host, cloud_spec.kernel, cache_dir=tmp_path / "probe")
+    finally:
+        host.close()
+    assert own.accel is Accel.TCG and own.reason == f"root@{lab.ip} offers no KVM domains", own

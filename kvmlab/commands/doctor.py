@@ -15,6 +15,7 @@ from kvmlab.images.recipe import recipe_dirs
 from kvmlab.kernel.config import fragment_dirs
 from kvmlab.vmm.accel import resolve_accel
 from kvmlab.vmm.host import Host, open_connection
+from kvmlab.vmm.host_accel import domain_types, resolve_host_accel
 from kvmlab.vmm.modules import kernel_release
 from kvmlab.vmm.spec import Accel
 from kvmlab.vmm.storage import POOL_NAME
@@ -51,7 +52,8 @@ def _probe_kernel(given: Path | None) -> Path | None:
 
 def run(args: argparse.Namespace) -> int:
     if args.host:
-        return 0 if check_lab_host(args.host) else 1
+        ok = check_lab_host(args.host, kernel=_probe_kernel(args.kernel), fresh=args.kernel is not None)
+        return 0 if ok else 1
     cfg = load_config(args.conf)
     ok = True
     qemu = shutil.which(cfg.vm.qemu)
@@ -114,9 +116,12 @@ def _version(n: int) -> str:
 MIN_HOST_FREE = 10 * 2**30
 
 
-def check_lab_host(uri: str) -> bool:
+def check_lab_host(uri: str, *, kernel: Path | None = None, fresh: bool = False) -> bool:
     """Check a libvirt host kvmlab is to run VMs on: one line per check,
-    with what to do about a problem. True when everything is usable."""
+    with what to do about a problem. True when everything is usable (KVM
+    not being usable there is a line, not a failure: VMs run under TCG).
+    ``kernel``: boot it there to see whether KVM really works (``fresh``:
+    even when an answer is remembered)."""
     host = Host(uri, capacity=1)
     try:
         try:
@@ -133,7 +138,7 @@ def check_lab_host(uri: str) -> bool:
         ok = _line(bool(types), "domain type", ", ".join(types) or "no x86_64 qemu/kvm guests",
                    "install qemu-system-x86 on the host") and ok
         if types and "kvm" not in types:
-            print("NOTE    kvm: the host has no KVM: VMs there run under TCG (set vm.accel: tcg)")
+            print("NOTE    kvm: the host has no KVM: VMs there run under TCG")
         try:
             host.storage.upload(_probe_file(), "probe", shared=False)  # removed by host.close()
             # No pool object outlives this line: each holds the connection open.
@@ -146,6 +151,19 @@ def check_lab_host(uri: str) -> bool:
         except KvmlabError as e:
             ok = _line(False, "storage pool", str(e),
                        "let the connecting user create a directory pool in libvirt's images dir") and ok
+        if kernel is None:
+            _line(False, "kvm", "not probed (no kernel to boot)", "pass --kernel bzImage")
+        elif types:
+            try:
+                choice = resolve_host_accel(host, kernel, cache_dir=cache_dir(), fresh=fresh)
+            except KvmlabError as e:
+                ok = _line(False, "kvm", f"probe failed: {e}", "see the lines above") and ok
+            else:
+                works = choice.accel is Accel.KVM
+                how = f"probed now with {kernel.name}: " if fresh else ""
+                _line(works, "kvm", f"{'works' if works else 'not usable'} ({how}{choice.reason})"
+                      + ("" if works else f"; VMs there run under TCG, timeouts x{choice.scale:.0f}"),
+                      "enable (nested) virtualisation on the host for KVM speed")
         if host.ssh is not None:
             try:
                 allowed, detail = host.ssh.forwarding_allowed(timeout=10.0)
@@ -156,23 +174,6 @@ def check_lab_host(uri: str) -> bool:
         return ok
     finally:
         host.close()
-
-
-def domain_types(capabilities_xml: str) -> list[str]:
-    """Domain types (``qemu``, ``kvm``) the host offers for x86_64 guests."""
-    import xml.etree.ElementTree as ET
-
-    root = ET.fromstring(capabilities_xml)
-    found: list[str] = []
-    for guest in root.findall("guest"):
-        arch = guest.find("arch")
-        if arch is None or arch.get("name") != "x86_64" or guest.findtext("os_type") != "hvm":
-            continue
-        for d in arch.findall("domain"):
-            t = d.get("type", "")
-            if t in ("qemu", "kvm") and t not in found:
-                found.append(t)
-    return found
 
 
 def _probe_file() -> Path:

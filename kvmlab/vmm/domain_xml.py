@@ -16,6 +16,15 @@ QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
 KVMLAB_NS = "https://kvmlab.dev/xmlns/domain/1"
 
 
+def owner_metadata(dom: ET.Element, owner: Owner) -> None:
+    """Who started the domain, in its ``<metadata>`` (a later run of the same
+    client reaps it once that process is gone; see kvmlab.owner)."""
+    ET.register_namespace("kvmlab", KVMLAB_NS)
+    meta = ET.SubElement(dom, "metadata")
+    ET.SubElement(meta, f"{{{KVMLAB_NS}}}owner", pid=str(owner.pid), started=str(owner.started),
+                  boot=owner.boot, host=owner.client)
+
+
 def domain_xml(
     spec: VMSpec,
     *,
@@ -46,11 +55,7 @@ def domain_xml(
     ET.register_namespace("kvmlab", KVMLAB_NS)
     dom = ET.Element("domain", type="kvm" if spec.accel is Accel.KVM else "qemu")
     ET.SubElement(dom, "name").text = name
-    meta = ET.SubElement(dom, "metadata")
-    # Who started it (a later run of the same client reaps it once that
-    # process is gone; see kvmlab.owner).
-    ET.SubElement(meta, f"{{{KVMLAB_NS}}}owner", pid=str(owner.pid), started=str(owner.started),
-                  boot=owner.boot, host=owner.client)
+    owner_metadata(dom, owner)
     ET.SubElement(dom, "memory", unit="MiB").text = str(spec.memory_mb)
     ET.SubElement(dom, "vcpu").text = str(spec.cpus)
     os_el = ET.SubElement(dom, "os")

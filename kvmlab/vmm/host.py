@@ -37,6 +37,7 @@ from kvmlab.vmm.backend import GuestStream
 from kvmlab.vmm.domain_xml import domain_owner
 from kvmlab.vmm.host_ssh import HostSSH
 from kvmlab.vmm.ports import connect_local
+from kvmlab.vmm.spec import Accel
 from kvmlab.vmm.storage import HostStorage
 
 log = logging.getLogger(__name__)
@@ -139,17 +140,21 @@ class Host:
 
     ``capacity``: VMs it may run at once for this job. ``label``: its name in
     log lines (default: from the URI). ``owner``: who makes things there
-    (default: this process, :func:`kvmlab.owner.me`).
+    (default: this process, :func:`kvmlab.owner.me`). ``accel``: the
+    accelerator of VMs there (``auto``: probed on the host, see
+    :mod:`kvmlab.vmm.host_accel`).
     """
 
     def __init__(self, uri: str, *, capacity: int = 1, label: str | None = None,
-                 timeouts: HostTimeouts | None = None, owner: Owner | None = None) -> None:
+                 timeouts: HostTimeouts | None = None, owner: Owner | None = None,
+                 accel: Accel = Accel.AUTO) -> None:
         self.address: HostAddress = parse_host_uri(uri)
         self.uri = uri
         self.capacity = capacity
         self.label = label or self.address.label
         self.timeouts = timeouts or HostTimeouts()
         self.owner = owner or owners.me()
+        self.accel = accel
         self.health = Health()
         self._lock = threading.Lock()
         """Guards the state below (never held while talking to the host)."""
