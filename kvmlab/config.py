@@ -173,6 +173,12 @@ class KernelConfig:
     relative path is relative to the config file. Default: none.
     ``$KVMLAB_FRAGMENTS_DIR`` wins over it."""
 
+    distcc_hosts: tuple[str, ...] = ()
+    """Compile hosts running distccd, ``HOST[:PORT][/SLOTS]`` (SLOTS: compiles
+    at once, its cores; default 4): ccache's misses are compiled there and
+    ``make -j`` is their slots plus this machine's cores. Empty: this machine
+    only. Parsed (and a bad entry named) by :func:`kvmlab.kernel.distcc.parse_hosts`."""
+
     @property
     def fragments_path(self) -> Path | None:
         return Path(self.fragments_dir).expanduser() if self.fragments_dir else None

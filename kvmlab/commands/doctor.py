@@ -12,6 +12,7 @@ from kvmlab.commands.host import summary
 from kvmlab.config import cache_dir, load_config
 from kvmlab.errors import KvmlabError, UserError
 from kvmlab.images.recipe import recipe_dirs
+from kvmlab.kernel import distcc
 from kvmlab.kernel.config import fragment_dirs
 from kvmlab.vmm.accel import resolve_accel
 from kvmlab.vmm.host import Host, open_connection
@@ -100,12 +101,31 @@ def run(args: argparse.Namespace) -> int:
         _line(True, "data", f"kernel configs {frags}; image recipes {recipes}")
     except KvmlabError as e:
         ok = _line(False, "data", str(e), "fix or unset that directory (README: Files and settings)") and ok
+    ok = _check_compile_hosts(cfg.kernel.distcc_hosts) and ok
     where = cache_dir()
     probe = where if where.exists() else Path.home()
     free = shutil.disk_usage(probe).free
     ok = _line(free >= MIN_FREE_DISK, "disk", f"{free / 2**30:.0f} GiB free at {probe}",
                "free disk space (kernel builds need ~10 GiB each tree)") and ok
     return 0 if ok else 1
+
+
+def _check_compile_hosts(entries: tuple[str, ...]) -> bool:
+    """``kernel.distcc_hosts``: distcc here, and each host's distccd answering."""
+    try:
+        hosts = distcc.parse_hosts(entries)
+    except KvmlabError as e:
+        return _line(False, "distcc", str(e), "fix kernel.distcc_hosts in the config file")
+    if not hosts:
+        return True
+    ok = _line(shutil.which("distcc") is not None, "distcc", shutil.which("distcc") or "not found",
+               "apt-get install distcc")
+    for h in hosts:
+        why = distcc.reachable(h)
+        ok = _line(why is None, f"compile host {h.host}:{h.port}",
+                   f"distccd answers ({h.slots} slots)" if why is None else f"no distccd: {why}",
+                   "start distccd there (--allow this machine) or drop it from kernel.distcc_hosts") and ok
+    return ok
 
 
 def _version(n: int) -> str:
