@@ -193,3 +193,11 @@ def test_a_vm_on_a_tcg_host_gets_its_timeouts_scaled(tmp_path: Path) -> None:
     assert tcg.accel is Accel.TCG
     assert tcg.cmdline[0] == f"rcupdate.rcu_cpu_stall_timeout={int(21 * TCG_SCALE)}"
     assert with_accel(tcg, AccelChoice(Accel.TCG, TCG_SCALE, "x")).cmdline == tcg.cmdline
+
+
+def test_a_qemu_that_would_not_start_is_one_line() -> None:
+    msg = ("internal error: qemu unexpectedly closed the monitor: 2026-12-02T18:44:31.742035Z "
+           "qemu-system-x86_64: error: failed to set MSR 0x10a to 0x69\n"
+           "qemu-system-x86_64: ../../target/i386/kvm/kvm.c:3183: kvm_buf_set_msrs: Assertion failed.")
+    assert host_accel.qemu_error(msg) == "error: failed to set MSR 0x10a to 0x69"
+    assert host_accel.qemu_error("") == "QEMU did not start"

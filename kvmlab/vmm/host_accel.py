@@ -20,6 +20,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
@@ -94,6 +95,13 @@ def domain_types(capabilities_xml: str) -> list[str]:
     return found
 
 
+def qemu_error(message: str) -> str:
+    """libvirt's report of a QEMU that would not start, as one line: QEMU's
+    own first complaint (``error: failed to set MSR 0x10a to 0x69``)."""
+    first = message.strip().splitlines()[0] if message.strip() else "QEMU did not start"
+    return re.sub(r"^.*?qemu-system-\S+: ", "", first)[:200]
+
+
 def kernel_kind(kernel: Path | None) -> str:
     """The guest kernel's type for the probe cache: its version, major.minor."""
     release = kernel_release(kernel) if kernel is not None else None
@@ -128,7 +136,7 @@ def _boots(host: Host, kernel: Path, *, kvm: bool, seconds: float) -> tuple[bool
         try:
             dom = conn.createXML(xml, 0)
         except libvirt.libvirtError as e:
-            return False, e.get_error_message()
+            return False, qemu_error(e.get_error_message())
         deadline = time.monotonic() + seconds
         text = b""
         while time.monotonic() < deadline:
