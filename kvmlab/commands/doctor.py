@@ -8,7 +8,6 @@ import shutil
 from pathlib import Path
 
 from kvmlab import checks, proc
-from kvmlab.commands.host import summary
 from kvmlab.config import cache_dir, load_config
 from kvmlab.errors import KvmlabError, UserError
 from kvmlab.images.recipe import recipe_dirs
@@ -164,8 +163,7 @@ def check_lab_host(uri: str, *, kernel: Path | None = None, fresh: bool = False)
             # No pool object outlives this line: each holds the connection open.
             _, _, _, available = host.storage.pool().info()
             ok = _line(True, "storage pool", f"{POOL_NAME} at {host.storage.pool_path()} is writable") and ok
-            _line(True, "volume cache", summary(host.label, host.storage.cache()).split(": ", 1)[1]
-                  + " (kvmlab host gc URI collects it)")
+            _line(True, "volume cache", f"{host.storage.cache().summary()} (kvmlab host gc URI collects it)")
             ok = _line(available >= MIN_HOST_FREE, "free space", f"{available / 2**30:.1f} GiB in the pool",
                        "free disk space on the host (a disk image and each VM's overlay go there)") and ok
         except KvmlabError as e:

@@ -11,7 +11,6 @@ from kvmlab import cache
 from kvmlab.errors import UserError
 from kvmlab.vmm import volume_cache as vc
 from kvmlab.vmm.host import Host
-from kvmlab.vmm.storage import CacheReport
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -45,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.host_command == "cache":
             report = host.storage.cache()
-            print(summary(host.label, report))
+            print(f"{host.label}: {report.summary()}")
             if args.long:
                 now = time.time()
                 for v in sorted(report.volumes, key=lambda v: v.last_use):
@@ -64,12 +63,6 @@ def run(args: argparse.Namespace) -> int:
         return 0
     finally:
         host.close()
-
-
-def summary(label: str, report: CacheReport) -> str:
-    """One line: the cache's volumes, size, and how many a job uses now."""
-    return (f"{label}: {len(report.volumes)} cached volume(s), {cache.human(report.size)}, "
-            f"{report.leased} in use by running jobs")
 
 
 def _age(seconds: float) -> str:

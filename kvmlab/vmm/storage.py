@@ -34,6 +34,7 @@ from typing import Any, BinaryIO
 
 import libvirt
 
+from kvmlab.cache import human
 from kvmlab.errors import LibvirtError, UserError
 from kvmlab.host_uri import owned_name, parse_owned_name
 from kvmlab.owner import Owner, alive, is_ours
@@ -138,6 +139,11 @@ class CacheReport:
     @property
     def leased(self) -> int:
         return sum(v.leased for v in self.volumes)
+
+    def summary(self) -> str:
+        """One line: the cache's volumes, size, and how many a job uses now."""
+        return (f"{len(self.volumes)} cached volume(s), {human(self.size)}, {self.leased} in use by "
+                "running jobs")
 
 
 @dataclass(frozen=True)
@@ -335,7 +341,8 @@ class HostStorage:
                 # Someone is uploading it: wait while it grows.
                 try:
                     alloc = int(vol.info()[2])
-                except libvirt.libvirtError:
+                except libvirt.libvirtError:  # gone meanwhile (its upload failed): look again
+                    time.sleep(_POLL)
                     continue
                 now = time.monotonic()
                 if seen is None or alloc != seen[0]:
