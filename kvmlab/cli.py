@@ -41,6 +41,7 @@ COMMANDS: tuple[str, ...] = (
     "kvmlab.commands.show",
     "kvmlab.commands.demo",
     "kvmlab.commands.cache",
+    "kvmlab.commands.host",
 )
 
 #: Commands after which the cache is kept under its limit (they fill it).

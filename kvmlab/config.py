@@ -7,14 +7,15 @@ Example (every key optional)::
     vm:
       backend: qemu          # qemu | libvirt
       uri: qemu:///system    # libvirt only
-      count: 2               # VMs per pool
+      count: 2               # VMs per pool; auto: as many as the free cores and memory take
       cpus: 2
       memory_mb: 1024
       accel: auto            # auto | kvm | tcg
       cmdline: []            # extra kernel command-line words
       hosts:                 # libvirt hosts to spread VMs over (libvirt backend)
         - {uri: "qemu:///system", capacity: 2}
-        - {uri: "qemu+ssh://root@lab1/system", capacity: 8}
+        - {uri: "qemu+ssh://root@lab1/system", capacity: 8}   # or capacity: auto
+        - {uri: "qemu+ssh://root@lab2/system", capacity: 4, accel: tcg}   # default: vm.accel
       quarantine_after: 3    # infra failures before a host is dropped for the job
       snapshot: auto         # auto: a bisection's runs restore a booted template | off
     timeouts:                # seconds, before the TCG scale factor
@@ -59,6 +60,10 @@ from kvmlab.timeouts import Timeouts
 BACKENDS = ("qemu", "libvirt")
 ACCELS = ("auto", "kvm", "tcg")
 SNAPSHOT_MODES = ("auto", "off")
+#: ``vm.count`` or a host's ``capacity`` given as ``auto`` in a config file:
+#: resolved from the free cores and memory before a job starts
+#: (:func:`kvmlab.vmm.sizing.resolve_auto`).
+AUTO = 0
 
 
 @dataclass(frozen=True)
@@ -69,14 +74,20 @@ class HostConfig:
     """libvirt URI: ``qemu:///system`` (this machine) or ``qemu+ssh://[user@]host[:port]/system``
     (or ``/session``); ``keyfile=`` and ``known_hosts=`` query parameters are honoured."""
     capacity: int = 1
-    """VMs this host may run at once for a job."""
+    """VMs this host may run at once for a job; ``auto`` (:data:`AUTO`): as
+    many as its free cores and memory take (libvirt's host info)."""
+    accel: str = ""
+    """``auto`` (probe KVM by booting on this host), ``kvm`` or ``tcg``;
+    default: ``vm.accel``."""
 
     def __post_init__(self) -> None:
         if not self.uri:
             raise ConfigError("uri: required")
         parse_host_uri(self.uri, where="uri")
-        if self.capacity < 1:
-            raise ConfigError(f"capacity: must be positive, got {self.capacity}")
+        if self.capacity < 0:
+            raise ConfigError(f"capacity: must be positive or auto, got {self.capacity}")
+        if self.accel and self.accel not in ACCELS:
+            raise ConfigError(f"accel: {self.accel!r} is not one of {', '.join(ACCELS)}")
 
 
 @dataclass(frozen=True)
@@ -86,13 +97,16 @@ class VMConfig:
     uri: str = "qemu:///system"
     """libvirt connection URI (libvirt backend only)."""
     count: int = 2
-    """VMs in a pool."""
+    """VMs in a pool; ``auto`` (:data:`AUTO`): as many as fit the free cores
+    and memory (this machine: psutil; ``hosts``: the sum of their capacities)."""
     cpus: int = 2
     """vCPUs per VM."""
     memory_mb: int = 1024
     """RAM per VM, MiB."""
     accel: str = "auto"
-    """``auto`` (probe KVM by booting, else TCG), ``kvm`` or ``tcg``."""
+    """``auto`` (probe KVM by booting, else TCG), ``kvm`` or ``tcg``. With
+    the libvirt backend on lab hosts (``hosts``, or a remote ``uri``),
+    ``auto`` is probed on each host, by booting there (see :attr:`per_host_accel`)."""
     cmdline: tuple[str, ...] = ()
     """Extra kernel command-line words."""
     qemu: str = "qemu-system-x86_64"
@@ -106,6 +120,17 @@ class VMConfig:
     starts each run as a clone of it (clock and RNG refreshed from the host);
     runs boot where a VM cannot be saved (a 9p share), and a log line says so.
     ``off``: every run boots."""
+
+    @property
+    def per_host_accel(self) -> bool:
+        """Whether each libvirt host chooses its own accelerator (lab hosts
+        with ``accel: auto``, or a host with its own ``accel``), rather than
+        this machine choosing one for all."""
+        if self.backend != "libvirt":
+            return False
+        if self.hosts:
+            return self.accel == "auto" or any(h.accel for h in self.hosts)
+        return self.accel == "auto" and not parse_host_uri(self.uri).local
 
     def __post_init__(self) -> None:
         if self.hosts and self.backend != "libvirt":
@@ -121,7 +146,9 @@ class VMConfig:
             raise ConfigError(f"vm.accel: {self.accel!r} is not one of {', '.join(ACCELS)}")
         if self.snapshot not in SNAPSHOT_MODES:
             raise ConfigError(f"vm.snapshot: {self.snapshot!r} is not one of {', '.join(SNAPSHOT_MODES)}")
-        for name in ("count", "cpus", "memory_mb"):
+        if self.count < 0:
+            raise ConfigError(f"vm.count: must be positive or auto, got {self.count}")
+        for name in ("cpus", "memory_mb"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"vm.{name}: must be positive, got {getattr(self, name)}")
 
@@ -145,6 +172,12 @@ class KernelConfig:
     ``compilers.yaml`` replacing kvmlab's), searched before kvmlab's own; a
     relative path is relative to the config file. Default: none.
     ``$KVMLAB_FRAGMENTS_DIR`` wins over it."""
+
+    distcc_hosts: tuple[str, ...] = ()
+    """Compile hosts running distccd, ``HOST[:PORT][/SLOTS]`` (SLOTS: compiles
+    at once, its cores; default 4): ccache's misses are compiled there and
+    ``make -j`` is their slots plus this machine's cores. Empty: this machine
+    only. Parsed (and a bad entry named) by :func:`kvmlab.kernel.distcc.parse_hosts`."""
 
     @property
     def fragments_path(self) -> Path | None:
@@ -247,6 +280,9 @@ def _convert(value: Any, typ: Any, where: str) -> Any:
     raise ConfigError(f"{where}: unsupported type {typ!r}")
 
 
+#: The fields a config file may give as ``auto`` (:data:`AUTO`).
+_AUTO_FIELDS: set[tuple[type, str]] = {(VMConfig, "count"), (HostConfig, "capacity")}
+
 _TYPE_WORDS = {int: "a whole number", str: "a string", bool: "true or false"}
 
 
@@ -259,6 +295,12 @@ def from_mapping(cls: type[T], data: dict[str, Any], where: str) -> T:
     for key, value in data.items():
         if key not in known:
             raise ConfigError(f"{where}: unknown key {key!r} (known: {', '.join(sorted(known))})")
+        auto_ok = (cls, key) in _AUTO_FIELDS
+        if auto_ok and value == "auto":
+            kwargs[key] = AUTO
+            continue
+        if auto_ok and value == AUTO and not isinstance(value, bool):
+            raise ConfigError(f"{where}.{key}: must be positive or auto, got {value}")
         kwargs[key] = _convert(value, hints[key], f"{where}.{key}")
     try:
         obj = cls(**kwargs)

@@ -14,6 +14,7 @@ import urllib.parse
 from dataclasses import dataclass
 
 from kvmlab.errors import ConfigError
+from kvmlab.owner import Owner
 
 #: Transports that reach the host over SSH (libvirt's ``ssh`` runs the ssh
 #: binary; ``libssh``/``libssh2`` are built into libvirt).
@@ -84,24 +85,22 @@ def parse_host_uri(uri: str, *, where: str = "uri") -> HostAddress:
     )
 
 
-def client_token(pid: int, client_host: str) -> str:
-    """Who made a thing on a host: ``<pid>@<client host>``. Names of volumes
-    and domain metadata carry it so a later run can tell what a dead kvmlab
-    left (see :func:`parse_owned_name`)."""
-    return f"{pid}@{client_host}"
+#: Names of things kvmlab makes on a host (volumes):
+#: ``kvmlab-<pid>.<start>.<boot>@<client>_<what>`` (see :class:`kvmlab.owner.Owner`);
+#: an older kvmlab's ``kvmlab-<pid>@<host name>_<what>`` still parses.
+_OWNED_RE = re.compile(r"^kvmlab-(?P<pid>\d+)(?:\.(?P<started>\d+)\.(?P<boot>[0-9a-f]*))?"
+                       r"@(?P<client>[A-Za-z0-9.~-]+)_(?P<what>.+)$")
 
 
-#: Volume names: ``kvmlab-<pid>@<client host>_<what>``.
-_OWNED_RE = re.compile(r"^kvmlab-(?P<pid>\d+)@(?P<host>[A-Za-z0-9.-]+)_(?P<what>.+)$")
+def owned_name(owner: Owner, what: str) -> str:
+    """The name of ``what`` made on a host by ``owner``."""
+    return f"kvmlab-{owner.pid}.{owner.started}.{owner.boot}@{owner.client}_{what}"
 
 
-def owned_name(pid: int, client_host: str, what: str) -> str:
-    return f"kvmlab-{client_token(pid, client_host)}_{what}"
-
-
-def parse_owned_name(name: str) -> tuple[int, str, str] | None:
-    """``(pid, client host, what)`` of a name made by :func:`owned_name`."""
+def parse_owned_name(name: str) -> tuple[Owner, str] | None:
+    """``(owner, what)`` of a name made by :func:`owned_name` (None: not one)."""
     m = _OWNED_RE.match(name)
     if m is None:
         return None
-    return int(m.group("pid")), m.group("host"), m.group("what")
+    owner = Owner(int(m.group("pid")), int(m.group("started") or 0), m.group("boot") or "", m.group("client"))
+    return owner, m.group("what")

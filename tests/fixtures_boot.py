@@ -140,7 +140,7 @@ def assert_nothing_left(sd: SessionDir, ssh_port: int, *, timeout: float = 30.0)
             pool = conn.storagePoolLookupByName(POOL_NAME)
             pool.refresh(0)
             # The session's kvmlab made them: they carry its pid.
-            left = [v for v in pool.listVolumes() if (parse_owned_name(v) or (0,))[0] == rec.pid]
+            left = [v for v in pool.listVolumes() if (p := parse_owned_name(v)) and p[0].pid == rec.pid]
             assert not left, f"volumes of session {sd.name} survived in the {POOL_NAME} pool: {left}"
         finally:
             conn.close()

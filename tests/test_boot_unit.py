@@ -27,6 +27,7 @@ from kvmlab.jobs.boot import (
     gdb_argv,
     parse_shares,
 )
+from kvmlab.owner import Owner
 from kvmlab.session.foreground import (
     EXIT_BOOT_FAILED,
     EXIT_CRASH,
@@ -49,7 +50,7 @@ from kvmlab.session.store import (
 from kvmlab.session.terminal import Action, EscapeParser, Key, LineEditor
 from kvmlab.session.vm import Crash, MountPoint, SessionVM, mount_command
 from kvmlab.timeouts import Timeouts
-from kvmlab.vmm.domain_xml import Owner, domain_xml
+from kvmlab.vmm.domain_xml import domain_xml
 from kvmlab.vmm.qemu_argv import qemu_argv
 from kvmlab.vmm.qmp import QMPClient, QMPError
 from kvmlab.vmm.root import GuestRoot, RootKind
@@ -272,7 +273,7 @@ def test_domain_xml_share() -> None:
     spec = VMSpec(kernel=Path("/k/bzImage"), root=INITRAMFS, accel=Accel.TCG, name="s",
                   shares=(Share("kvmlab0", Path("/src")),))
     xml = domain_xml(spec, name="kvmlab-1-s-0", kernel="/k/bzImage", initrd=str(INITRAMFS.path), disk=None,
-                     console_log=None, owner=Owner(1, "client"))
+                     console_log=None, owner=Owner(1, 100, "b00f", "client~0a0b0c0d"))
     assert ('<filesystem type="mount" accessmode="passthrough">\n      <source dir="/src" />\n'
             '      <target dir="kvmlab0" />') in xml
 

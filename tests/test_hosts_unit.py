@@ -17,14 +17,16 @@ from kvmlab.config import HostConfig, VMConfig, load_config
 from kvmlab.errors import ConfigError, InfraError
 from kvmlab.host_uri import owned_name, parse_host_uri, parse_owned_name
 from kvmlab.outcome import RunOutcome, RunStatus
+from kvmlab.owner import Owner
 from kvmlab.timeouts import Timeouts
-from kvmlab.vmm.domain_xml import Owner, domain_owner, domain_xml, hostfwd_port
+from kvmlab.vmm import volume_cache as vc
+from kvmlab.vmm.domain_xml import domain_owner, domain_xml, hostfwd_port
 from kvmlab.vmm.fleet import Fleet, Member, NoUsableHostError
 from kvmlab.vmm.machine import Machine
 from kvmlab.vmm.root import GuestRoot, RootKind
 from kvmlab.vmm.spec import Accel, VMSpec
 from kvmlab.vmm.spread import spread
-from kvmlab.vmm.storage import overlay_volume_xml, qcow2_virtual_size, raw_volume_xml
+from kvmlab.vmm.storage import overlay_volume_xml, qcow2_virtual_size, raw_volume_xml, volume_times
 
 pytestmark = pytest.mark.unit
 
@@ -72,9 +74,13 @@ def test_bad_uris_name_the_problem(uri: str, match: str) -> None:
 
 
 def test_owned_names_round_trip() -> None:
-    name = owned_name(4242, "ws-1.example", "0123abcd.kernel")
-    assert name == "kvmlab-4242@ws-1.example_0123abcd.kernel"
-    assert parse_owned_name(name) == (4242, "ws-1.example", "0123abcd.kernel")
+    who = Owner(4242, 170000000012, "0a1b2c3d", "ws-1.example~00ff00ff")
+    name = owned_name(who, "0123abcd.kernel")
+    assert name == "kvmlab-4242.170000000012.0a1b2c3d@ws-1.example~00ff00ff_0123abcd.kernel"
+    assert parse_owned_name(name) == (who, "0123abcd.kernel")
+    # An older kvmlab's name: its owner has no start time, boot or client id.
+    assert parse_owned_name("kvmlab-4242@ws-1.example_1.abc.kernel") == (
+        Owner(4242, 0, "", "ws-1.example"), "1.abc.kernel")
     assert parse_owned_name("default.qcow2") is None
 
 
@@ -88,12 +94,13 @@ def test_domain_xml_names_host_paths_only_and_carries_its_owner() -> None:
                   name="vm")
     pool = "/var/lib/libvirt/images/kvmlab"
     xml = domain_xml(spec, name="kvmlab-1-vm-0-1-ws", kernel=f"{pool}/k.kernel", initrd=None,
-                     disk=f"{pool}/o.qcow2", console_log=f"{pool}/c.console.log", owner=Owner(1, "ws"))
+                     disk=f"{pool}/o.qcow2", console_log=f"{pool}/c.console.log",
+                     owner=Owner(1, 100, "b00f", "ws~0a0b0c0d"))
     _snapshot("domain_tcg_disk.xml", xml)
     assert "/client/" not in xml
     assert f'<log file="{pool}/c.console.log" append="off"' in xml
     assert "hostfwd=tcp:127.0.0.1:0-:22" in xml  # QEMU picks the port on the host
-    assert domain_owner(xml) == Owner(1, "ws")
+    assert domain_owner(xml) == Owner(1, 100, "b00f", "ws~0a0b0c0d")
     assert domain_owner("<domain><name>x</name></domain>") is None
 
 
@@ -365,7 +372,7 @@ def test_make_backend_with_hosts_is_a_fleet_that_connects_on_first_use() -> None
 
 
 def test_doctor_reads_domain_types_from_capabilities() -> None:
-    from kvmlab.commands.doctor import domain_types
+    from kvmlab.vmm.host_accel import domain_types
 
     caps = """<capabilities><host/>
       <guest><os_type>hvm</os_type><arch name='i686'><domain type='qemu'/><domain type='kvm'/></arch></guest>
@@ -375,3 +382,49 @@ def test_doctor_reads_domain_types_from_capabilities() -> None:
     assert domain_types(caps.replace("<domain type='kvm'/></arch></guest></capabilities>",
                                      "</arch></guest></capabilities>")) == ["qemu"]
     assert domain_types("<capabilities><host/></capabilities>") == []
+
+
+# -- the host's volume cache ---------------------------------------------------------------------
+
+
+def test_content_names_and_leases() -> None:
+    digest = "ab" * 32
+    name = vc.content_name(digest, "kernel")
+    assert name == f"kvmlab-c-{'ab' * 16}.kernel" and vc.is_content(name)
+    assert not vc.is_content(vc.done_name(name))
+    who = Owner(7, 100, "b00f", "ws~0a0b0c0d")
+    lease = owned_name(who, f"3.{vc.lease_what(digest, 'kernel')}")
+    parsed = parse_owned_name(lease)
+    assert parsed is not None and parsed[0] == who
+    assert vc.leased_content(parsed[1]) == name
+    assert vc.leased_content("3.abc.kernel") is None
+
+
+def _cv(name: str, size: int, age: float, *, done: bool = True, leased: bool = False) -> vc.CachedVolume:
+    return vc.CachedVolume(name, size, 1_000_000.0 - age, done, leased)
+
+
+def test_gc_removes_old_and_least_recently_used_never_leased() -> None:
+    day = 86400.0
+    vols = [
+        _cv("leased-old", 10, 100 * day, leased=True),
+        _cv("old", 10, 30 * day),
+        _cv("a", 10, 3 * day),
+        _cv("b", 10, 2 * day),
+        _cv("c", 10, 1 * day),
+        _cv("partial-new", 10, 60, done=False),
+        _cv("partial-old", 10, 2 * 3600, done=False),
+        _cv("leased-new", 10, 10, leased=True),
+    ]
+    gone = vc.plan_gc(vols, now=1_000_000.0, max_bytes=50, max_age=14 * day)
+    # Kept: 10+10 leased, 10 of the new partial; of a, b, c the least recently used go until 50 fit.
+    assert [v.name for v in gone] == ["old", "partial-old", "a"]
+    everything = vc.plan_gc(vols, now=1_000_000.0, max_bytes=0, max_age=14 * day)
+    assert {v.name for v in everything} == {"old", "partial-old", "a", "b", "c"}
+
+
+def test_volume_times_from_a_volumes_xml() -> None:
+    xml = ("<volume><target><timestamps><atime>1700000100.5</atime><mtime>1700000000.25</mtime>"
+           "</timestamps></target></volume>")
+    assert volume_times(xml) == (1700000100.5, 1700000000.25)
+    assert volume_times("<volume/>") == (0.0, 0.0)

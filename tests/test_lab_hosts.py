@@ -11,6 +11,8 @@ minutes cold, and cached under the test cache).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import hashlib
 import os
 import signal
 import socket
@@ -19,6 +21,7 @@ import sys
 import textwrap
 import threading
 import time
+import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,19 +29,27 @@ import psutil
 import pytest
 
 from kvmlab import oops
+from kvmlab import owner as owners
+from kvmlab.config import HostConfig, VMConfig
 from kvmlab.errors import KvmlabError
 from kvmlab.outcome import RunOutcome, RunStatus
+from kvmlab.owner import Owner
 from kvmlab.repro.reproducer import ShellCommand
 from kvmlab.repro.runner import ReproOptions, run_repro
 from kvmlab.timeouts import Timeouts
+from kvmlab.vmm import storage as storage_mod
+from kvmlab.vmm import volume_cache as vc
 from kvmlab.vmm.backend import HasLocalSSHPort
 from kvmlab.vmm.console import EventKind
+from kvmlab.vmm.factory import PER_HOST, choose_accel, make_backend
 from kvmlab.vmm.fleet import Fleet, Member
 from kvmlab.vmm.host import Host, HostTimeouts
+from kvmlab.vmm.host_accel import resolve_host_accel
 from kvmlab.vmm.libvirt_backend import LibvirtBackend
 from kvmlab.vmm.pool import Pool
 from kvmlab.vmm.snapshot import Snapshots
-from kvmlab.vmm.spec import VMSpec
+from kvmlab.vmm.spec import Accel, VMSpec
+from kvmlab.vmm.storage import Uploaded, raw_volume_xml
 from tests.conftest import REPO, TEST_CACHE, session_process
 from tests.fixtures_vm import MARKER
 from tests.lab.harness import Lab, LabUnavailable, root_image, start_lab, tripwire, unavailable_reason
@@ -69,20 +80,33 @@ def lab() -> Iterator[Lab]:
         the_lab.stop()
 
 
+def _jobs_volumes(lab: Lab) -> list[str]:
+    """The lab's volumes other than its shared cache of uploaded content."""
+    return [v for v in lab.volumes() if not vc.is_content(v.removesuffix(vc.DONE_SUFFIX))]
+
+
+def _clear_cache(lab: Lab) -> None:
+    for v in lab.volumes():
+        lab.virsh("vol-delete", "--pool", "kvmlab", v, check=False)
+
+
 @pytest.fixture
 def clean_lab(lab: Lab) -> Iterator[Lab]:
-    """The lab, checked empty afterwards: no domain, no volume, no QEMU. Its
-    libvirtd runs at the start (a test that killed it and failed before
-    starting it again is not the next test's failure)."""
+    """The lab, checked empty afterwards: no domain, no volume but the
+    shared cache's (then emptied: each test starts with nothing uploaded),
+    no QEMU. Its libvirtd runs at the start (a test that killed it and failed
+    before starting it again is not the next test's failure)."""
     if not lab.libvirtd_pids():
         lab.start_libvirtd()
+    _clear_cache(lab)
     yield lab
     deadline = time.monotonic() + 20
     while lab.qemu_processes() and time.monotonic() < deadline:
         time.sleep(0.5)
     assert not lab.domains(), f"domains left on the lab host: {lab.domains()}"
-    assert not lab.volumes(), f"volumes left on the lab host: {lab.volumes()}"
+    assert not _jobs_volumes(lab), f"volumes left on the lab host: {_jobs_volumes(lab)}"
     assert not lab.qemu_processes(), f"QEMU left running on the lab host: {lab.qemu_processes()}"
+    _clear_cache(lab)
 
 
 def _local_domains() -> set[str]:
@@ -241,8 +265,10 @@ def test_doctor_checks_a_remote_host(clean_lab: Lab, capsys: pytest.CaptureFixtu
     ok = check_lab_host(lab.uri)
     out = capsys.readouterr().out
     assert ok, out
-    for what in ("libvirt", "domain type", "storage pool", "free space", "ssh forwarding"):
+    assert "MISSING kvm: not probed (no kernel to boot)" in out, out
+    for what in ("libvirt", "domain type", "storage pool", "volume cache", "free space", "ssh forwarding"):
         assert f"OK      {what}" in out or f"OK     {what}" in out, out
+    assert "0 cached volume(s), 0 B, 0 in use by running jobs" in out, out
     assert not lab.volumes()
 
 
@@ -274,18 +300,24 @@ def test_a_killed_kvmlab_leaves_nothing_after_the_next_run(clean_lab: Lab, cloud
     try:
         assert p.stdout is not None
         assert p.stdout.readline().strip() == "READY"
-        doms, vols = lab.domains(), lab.volumes()
+        doms, vols = lab.domains(), _jobs_volumes(lab)
         assert len(doms) == 1 and doms[0].startswith(f"kvmlab-{p.pid}-held-0-")
-        assert len(vols) == 3 and all(v.startswith(f"kvmlab-{p.pid}@") for v in vols), vols
+        # Two leases (kernel, initramfs) and the console log.
+        assert len(vols) == 3 and all(v.startswith(f"kvmlab-{p.pid}.") for v in vols), vols
         assert f"pid=\"{p.pid}\"" in lab.virsh("dumpxml", doms[0]).replace("'", '"')
     finally:
         os.kill(p.pid, signal.SIGKILL)
         p.wait(timeout=30)
-    assert lab.domains() and lab.volumes()  # nobody cleaned up
+    assert lab.domains() and _jobs_volumes(lab)  # nobody cleaned up
+    cached = set(lab.volumes()) - set(_jobs_volumes(lab))
+    assert len(cached) == 4, cached  # kernel and initramfs, each with its marker
     host = Host(lab.uri)
     try:
         host.conn()  # connecting reaps what dead owners from this machine left
-        assert not lab.domains() and not lab.volumes()
+        assert not lab.domains() and not _jobs_volumes(lab)
+        assert set(lab.volumes()) == cached, "the shared cache stays"
+        report = host.storage.cache()
+        assert len(report.volumes) == 2 and report.leased == 0, report
     finally:
         host.close()
 
@@ -331,3 +363,167 @@ def test_clones_restored_on_a_lab_host_from_a_state_that_stays_there(clean_lab: 
     assert len({s.urandom for s in runs}) == CLONES
     assert all(abs(s.clock_skew) < AGE / 2 for s in runs), runs
     assert len(store.templates) == 1
+
+
+# -- the host's cache of uploaded content ------------------------------------------------------
+
+
+def _other_client(n: int) -> Owner:
+    """A kvmlab process of another client machine (same host name, another id)."""
+    me = owners.me()
+    return Owner(100_000 + n, me.started, me.boot, f"{me.client.split('~')[0]}~0000000{n}")
+
+
+def _volume_sha256(lab: Lab, path: str) -> str:
+    return lab.run(["sha256sum", path]).split()[0]
+
+
+def test_uploads_are_cached_on_the_host_for_later_commands_and_other_clients(clean_lab: Lab,
+                                                                             tmp_path: Path) -> None:
+    """Two commands in a row: the second sends nothing. Two clients uploading
+    the same content at once: one sends it, the other waits and reuses it,
+    and the volume holds exactly the file."""
+    lab = clean_lab
+    kernel = tmp_path / "bzImage"
+    kernel.write_bytes(os.urandom(24 << 20))
+    digest = hashlib.sha256(kernel.read_bytes()).hexdigest()
+    first = Host(lab.uri)
+    try:
+        up = first.storage.upload(kernel, "kernel")
+        assert up.bytes_sent == kernel.stat().st_size
+    finally:
+        first.close()
+    second = Host(lab.uri)
+    try:
+        again = second.storage.upload(kernel, "kernel")
+        assert (again.bytes_sent, again.path) == (0, up.path)
+        assert second.storage.bytes_uploaded == 0
+    finally:
+        second.close()
+    assert _volume_sha256(lab, up.path) == digest
+
+    other = tmp_path / "initrd"
+    other.write_bytes(os.urandom(24 << 20))
+    hosts = [Host(lab.uri, owner=_other_client(i)) for i in (1, 2)]
+    got: dict[int, object] = {}
+    start = threading.Barrier(2)
+
+    def up_from(i: int) -> None:
+        start.wait()
+        try:
+            got[i] = hosts[i].storage.upload(other, "initrd")
+        except Exception as e:
+            got[i] = e
+
+    try:
+        threads = [threading.Thread(target=up_from, args=(i,)) for i in (0, 1)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        results = [got[0], got[1]]
+        assert all(isinstance(r, Uploaded) for r in results), results
+        ups = [r for r in results if isinstance(r, Uploaded)]
+        assert sorted(u.bytes_sent for u in ups) == [0, other.stat().st_size], ups
+        assert ups[0].path == ups[1].path
+        assert _volume_sha256(lab, ups[0].path) == hashlib.sha256(other.read_bytes()).hexdigest()
+    finally:
+        for h in hosts:
+            h.close()
+
+
+def test_gc_keeps_what_a_running_job_uses(clean_lab: Lab, tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """A job holds its volumes (leases) while ``kvmlab host gc --max-size 0``
+    runs from another client: they stay; once the job ends, gc takes them.
+    A volume whose uploader died mid-upload is uploaded again by the next
+    client once its upload has stalled."""
+    lab = clean_lab
+    files = []
+    for name in ("a", "b"):
+        f = tmp_path / name
+        f.write_bytes(os.urandom(4 << 20))
+        files.append(f)
+    running = Host(lab.uri, owner=_other_client(1))
+    try:
+        held = running.storage.upload(files[0], "kernel")
+        done = Host(lab.uri)
+        try:
+            loose = done.storage.upload(files[1], "kernel")
+        finally:
+            done.close()
+        from kvmlab.cli import main
+
+        assert main(["host", "cache", lab.uri]) == 0
+        assert "2 cached volume(s), 8.0 MiB, 1 in use by running jobs" in capsys.readouterr().out
+        assert main(["host", "gc", lab.uri, "--max-size", "0"]) == 0
+        out = capsys.readouterr().out
+        assert f"removed {loose.path.rsplit('/', 1)[1]}" in out, out
+        vols = lab.volumes()
+        assert held.path.rsplit("/", 1)[1] in vols and loose.path.rsplit("/", 1)[1] not in vols
+        assert _volume_sha256(lab, held.path) == hashlib.sha256(files[0].read_bytes()).hexdigest()
+    finally:
+        running.close()
+    assert main(["host", "gc", lab.uri, "--max-size", "0"]) == 0
+    assert not lab.volumes(), lab.volumes()
+
+    # A killed uploader: the volume is there, unfinished, and does not grow.
+    stalled = Host(lab.uri)
+    try:
+        pool = stalled.storage.pool()
+        name = vc.content_name(hashlib.sha256(files[1].read_bytes()).hexdigest(), "kernel")
+        pool.createXML(raw_volume_xml(name, files[1].stat().st_size), 0)
+        del pool
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(storage_mod, "UPLOAD_STALL", 2.0)
+            t0 = time.monotonic()
+            up = stalled.storage.upload(files[1], "kernel")
+        assert up.bytes_sent == files[1].stat().st_size and time.monotonic() - t0 >= 2.0
+        assert _volume_sha256(lab, up.path) == hashlib.sha256(files[1].read_bytes()).hexdigest()
+    finally:
+        stalled.close()
+
+
+# -- the accelerator, chosen on each host ---------------------------------------------------------
+
+
+def test_each_host_chooses_its_own_accelerator(clean_lab: Lab, cloud_spec: VMSpec, tmp_path: Path) -> None:
+    """A fleet of this machine's libvirt (``auto``: probed by booting there,
+    through libvirt) and the lab host (``accel: tcg`` in the config): each VM
+    runs with its own host's answer, and the lab, left to ``auto``, resolves
+    its own (it has no /dev/kvm, this machine has)."""
+    lab = clean_lab
+    vm = VMConfig(backend="libvirt", hosts=(HostConfig("qemu:///system", capacity=1),
+                                            HostConfig(lab.uri, capacity=1, accel="tcg")))
+    assert choose_accel(vm, cloud_spec.kernel) is PER_HOST
+    fleet = make_backend(vm)
+    assert isinstance(fleet, Fleet)
+    spec = dataclasses.replace(cloud_spec, accel=Accel.AUTO)
+    prepared = ShellCommand("sleep 2; echo c > /proc/sysrq-trigger").prepare(tmp_path)
+    try:
+        result = run_repro(spec, prepared, backend=fleet, timeouts=Timeouts(),
+                           options=ReproOptions(count=2, run_time=60), workdir=tmp_path / "runs",
+                           ready_marker=MARKER)
+        chosen = {m.label: m.backend.accel_for(cloud_spec.kernel) for m in fleet.members
+                  if isinstance(m.backend, LibvirtBackend)}
+    finally:
+        fleet.close()
+    assert [o.status for o in result.outcomes] == [RunStatus.CRASHED] * 2, [o.detail for o in result.outcomes]
+    local, remote = chosen["local"], chosen[f"root@{lab.ip}"]
+    assert remote.accel is Accel.TCG and remote.reason == f"set for root@{lab.ip}", remote
+    assert "on local" in local.reason and "remembered" not in local.reason, local
+    assert local.reason.startswith(("a KVM guest booted", "KVM guest did not boot")), local
+    types = {}
+    for i in range(2):
+        d = tmp_path / "runs" / f"vm-{i}"
+        host = (d / "host").read_text().split()[0]
+        types[host] = ET.fromstring((d / "domain.xml").read_text()).get("type")
+    assert types == {"local": "kvm" if local.accel is Accel.KVM else "qemu", f"root@{lab.ip}": "qemu"}
+
+    # Left to auto, the lab answers for itself: it offers no KVM domains.
+    host = Host(lab.uri)
+    try:
+        own = resolve_host_accel(host, cloud_spec.kernel, cache_dir=tmp_path / "probe")
+    finally:
+        host.close()
+    assert own.accel is Accel.TCG and own.reason == f"root@{lab.ip} offers no KVM domains", own

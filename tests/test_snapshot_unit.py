@@ -14,8 +14,9 @@ import pytest
 
 from kvmlab.config import VMConfig
 from kvmlab.errors import ConfigError
+from kvmlab.owner import Owner
 from kvmlab.timeouts import Timeouts
-from kvmlab.vmm.domain_xml import QEMU_NS, Owner, domain_xml, relay_xml
+from kvmlab.vmm.domain_xml import QEMU_NS, domain_xml, relay_xml
 from kvmlab.vmm.fleet import Fleet
 from kvmlab.vmm.qemu_backend import QemuBackend
 from kvmlab.vmm.qmp import QMPError, incoming_port, wait_migration
@@ -46,7 +47,7 @@ def _qemu_args(xml: str) -> list[str]:
 
 def test_a_clone_domain_waits_for_its_state() -> None:
     kw: dict[str, Any] = dict(name="n", kernel="/k", initrd="/i", disk=None, console_log="/l",
-                              owner=Owner(1, "h"))
+                              owner=Owner(1, 100, "b00f", "h~0a0b0c0d"))
     assert "-incoming" not in _qemu_args(domain_xml(_spec(), **kw))
     args = _qemu_args(domain_xml(_spec(), incoming=True, **kw))
     assert args[-2:] == ["-incoming", "defer"]
@@ -54,7 +55,7 @@ def test_a_clone_domain_waits_for_its_state() -> None:
 
 def test_relay_xml_moves_the_console_log_and_the_disk_only() -> None:
     saved = domain_xml(_spec(RootKind.DISK), name="tpl", kernel="/k", initrd=None, disk="/pool/tpl.qcow2",
-                       console_log="/pool/tpl.log", owner=Owner(1, "h"))
+                       console_log="/pool/tpl.log", owner=Owner(1, 100, "b00f", "h~0a0b0c0d"))
     out = ET.fromstring(relay_xml(saved, console_log="/pool/relay.log", disk="/pool/relay.qcow2"))
     assert out.findtext("name") == "tpl"
     assert out.find("devices/serial/log").get("file") == "/pool/relay.log"  # type: ignore[union-attr]

@@ -11,9 +11,11 @@ from kvmlab import checks, proc
 from kvmlab.config import cache_dir, load_config
 from kvmlab.errors import KvmlabError, UserError
 from kvmlab.images.recipe import recipe_dirs
+from kvmlab.kernel import distcc
 from kvmlab.kernel.config import fragment_dirs
 from kvmlab.vmm.accel import resolve_accel
 from kvmlab.vmm.host import Host, open_connection
+from kvmlab.vmm.host_accel import domain_types, resolve_host_accel
 from kvmlab.vmm.modules import kernel_release
 from kvmlab.vmm.spec import Accel
 from kvmlab.vmm.storage import POOL_NAME
@@ -50,7 +52,8 @@ def _probe_kernel(given: Path | None) -> Path | None:
 
 def run(args: argparse.Namespace) -> int:
     if args.host:
-        return 0 if check_lab_host(args.host) else 1
+        ok = check_lab_host(args.host, kernel=_probe_kernel(args.kernel), fresh=args.kernel is not None)
+        return 0 if ok else 1
     cfg = load_config(args.conf)
     ok = True
     qemu = shutil.which(cfg.vm.qemu)
@@ -97,12 +100,31 @@ def run(args: argparse.Namespace) -> int:
         _line(True, "data", f"kernel configs {frags}; image recipes {recipes}")
     except KvmlabError as e:
         ok = _line(False, "data", str(e), "fix or unset that directory (README: Files and settings)") and ok
+    ok = _check_compile_hosts(cfg.kernel.distcc_hosts) and ok
     where = cache_dir()
     probe = where if where.exists() else Path.home()
     free = shutil.disk_usage(probe).free
     ok = _line(free >= MIN_FREE_DISK, "disk", f"{free / 2**30:.0f} GiB free at {probe}",
                "free disk space (kernel builds need ~10 GiB each tree)") and ok
     return 0 if ok else 1
+
+
+def _check_compile_hosts(entries: tuple[str, ...]) -> bool:
+    """``kernel.distcc_hosts``: distcc here, and each host's distccd answering."""
+    try:
+        hosts = distcc.parse_hosts(entries)
+    except KvmlabError as e:
+        return _line(False, "distcc", str(e), "fix kernel.distcc_hosts in the config file")
+    if not hosts:
+        return True
+    ok = _line(shutil.which("distcc") is not None, "distcc", shutil.which("distcc") or "not found",
+               "apt-get install distcc")
+    for h in hosts:
+        why = distcc.reachable(h)
+        ok = _line(why is None, f"compile host {h.host}:{h.port}",
+                   f"distccd answers ({h.slots} slots)" if why is None else f"no distccd: {why}",
+                   "start distccd there (--allow this machine) or drop it from kernel.distcc_hosts") and ok
+    return ok
 
 
 def _version(n: int) -> str:
@@ -113,9 +135,12 @@ def _version(n: int) -> str:
 MIN_HOST_FREE = 10 * 2**30
 
 
-def check_lab_host(uri: str) -> bool:
+def check_lab_host(uri: str, *, kernel: Path | None = None, fresh: bool = False) -> bool:
     """Check a libvirt host kvmlab is to run VMs on: one line per check,
-    with what to do about a problem. True when everything is usable."""
+    with what to do about a problem. True when everything is usable (KVM
+    not being usable there is a line, not a failure: VMs run under TCG).
+    ``kernel``: boot it there to see whether KVM really works (``fresh``:
+    even when an answer is remembered)."""
     host = Host(uri, capacity=1)
     try:
         try:
@@ -132,17 +157,31 @@ def check_lab_host(uri: str) -> bool:
         ok = _line(bool(types), "domain type", ", ".join(types) or "no x86_64 qemu/kvm guests",
                    "install qemu-system-x86 on the host") and ok
         if types and "kvm" not in types:
-            print("NOTE    kvm: the host has no KVM: VMs there run under TCG (set vm.accel: tcg)")
+            print("NOTE    kvm: the host has no KVM: VMs there run under TCG")
         try:
-            host.storage.upload(_probe_file(), "probe")  # removed by host.close()
+            host.storage.upload(_probe_file(), "probe", shared=False)  # removed by host.close()
             # No pool object outlives this line: each holds the connection open.
             _, _, _, available = host.storage.pool().info()
             ok = _line(True, "storage pool", f"{POOL_NAME} at {host.storage.pool_path()} is writable") and ok
+            _line(True, "volume cache", f"{host.storage.cache().summary()} (kvmlab host gc URI collects it)")
             ok = _line(available >= MIN_HOST_FREE, "free space", f"{available / 2**30:.1f} GiB in the pool",
                        "free disk space on the host (a disk image and each VM's overlay go there)") and ok
         except KvmlabError as e:
             ok = _line(False, "storage pool", str(e),
                        "let the connecting user create a directory pool in libvirt's images dir") and ok
+        if kernel is None:
+            _line(False, "kvm", "not probed (no kernel to boot)", "pass --kernel bzImage")
+        elif types:
+            try:
+                choice = resolve_host_accel(host, kernel, cache_dir=cache_dir(), fresh=fresh)
+            except KvmlabError as e:
+                ok = _line(False, "kvm", f"probe failed: {e}", "see the lines above") and ok
+            else:
+                works = choice.accel is Accel.KVM
+                how = f"probed now with {kernel.name}: " if fresh else ""
+                _line(works, "kvm", f"{'works' if works else 'not usable'} ({how}{choice.reason})"
+                      + ("" if works else f"; VMs there run under TCG, timeouts x{choice.scale:.0f}"),
+                      "enable (nested) virtualisation on the host for KVM speed")
         if host.ssh is not None:
             try:
                 allowed, detail = host.ssh.forwarding_allowed(timeout=10.0)
@@ -153,23 +192,6 @@ def check_lab_host(uri: str) -> bool:
         return ok
     finally:
         host.close()
-
-
-def domain_types(capabilities_xml: str) -> list[str]:
-    """Domain types (``qemu``, ``kvm``) the host offers for x86_64 guests."""
-    import xml.etree.ElementTree as ET
-
-    root = ET.fromstring(capabilities_xml)
-    found: list[str] = []
-    for guest in root.findall("guest"):
-        arch = guest.find("arch")
-        if arch is None or arch.get("name") != "x86_64" or guest.findtext("os_type") != "hvm":
-            continue
-        for d in arch.findall("domain"):
-            t = d.get("type", "")
-            if t in ("qemu", "kvm") and t not in found:
-                found.append(t)
-    return found
 
 
 def _probe_file() -> Path:

@@ -26,7 +26,7 @@ from kvmlab.jobs.model import BisectJob
 from kvmlab.jobs.observer import ObservedTester, Observer
 from kvmlab.jobs.tester import VMTester
 from kvmlab.jobs.validate import validate
-from kvmlab.kernel import fixes
+from kvmlab.kernel import distcc, fixes
 from kvmlab.kernel.builder import KernelBuilder
 from kvmlab.kernel.config import find_data_file
 from kvmlab.outcome import RunOutcome
@@ -103,7 +103,8 @@ def run_bisection(job: BisectJob, observer: Observer) -> BisectResult:
     journal = job.journal or workdir / "journal.jsonl"
     Journal.check(journal)  # a journal that cannot be resumed stops us before any build
     staged = repro.prepare(workdir)
-    builder = KernelBuilder(compiler=job.build.compiler, fragments_dir=cfg.kernel.fragments_path)
+    builder = KernelBuilder(compiler=job.build.compiler, fragments_dir=cfg.kernel.fragments_path,
+                            distcc_hosts=distcc.parse_hosts(cfg.kernel.distcc_hosts))
     # The accelerator is resolved once, with the bad commit's kernel, so that
     # a fallback to TCG is one warning for the whole bisection.
     observer.building(bad)

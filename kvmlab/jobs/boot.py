@@ -14,7 +14,6 @@ import os
 import re
 import shlex
 import signal
-import socket
 import sys
 import time
 from collections.abc import Callable
@@ -49,7 +48,8 @@ from kvmlab.session.foreground import (
 from kvmlab.session.store import SessionDir, SessionRecord, SessionStore, check_name, default_name
 from kvmlab.session.terminal import RawTerminal, is_terminal
 from kvmlab.session.vm import MountPoint, SessionVM
-from kvmlab.vmm.domain_xml import Owner, domain_xml
+from kvmlab.vmm import sizing
+from kvmlab.vmm.domain_xml import domain_xml
 from kvmlab.vmm.factory import close_backend, make_backend, prepare
 from kvmlab.vmm.modules import kernel_release
 from kvmlab.vmm.overlay import make_overlay
@@ -208,7 +208,7 @@ def _config(job: BootJob, resumed: SessionRecord | None) -> Config:
                   memory_mb=resumed.vm.get("memory_mb", cfg.vm.memory_mb))
     vm.update({k: v for k, v in (("backend", job.vms.backend), ("accel", job.vms.accel),
                                  ("cpus", job.vms.cpus), ("memory_mb", job.vms.memory_mb)) if v is not None})
-    return dataclasses.replace(cfg, vm=dataclasses.replace(cfg.vm, **vm))
+    return dataclasses.replace(cfg, vm=sizing.resolve_auto(dataclasses.replace(cfg.vm, count=1, **vm)))
 
 
 def _kernel(job: BootJob, resumed: SessionRecord | None, *, build: bool,
@@ -292,7 +292,7 @@ def _dry_run(spec: VMSpec, backend: str, name: str, store: SessionStore, screen:
         print(domain_xml(spec, name=f"kvmlab-{os.getpid()}-{name}-0", kernel=str(spec.kernel),
                          initrd=str(initrd) if initrd else None, disk=str(disk) if disk else None,
                          console_log=str(where / "console.log"),
-                         owner=Owner(os.getpid(), socket.gethostname())), end="")
+                         owner=owner.me()), end="")
     screen.note(f"dry run: the SSH port ({port} here; libvirt: QEMU picks it), the session directory "
                 f"({where}) and the host's volume paths are chosen when the VM starts")
     return 0

@@ -26,6 +26,7 @@ from kvmlab.repro.reproducer import CProgram, Reproducer, ShellCommand, SyzProgr
 from kvmlab.syzbot.client import Dashboard
 from kvmlab.syzbot.fetch import FetchedBug, fetch_bug
 from kvmlab.syzbot.model import compiler_name, parse_ref
+from kvmlab.vmm import sizing
 
 
 def settings(vms: VMOptions) -> Config:
@@ -38,8 +39,9 @@ def settings(vms: VMOptions) -> Config:
     if vms.cmdline:
         vm["cmdline"] = (*cfg.vm.cmdline, *(w for w in vms.cmdline if w not in cfg.vm.cmdline))
     rp: dict[str, Any] = {k: v for k, v in (("run_time", vms.run_time), ("root", vms.root)) if v is not None}
-    merged = with_recipe_path(dataclasses.replace(cfg, vm=dataclasses.replace(cfg.vm, **vm),
-                                                  repro=dataclasses.replace(cfg.repro, **rp)))
+    # vm.count / capacity: auto become numbers here, once per job.
+    vm_cfg = sizing.resolve_auto(dataclasses.replace(cfg.vm, **vm))
+    merged = with_recipe_path(dataclasses.replace(cfg, vm=vm_cfg, repro=dataclasses.replace(cfg.repro, **rp)))
     check_fits_host(merged.vm)
     return merged
 

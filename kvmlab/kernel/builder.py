@@ -35,9 +35,9 @@ from pathlib import Path
 from typing import IO, Any
 
 from kvmlab import cache, proc
-from kvmlab.errors import DiskFullError, InfraError, ProcessError
+from kvmlab.errors import DiskFullError, HostToolError, InfraError, ProcessError
 from kvmlab.git import Repo
-from kvmlab.kernel import compilers, relevance
+from kvmlab.kernel import compilers, distcc, relevance
 from kvmlab.kernel.config import (
     ConfigRequest,
     Dropped,
@@ -241,8 +241,11 @@ class KernelBuilder:
 
     ``jobs`` defaults to the core count; ``ccache`` puts ccache in front of
     the compiler when it is installed (keeping ``CCACHE_DIR`` from the
-    environment). ``fragments_dir``: the user's fragments (and compiler
-    table), looked up before kvmlab's own (see :func:`fragment_dirs`).
+    environment). ``distcc_hosts``: compile hosts (see
+    :mod:`kvmlab.kernel.distcc`): ccache's misses are compiled there, ``make
+    -j`` is their slots plus ``jobs``, and the manifest says so.
+    ``fragments_dir``: the user's fragments (and compiler table), looked up
+    before kvmlab's own (see :func:`fragment_dirs`).
     """
 
     def __init__(
@@ -257,6 +260,7 @@ class KernelBuilder:
         timeout: float = BUILD_TIMEOUT,
         min_free_bytes: int = MIN_FREE_BYTES,
         max_slots: int = 4,
+        distcc_hosts: tuple[distcc.CompileHost, ...] = (),
     ) -> None:
         self.work_dir = (work_dir or default_work_dir()).resolve()
         self.fragment_dirs = fragment_dirs(fragments_dir)
@@ -265,6 +269,14 @@ class KernelBuilder:
         self.compiler_override = compiler
         self.jobs = jobs or os.cpu_count() or 1
         self.ccache = shutil.which("ccache") if ccache else None
+        self.distcc_hosts = distcc_hosts
+        self.distcc: str | None = None
+        if distcc_hosts:
+            self.distcc = shutil.which("distcc")
+            if self.distcc is None:
+                raise HostToolError("distcc: not found on this host (kernel.distcc_hosts is set): "
+                                    "apt-get install distcc")
+            self.jobs = distcc.job_count(distcc_hosts, self.jobs)
         self.timeout = timeout
         self.min_free_bytes = min_free_bytes
         self.max_slots = max_slots
@@ -440,11 +452,22 @@ class KernelBuilder:
         # no two slots (or two clones) would ever share an entry.
         env.setdefault("CCACHE_NOHASHDIR", "1")
         env["LC_ALL"] = "C"
+        if self.distcc:
+            local = self.jobs - sum(h.slots for h in self.distcc_hosts)
+            env["DISTCC_HOSTS"] = distcc.hosts_env(self.distcc_hosts, max(1, local))
+            env["DISTCC_FALLBACK"] = "1"  # a host that drops: the object is compiled here
+            # distcc's lock and state files; it does not make the directory itself.
+            (obj / ".distcc").mkdir(parents=True, exist_ok=True)
+            env["DISTCC_DIR"] = str(obj / ".distcc")
+            if self.ccache:
+                env["CCACHE_PREFIX"] = self.distcc  # only ccache's misses go out
         return env
 
     def _make_base(self, src: Path, obj: Path, cc: compilers.Compiler) -> list[str]:
         name = "clang" if cc.llvm else cc.cc
         cc_word = f"{self.ccache} {name}" if self.ccache else name
+        if self.distcc and not self.ccache:
+            cc_word = f"{self.distcc} {name}"
         argv = ["make", "-C", str(src), f"O={obj}", f"CC={cc_word}", f"HOSTCC={name}", "LOCALVERSION="]
         if cc.llvm:
             argv.append("LLVM=1")
@@ -520,13 +543,22 @@ class KernelBuilder:
             # ccache's base_dir makes paths relative to the object dir; name
             # the file as it is in the tree.
             error = first_error(log_text).replace("../src/", "", 1)
+        extra: dict[str, Any] = {"incremental": incremental}
+        if self.distcc:
+            fell_back = distcc.fallbacks(log_text)
+            extra["distcc"] = {"hosts": [str(h) for h in self.distcc_hosts], "jobs": self.jobs,
+                               "fallbacks": fell_back}
+            if fell_back:
+                log.warning("distcc: %d compile(s) could not be sent to a compile host and ran on this "
+                            "machine (a host dropped or refused them; see %s)", fell_back,
+                            entry / "build.log")
         manifest = BuildManifest(
             commit=commit, tree_hash=tree_hash, config_hash=config_hash(final_text),
             config_request=config.describe(), compiler=cc.version, cc=cc.cc, status=status.value,
             duration=round(time.monotonic() - started, 3), objects_compiled=objects,
             ccache_hits=hits, ccache_misses=misses, dropped=[str(d) for d in dropped],
             argv=argv, make_argv=make_argv, kernel_sha256=kernel_sha, error=error, key=key, slot=slot_name,
-            extra={"incremental": incremental},
+            extra=extra,
         )
         (tmp / "manifest.json").write_text(json.dumps(manifest.to_json(), indent=2) + "\n")
         shutil.rmtree(entry, ignore_errors=True)

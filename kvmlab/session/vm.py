@@ -106,7 +106,7 @@ class SessionVM:
 
     def start(self) -> None:
         """Start the VM (not waiting for it to boot); the backend picks the SSH port."""
-        validate_spec(self.spec)
+        validate_spec(self.spec, self.backend)
         started = time.monotonic()
         inst = self.backend.create(self.spec, workdir=self.sdir.path, index=0)
         self._machine = Machine(0, inst, self.spec.root, self.sdir.path, self.timeouts,

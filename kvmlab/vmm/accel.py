@@ -11,6 +11,7 @@ timeout by :data:`kvmlab.timeouts.TCG_SCALE`.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -25,7 +26,7 @@ from pathlib import Path
 from kvmlab import proc
 from kvmlab.timeouts import TCG_SCALE
 from kvmlab.vmm.console import BANNER_RE
-from kvmlab.vmm.spec import Accel
+from kvmlab.vmm.spec import Accel, VMSpec
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +106,20 @@ def probe_kvm(qemu: str, kernel: Path, seconds: float = PROBE_SECONDS) -> AccelC
     if not tcg_ok:
         raise _Inconclusive(f"kernel {kernel} printed no banner under TCG either")
     return AccelChoice(Accel.TCG, TCG_SCALE, f"KVM guest did not boot ({why})")
+
+
+def with_accel(spec: VMSpec, choice: AccelChoice) -> VMSpec:
+    """``spec`` with the accelerator of ``choice``; under TCG, the kernel's
+    RCU stall detector gets the same slack as every other timeout (an
+    emulated CPU starved by its neighbours is not an RCU stall; the kernel's
+    default is 21 s)."""
+    cmdline = spec.cmdline
+    if choice.accel is Accel.TCG and not any(w.startswith(_RCU_STALL) for w in cmdline):
+        cmdline = (f"{_RCU_STALL}{int(21 * choice.scale)}", *cmdline)
+    return dataclasses.replace(spec, accel=choice.accel, cmdline=cmdline)
+
+
+_RCU_STALL = "rcupdate.rcu_cpu_stall_timeout="
 
 
 class _Inconclusive(Exception):

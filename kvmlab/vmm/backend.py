@@ -83,6 +83,24 @@ class HasFailure(Protocol):
 
 
 @runtime_checkable
+class HasTimeScale(Protocol):
+    """Optional: the VM's accelerator was chosen on its host (see
+    :class:`ResolvesAccel`): the factor its timeouts are scaled by, on top of
+    the pool's (1 for KVM, TCG_SCALE for TCG)."""
+
+    def time_scale(self) -> float: ...
+
+
+@runtime_checkable
+class ResolvesAccel(Protocol):
+    """Optional, for backends: a spec with ``Accel.AUTO`` is resolved by the
+    backend on the host each VM runs on (its instances have
+    :class:`HasTimeScale`)."""
+
+    def per_host_accel(self) -> bool: ...
+
+
+@runtime_checkable
 class Closeable(Protocol):
     """Optional, for backends: releases what the backend keeps between VMs
     (connections, uploaded files on a host)."""

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import re
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass
 
+from kvmlab.owner import Owner
 from kvmlab.vmm.qemu_argv import netdev_arg
 from kvmlab.vmm.root import RootKind
 from kvmlab.vmm.spec import Accel, VMSpec
@@ -16,13 +16,13 @@ QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
 KVMLAB_NS = "https://kvmlab.dev/xmlns/domain/1"
 
 
-@dataclass(frozen=True)
-class Owner:
-    """Who started a domain: the kvmlab process and the machine it ran on.
-    A later run reaps a domain whose owner ran here and is gone."""
-
-    pid: int
-    client_host: str
+def owner_metadata(dom: ET.Element, owner: Owner) -> None:
+    """Who started the domain, in its ``<metadata>`` (a later run of the same
+    client reaps it once that process is gone; see kvmlab.owner)."""
+    ET.register_namespace("kvmlab", KVMLAB_NS)
+    meta = ET.SubElement(dom, "metadata")
+    ET.SubElement(meta, f"{{{KVMLAB_NS}}}owner", pid=str(owner.pid), started=str(owner.started),
+                  boot=owner.boot, host=owner.client)
 
 
 def domain_xml(
@@ -55,8 +55,7 @@ def domain_xml(
     ET.register_namespace("kvmlab", KVMLAB_NS)
     dom = ET.Element("domain", type="kvm" if spec.accel is Accel.KVM else "qemu")
     ET.SubElement(dom, "name").text = name
-    meta = ET.SubElement(dom, "metadata")
-    ET.SubElement(meta, f"{{{KVMLAB_NS}}}owner", pid=str(owner.pid), host=owner.client_host)
+    owner_metadata(dom, owner)
     ET.SubElement(dom, "memory", unit="MiB").text = str(spec.memory_mb)
     ET.SubElement(dom, "vcpu").text = str(spec.cpus)
     os_el = ET.SubElement(dom, "os")
@@ -119,7 +118,8 @@ def domain_owner(xml: str) -> Owner | None:
     if el is None:
         return None
     try:
-        return Owner(int(el.get("pid", "")), el.get("host", ""))
+        return Owner(int(el.get("pid", "")), int(el.get("started") or 0), el.get("boot", ""),
+                     el.get("host", ""))
     except ValueError:
         return None
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from kvmlab.config import Config, VMConfig, cache_dir
 from kvmlab.errors import ConfigError, MissingFileError
 from kvmlab.timeouts import Timeouts
-from kvmlab.vmm.accel import AccelChoice, resolve_accel
+from kvmlab.vmm.accel import AccelChoice, resolve_accel, with_accel
 from kvmlab.vmm.backend import Backend, Closeable
 from kvmlab.vmm.disk_initrd import VIRTIO_MODULES, build_modules_initrd
 from kvmlab.vmm.fleet import Fleet, Member
@@ -22,6 +22,7 @@ from kvmlab.vmm.libvirt_backend import LibvirtBackend
 from kvmlab.vmm.modules import kernel_release, resolve_modules
 from kvmlab.vmm.qemu_backend import QemuBackend
 from kvmlab.vmm.root import GuestRoot, RootKind
+from kvmlab.vmm.sizing import resolve_auto
 from kvmlab.vmm.spec import Accel, VMSpec
 
 log = logging.getLogger(__name__)
@@ -31,7 +32,7 @@ def _libvirt(cfg: VMConfig) -> Backend:
         return LibvirtBackend(cfg.uri)
     members = [
         Member(host.label, LibvirtBackend(host, owns_host=True), host.capacity, host.health)
-        for host in (Host(h.uri, capacity=h.capacity) for h in cfg.hosts)
+        for host in (Host(h.uri, capacity=h.capacity, accel=Accel(h.accel or cfg.accel)) for h in cfg.hosts)
     ]
     return Fleet(members, quarantine_after=cfg.quarantine_after)
 
@@ -50,7 +51,7 @@ def make_backend(cfg: VMConfig) -> Backend:
         factory = BACKENDS[cfg.backend]
     except KeyError:
         raise ConfigError(f"vm.backend: unknown backend {cfg.backend!r}") from None
-    return factory(cfg)
+    return factory(resolve_auto(cfg))
 
 
 def close_backend(backend: Backend) -> None:
@@ -67,10 +68,18 @@ def initramfs_root(kernel: Path, *, modules_dir: Path | None = None) -> GuestRoo
     return build_initramfs(cache_dir() / "initramfs", kernel=kernel, modules_dir=modules_dir)
 
 
+#: The choice when each lab host resolves its own (``vm.per_host_accel``).
+PER_HOST = AccelChoice(Accel.AUTO, 1.0, "chosen on each host (probed there by booting)")
+
+
 def choose_accel(vm: VMConfig, kernel: Path | None) -> AccelChoice:
     """The accelerator for ``vm.accel`` (``auto``: KVM if booting ``kernel``
     under KVM works on this host, probed once per host; else TCG with every
-    timeout scaled). Without a kernel to probe with, ``auto`` is TCG."""
+    timeout scaled). Without a kernel to probe with, ``auto`` is TCG. On lab
+    hosts (``vm.per_host_accel``): :data:`PER_HOST`, each host resolves its
+    own when a VM starts there, and scales that VM's timeouts."""
+    if vm.per_host_accel:
+        return PER_HOST
     return resolve_accel(Accel(vm.accel), qemu=vm.qemu, kernel=kernel, cache_dir=cache_dir())
 
 
@@ -109,22 +118,18 @@ def prepare(cfg: Config, kernel: Path, root: GuestRoot, *, name: str = "kvmlab",
         raise MissingFileError(f"kernel {kernel}: no such file")
     if accel is None:
         accel = choose_accel(cfg.vm, kernel)
-    cmdline = cfg.vm.cmdline
-    if accel.accel is Accel.TCG:
-        # An emulated CPU starved by its neighbours is not an RCU stall: give
-        # the stall detector the same slack as every other timeout (the
-        # kernel's default is 21 s).
-        cmdline = (f"rcupdate.rcu_cpu_stall_timeout={int(21 * accel.scale)}", *cmdline)
     spec = VMSpec(
         kernel=kernel,
         root=root,
         cpus=cfg.vm.cpus,
         memory_mb=cfg.vm.memory_mb,
-        cmdline=cmdline,
-        accel=accel.accel,
+        cmdline=cfg.vm.cmdline,
+        accel=Accel.AUTO,
         name=name,
         qemu=cfg.vm.qemu,
     )
+    if accel.accel is not Accel.AUTO:  # else each host resolves it (PER_HOST)
+        spec = with_accel(spec, accel)
     if root.kind is RootKind.DISK:
         spec = dataclasses.replace(spec, initrd=_disk_initrd(kernel))
     marker = READY_MARKER if root.kind is RootKind.INITRAMFS else None

@@ -22,7 +22,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kvmlab.errors import InfraError
-from kvmlab.vmm.backend import Backend, GuestStream, HasFailure, HasQemuPid, Instance, IsRestored
+from kvmlab.vmm.backend import (
+    Backend,
+    GuestStream,
+    HasFailure,
+    HasQemuPid,
+    HasTimeScale,
+    Instance,
+    IsRestored,
+    ResolvesAccel,
+)
 from kvmlab.vmm.host import Health
 from kvmlab.vmm.spec import VMSpec
 
@@ -99,6 +108,9 @@ class PlacedInstance:
 
     def refresh_helper(self) -> str | None:
         return self.inner.refresh_helper() if isinstance(self.inner, IsRestored) else None
+
+    def time_scale(self) -> float:
+        return self.inner.time_scale() if isinstance(self.inner, HasTimeScale) else 1.0
 
     def close(self, timeout: float) -> None:
         try:
@@ -180,6 +192,10 @@ class Fleet:
             self._release(member)
             raise
         return PlacedInstance(inst, member, self._release)
+
+    def per_host_accel(self) -> bool:
+        """:class:`~kvmlab.vmm.backend.ResolvesAccel`: when every member does."""
+        return all(isinstance(m.backend, ResolvesAccel) and m.backend.per_host_accel() for m in self.members)
 
     def create(self, spec: VMSpec, *, workdir: Path, index: int) -> Instance:
         """:class:`~kvmlab.vmm.backend.Backend`: place without waiting; a

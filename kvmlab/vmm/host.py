@@ -8,8 +8,8 @@ reach guests (remote hosts only), how many VMs it may run at once, and its
 health in this job (infra failures, quarantine). :meth:`Host.close` removes
 every domain and volume this process made there; a process that could not
 (killed, or the host was unreachable) leaves them to the next run, which reaps
-what dead owners on this client left (domains carry their owner in kvmlab
-metadata, volumes in their names).
+what dead owners on this client left (domains carry their owner, a
+:class:`kvmlab.owner.Owner`, in kvmlab metadata, volumes in their names).
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ import contextlib
 import itertools
 import logging
 import os
-import socket
 import threading
 import time
 import xml.etree.ElementTree as ET
@@ -30,13 +29,15 @@ from typing import Any
 
 import libvirt
 
-from kvmlab import proc
+from kvmlab import owner as owners
 from kvmlab.errors import LibvirtError
 from kvmlab.host_uri import HostAddress, parse_host_uri
+from kvmlab.owner import Owner
 from kvmlab.vmm.backend import GuestStream
-from kvmlab.vmm.domain_xml import Owner, domain_owner
+from kvmlab.vmm.domain_xml import domain_owner
 from kvmlab.vmm.host_ssh import HostSSH
 from kvmlab.vmm.ports import connect_local
+from kvmlab.vmm.spec import Accel
 from kvmlab.vmm.storage import HostStorage
 
 log = logging.getLogger(__name__)
@@ -138,17 +139,22 @@ class Host:
     """One libvirt host; see the module docstring. Thread-safe.
 
     ``capacity``: VMs it may run at once for this job. ``label``: its name in
-    log lines (default: from the URI).
+    log lines (default: from the URI). ``owner``: who makes things there
+    (default: this process, :func:`kvmlab.owner.me`). ``accel``: the
+    accelerator of VMs there (``auto``: probed on the host, see
+    :mod:`kvmlab.vmm.host_accel`).
     """
 
     def __init__(self, uri: str, *, capacity: int = 1, label: str | None = None,
-                 timeouts: HostTimeouts | None = None, client_host: str | None = None) -> None:
+                 timeouts: HostTimeouts | None = None, owner: Owner | None = None,
+                 accel: Accel = Accel.AUTO) -> None:
         self.address: HostAddress = parse_host_uri(uri)
         self.uri = uri
         self.capacity = capacity
         self.label = label or self.address.label
         self.timeouts = timeouts or HostTimeouts()
-        self.owner = Owner(os.getpid(), client_host or socket.gethostname())
+        self.owner = owner or owners.me()
+        self.accel = accel
         self.health = Health()
         self._lock = threading.Lock()
         """Guards the state below (never held while talking to the host)."""
@@ -168,8 +174,8 @@ class Host:
         self.ssh: HostSSH | None = (
             None if self.address.local else HostSSH(self.address, connect_timeout=self.timeouts.connect)
         )
-        self.storage = HostStorage(self.conn, images_dir=self._images_dir, pid=self.owner.pid,
-                                   client_host=self.owner.client_host, job=self.job, label=self.label)
+        self.storage = HostStorage(self.conn, images_dir=self._images_dir, owner=self.owner, job=self.job,
+                                   label=self.label)
         # Clean up at interpreter exit if nobody called close() (a caller that
         # only drops the backend; SystemExit from SIGTERM; Ctrl-C).
         atexit.register(self.close)
@@ -275,7 +281,7 @@ class Host:
         with self._lock:
             self._seq += 1
             name = (f"{DOMAIN_PREFIX}{self.owner.pid}-{spec_name}-{index}-{self.job}.{self._seq}"
-                    f"-{self.owner.client_host}")
+                    f"-{self.owner.client}")
             self._domains.add(name)
         return name
 
@@ -318,7 +324,7 @@ class Host:
 
     def _left_by_dead(self, dom: Any) -> bool:
         """Whether a domain was started from this client by a kvmlab process
-        that is gone."""
+        that is gone (a pid since reused by another process counts as gone)."""
         try:
             owner = domain_owner(dom.XMLDesc(0))
         except libvirt.libvirtError:
@@ -331,10 +337,10 @@ class Host:
             pid_text = name[len(DOMAIN_PREFIX):].split("-", 1)[0]
             if not pid_text.isdigit():
                 return False
-            owner = Owner(int(pid_text), self.owner.client_host)
-        if owner.client_host != self.owner.client_host:
+            owner = Owner(int(pid_text), 0, "", self.owner.client.split("~", 1)[0])
+        if not owners.is_ours(owner, self.owner.client):
             return False
-        return owner.pid != self.owner.pid and not proc.pid_alive(owner.pid)
+        return owner != self.owner and not owners.alive(owner)
 
     def _reap(self, conn: Any) -> None:
         """Remove what dead kvmlab processes of this client left on the host."""
@@ -346,7 +352,7 @@ class Host:
                         dom.destroy()
                         reaped.append(dom.name())
         try:
-            vols = self.storage.reap(proc.pid_alive)
+            vols = self.storage.reap(owners.alive)
         except LibvirtError:
             vols = []
         if reaped or vols:

@@ -38,13 +38,16 @@ from typing import Any
 import libvirt
 import libvirt_qemu
 
+from kvmlab.config import cache_dir
 from kvmlab.errors import InfraError, KvmlabError, LibvirtError, UserError
+from kvmlab.vmm.accel import AccelChoice, with_accel
 from kvmlab.vmm.backend import GuestStream, Instance, SavedState
 from kvmlab.vmm.domain_xml import domain_xml, hostfwd_port, relay_xml
 from kvmlab.vmm.host import DOMAIN_PREFIX, Host, open_connection
+from kvmlab.vmm.host_accel import kernel_kind, resolve_host_accel
 from kvmlab.vmm.qmp import MIGRATION_BANDWIDTH, incoming_port, wait_migration
 from kvmlab.vmm.root import RootKind
-from kvmlab.vmm.spec import VMSpec
+from kvmlab.vmm.spec import Accel, VMSpec
 from kvmlab.vmm.storage import download
 
 __all__ = ["DOMAIN_PREFIX", "LibvirtBackend", "LibvirtInstance", "LocalLibvirtInstance", "open_connection"]
@@ -261,8 +264,9 @@ class LibvirtInstance:
     """One transient domain on a host; see :class:`kvmlab.vmm.backend.Instance`."""
 
     def __init__(self, host: Host, name: str, *, volumes: list[str], console_log_what: str,
-                 disk: str | None = None) -> None:
+                 disk: str | None = None, scale: float = 1.0) -> None:
         self.host = host
+        self._scale = scale
         self._name = name
         self._volumes = volumes
         self._disk = disk
@@ -278,6 +282,11 @@ class LibvirtInstance:
     @property
     def name(self) -> str:
         return self._name
+
+    def time_scale(self) -> float:
+        """:class:`~kvmlab.vmm.backend.HasTimeScale`: TCG_SCALE when the host
+        chose TCG for a spec that left it to the host, else 1."""
+        return self._scale
 
     def connect(self, timeout: float) -> GuestStream:
         return self.host.open_tcp(self.ssh_port, timeout)
@@ -409,8 +418,13 @@ class LibvirtBackend:
 
     name = "libvirt"
 
-    def __init__(self, host: Host | str = "qemu:///system", *, owns_host: bool | None = None) -> None:
+    def __init__(self, host: Host | str = "qemu:///system", *, owns_host: bool | None = None,
+                 probe_cache: Path | None = None) -> None:
         self._owns_host = isinstance(host, str) if owns_host is None else owns_host
+        self._probe_cache = probe_cache
+        """Where the host's KVM probe is remembered (default: kvmlab's cache dir)."""
+        self._accel: dict[str, AccelChoice] = {}
+        self._accel_lock = threading.Lock()
         self._lock = threading.Lock()
         self._relays: dict[str, _RelaySlot] = {}
         self._relay_seq = itertools.count(1)
@@ -423,9 +437,30 @@ class LibvirtBackend:
     def create(self, spec: VMSpec, *, workdir: Path, index: int) -> LibvirtInstance:
         return self._create(spec, workdir=workdir, index=index)
 
+    def per_host_accel(self) -> bool:
+        """:class:`~kvmlab.vmm.backend.ResolvesAccel`: ``Accel.AUTO`` is
+        resolved on this host (:meth:`accel_for`)."""
+        return True
+
+    def accel_for(self, kernel: Path) -> AccelChoice:
+        """The accelerator of VMs of ``kernel`` on this host: its own setting,
+        or probed there (once per kernel type; see :mod:`kvmlab.vmm.host_accel`)."""
+        kind = kernel_kind(kernel)
+        with self._accel_lock:  # held while probing: concurrent VMs wait for the one probe
+            choice = self._accel.get(kind)
+            if choice is None:
+                choice = resolve_host_accel(self.host, kernel, cache_dir=self._probe_cache or cache_dir())
+                log.info("%s: %s (%s)", self.host.label, choice.accel.value, choice.reason)
+                self._accel[kind] = choice
+        return choice
+
     def _create(self, spec: VMSpec, *, workdir: Path, index: int, saved: SavedState | None = None,
                 timeout: float = 60.0) -> LibvirtInstance:
         host = self.host
+        scale = 1.0
+        if spec.accel is Accel.AUTO:
+            choice = self.accel_for(spec.kernel)
+            spec, scale = with_accel(spec, choice), choice.scale
         name = host.new_domain_name(spec.name, index)
         volumes: list[str] = []
         try:
@@ -466,7 +501,7 @@ class LibvirtBackend:
                     host.storage.delete(what)
             raise
         cls = LocalLibvirtInstance if host.address.local else LibvirtInstance
-        inst = cls(host, name, volumes=volumes, console_log_what=log_what, disk=disk)
+        inst = cls(host, name, volumes=volumes, console_log_what=log_what, disk=disk, scale=scale)
         try:
             if saved is not None:
                 self._receive(dom, saved, name=name, timeout=timeout)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from kvmlab.errors import InfraError, SSHError
 from kvmlab.timeouts import Timeouts
-from kvmlab.vmm.backend import HasQemuPid, Instance, IsRestored
+from kvmlab.vmm.backend import HasQemuPid, HasTimeScale, Instance, IsRestored
 from kvmlab.vmm.console import ConsoleWatcher, Event, EventKind
 from kvmlab.vmm.refresh import refresh_command
 from kvmlab.vmm.root import GuestRoot
@@ -59,6 +59,9 @@ class Machine:
         self.instance = instance
         self.root = root
         self.workdir = workdir
+        if isinstance(instance, HasTimeScale) and instance.time_scale() != 1.0:
+            # The accelerator was chosen on the VM's host (TCG there).
+            timeouts = timeouts.scaled(instance.time_scale())
         self.timeouts = timeouts
         self.started = started
         self.ready_marker = ready_marker

@@ -23,7 +23,7 @@ from typing import TypeVar
 from kvmlab import owner, signals
 from kvmlab.errors import MissingFileError, UserError
 from kvmlab.timeouts import Timeouts
-from kvmlab.vmm.backend import Backend
+from kvmlab.vmm.backend import Backend, ResolvesAccel
 from kvmlab.vmm.machine import Machine
 from kvmlab.vmm.modules import kernel_release
 from kvmlab.vmm.spec import Accel, VMSpec
@@ -33,9 +33,10 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-def validate_spec(spec: VMSpec) -> None:
-    """User errors in a spec, found before anything starts."""
-    if spec.accel is Accel.AUTO:
+def validate_spec(spec: VMSpec, backend: object = None) -> None:
+    """User errors in a spec, found before anything starts (``Accel.AUTO``
+    only for a ``backend`` that resolves it per host)."""
+    if spec.accel is Accel.AUTO and not (isinstance(backend, ResolvesAccel) and backend.per_host_accel()):
         raise ValueError("resolve Accel.AUTO (kvmlab.vmm.accel.resolve_accel) before starting a pool")
     if not spec.kernel.is_file():
         raise MissingFileError(f"kernel {spec.kernel}: no such file")
@@ -69,7 +70,7 @@ class Pool:
     ) -> None:
         if count < 1:
             raise UserError(f"pool size must be at least 1, got {count}")
-        validate_spec(spec)
+        validate_spec(spec, backend)
         self.spec = spec
         self.count = count
         self.backend = backend

@@ -82,7 +82,7 @@ def spread(
     not called for them (they were interrupted, not answered). VM ``i`` keeps
     its files in ``workdir/vm-<i>`` (a retry in ``vm-<i>.<attempt>``).
     """
-    validate_spec(spec)
+    validate_spec(spec, fleet)
     workdir.mkdir(parents=True, exist_ok=True)
     stop = stop if stop is not None else threading.Event()
     live: dict[int, Machine] = {}

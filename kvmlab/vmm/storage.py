@@ -5,9 +5,16 @@ libvirt images directory. A kernel, an initramfs or a base disk image is
 uploaded once per host and job into a volume named by its content hash
 (:meth:`HostStorage.upload`, a ``virStorageVol.upload`` stream); a VM's disk
 is a qcow2 volume backed by the base image's volume; the domain XML names only
-``vol.path()`` paths. Every volume a kvmlab process makes carries its owner
-(``kvmlab-<pid>@<client host>_...``) in the name: the process removes them when
-it ends, and a later run removes those of a dead process.
+``vol.path()`` paths.
+
+Uploaded files are shared: each goes into the host's cache of
+content-addressed volumes (:mod:`kvmlab.vmm.volume_cache`) once, for every
+kvmlab process and client using the host, and a job leases what it uses so
+that ``kvmlab host gc`` leaves it alone. Every other volume a kvmlab process
+makes (overlays, console logs, leases) carries its owner
+(``kvmlab-<pid>.<start>.<boot>@<client>_...``, :func:`kvmlab.host_uri.owned_name`)
+in the name: the process removes them when it ends, and a later run of the
+same client removes those of a dead process.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import logging
 import os
 import struct
 import threading
+import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,8 +34,11 @@ from typing import Any, BinaryIO
 
 import libvirt
 
+from kvmlab.cache import human
 from kvmlab.errors import LibvirtError, UserError
 from kvmlab.host_uri import owned_name, parse_owned_name
+from kvmlab.owner import Owner, alive, is_ours
+from kvmlab.vmm import volume_cache as vc
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +102,50 @@ def content_hash(path: Path) -> str:
     return h.hexdigest()
 
 
+#: Seconds a content volume someone else is uploading may go without growing
+#: before it counts as abandoned (its uploader killed) and is uploaded again.
+UPLOAD_STALL = 60.0
+#: Seconds between looks at a volume someone else is uploading.
+_POLL = 0.5
+
+
+def volume_times(xml: str) -> tuple[float, float]:
+    """``(atime, mtime)`` of a volume from its XML (0 when not given)."""
+    root = ET.fromstring(xml)
+
+    def t(tag: str) -> float:
+        try:
+            return float(root.findtext(f"target/timestamps/{tag}") or 0)
+        except ValueError:
+            return 0.0
+
+    return t("atime"), t("mtime")
+
+
+@dataclass(frozen=True)
+class CacheReport:
+    """What a host's volume cache holds, and what a collection removed."""
+
+    volumes: list[vc.CachedVolume]
+    """What it holds (before the collection)."""
+    removed: list[vc.CachedVolume]
+    stale_leases: list[str]
+    """Leases of dead jobs that were dropped."""
+
+    @property
+    def size(self) -> int:
+        return sum(v.size for v in self.volumes)
+
+    @property
+    def leased(self) -> int:
+        return sum(v.leased for v in self.volumes)
+
+    def summary(self) -> str:
+        """One line: the cache's volumes, size, and how many a job uses now."""
+        return (f"{len(self.volumes)} cached volume(s), {human(self.size)}, {self.leased} in use by "
+                "running jobs")
+
+
 @dataclass(frozen=True)
 class Uploaded:
     """A local file's volume on a host."""
@@ -129,11 +184,11 @@ class HostStorage:
     the pool is created in when it does not exist yet.
     """
 
-    def __init__(self, conn: Callable[[], Any], *, images_dir: Callable[[], str], pid: int,
-                 client_host: str, job: int, label: str) -> None:
+    def __init__(self, conn: Callable[[], Any], *, images_dir: Callable[[], str], owner: Owner,
+                 job: int, label: str) -> None:
         self._conn = conn
         self._images_dir = images_dir
-        self.pid, self.client_host, self.job, self.label = pid, client_host, job, label
+        self.owner, self.job, self.label = owner, job, label
         self._lock = threading.Lock()
         self._upload_locks: dict[str, threading.Lock] = {}
         self._uploaded: dict[str, str] = {}
@@ -185,17 +240,20 @@ class HostStorage:
     def name(self, what: str) -> str:
         """The volume name of ``what`` for this process and job (two jobs of
         one process never share or delete each other's volumes)."""
-        return owned_name(self.pid, self.client_host, f"{self.job}.{what}")
+        return owned_name(self.owner, f"{self.job}.{what}")
 
     # -- volumes ----------------------------------------------------------
 
-    def upload(self, local: Path, kind: str) -> Uploaded:
-        """The volume holding ``local``'s content on this host, uploaded
-        unless this process already did. ``kind`` ends the name (``kernel``,
-        ``initrd``, ``disk``)."""
+    def upload(self, local: Path, kind: str, *, shared: bool = True) -> Uploaded:
+        """The volume holding ``local``'s content on this host. ``kind`` ends
+        the name (``kernel``, ``initrd``, ``disk``). ``shared``: from the
+        host's cache (uploaded unless a kvmlab process anywhere already did;
+        leased for this job); else a volume of this job only, removed with it."""
         if not local.is_file():
             raise UserError(f"{local}: no such file")
         digest = self._hashes.of(local)
+        if shared:
+            return self._cached(local, digest, kind)
         name = self.name(f"{digest[:24]}.{kind}")
         with self._lock:
             lock = self._upload_locks.setdefault(name, threading.Lock())
@@ -222,15 +280,188 @@ class HostStorage:
                 self.bytes_uploaded += sent
             return Uploaded(path, sent)
 
+    # -- the shared cache -----------------------------------------------
+
+    def _cached(self, local: Path, digest: str, kind: str) -> Uploaded:
+        name = vc.content_name(digest, kind)
+        with self._lock:
+            lock = self._upload_locks.setdefault(name, threading.Lock())
+        with lock:
+            with self._lock:
+                done = self._uploaded.get(name)
+            if done is not None:
+                return Uploaded(done, 0)
+            pool = self.pool()
+            # The lease first: a collection that runs from now on keeps the volume.
+            self._lease(pool, vc.lease_what(digest, kind))
+            path, sent = self._fetch_or_send(pool, name, local)
+            with self._lock:
+                self._uploaded[name] = path
+                self.bytes_uploaded += sent
+            return Uploaded(path, sent)
+
+    def _lease(self, pool: Any, what: str) -> None:
+        name = self.name(what)
+        with self._lock:
+            if name in self._mine:
+                return
+        try:
+            pool.createXML(raw_volume_xml(name, 0), 0)
+        except libvirt.libvirtError as e:
+            if e.get_error_code() != libvirt.VIR_ERR_STORAGE_VOL_EXIST:
+                msg = e.get_error_message()
+                raise LibvirtError(f"{self.label}: cannot create lease {name}: {msg}") from e
+        with self._lock:
+            self._mine.add(name)
+
+    def _lookup(self, pool: Any, name: str) -> Any | None:
+        try:
+            return pool.storageVolLookupByName(name)
+        except libvirt.libvirtError:
+            return None
+
+    def _fetch_or_send(self, pool: Any, name: str, local: Path) -> tuple[str, int]:
+        """The complete volume ``name``: there already, or finished by the
+        client uploading it now, or uploaded here. Whoever creates the volume
+        uploads it; a volume whose upload stalls for :data:`UPLOAD_STALL`
+        (its uploader died) is removed and uploaded again."""
+        size = local.stat().st_size
+        seen: tuple[int, float] | None = None
+        while True:
+            vol = self._lookup(pool, name)
+            if vol is not None:
+                if self._lookup(pool, vc.done_name(name)) is not None:
+                    if int(vol.info()[1]) == size:
+                        log.debug("%s: %s is in the host's cache", self.label, name)
+                        return str(vol.path()), 0
+                    log.warning("%s: cached volume %s has the wrong size: uploading it again",
+                                self.label, name)
+                    self._drop_content(pool, name)
+                    continue
+                # Someone is uploading it: wait while it grows.
+                try:
+                    alloc = int(vol.info()[2])
+                except libvirt.libvirtError:  # gone meanwhile (its upload failed): look again
+                    time.sleep(_POLL)
+                    continue
+                now = time.monotonic()
+                if seen is None or alloc != seen[0]:
+                    if seen is None:
+                        log.info("%s: waiting for another kvmlab's upload of %s", self.label, local.name)
+                    seen = (alloc, now)
+                elif now - seen[1] > UPLOAD_STALL:
+                    log.warning("%s: the upload of %s stalled for %.0fs (its kvmlab is gone?): "
+                                "uploading it again", self.label, name, UPLOAD_STALL)
+                    self._drop_content(pool, name)
+                    seen = None
+                    continue
+                time.sleep(_POLL)
+                continue
+            try:
+                vol = pool.createXML(raw_volume_xml(name, size), 0)
+            except libvirt.libvirtError as e:
+                if e.get_error_code() == libvirt.VIR_ERR_STORAGE_VOL_EXIST:
+                    continue  # another client won the race: wait for its upload
+                msg = e.get_error_message()
+                raise LibvirtError(f"{self.label}: cannot create volume {name}: {msg}") from e
+            try:
+                sent = self._stream(vol, name, local)
+                pool.createXML(raw_volume_xml(vc.done_name(name), 0), 0)
+            except BaseException:
+                self._drop_content(pool, name)
+                raise
+            return str(vol.path()), sent
+
+    def _drop_content(self, pool: Any, name: str) -> None:
+        for n in (vc.done_name(name), name):
+            vol = self._lookup(pool, n)
+            if vol is not None:
+                with contextlib.suppress(libvirt.libvirtError):
+                    vol.delete(0)
+
+    def cache(self, *, gc: bool = False, max_bytes: int = vc.DEFAULT_MAX_BYTES,
+              max_age: float = vc.DEFAULT_MAX_AGE, dry_run: bool = False,
+              now: float | None = None) -> CacheReport:
+        """The host's volume cache; with ``gc``, collect it (see
+        :func:`kvmlab.vmm.volume_cache.plan_gc`; ``dry_run``: remove nothing).
+        Leases of this client's dead jobs are dropped first; another client's
+        older than :data:`~kvmlab.vmm.volume_cache.LEASE_MAX_AGE` too."""
+        now = time.time() if now is None else now
+        pool = self.pool()
+        try:
+            pool.refresh(0)
+            vols = {v.name(): v for v in pool.listAllVolumes(0)}
+        except libvirt.libvirtError as e:
+            msg = e.get_error_message()
+            raise LibvirtError(f"{self.label}: cannot list the {POOL_NAME} pool: {msg}") from e
+        leased: set[str] = set()
+        stale: list[str] = []
+        for name, vol in vols.items():
+            parsed = parse_owned_name(name)
+            target = vc.leased_content(parsed[1]) if parsed else None
+            if parsed is None or target is None:
+                continue
+            who = parsed[0]
+            if is_ours(who, self.owner.client):
+                dead = who != self.owner and not alive(who)
+            else:
+                try:
+                    dead = now - volume_times(vol.XMLDesc(0))[1] > vc.LEASE_MAX_AGE
+                except libvirt.libvirtError:
+                    dead = False
+            if dead:
+                stale.append(name)
+            else:
+                leased.add(target)
+        cached: list[vc.CachedVolume] = []
+        for name, vol in vols.items():
+            if not vc.is_content(name):
+                continue
+            try:
+                atime, mtime = volume_times(vol.XMLDesc(0))
+                size = int(vol.info()[2])
+            except libvirt.libvirtError:
+                continue
+            cached.append(vc.CachedVolume(name, size, max(atime, mtime), vc.done_name(name) in vols,
+                                          name in leased))
+        report = CacheReport(cached, [], stale)
+        if not gc:
+            return report
+        removed = vc.plan_gc(cached, now=now, max_bytes=max_bytes, max_age=max_age)
+        if not dry_run:
+            for name in stale:
+                with contextlib.suppress(libvirt.libvirtError):
+                    vols[name].delete(0)
+            for v in removed:
+                self._drop_content(pool, v.name)
+            # Markers whose volume is gone mean nothing.
+            for name in vols:
+                if name.endswith(vc.DONE_SUFFIX) and name[:-len(vc.DONE_SUFFIX)] not in vols:
+                    with contextlib.suppress(libvirt.libvirtError):
+                        vols[name].delete(0)
+        return CacheReport(cached, removed, stale)
+
+    # -- a job's own volumes ---------------------------------------------
+
     def _send(self, pool: Any, name: str, local: Path) -> tuple[str, int]:
         size = local.stat().st_size
-        conn = self._conn()
         try:
             vol = pool.createXML(raw_volume_xml(name, size), 0)
         except libvirt.libvirtError as e:
             raise LibvirtError(f"{self.label}: cannot create volume {name}: {e.get_error_message()}") from e
         with self._lock:
             self._mine.add(name)
+        try:
+            sent = self._stream(vol, name, local)
+        except LibvirtError:
+            self._delete(name)
+            raise
+        return str(vol.path()), sent
+
+    def _stream(self, vol: Any, name: str, local: Path) -> int:
+        """Send ``local`` into ``vol``; the bytes sent."""
+        size = local.stat().st_size
+        conn = self._conn()
         stream = conn.newStream(0)
         sent = 0
         try:
@@ -241,11 +472,10 @@ class HostStorage:
         except (libvirt.libvirtError, OSError) as e:
             with contextlib.suppress(libvirt.libvirtError):
                 stream.abort()
-            self._delete(name)
             msg = e.get_error_message() if isinstance(e, libvirt.libvirtError) else str(e)
             raise LibvirtError(f"{self.label}: upload of {local} failed: {msg}") from e
         log.debug("%s: uploaded %s to %s (%d bytes)", self.label, local, name, sent)
-        return str(vol.path()), sent
+        return sent
 
     def overlay(self, what: str, *, base: Path) -> str:
         """A new qcow2 volume backed by ``base``'s volume (uploaded if needed);
@@ -336,17 +566,16 @@ class HostStorage:
         with contextlib.suppress(libvirt.libvirtError):
             for vol in pool.listAllVolumes(0):
                 parsed = parse_owned_name(vol.name())
-                if parsed and parsed[:2] == (self.pid, self.client_host) and \
-                        parsed[2].startswith(f"{self.job}."):
+                if parsed and parsed[0] == self.owner and parsed[1].startswith(f"{self.job}."):
                     names.add(vol.name())
         with self._lock:
             names |= self._mine
         for name in sorted(names):
             self._delete(name)
 
-    def reap(self, alive: Callable[[int], bool]) -> list[str]:
-        """Remove volumes made on this client host by kvmlab processes that
-        are gone; returns their names."""
+    def reap(self, alive: Callable[[Owner], bool]) -> list[str]:
+        """Remove volumes made on this client by kvmlab processes that are
+        gone (``alive``: :func:`kvmlab.owner.alive`); returns their names."""
         try:
             pool = self.pool()
             pool.refresh(0)
@@ -356,7 +585,8 @@ class HostStorage:
         reaped = []
         for vol in vols:
             parsed = parse_owned_name(vol.name())
-            if parsed is None or parsed[1] != self.client_host or parsed[0] == self.pid or alive(parsed[0]):
+            if parsed is None or not is_ours(parsed[0], self.owner.client) or parsed[0] == self.owner \
+                    or alive(parsed[0]):
                 continue
             with contextlib.suppress(libvirt.libvirtError):
                 vol.delete(0)
