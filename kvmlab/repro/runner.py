@@ -351,12 +351,6 @@ def _host_failure(m: Machine) -> str | None:
     return m.instance.failure() if isinstance(m.instance, HasFailure) else None
 
 
-def _vm_gone(m: Machine) -> bool:
-    """The VM no longer runs: its QEMU exited, or its console reached its end
-    (the process may not be reaped yet when its pipe already closed)."""
-    return not m.instance.alive() or m.watcher.ended
-
-
 def _shut_down(m: Machine) -> bool:
     """The kernel said it shuts the machine down or restarts it on request."""
     return m.watcher.halt is not None or m.watcher.first(EventKind.REBOOT) is not None
@@ -468,7 +462,7 @@ def _after_transport_loss(m: Machine, started: float, vmlinux: Path | None, why:
     crash = _crash_outcome(m, started, vmlinux) or _stopped_itself(m, started)
     if crash is not None:
         return crash
-    if _vm_gone(m):
+    if not m.instance.alive():
         return RunOutcome(m.index, RunStatus.INFRA,
                           detail=_host_failure(m) or f"vm died with no crash on the console ({why})",
                           duration=time.monotonic() - started, console_log=str(m.console_log))
@@ -501,12 +495,6 @@ def _stopped_answering(m: Machine, started: float, vmlinux: Path | None, title: 
     crash = _crash_outcome(m, started, vmlinux) or _stopped_itself(m, started)
     if crash is not None:
         return crash
-    if _vm_gone(m):
-        # Not a hang: the VM is gone with no crash and no shutdown on the
-        # console (QEMU killed from outside, the host's doing).
-        return RunOutcome(m.index, RunStatus.INFRA,
-                          detail=_host_failure(m) or "vm died with no crash on the console",
-                          duration=time.monotonic() - started, console_log=str(m.console_log))
     return RunOutcome(m.index, RunStatus.CRASHED, title=title, crash_type="HANG", detail=detail,
                       report=m.watcher.tail(), duration=time.monotonic() - started,
                       console_log=str(m.console_log))
