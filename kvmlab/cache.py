@@ -273,6 +273,16 @@ def auto_prune(root: Path, limit: int, *, now: float | None = None) -> list[Entr
     return removed
 
 
+def human_age(seconds: float) -> str:
+    """An age as ``42m``, ``5h`` or ``3d``."""
+    s = max(0, int(seconds))
+    if s < 3600:
+        return f"{s // 60}m"
+    if s < 86400:
+        return f"{s // 3600}h"
+    return f"{s // 86400}d"
+
+
 def human(n: float) -> str:
     """Bytes as ``12.3 GiB``."""
     for unit in ("B", "KiB", "MiB", "GiB"):

@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     rows = []
     for cat in cache.CATEGORIES:
         es = by.get(cat.name, [])
-        oldest = _age(now - min(e.used for e in es)) if es else "-"
+        oldest = cache.human_age(now - min(e.used for e in es)) if es else "-"
         rows.append((cat.name, str(len(es)), cache.human(sum(e.size for e in es)), oldest, cat.what))
     print(f"cache {root}")
     print(format_table(("CATEGORY", "ENTRIES", "SIZE", "OLDEST USE", "WHAT"), rows), end="")
@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
           + (" (over: kvmlab cache prune)" if limit and total > limit else ""))
     if args.long:
         for e in sorted(found, key=lambda e: e.used):
-            print(f"{_age(now - e.used):>8}  {cache.human(e.size):>10}  {e.category:<11} {e.path}")
+            print(f"{cache.human_age(now - e.used):>8}  {cache.human(e.size):>10}  {e.category:<11} {e.path}")
     return 0
 
 
@@ -84,11 +84,3 @@ def _prune(args: argparse.Namespace, root: Path) -> int:
           f"({cache.human(sum(e.size for e in removed))}); {cache.human(left)} left")
     return 0
 
-
-def _age(seconds: float) -> str:
-    s = max(0, int(seconds))
-    if s < 3600:
-        return f"{s // 60}m"
-    if s < 86400:
-        return f"{s // 3600}h"
-    return f"{s // 86400}d"

@@ -49,7 +49,8 @@ def run(args: argparse.Namespace) -> int:
                 now = time.time()
                 for v in sorted(report.volumes, key=lambda v: v.last_use):
                     state = "leased" if v.leased else ("" if v.done else "partial")
-                    print(f"{_age(now - v.last_use):>8}  {cache.human(v.size):>10}  {v.name}  {state}")
+                    age = cache.human_age(now - v.last_use)
+                    print(f"{age:>8}  {cache.human(v.size):>10}  {v.name}  {state}")
             return 0
         report = host.storage.cache(gc=True, max_bytes=max_bytes, max_age=args.max_age * 86400,
                                     dry_run=args.dry_run)
@@ -64,11 +65,3 @@ def run(args: argparse.Namespace) -> int:
     finally:
         host.close()
 
-
-def _age(seconds: float) -> str:
-    s = max(0, int(seconds))
-    if s < 3600:
-        return f"{s // 60}m"
-    if s < 86400:
-        return f"{s // 3600}h"
-    return f"{s // 86400}d"
