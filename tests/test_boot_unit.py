@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import socket
+import termios
 import threading
 import time
 from pathlib import Path
@@ -47,7 +49,7 @@ from kvmlab.session.store import (
     ps_rows,
     uptime,
 )
-from kvmlab.session.terminal import Action, EscapeParser, Key, LineEditor
+from kvmlab.session.terminal import Action, EscapeParser, Key, LineEditor, RawTerminal
 from kvmlab.session.vm import Crash, MountPoint, SessionVM, mount_command
 from kvmlab.timeouts import Timeouts
 from kvmlab.vmm.domain_xml import domain_xml
@@ -541,6 +543,29 @@ def test_screen_puts_kvmlab_lines_on_their_own_line_in_raw_mode() -> None:
     os.close(r)
     assert got == (b"/ # \r\n\x1b[1;31mkvmlab: crash: BUG: x\x1b[0m\r\nmore\r\nkvmlab: bye\r\n"
                    b"kvmlab: plain\n")
+
+
+def test_a_terminal_answer_arriving_as_the_session_ends_never_reaches_the_shell() -> None:
+    """The guest's shell asks for the cursor position (ESC [6n) just before
+    the session ends; the terminal's answer comes a few ms later. The
+    console is off before the terminal is restored, and the restore waits
+    for the answer and drops it: the person's shell reads nothing."""
+    master, slave = pty.openpty()
+    try:
+        before = termios.tcgetattr(slave)
+        screen = Screen(slave, slave, raw=True, color=False)
+        with RawTerminal(slave), screen.showing():
+            screen.console(b"/ # \x1b[6n")
+            assert os.read(master, 100).endswith(b"\x1b[6n")
+            threading.Timer(0.02, os.write, (master, b"\x1b[50;5R")).start()
+        screen.console(b"/ # \x1b[6n")  # after the end: not shown, so not answered
+        assert termios.tcgetattr(slave) == before
+        time.sleep(0.1)
+        os.write(master, b"ls\n")  # the person's next line is all the shell reads
+        assert os.read(slave, 100) == b"ls\n"
+    finally:
+        os.close(master)
+        os.close(slave)
 
 
 def test_repro_kinds(tmp_path: Path) -> None:

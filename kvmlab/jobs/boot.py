@@ -436,6 +436,7 @@ def _session(job: BootJob, sdir: SessionDir, spec: VMSpec, backend: Any, timeout
     try:
         with (signals.unwinding((signal.SIGTERM, signal.SIGHUP), drop_after_stop=True),
               (RawTerminal(0) if raw else contextlib.nullcontext()),
+              screen.showing(),
               (logs_on(screen) if raw else contextlib.nullcontext())):
             escape = "; Ctrl-A x quits, Ctrl-A c monitor, Ctrl-A h help" if interactive else ""
             screen.note(f"session {sdir.name}: booting {what} ({backend.name}, {accel}, {spec.cpus} cpus, "

@@ -98,6 +98,17 @@ class Screen:
             self.raw = False
             self._at_line_start = True
 
+    @contextlib.contextmanager
+    def showing(self) -> Iterator[None]:
+        """The console on the screen for the block, and off *before* whatever
+        encloses the block restores the terminal: console bytes written to a
+        restored terminal could hold a query (the guest shell's ``ESC [6n``)
+        whose answer the person's shell would then read as typed input."""
+        try:
+            yield
+        finally:
+            self.raw_off()
+
 
 class ScreenLog(logging.Handler):
     """kvmlab's log records as ``kvmlab:`` lines on a :class:`Screen`: on a raw

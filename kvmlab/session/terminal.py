@@ -17,7 +17,9 @@ from __future__ import annotations
 import contextlib
 import enum
 import os
+import select
 import termios
+import time
 import tty
 from dataclasses import dataclass
 from types import TracebackType
@@ -152,6 +154,7 @@ class RawTerminal:
     def restore(self) -> None:
         if self._saved is not None:
             with contextlib.suppress(termios.error, OSError):
+                _drain_answers(self.fd)
                 # TCSAFLUSH: what was typed for the guest (or a terminal's reply
                 # to the guest's cursor query) must not reach the user's shell.
                 termios.tcsetattr(self.fd, termios.TCSAFLUSH, self._saved)
@@ -160,6 +163,28 @@ class RawTerminal:
     def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.restore()
+
+
+#: A terminal answers a query (cursor position, device attributes) within
+#: milliseconds; input quiet this long means no answer is still on its way.
+_QUIET = 0.05
+#: At most this long is spent waiting for the input to go quiet.
+_DRAIN_MAX = 0.5
+
+
+def _drain_answers(fd: int) -> None:
+    """Read and drop input until it has been quiet for :data:`_QUIET`: the
+    terminal's answer to a query the guest sent just before the session
+    ended must not reach the person's shell (TCSAFLUSH drops only what has
+    already arrived)."""
+    deadline = time.monotonic() + _DRAIN_MAX
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            readable, _, _ = select.select([fd], [], [], min(_QUIET, left))
+        except InterruptedError:
+            continue
+        if not readable or not os.read(fd, 4096):
+            return
 
 
 def is_terminal(fd: int) -> bool:
