@@ -73,11 +73,13 @@ def _history(n: int) -> CommitGraph:
     return CommitGraph.from_parents(rows, tip=f"{n:040x}", boundary=[GOOD])
 
 
-def _run(graph: CommitGraph, seed: int, **clock: object) -> tuple[str | None, ClockedTester]:
-    tester = ClockedTester(Flaky(graph, culprit=70, p=0.5, seed=seed), build_seconds=300.0, run_seconds=60.0,
-                           **clock)  # type: ignore[arg-type]
+def _run(graph: CommitGraph, seed: int, *, p: float = 0.5, batches: bool = True, build_seconds: float = 300.0,
+         **clock: object) -> tuple[str | None, ClockedTester]:
+    tester = ClockedTester(Flaky(graph, culprit=70, p=p, seed=seed), build_seconds=build_seconds,
+                           run_seconds=60.0, **clock)  # type: ignore[arg-type]
     res = bisect(MemoryRepo(graph, GOOD), tester, bad=graph.tip, good=GOOD, verify=False,
-                 is_target=lambda r: r.title == TITLE, policy=AdaptivePolicy(chunk=tester.vms))
+                 is_target=lambda r: r.title == TITLE,
+                 policy=AdaptivePolicy(chunk=tester.vms, plan_in_batches=batches))
     return res.culprit, tester
 
 
@@ -162,3 +164,24 @@ def test_prebuilder_without_capacity_builds_nothing() -> None:
     pb.want(["a"])
     assert pb.take("a") is None and calls == []
     pb.close()
+
+
+@pytest.mark.parametrize("vms", [2, 3])
+def test_plans_in_batches_leave_no_vm_idle_and_take_less_wall_time(vms: int) -> None:
+    """Single-run plans leave VMs of the pool waiting; plans of whole batches
+    do not, find the same culprits and take less wall time over a few
+    bisections (a deterministic bug and a flaky one)."""
+    g = _history(100)
+    single_time = batch_time = 0.0
+    for seed in range(2):
+        for p in (1.0, 0.4):
+            one_culprit, one = _run(g, seed, p=p, batches=False, build_seconds=30.0, cores=2, vms=vms)
+            all_culprit, full = _run(g, seed, p=p, batches=True, build_seconds=30.0, cores=2, vms=vms)
+            assert one_culprit == all_culprit == g.commits[70].hash
+            tests = [e for e in full.events if e.kind == "test"]
+            assert all(e.runs % vms == 0 for e in tests), [e.runs for e in tests]
+            assert full.idle_vm_seconds() == 0.0
+            single_time += one.now
+            batch_time += full.now
+    assert one.idle_vm_seconds() > 0.0  # the comparison is not empty
+    assert batch_time < 0.9 * single_time

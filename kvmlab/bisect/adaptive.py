@@ -120,7 +120,8 @@ class AdaptiveBisection:
         excluded). A commit built in the background comes first when its value
         is within :data:`PREFER_BUILT` of the best."""
         opts = rank(b, self.g, testable=self.testable(), built=self.built(), build_cost=self.pol.build_cost,
-                    current=self.g.index.get(current) if current else None, switch_cost=self.pol.switch_cost)
+                    current=self.g.index.get(current) if current else None, switch_cost=self.pol.switch_cost,
+                    batch=self.pol.chunk if self.pol.plan_in_batches else 1)
         if self.s.builds >= self.pol.max_builds:
             opts = [o for o in opts if o.built]
         opts = [o for o in opts if o.value > MIN_VALUE]

@@ -3,8 +3,11 @@
 Pure functions of a :class:`~kvmlab.bisect.model.Belief` and the commit graph.
 A test of a commit is a *plan* of up to ``runs`` runs that stops at the first
 target crash; its value is the expected information about the culprit (bits)
-per unit of cost, where a run costs 1 and building a commit not built yet
-costs ``build_cost``. The engine takes the best option; the overlap scheduler
+per unit of cost. The cost is wall time: with a pool of ``batch`` VMs the runs
+go in batches of ``batch`` that take one run's time whether they hold one run
+or ``batch`` (so a plan is a whole number of batches and stops after the batch
+with the first target crash), and building a commit not built yet costs
+``build_cost`` runs' time. The engine takes the best option; the overlap scheduler
 uses the ranking to pre-build what is likely to come next.
 """
 
@@ -78,32 +81,46 @@ def _entropy(q: Array) -> Array:
     return np.asarray(np.where((q >= 1.0) | (r >= 1.0), 0.0, h))
 
 
-_M = np.array(PLAN_RUNS)
+def plan_sizes(batch: int = 1) -> tuple[int, ...]:
+    """Run counts a plan may have with a pool of ``batch`` VMs: whole batches,
+    about the sizes of :data:`PLAN_RUNS`, within the horizon."""
+    b = max(1, batch)
+    if b == 1:
+        return PLAN_RUNS
+    sizes = sorted({-(-m // b) * b for m in PLAN_RUNS} | {b})
+    return tuple(m for m in sizes if m <= _HORIZON) or (b,)
 
 
-def plan_values(q: Array, survivals: Array, clean: Array, build_cost: float) -> Array:
-    """Value (expected bits per unit of cost) of each plan of :data:`PLAN_RUNS`
-    runs, for K commits in the crashing state with probabilities ``q`` (K);
-    ``survivals`` (horizon + 1, or K x (horizon + 1)) = P(no crash in t runs |
-    crashing), ``clean`` (horizon + 1) = P(no target crash in t runs | clean:
-    the background), t = 0 .. horizon. Returns shape (K, len(PLAN_RUNS))."""
+def plan_values(q: Array, survivals: Array, clean: Array, build_cost: float, batch: int = 1) -> Array:
+    """Value (expected bits per unit of wall time) of each plan of
+    :func:`plan_sizes` runs, for K commits in the crashing state with
+    probabilities ``q`` (K); ``survivals`` (horizon + 1, or K x (horizon + 1))
+    = P(no crash in t runs | crashing), ``clean`` (horizon + 1) = P(no target
+    crash in t runs | clean: the background), t = 0 .. horizon. A plan of m
+    runs is m / batch batches; batch j (from 0) happens when the j batches
+    before it showed no target crash. Returns shape (K, len(plan_sizes(batch)))."""
+    b = max(1, batch)
+    sizes = np.array(plan_sizes(b))
     q = np.asarray(q, dtype=np.float64)[:, None]
     surv = np.atleast_2d(survivals)
-    s_m, e_m = surv[:, _M], clean[_M][None, :]
+    s_m, e_m = surv[:, sizes], clean[sizes][None, :]
     p_none = q * s_m + (1.0 - q) * e_m
     post = np.divide(q * s_m, p_none, out=np.zeros_like(p_none), where=p_none > 0)
     gain = _entropy(q) - p_none * _entropy(post)
-    cum_s = np.concatenate((np.zeros((surv.shape[0], 1)), np.cumsum(surv, axis=1)), axis=1)[:, _M]
-    cum_e = np.concatenate(([0.0], np.cumsum(clean)))[_M][None, :]
-    cost = q * cum_s + (1.0 - q) * cum_e + build_cost
+    # Expected batches: sum over the batches started, P(no crash before it).
+    starts = np.arange(0, _HORIZON + 1, b)
+    cum_s = np.concatenate((np.zeros((surv.shape[0], 1)), np.cumsum(surv[:, starts], axis=1)), axis=1)
+    cum_e = np.concatenate(([0.0], np.cumsum(clean[starts])))
+    cost = q * cum_s[:, sizes // b] + (1.0 - q) * cum_e[sizes // b][None, :] + build_cost
     return np.asarray(np.maximum(gain, 0.0) / cost)
 
 
-def plan_value(q: float, survivals: Array, clean: Array, build_cost: float) -> tuple[float, int]:
+def plan_value(q: float, survivals: Array, clean: Array, build_cost: float,
+               batch: int = 1) -> tuple[float, int]:
     """(value, runs) of the best plan for one commit."""
-    v = plan_values(np.array([q]), survivals, clean, build_cost)[0]
+    v = plan_values(np.array([q]), survivals, clean, build_cost, batch)[0]
     k = int(np.argmax(v))
-    return float(v[k]), PLAN_RUNS[k]
+    return float(v[k]), plan_sizes(batch)[k]
 
 
 def survival_curve(belief: Belief, crashes: int, oks: int, near: float = 0.0) -> Array:
@@ -128,6 +145,7 @@ def rank(
     current: int | None = None,
     switch_cost: float = 0.0,
     fresh_limit: int = FRESH_EVALUATED,
+    batch: int = 1,
 ) -> list[Option]:
     """Options worth running, best first.
 
@@ -137,24 +155,27 @@ def rank(
     P(crashing) is to the most valuable one, and only ``fresh_limit`` of them
     are evaluated exactly. Going back to a built commit other than ``current``
     costs ``switch_cost`` (in runs), so that tests do not flit between
-    commits one run at a time.
+    commits one run at a time. ``batch``: VMs that run at once (a plan is
+    whole batches; see the module docstring).
     """
     clean = belief.clean_survival(_HORIZON)
+    sizes = plan_sizes(batch)
     q_all = crash_probabilities(belief, graph)
     useful = (q_all > 1e-6) & (q_all < 1.0 - 1e-6)
     options: list[Option] = []
     olds = [i for i in built if (testable >> i) & 1 and useful[i]]
     if olds:
         surv = np.array([survival_curve(belief, *built[i], near_probability(belief, graph, i)) for i in olds])
-        values = np.array([plan_values(q_all[[i]], surv[[k]], clean, 0.0 if i == current else switch_cost)[0]
+        values = np.array([plan_values(q_all[[i]], surv[[k]], clean, 0.0 if i == current else switch_cost,
+                                       batch)[0]
                            for k, i in enumerate(olds)])
         for i, row in zip(olds, values, strict=True):
             k = int(np.argmax(row))
             if row[k] > 0.0:
-                options.append(Option(i, PLAN_RUNS[k], float(row[k]), float(q_all[i]), True))
+                options.append(Option(i, sizes[k], float(row[k]), float(q_all[i]), True))
     pop = survival_curve(belief, 0, 0)
     grid = np.arange(1, 64) / 64
-    q_star = float(grid[int(np.argmax(plan_values(grid, pop, clean, build_cost).max(axis=1)))])
+    q_star = float(grid[int(np.argmax(plan_values(grid, pop, clean, build_cost, batch).max(axis=1)))])
     n = len(graph)
     ok = useful & bit_mask(testable, n)
     ok[list(built)] = False
@@ -171,10 +192,10 @@ def rank(
             picked.append(i)
     if picked:
         surv = np.array([survival_curve(belief, 0, 0, near_probability(belief, graph, i)) for i in picked])
-        values = plan_values(q_all[picked], surv, clean, build_cost)
+        values = plan_values(q_all[picked], surv, clean, build_cost, batch)
         for i, row in zip(picked, values, strict=True):
             k = int(np.argmax(row))
             if row[k] > 0.0:
-                options.append(Option(i, PLAN_RUNS[k], float(row[k]), float(q_all[i]), False))
+                options.append(Option(i, sizes[k], float(row[k]), float(q_all[i]), False))
     options.sort(key=lambda o: (-o.value, o.index))
     return options

@@ -48,7 +48,11 @@ class AdaptivePolicy:
     """A release counts as good once P(it has the bug) <= 1 - this."""
     release_max_runs: int = 80
     chunk: int = 1
-    """Runs per tester call (runs stop early only between calls)."""
+    """Runs per tester call (runs stop early only between calls): the pool's VMs."""
+    plan_in_batches: bool = True
+    """Plan in whole batches of ``chunk`` runs, costed in wall time (a batch
+    takes one run's time), so that no VM of the pool idles while the others
+    run; False plans single runs costed per run, as before (benchmarks compare)."""
     build_cost: float = 3.0
     """What one build costs, in VM runs, when choosing the next commit."""
     switch_cost: float = 1.0

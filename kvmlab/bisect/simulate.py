@@ -60,6 +60,8 @@ class Event:
     ``bg-start``, ``bg-done``, ``bg-cancel``."""
     commit: str
     seconds: float = 0.0
+    runs: int = 0
+    """VM runs of a ``test`` event."""
 
 
 @dataclass
@@ -127,9 +129,15 @@ class ClockedTester:
         self._advance(self.build_seconds, 0.0)
         return self.inner.build(commit)
 
+    def idle_vm_seconds(self) -> float:
+        """VM-seconds the pool's VMs waited while others ran (batches with
+        fewer runs than VMs)."""
+        return sum((-(-e.runs // self.vms) * self.vms - e.runs) * self.run_seconds
+                   for e in self.events if e.kind == "test")
+
     def test(self, build: BuildOutcome, runs: int) -> list[RunOutcome]:
         seconds = self.run_seconds * -(-runs // self.vms)
-        self.events.append(Event(self.now, "test", build.commit, seconds))
+        self.events.append(Event(self.now, "test", build.commit, seconds, runs))
         self._advance(seconds, self.free / self.cores)
         return self.inner.test(build, runs)
 
