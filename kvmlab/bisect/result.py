@@ -252,6 +252,9 @@ class BisectResult:
     relevance: RangeRelevance | None = None
     """The range's commits that can change the kernel; None when relevance
     was off or unknown (every commit of the range was a candidate)."""
+    config_minimized: dict[str, Any] | None = None
+    """What config minimization dropped from a full config (see
+    :mod:`kvmlab.kernel.minimize`); None: fragments, or --no-minimize."""
 
     @property
     def doubtful(self) -> bool:
@@ -295,4 +298,5 @@ class BisectResult:
             "confirmations": [c.to_json() for c in self.confirmations], "doubtful": self.doubtful,
             "evidence": [e.to_json() for e in self.evidence.values()],
             "relevance": None if self.relevance is None else self.relevance.to_json(),
+            "config_minimized": self.config_minimized,
         }

@@ -106,6 +106,10 @@ def add_build_options(p: argparse.ArgumentParser) -> None:
                                                        "instead of fragments; --config fragments go on top "
                         "(repro --kernel: the booted kernel's .config, checked for a syz program's needs)")
     p.add_argument("--compiler", help="compiler instead of the compiler table's (gcc-12, clang-15: LLVM=1)")
+    p.add_argument("--no-minimize", dest="minimize", action="store_false", default=None,
+                   help="build a full --kernel-config (or a bug's .config) as given: by default the "
+                        "sanitizers and debug checks the target crash cannot need, and DWARF, are dropped "
+                        "(kernel_configs/minimize.yaml)")
 
 
 def given(**fields: Any) -> dict[str, Any]:
@@ -129,7 +133,8 @@ def build_fields(args: argparse.Namespace) -> dict[str, Any]:
     patches = [str(p) for p in getattr(args, "patch", None) or []]
     return given(config=list(frags) if frags is not None else None,
                  kernel_config=_path(getattr(args, "kernel_config", None)),
-                 compiler=getattr(args, "compiler", None), patches=patches or None)
+                 compiler=getattr(args, "compiler", None), patches=patches or None,
+                 minimize=getattr(args, "minimize", None))
 
 
 def repro_fields(args: argparse.Namespace) -> dict[str, Any]:

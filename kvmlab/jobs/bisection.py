@@ -16,7 +16,7 @@ from kvmlab import checks, oops
 from kvmlab.bisect import POLICIES, AdaptivePolicy, BisectResult, GitRepository, LogWriter, bisect
 from kvmlab.bisect.journal import Journal
 from kvmlab.bisect.policy import Policy
-from kvmlab.bisect.result import StepRecord
+from kvmlab.bisect.result import Outcome, StepRecord
 from kvmlab.bisect.timing import Stopwatch
 from kvmlab.checks import write_result
 from kvmlab.config import cache_dir
@@ -65,7 +65,7 @@ def bisection_key(job: BisectJob, bad: str, good: str | None) -> str:
     extra: list[str | None] = []
     if job.build.kernel_config or job.build.compiler:
         # A full config and a compiler choice are part of what is bisected.
-        extra = [inputs.config_request(job.build).describe(), job.build.compiler]
+        extra = [inputs.config_request(job.build, job.expect).describe(), job.build.compiler]
     assert job.tree is not None
     return hashlib.sha256(json.dumps(
         [str(job.tree.resolve()), bad, good, frags, job.fix, job.policy,
@@ -90,13 +90,29 @@ def run_bisection(job: BisectJob, observer: Observer) -> BisectResult:
     validate(job)
     job, fetched = inputs.with_syzbot(job, say=observer.say)
     job = prepared_job(job, observer)
+    result = _run(job, observer, started, stopwatch)
+    if result.outcome is Outcome.NO_REPRO and result.config_minimized and result.config_minimized["dropped"]:
+        observer.say("kvmlab: the crash did not reproduce with the minimized config: bisecting again with "
+                     f"the full config {job.build.kernel_config} (--no-minimize skips this step)")
+        job = dataclasses.replace(job, build=dataclasses.replace(job.build, minimize=False))
+        result = _run(job, observer, started, stopwatch)
+    if fetched is not None and job.fix and result.culprit:
+        assert job.tree is not None
+        subject = GitRepository(job.tree).commit_info(result.culprit).subject
+        for line in fix_lines(fetched.bug, result.culprit, subject):
+            observer.say(line)
+    return result
+
+
+def _run(job: BisectJob, observer: Observer, started: float, stopwatch: Stopwatch) -> BisectResult:
     assert job.tree is not None and job.bad is not None
     cfg = inputs.settings(job.vms)
     repro = inputs.reproducer(job.reproducer, cfg)
     repo = GitRepository(job.tree)
     bad = repo.resolve(job.bad)
     good = repo.resolve(job.good) if job.good else None
-    request = inputs.config_request(job.build)
+    request, minimized = inputs.minimized_request(job.build, job.expect,
+                                                  fragments_dir=cfg.kernel.fragments_path)
     workdir = job.workdir or cache_dir() / "bisect" / bisection_key(job, bad, good)
     checks.output_dir(workdir, "workdir")
     workdir.mkdir(parents=True, exist_ok=True)
@@ -131,6 +147,9 @@ def run_bisection(job: BisectJob, observer: Observer) -> BisectResult:
             first_build={"commit": bad, "duration": first.duration, "cached": first.cached,
                          "status": first.status.value, "artifacts": dict(first.artifacts)}).write(workdir)
     observer.say(f"kvmlab: journal {journal}; logs under {workdir}")
+    if minimized is not None:
+        observer.say(f"kvmlab: config {job.build.kernel_config}: minimized for "
+                     f"{repr(job.expect) if job.expect else 'a crash not known yet'}: {minimized.summary()}")
     (workdir / RESULT_NAME).unlink(missing_ok=True)  # an earlier attempt's answer is not this one's
 
     def on_step(rec: StepRecord) -> None:
@@ -148,14 +167,12 @@ def run_bisection(job: BisectJob, observer: Observer) -> BisectResult:
     finally:
         tester.close()
         logw.close()
+    if minimized is not None:
+        result.config_minimized = minimized.to_json()
     if job.json is not None:  # the file asked for first: the workdir's copy is the spare
         write_result(job.json, json.dumps(result.to_json(), indent=1))
     write_result(workdir / RESULT_NAME, json.dumps(result.to_json(), indent=1))
     write_report(workdir, observer.say)
-    if fetched is not None and job.fix and result.culprit:
-        subject = repo.commit_info(result.culprit).subject
-        for line in fix_lines(fetched.bug, result.culprit, subject):
-            observer.say(line)
     return result
 
 

@@ -19,8 +19,9 @@ from kvmlab.git import PatchedCommit, Repo
 from kvmlab.host_uri import parse_host_uri
 from kvmlab.images.recipe import with_recipe_path
 from kvmlab.jobs.model import BisectJob, BootJob, BuildOptions, ReproInput, ReproJob, VMOptions
-from kvmlab.kernel import compilers
+from kvmlab.kernel import compilers, minimize
 from kvmlab.kernel.config import ConfigRequest, find_data_file, fragment_dirs
+from kvmlab.kernel.minimize import Minimized
 from kvmlab.repro import bugdir, syz
 from kvmlab.repro.reproducer import CProgram, Reproducer, ShellCommand, SyzProgram
 from kvmlab.syzbot.client import Dashboard
@@ -93,13 +94,30 @@ def reproducer(rin: ReproInput, cfg: Config) -> Reproducer:
     return CProgram(rin.c)
 
 
-def config_request(build: BuildOptions) -> ConfigRequest:
+def config_request(build: BuildOptions, title: str | None = None, *,
+                   fragments_dir: Path | None = None) -> ConfigRequest:
     """The build's kernel config: fragments (default ``base``), or a full
-    config with the fragments, if any, on top."""
+    config with the fragments, if any, on top; a full config minimized for a
+    crash titled ``title`` unless ``build.minimize`` is off."""
+    return minimized_request(build, title, fragments_dir=fragments_dir)[0]
+
+
+def minimized_request(build: BuildOptions, title: str | None = None, *,
+                      fragments_dir: Path | None = None) -> tuple[ConfigRequest, Minimized | None]:
+    """:func:`config_request` and what minimization dropped (None: not a full
+    config, or minimization off)."""
     names = [n.strip() for n in build.config if n.strip()]
-    if build.kernel_config is not None:
-        return ConfigRequest.from_file(build.kernel_config, names)
-    return ConfigRequest.from_fragments(names or ["base"])
+    if build.kernel_config is None:
+        return ConfigRequest.from_fragments(names or ["base"]), None
+    request = ConfigRequest.from_file(build.kernel_config, names)
+    if not build.minimize or request.full_config is None:
+        return request, None
+    rules = minimize.load_rules(find_data_file(minimize.TABLE_NAME, fragment_dirs(fragments_dir)))
+    done = minimize.minimize(request.full_config, title, rules, source=str(build.kernel_config))
+    if not done.drops:
+        return request, done
+    return dataclasses.replace(request, full_config=done.text,
+                               full_config_name=f"{build.kernel_config} (minimized)"), done
 
 
 def expected_title(expect: str | None, report: Path | None) -> str | None:

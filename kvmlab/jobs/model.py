@@ -46,6 +46,9 @@ class BuildOptions:
     patches: tuple[Path, ...] = ()
     """Patches applied, in order, on top of the commit before it is built
     (git-format or plain diffs; ``repro`` and ``boot``)."""
+    minimize: bool = True
+    """Drop from ``kernel_config`` the sanitizers and debug checks the target
+    crash cannot need, and DWARF (:mod:`kvmlab.kernel.minimize`; repro and bisect)."""
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from kvmlab import checks
 from kvmlab.checks import write_result
@@ -25,6 +26,7 @@ from kvmlab.jobs.observer import Observer
 from kvmlab.jobs.validate import validate
 from kvmlab.kernel import distcc
 from kvmlab.kernel.builder import KernelBuilder
+from kvmlab.kernel.minimize import Minimized
 from kvmlab.outcome import BuildOutcome, BuildStatus, RunOutcome, RunStatus
 from kvmlab.repro.patchtest import (
     CONFIDENCE,
@@ -56,6 +58,16 @@ class ReproRun:
     build: BuildOutcome | None = None
     workdir: Path | None = None
     patch: PatchVerdict | None = None
+    config_minimized: dict[str, Any] | None = None
+    """What config minimization dropped from a full config (result JSON)."""
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = self.result.to_json() if self.result is not None else {}
+        if self.config_minimized is not None:
+            data["config_minimized"] = self.config_minimized
+        if self.patch is not None:
+            data["patch_test"] = self.patch.to_json()
+        return data
 
     @property
     def build_failed(self) -> bool:
@@ -99,7 +111,7 @@ def run_reproduction(job: ReproJob, observer: Observer) -> ReproRun:
     if done.result is not None and job.tree is not None and job.commit and not job.stop_when_decided:
         _remember_rate(setup, done)
     if job.json is not None and done.result is not None:
-        write_result(job.json, json.dumps(done.result.to_json(), indent=1))
+        write_result(job.json, json.dumps(done.to_json(), indent=1))
     if done.result is not None and done.result.not_saved:
         raise InfraError(done.result.not_saved)
     return done
@@ -113,7 +125,8 @@ def _rate_key(s: _Setup, commit: str) -> str | None:
         return None
     tree_hash = Repo(job.tree).tree_hash(commit)
     what = "\0".join([s.staged.description, *(_digest(p) for p, _, _ in s.staged.files), s.expect])
-    return rate_key(tree_hash, what, inputs.config_request(job.build).describe(), job.build.compiler or "",
+    request = inputs.config_request(job.build, s.expect, fragments_dir=s.cfg.kernel.fragments_path)
+    return rate_key(tree_hash, what, request.describe(), job.build.compiler or "",
                     s.cfg.repro.run_time)
 
 
@@ -193,15 +206,12 @@ def _patch_test(s: _Setup, workdir: Path, observer: Observer) -> ReproRun:
         return _finish(s, ReproRun(None, done.build, workdir, PatchVerdict(PatchStatus.BUILD_FAILED, line)))
     v = verdict(done.result, base_crashed=rate.crashed, base_runs=rate.runs)
     observer.say(v.line)
-    return _finish(s, ReproRun(done.result, done.build, workdir, v))
+    return _finish(s, ReproRun(done.result, done.build, workdir, v, config_minimized=done.config_minimized))
 
 
 def _finish(s: _Setup, done: ReproRun) -> ReproRun:
     if s.job.json is not None:
-        data: dict[str, object] = done.result.to_json() if done.result is not None else {}
-        if done.patch is not None:
-            data["patch_test"] = done.patch.to_json()
-        write_result(s.job.json, json.dumps(data, indent=1))
+        write_result(s.job.json, json.dumps(done.to_json(), indent=1))
     if done.patch is not None and done.workdir is not None:
         write_result(done.workdir / "patch-test.json", json.dumps(done.patch.to_json(), indent=1) + "\n")
     if done.result is not None and done.result.not_saved:
@@ -220,10 +230,15 @@ def _reproduce(s: _Setup, commit: str | None, count: int, stop_when_decided: boo
     built: str | None = None
     kernel_config: Path | None = job.build.kernel_config if job.kernel is not None else None
     build: BuildOutcome | None = None
+    minimized: Minimized | None = None
     if job.tree is not None:
         if job.kernel is not None or not commit:
             raise UserError("give either --kernel, or --tree with --commit")
-        request = inputs.config_request(job.build)
+        request, minimized = inputs.minimized_request(job.build, expect,
+                                                      fragments_dir=cfg.kernel.fragments_path)
+        if minimized is not None:
+            observer.say(f"kvmlab: config {job.build.kernel_config}: minimized for "
+                         f"{repr(expect) if expect else 'a crash not known yet'}: {minimized.summary()}")
         frags = list(request.fragments)
         observer.building(commit)
         builder = KernelBuilder(compiler=job.build.compiler, fragments_dir=cfg.kernel.fragments_path,
@@ -233,7 +248,7 @@ def _reproduce(s: _Setup, commit: str | None, count: int, stop_when_decided: boo
                       f"{build.compiler}")
         if build.status is BuildStatus.FAILED:
             observer.say(f"kernel build failed at {build.commit[:12]}: {build.error}")
-            return ReproRun(None, build, workdir)
+            return ReproRun(None, build, workdir, config_minimized=_json(minimized))
         kernel, built = Path(build.artifacts["bzImage"]), build.commit
         vmlinux = vmlinux or Path(build.artifacts["vmlinux"])
         kernel_config = Path(build.artifacts["config"])
@@ -266,9 +281,13 @@ def _reproduce(s: _Setup, commit: str | None, count: int, stop_when_decided: boo
     for line in summary_lines(result):
         observer.say(line)
     if result.not_saved:  # no room for result.json: the caller writes --json, then fails
-        return ReproRun(result, build, workdir)
+        return ReproRun(result, build, workdir, config_minimized=_json(minimized))
     try:
         observer.note(f"kvmlab: report {repro_report(workdir)}")
     except Exception as e:  # a by-product: the result is printed and in result.json
         log.warning("report.html not written: %s", e)
-    return ReproRun(result, build, workdir)
+    return ReproRun(result, build, workdir, config_minimized=_json(minimized))
+
+
+def _json(minimized: Minimized | None) -> dict[str, Any] | None:
+    return minimized.to_json() if minimized is not None else None
