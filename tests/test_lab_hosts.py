@@ -484,6 +484,79 @@ def test_gc_keeps_what_a_running_job_uses(clean_lab: Lab, tmp_path: Path,
         stalled.close()
 
 
+def test_a_job_that_leases_while_gc_runs_keeps_its_volume(clean_lab: Lab, tmp_path: Path) -> None:
+    """The two orders of a collection and a job that starts meanwhile. (1) The
+    job leases after gc listed the volume as unused and before gc removes it:
+    gc sees the lease on its second look and keeps the volume. (2) gc has
+    marked the volume doomed when the job leases: the job waits for gc, then
+    uploads it again; a mark left by a killed gc is removed after its age."""
+    lab = clean_lab
+    f = tmp_path / "k"
+    f.write_bytes(os.urandom(2 << 20))
+    digest = hashlib.sha256(f.read_bytes()).hexdigest()
+    first = Host(lab.uri)
+    try:
+        first.storage.upload(f, "kernel")
+    finally:
+        first.close()
+    collector, job = Host(lab.uri), Host(lab.uri, owner=_other_client(2))
+    try:
+        real = storage_mod.HostStorage._collect
+        took: list[Uploaded] = []
+
+        def lease_first(self: storage_mod.HostStorage, pool: object, name: str, now: float) -> bool:
+            took.append(job.storage.upload(f, "kernel"))  # between gc's listing and its removal
+            return real(self, pool, name, now)
+
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(storage_mod.HostStorage, "_collect", lease_first)
+            report = collector.storage.cache(gc=True, max_bytes=0)
+        assert not report.removed and took and took[0].bytes_sent == 0, report
+        assert _volume_sha256(lab, took[0].path) == digest
+        assert not [v for v in lab.volumes() if v.endswith(vc.DOOMED_SUFFIX)]
+    finally:
+        job.close()
+    # (2) A collection holds the mark; the job waits, then finds the volume gone.
+    name = vc.content_name(digest, "kernel")
+    pool = collector.storage.pool()
+    pool.createXML(raw_volume_xml(vc.doomed_name(name), 0), 0)
+
+    def finish_gc() -> None:
+        time.sleep(1.5)
+        p = collector.storage.pool()
+        for n in (vc.done_name(name), name, vc.doomed_name(name)):
+            p.storageVolLookupByName(n).delete(0)
+
+    t = threading.Thread(target=finish_gc)
+    late = Host(lab.uri, owner=_other_client(3))
+    try:
+        t0 = time.monotonic()
+        t.start()
+        up = late.storage.upload(f, "kernel")
+        t.join()
+        assert time.monotonic() - t0 >= 1.5 and up.bytes_sent == f.stat().st_size, up
+        assert _volume_sha256(lab, up.path) == digest
+    finally:
+        late.close()
+    # A mark whose collection was killed does not hold a job for long.
+    pool.createXML(raw_volume_xml(vc.doomed_name(name), 0), 0)
+    again = Host(lab.uri, owner=_other_client(4))
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(vc, "DOOMED_MAX_AGE", 0.0)
+            time.sleep(1.1)
+            assert again.storage.upload(f, "kernel").bytes_sent == 0
+        assert vc.doomed_name(name) not in lab.volumes()
+    finally:
+        again.close()
+        del pool
+        collector.close()
+    from kvmlab.cli import main
+
+    assert main(["host", "gc", lab.uri, "--max-size", "0"]) == 0
+    assert not lab.volumes(), lab.volumes()
+
+
 # -- the accelerator, chosen on each host ---------------------------------------------------------
 
 

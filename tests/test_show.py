@@ -7,6 +7,9 @@ import io
 import json
 import re
 import shutil
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -15,12 +18,13 @@ from rich.console import Console
 from kvmlab.bisect import StepRecord
 from kvmlab.cli import main
 from kvmlab.kernel.builder import Progress
-from kvmlab.show import bisection_report, layout, load_job, repro_report
+from kvmlab.show import bisection_report, layout, load_job, panels, repro_report
 from kvmlab.show.bisection import bisection_view
 from kvmlab.show.gitinfo import parse_numstat
 from kvmlab.show.meta import JobMeta
 from kvmlab.show.model import VERDICT_COLOURS
 from kvmlab.ui.live import _VM, LiveState, PlainView, render_state
+from kvmlab.vmm.resources import SAMPLES_NAME, ResourceSampler, Sample, read_samples
 from tests.show_cases import CASES, Bisected, bisected, copy_of, expected_colour_key, history_commits_tested
 
 pytestmark = pytest.mark.unit
@@ -80,6 +84,44 @@ def test_timeline_waiting_is_what_no_build_or_vm_covers() -> None:
     tl = layout.lay_out_timeline([*busy, *idle], ["build", "VM 0", "VM 1", "waiting"], total=40)
     assert len(tl.bars) == 6 and min(b.w for b in tl.bars) >= 2.0
     assert [t[1] for t in tl.ticks][:3] == ["0s", "5s", "10s"]
+
+
+def test_vm_load_lines_sit_inside_their_rows_and_break_where_no_qemu_ran() -> None:
+    samples = [Sample(100.0 + t, 0, cpu, 300 << 20)
+               for t, cpu in ((2, 100.0), (4, 50.0), (6, 0.0), (40, 100.0))]
+    samples.append(Sample(104.0, 1, 180.0, 200 << 20))  # a 2-vCPU QEMU sets the scale
+    loads, note = panels.vm_loads(samples, origin=100.0)
+    assert [ld.row for ld in loads] == ["VM 0", "VM 1"] and "180% of one host core" in note
+    assert "mean 62% of a host core, peak RSS 300 MiB (4 samples)" in loads[0].label
+    tl = layout.lay_out_timeline([layout.Span("VM 0", 0, 50, "ok", "")], ["VM 0", "VM 1"], total=50,
+                                 loads=loads)
+    (vm0, vm1) = tl.loads
+    assert len(vm0.paths) == 2  # 6 s -> 40 s: nothing sampled in between
+    ys = [float(y) for d in vm0.paths for _, y in re.findall(r"[ML]([\d.]+),([\d.]+)", d)]
+    row_mid = dict(tl.rows)["VM 0"]
+    assert all(abs(y - row_mid) <= 10 for y in ys) and ys[0] < ys[1] < ys[2]  # more CPU, higher up
+    assert vm1.paths[0].endswith("l0.01,0")  # one sample: a dot
+
+
+def test_resource_samples_of_a_killed_job_are_read_up_to_the_broken_line(tmp_path: Path) -> None:
+    f = tmp_path / SAMPLES_NAME
+    f.write_text('{"t": 1.0, "vm": 0, "cpu": 99.5, "rss": 1024}\n{"t": 3.0, "vm": 1, "cpu": 1\n')
+    assert list(read_samples(f)) == [Sample(1.0, 0, 99.5, 1024)]
+    assert list(read_samples(tmp_path / "missing")) == []
+
+
+def test_sampler_follows_a_real_busy_process_until_it_ends(tmp_path: Path) -> None:
+    busy = subprocess.Popen([sys.executable, "-c", "import time\nend = time.time() + 1.5\n"
+                             "while time.time() < end: pass"])
+    with ResourceSampler(tmp_path / SAMPLES_NAME, interval=0.3) as sampler:
+        sampler.watch(3, busy.pid)
+        sampler.watch(4, None)  # a remote host's VM: nothing to sample
+        busy.wait()
+        time.sleep(0.7)
+        assert sampler.sample() == []  # the process ended: dropped
+    got = list(read_samples(tmp_path / SAMPLES_NAME))
+    assert len(got) >= 3 and {s.vm for s in got} == {3}
+    assert max(s.cpu for s in got) > 50.0 and min(s.rss for s in got) > 1 << 20
 
 
 def test_chart_lines_break_where_a_value_is_unknown() -> None:
@@ -270,8 +312,12 @@ def test_repro_report(tmp_path: Path) -> None:
         {"runs": runs, "cancelled_runs": 0, "crash_rate": 0.5, "titles": {}, "wall": 95.0}))
     JobMeta(kind="repro", kernel="/k/bzImage", reproducer="C program r.c", vms=4, accel="tcg",
             expect="KASAN: use-after-free Read in f").write(tmp_path)
+    (tmp_path / SAMPLES_NAME).write_text("".join(
+        json.dumps({"t": 1000.0 + 2 * i, "vm": i % 4, "cpu": 90.0, "rss": 250 << 20}) + "\n"
+        for i in range(12)))
     html = _html(repro_report(tmp_path))
     _self_contained(html)
+    assert html.count('<g class="load">') == 4 and "QEMU CPU, mean 90% of a host core" in html
     assert "2/4 crashed" in html and "50.0%" in html
     assert "looked for</span>" in html and "WARNING in g" in html and "crashed (another bug)" in html
     assert "boot failed" in html and "BUG: KASAN" in html

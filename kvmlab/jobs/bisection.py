@@ -30,11 +30,13 @@ from kvmlab.kernel import distcc, fixes
 from kvmlab.kernel.builder import KernelBuilder
 from kvmlab.kernel.config import find_data_file
 from kvmlab.outcome import RunOutcome
+from kvmlab.repro.runner import VMEvent
 from kvmlab.show import bisection_report
 from kvmlab.show.bisection import RESULT_NAME
 from kvmlab.show.meta import JobMeta
 from kvmlab.syzbot.model import fix_lines
 from kvmlab.vmm.factory import choose_accel
+from kvmlab.vmm.resources import SAMPLES_NAME, ResourceSampler
 
 log = logging.getLogger(__name__)
 
@@ -134,9 +136,15 @@ def _run(job: BisectJob, observer: Observer, started: float, stopwatch: Stopwatc
         if job.confidence:
             policy = dataclasses.replace(policy, confidence=job.confidence)
     known_fixes = fixes.load_table(find_data_file(fixes.TABLE_NAME, builder.fragment_dirs))
+    sampler = ResourceSampler(workdir / SAMPLES_NAME)
+
+    def on_vm(commit: str, ev: VMEvent) -> None:
+        sampler.watch(ev.vm, ev.pid)
+        observer.vm(commit, ev)
+
     tester = VMTester(tree=job.tree, builder=builder, request=request, prepared=staged, cfg=cfg,
                       accel=accel, workdir=workdir / "runs", progress=observer.build_progress,
-                      on_vm=observer.vm, fixes=known_fixes)
+                      on_vm=on_vm, fixes=known_fixes)
     tester.adopt(bad, first)  # its build time counts in the bisection's totals
     logw = LogWriter(observer.say, workdir / f"bisect-{time.strftime('%Y%m%d-%H%M%S')}.log")
     frags = list(job.build.config) or ["base"]
@@ -166,6 +174,7 @@ def _run(job: BisectJob, observer: Observer, started: float, stopwatch: Stopwatc
         raise
     finally:
         tester.close()
+        sampler.close()
         logw.close()
     if minimized is not None:
         result.config_minimized = minimized.to_json()

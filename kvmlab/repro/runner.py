@@ -93,6 +93,8 @@ class VMEvent:
     ``repro-failed``) or ``cancelled``."""
     title: str | None = None
     """The crash title when there is one."""
+    pid: int | None = None
+    """``booting``: the pid of the VM's QEMU when it runs on this machine."""
 
 
 VMObserver = Callable[[VMEvent], None]
@@ -587,7 +589,7 @@ def run_repro(
 
     def job(m: Machine) -> RunOutcome | None:
         if on_vm is not None:
-            on_vm(VMEvent(m.index, "booting"))
+            on_vm(VMEvent(m.index, "booting", pid=m.qemu_pid()))
         o: RunOutcome | None
         try:
             o = run_one(m, prepared, options, timeouts, decider, vmlinux, on_vm)

@@ -27,6 +27,7 @@ from kvmlab.errors import MissingFileError, UserError
 from kvmlab.show import gitinfo, layout, panels
 from kvmlab.show.meta import JobMeta, load_meta
 from kvmlab.show.model import BuildView, CommitView, ConfirmView, Culprit, RunView, TitleCount, build_kind
+from kvmlab.vmm.resources import SAMPLES_NAME, read_samples
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +139,8 @@ class BisectView:
     timeline: layout.Timeline | None
     time_totals: dict[str, tuple[float, int]]
     """Label -> (seconds, how many: builds or runs; 0 when not a count)."""
+    load_note: str
+    """What the lines in the timeline's VM rows are (empty: no samples)."""
     warnings: list[str]
     updated: float
     """Unix time of the last journal line."""
@@ -382,7 +385,8 @@ def bisection_view(job: Job, *, tree: Path | None = None, now: float | None = No
         (t.title for t in titles if t.target), "")
 
     end_t = now if state == "running" and now else last_t
-    timeline, totals_t = panels.timeline(commits, meta, origin, end_t)
+    loads, load_note = panels.vm_loads(list(read_samples(job.workdir / SAMPLES_NAME)), origin)
+    timeline, totals_t = panels.timeline(commits, meta, origin, end_t, loads)
     if res and isinstance(res.get("total_seconds"), (int, float)):
         # A finished job: the log's own split of its wall time, to the second.
         totals_t = panels.time_split(res, builds=len(builds), runs=len(jruns))
@@ -406,8 +410,8 @@ def bisection_view(job: Job, *, tree: Path | None = None, now: float | None = No
         confidence_goal=meta.confidence_goal if meta else None, commits=commits, order=order, graph=graph,
         graph_note=note, culprit=culprit, candidates=candidates, prob_chart=prob_chart, prob_keys=prob_keys,
         remaining_chart=remaining_chart, steps=[st for _, st in steps], titles=titles,
-        target_title=target_title, timeline=timeline, time_totals=totals_t, warnings=warnings,
-        updated=last_t, tree_problem=tinfo.problem, totals=totals,
+        target_title=target_title, timeline=timeline, time_totals=totals_t, load_note=load_note,
+        warnings=warnings, updated=last_t, tree_problem=tinfo.problem, totals=totals,
     )
 
 

@@ -300,6 +300,28 @@ class Timeline:
     """(row name, pixel y of its middle)."""
     bars: tuple[TimelineBar, ...]
     ticks: tuple[tuple[float, str], ...]
+    loads: tuple[TimelineLoad, ...] = ()
+    """Lines drawn over rows (a VM's QEMU CPU)."""
+
+
+@dataclass(frozen=True)
+class TimelineLoad:
+    """A quantity sampled over time, drawn inside a row's band (0 at its
+    bottom, the top of the scale at its top)."""
+
+    row: str
+    paths: tuple[str, ...]
+    label: str
+
+
+@dataclass(frozen=True)
+class Load:
+    """Samples of one row: (seconds since the job started, value 0..1 of the
+    scale), and what they are."""
+
+    row: str
+    points: tuple[tuple[float, float], ...]
+    label: str
 
 
 def idle_spans(busy: Sequence[Span], end: float, *, min_gap: float = 1.0, row: str = "waiting") -> list[Span]:
@@ -316,9 +338,11 @@ def idle_spans(busy: Sequence[Span], end: float, *, min_gap: float = 1.0, row: s
 
 
 def lay_out_timeline(spans: Sequence[Span], rows: Sequence[str], *, total: float, width: float = 900,
-                     row_h: float = 20) -> Timeline:
+                     row_h: float = 20, loads: Sequence[Load] = (), gap: float = 10.0) -> Timeline:
     """Bars of ``spans`` on one row each of ``rows`` (top to bottom), 0..total seconds
-    across; bars shorter than 2 px are widened to 2 px so a cached build still shows."""
+    across; bars shorter than 2 px are widened to 2 px so a cached build still shows.
+    ``loads`` are drawn as lines inside their rows; samples more than ``gap``
+    seconds apart are not joined (nothing ran in between)."""
     left, right, top = 90.0, 10.0, 6.0
     pw = width - left - right
     scale = pw / total if total > 0 else 0.0
@@ -333,7 +357,28 @@ def lay_out_timeline(spans: Sequence[Span], rows: Sequence[str], *, total: float
     step = _tick_step(total)
     ticks = tuple((round(left + t * scale, 1), _fmt_clock(t)) for t in _frange(0.0, total, step))
     height = top + len(rows) * row_h + 22
-    return Timeline(width, height, left, tuple((r, ys[r] + row_h / 2) for r in rows), tuple(bars), ticks)
+    lines = []
+    for ld in loads:
+        if ld.row not in ys:
+            continue
+        base, span = ys[ld.row] + row_h - 2, row_h - 4
+        paths: list[str] = []
+        run: list[tuple[float, float]] = []
+        last: float | None = None
+        for t, v in sorted(ld.points):
+            if t < 0 or t > total:
+                continue
+            if last is not None and t - last > gap and run:
+                paths.append(_polyline(run))
+                run = []
+            run.append((round(left + t * scale, 1), round(base - min(1.0, max(0.0, v)) * span, 1)))
+            last = t
+        if run:
+            paths.append(_polyline(run))
+        if paths:
+            lines.append(TimelineLoad(ld.row, tuple(paths), ld.label))
+    return Timeline(width, height, left, tuple((r, ys[r] + row_h / 2) for r in rows), tuple(bars), ticks,
+                    tuple(lines))
 
 
 def _tick_step(total: float) -> float:

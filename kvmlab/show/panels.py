@@ -9,6 +9,7 @@ from typing import Any
 from kvmlab.show import layout
 from kvmlab.show.meta import JobMeta
 from kvmlab.show.model import CommitView, TitleCount, build_kind
+from kvmlab.vmm.resources import Sample
 
 #: Candidates drawn in the probability chart, at most.
 CHART_SERIES = 6
@@ -72,8 +73,9 @@ def crash_titles(commits: dict[str, CommitView]) -> list[TitleCount]:
     return sorted(seen.values(), key=lambda t: (not t.target, -t.count, t.title))
 
 
-def timeline(commits: dict[str, CommitView], meta: JobMeta | None, origin: float, end_t: float
-              ) -> tuple[layout.Timeline | None, dict[str, tuple[float, int]]]:
+def timeline(commits: dict[str, CommitView], meta: JobMeta | None, origin: float, end_t: float,
+             loads: Sequence[layout.Load] = ()
+             ) -> tuple[layout.Timeline | None, dict[str, tuple[float, int]]]:
     spans: list[layout.Span] = []
     fb = meta.first_build if meta is not None else None
     if fb and meta is not None and meta.started:
@@ -97,7 +99,7 @@ def timeline(commits: dict[str, CommitView], meta: JobMeta | None, origin: float
         return None, {}
     idle = layout.idle_spans(spans, total)
     rows = ["build", *(f"VM {i}" for i in range(vms)), "waiting"]
-    tl = layout.lay_out_timeline([*spans, *idle], rows, total=total)
+    tl = layout.lay_out_timeline([*spans, *idle], rows, total=total, loads=loads)
     totals: dict[str, tuple[float, int]] = {"total": (total, 0)}
     for s in spans:
         if s.row == "build":
@@ -124,3 +126,25 @@ def time_split(result: dict[str, Any], *, builds: int, runs: int) -> dict[str, t
         "VM idle (pool slots unused during runs)": (secs("vm_idle_seconds"), 0),
         "waiting (no build, no VM)": (secs("waiting_seconds"), 0),
     }
+
+
+def vm_loads(samples: Sequence[Sample], origin: float) -> tuple[list[layout.Load], str]:
+    """The QEMU CPU of each VM row from a job's resource samples (seconds
+    since ``origin``), on one scale: 100% of a host core, or the highest
+    sample when a QEMU used more; and a line saying what the lines are."""
+    if not samples:
+        return [], ""
+    top = max(100.0, *(s.cpu for s in samples))
+    by_vm: dict[int, list[Sample]] = {}
+    for s in samples:
+        by_vm.setdefault(s.vm, []).append(s)
+    loads = []
+    for vm, ss in sorted(by_vm.items()):
+        peak = max(s.rss for s in ss)
+        mean = sum(s.cpu for s in ss) / len(ss)
+        loads.append(layout.Load(f"VM {vm}", tuple((s.t - origin, s.cpu / top) for s in ss),
+                                 f"VM {vm}: QEMU CPU, mean {mean:.0f}% of a host core, peak RSS "
+                                 f"{peak / 2**20:.0f} MiB ({len(ss)} samples)"))
+    note = (f"The line in each VM row is its QEMU's CPU on this machine (the row's height is {top:.0f}% "
+            f"of one host core), sampled every few seconds; hover it for the mean and the peak memory.")
+    return loads, note

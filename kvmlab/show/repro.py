@@ -9,10 +9,11 @@ from pathlib import Path
 from typing import Any
 
 from kvmlab.errors import MissingFileError, UserError
-from kvmlab.show import layout
+from kvmlab.show import layout, panels
 from kvmlab.show.bisection import RESULT_NAME
 from kvmlab.show.meta import JobMeta, load_meta
 from kvmlab.show.model import RUN_KINDS, RunView, TitleCount
+from kvmlab.vmm.resources import INTERVAL, SAMPLES_NAME, read_samples
 
 
 @dataclass
@@ -29,6 +30,8 @@ class ReproView:
     timeline: layout.Timeline | None
     expect: str | None
     kinds: dict[str, tuple[str, str]] = field(default_factory=dict)
+    load_note: str = ""
+    """What the lines in the timeline's VM rows are (empty: no samples)."""
 
     @property
     def rate(self) -> float:
@@ -87,9 +90,13 @@ def repro_view(workdir: Path, result: dict[str, Any], meta: JobMeta | None) -> R
     total = max([float(result.get("wall", 0.0) or 0.0), *(s.end for s in spans)], default=0.0)
     vms = sorted({r.vm for r in runs})
     timeline = None
+    samples = list(read_samples(workdir / SAMPLES_NAME))
+    # The runs are drawn from the pool's start; the first samples come one
+    # interval after the VMs started.
+    loads, load_note = panels.vm_loads(samples, min(s.t for s in samples) - INTERVAL) if samples else ([], "")
     if spans and total:
-        timeline = layout.lay_out_timeline(spans, [f"VM {i}" for i in vms], total=total)
+        timeline = layout.lay_out_timeline(spans, [f"VM {i}" for i in vms], total=total, loads=loads)
     return ReproView(workdir, meta, runs, sum(1 for r in runs if r.status == "crashed"), answered,
                      int(result.get("cancelled_runs", 0) or 0), float(result.get("wall", 0.0) or 0.0),
                      sorted(titles.values(), key=lambda t: (not t.target, -t.count, t.title)), timeline,
-                     expect, kinds)
+                     expect, kinds, load_note)

@@ -292,13 +292,37 @@ class HostStorage:
             if done is not None:
                 return Uploaded(done, 0)
             pool = self.pool()
-            # The lease first: a collection that runs from now on keeps the volume.
+            # The lease first: a collection that looks from now on keeps the
+            # volume; one that marked it doomed before is waited for.
             self._lease(pool, vc.lease_what(digest, kind))
+            self._wait_doomed(pool, name)
             path, sent = self._fetch_or_send(pool, name, local)
             with self._lock:
                 self._uploaded[name] = path
                 self.bytes_uploaded += sent
             return Uploaded(path, sent)
+
+    def _wait_doomed(self, pool: Any, name: str) -> None:
+        """Wait while a collection removes ``name`` (its doomed mark is there);
+        a mark older than :data:`~kvmlab.vmm.volume_cache.DOOMED_MAX_AGE` was left by
+        a killed collection and is removed."""
+        mark = vc.doomed_name(name)
+        waited = False
+        while (vol := self._lookup(pool, mark)) is not None:
+            try:
+                age = time.time() - volume_times(vol.XMLDesc(0))[1]
+            except libvirt.libvirtError:
+                time.sleep(_POLL)  # gone meanwhile: look again
+                continue
+            if age > vc.DOOMED_MAX_AGE:
+                log.warning("%s: removing %s, left by a collection that did not finish", self.label, mark)
+                with contextlib.suppress(libvirt.libvirtError):
+                    vol.delete(0)
+                continue
+            if not waited:
+                log.info("%s: waiting for a collection that is removing %s", self.label, name)
+                waited = True
+            time.sleep(_POLL)
 
     def _lease(self, pool: Any, what: str) -> None:
         name = self.name(what)
@@ -394,6 +418,38 @@ class HostStorage:
         except libvirt.libvirtError as e:
             msg = e.get_error_message()
             raise LibvirtError(f"{self.label}: cannot list the {POOL_NAME} pool: {msg}") from e
+        leased, stale = self._leases(vols, now)
+        cached: list[vc.CachedVolume] = []
+        for name, vol in vols.items():
+            if not vc.is_content(name):
+                continue
+            try:
+                atime, mtime = volume_times(vol.XMLDesc(0))
+                size = int(vol.info()[2])
+            except libvirt.libvirtError:
+                continue
+            cached.append(vc.CachedVolume(name, size, max(atime, mtime), vc.done_name(name) in vols,
+                                          name in leased))
+        report = CacheReport(cached, [], stale)
+        if not gc:
+            return report
+        removed = vc.plan_gc(cached, now=now, max_bytes=max_bytes, max_age=max_age)
+        if dry_run:
+            return CacheReport(cached, removed, stale)
+        for name in stale:
+            with contextlib.suppress(libvirt.libvirtError):
+                vols[name].delete(0)
+        removed = [v for v in removed if self._collect(pool, v.name, now)]
+        # Markers whose volume is gone mean nothing.
+        for name in vols:
+            for suffix in (vc.DONE_SUFFIX, vc.DOOMED_SUFFIX):
+                if name.endswith(suffix) and name[:-len(suffix)] not in vols:
+                    with contextlib.suppress(libvirt.libvirtError):
+                        vols[name].delete(0)
+        return CacheReport(cached, removed, stale)
+
+    def _leases(self, vols: dict[str, Any], now: float) -> tuple[set[str], list[str]]:
+        """(content volumes live leases hold, names of stale leases) among ``vols``."""
         leased: set[str] = set()
         stale: list[str] = []
         for name, vol in vols.items():
@@ -413,33 +469,32 @@ class HostStorage:
                 stale.append(name)
             else:
                 leased.add(target)
-        cached: list[vc.CachedVolume] = []
-        for name, vol in vols.items():
-            if not vc.is_content(name):
-                continue
-            try:
-                atime, mtime = volume_times(vol.XMLDesc(0))
-                size = int(vol.info()[2])
-            except libvirt.libvirtError:
-                continue
-            cached.append(vc.CachedVolume(name, size, max(atime, mtime), vc.done_name(name) in vols,
-                                          name in leased))
-        report = CacheReport(cached, [], stale)
-        if not gc:
-            return report
-        removed = vc.plan_gc(cached, now=now, max_bytes=max_bytes, max_age=max_age)
-        if not dry_run:
-            for name in stale:
+        return leased, stale
+
+    def _collect(self, pool: Any, name: str, now: float) -> bool:
+        """Remove the content volume ``name`` unless a job leased it since the
+        listing (see :mod:`kvmlab.vmm.volume_cache`); whether it was removed."""
+        mark = vc.doomed_name(name)
+        try:
+            pool.createXML(raw_volume_xml(mark, 0), 0)
+        except libvirt.libvirtError:
+            return False  # another collection is at it (or the pool failed): leave it to that one
+        try:
+            pool.refresh(0)
+            leased, _ = self._leases({v.name(): v for v in pool.listAllVolumes(0)}, now)
+            if name in leased:
+                log.info("%s: %s was leased meanwhile: kept", self.label, name)
+                return False
+            self._drop_content(pool, name)
+            return True
+        except libvirt.libvirtError as e:
+            log.warning("%s: %s not collected: %s", self.label, name, e.get_error_message())
+            return False
+        finally:
+            vol = self._lookup(pool, mark)
+            if vol is not None:
                 with contextlib.suppress(libvirt.libvirtError):
-                    vols[name].delete(0)
-            for v in removed:
-                self._drop_content(pool, v.name)
-            # Markers whose volume is gone mean nothing.
-            for name in vols:
-                if name.endswith(vc.DONE_SUFFIX) and name[:-len(vc.DONE_SUFFIX)] not in vols:
-                    with contextlib.suppress(libvirt.libvirtError):
-                        vols[name].delete(0)
-        return CacheReport(cached, removed, stale)
+                    vol.delete(0)
 
     # -- a job's own volumes ---------------------------------------------
 

@@ -17,6 +17,14 @@ removes a leased volume; it removes the others used longest ago first until
 the cache fits its size, and those unused for longer than its age limit.
 Another client's lease is trusted for :data:`LEASE_MAX_AGE` (kvmlab cannot
 see whether a process on another machine runs).
+
+A collection and a job that starts meanwhile meet in two steps, so that a
+job never uses a volume a collection removes: the collection first marks
+the volume doomed (``<name>.gc``, an atomic create), then looks at the leases
+again: leased now, it drops the mark and keeps the volume; else it removes
+the volume, then the mark. A job first takes its lease, then waits while the
+volume is marked doomed, then uses the volume or, when it is gone, uploads
+it again. Whichever of the two goes first, the other sees it.
 """
 
 from __future__ import annotations
@@ -30,6 +38,10 @@ CONTENT_PREFIX = "kvmlab-c-"
 DIGEST_CHARS = 32
 #: The marker of a complete content volume: its name plus this.
 DONE_SUFFIX = ".ok"
+#: The mark of a content volume a collection is removing: its name plus this.
+DOOMED_SUFFIX = ".gc"
+#: Seconds after which a doomed mark is stale (its collection was killed).
+DOOMED_MAX_AGE = 120.0
 #: Seconds another client's lease is trusted (a job longer than this, on a
 #: client other than the collecting one, may lose its volumes to a gc).
 LEASE_MAX_AGE = 3 * 24 * 3600.0
@@ -52,6 +64,10 @@ def content_name(digest: str, kind: str) -> str:
 
 def done_name(name: str) -> str:
     return name + DONE_SUFFIX
+
+
+def doomed_name(name: str) -> str:
+    return name + DOOMED_SUFFIX
 
 
 def lease_what(digest: str, kind: str) -> str:
