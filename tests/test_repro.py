@@ -22,8 +22,8 @@ from kvmlab.repro.syz import SyzBinaryError
 from kvmlab.timeouts import Timeouts
 from kvmlab.vmm.initramfs import READY_MARKER, build_initramfs
 from kvmlab.vmm.qemu_backend import QemuBackend
-from kvmlab.vmm.spec import Accel, VMSpec
 from kvmlab.vmm.resources import SAMPLES_NAME, read_samples
+from kvmlab.vmm.spec import Accel, VMSpec
 from tests.conftest import TEST_CACHE
 from tests.fixtures_kernel import BuildKernel
 
