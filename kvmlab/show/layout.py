@@ -306,12 +306,15 @@ class Timeline:
 
 @dataclass(frozen=True)
 class TimelineLoad:
-    """A quantity sampled over time, drawn inside a row's band (0 at its
-    bottom, the top of the scale at its top)."""
+    """A quantity sampled over time, drawn in a band under its row (0 at the
+    band's bottom, the top of the scale at its top)."""
 
     row: str
     paths: tuple[str, ...]
     label: str
+    band_top: float
+    """Pixel y of the top of its band (under its row)."""
+    band_h: float
 
 
 @dataclass(frozen=True)
@@ -338,15 +341,22 @@ def idle_spans(busy: Sequence[Span], end: float, *, min_gap: float = 1.0, row: s
 
 
 def lay_out_timeline(spans: Sequence[Span], rows: Sequence[str], *, total: float, width: float = 900,
-                     row_h: float = 20, loads: Sequence[Load] = (), gap: float = 10.0) -> Timeline:
+                     row_h: float = 20, loads: Sequence[Load] = (), gap: float = 10.0,
+                     load_h: float = 18) -> Timeline:
     """Bars of ``spans`` on one row each of ``rows`` (top to bottom), 0..total seconds
     across; bars shorter than 2 px are widened to 2 px so a cached build still shows.
     ``loads`` are drawn as lines inside their rows; samples more than ``gap``
-    seconds apart are not joined (nothing ran in between)."""
+    seconds apart are not joined (nothing ran in between); each gets a band of
+    ``load_h`` pixels under its row."""
     left, right, top = 90.0, 10.0, 6.0
     pw = width - left - right
     scale = pw / total if total > 0 else 0.0
-    ys = {r: top + i * row_h for i, r in enumerate(rows)}
+    banded = {ld.row for ld in loads if ld.points}
+    ys: dict[str, float] = {}
+    y = top
+    for r in rows:
+        ys[r] = y
+        y += row_h + (load_h if r in banded else 0.0)
     bars = []
     for s in spans:
         if s.row not in ys:
@@ -356,12 +366,12 @@ def lay_out_timeline(spans: Sequence[Span], rows: Sequence[str], *, total: float
         bars.append(TimelineBar(round(x, 1), ys[s.row] + 3, round(w, 1), row_h - 6, s.kind, s.label))
     step = _tick_step(total)
     ticks = tuple((round(left + t * scale, 1), _fmt_clock(t)) for t in _frange(0.0, total, step))
-    height = top + len(rows) * row_h + 22
+    height = y + 22
     lines = []
     for ld in loads:
         if ld.row not in ys:
             continue
-        base, span = ys[ld.row] + row_h - 2, row_h - 4
+        base, span = ys[ld.row] + row_h + load_h - 2, load_h - 4
         paths: list[str] = []
         run: list[tuple[float, float]] = []
         last: float | None = None
@@ -376,7 +386,7 @@ def lay_out_timeline(spans: Sequence[Span], rows: Sequence[str], *, total: float
         if run:
             paths.append(_polyline(run))
         if paths:
-            lines.append(TimelineLoad(ld.row, tuple(paths), ld.label))
+            lines.append(TimelineLoad(ld.row, tuple(paths), ld.label, round(ys[ld.row] + row_h, 1), load_h))
     return Timeline(width, height, left, tuple((r, ys[r] + row_h / 2) for r in rows), tuple(bars), ticks,
                     tuple(lines))
 

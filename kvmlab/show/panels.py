@@ -145,6 +145,7 @@ def vm_loads(samples: Sequence[Sample], origin: float) -> tuple[list[layout.Load
         loads.append(layout.Load(f"VM {vm}", tuple((s.t - origin, s.cpu / top) for s in ss),
                                  f"VM {vm}: QEMU CPU, mean {mean:.0f}% of a host core, peak RSS "
                                  f"{peak / 2**20:.0f} MiB ({len(ss)} samples)"))
-    note = (f"The line in each VM row is its QEMU's CPU on this machine (the row's height is {top:.0f}% "
-            f"of one host core), sampled every few seconds; hover it for the mean and the peak memory.")
+    note = (f"The CPU band under each VM row is its QEMU's CPU on this machine (the band's height is "
+            f"{top:.0f}% of one host core), sampled every few seconds; hover the line for the mean and the "
+            f"peak memory. VMs on a remote host are not sampled.")
     return loads, note
