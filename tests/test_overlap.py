@@ -11,6 +11,7 @@ import pytest
 
 from kvmlab.bisect import AdaptivePolicy, CommitGraph, bisect
 from kvmlab.bisect.overlap import Claim, OverlapScheduler
+from kvmlab.bisect.planner import PLAN_RUNS, plan_sizes
 from kvmlab.bisect.simulate import ClockedTester, MemoryRepo
 from kvmlab.outcome import BuildOutcome, BuildStatus, RunOutcome, RunStatus
 
@@ -185,3 +186,13 @@ def test_plans_in_batches_leave_no_vm_idle_and_take_less_wall_time(vms: int) -> 
             batch_time += full.now
     assert one.idle_vm_seconds() > 0.0  # the comparison is not empty
     assert batch_time < 0.9 * single_time
+
+
+def test_plan_sizes_are_whole_batches_and_a_pool_larger_than_any_plan_runs_one_batch() -> None:
+    assert plan_sizes(1) == PLAN_RUNS
+    assert plan_sizes(2) == (2, 4, 6, 8, 12, 20, 30) and plan_sizes(3) == (3, 6, 9, 12, 21, 30, 45)
+    assert plan_sizes(64) == (64,)
+    g = _history(100)
+    culprit, t = _run(g, 0, p=0.5, build_seconds=30.0, cores=64, vms=64, vm_cores=1)
+    assert culprit == g.commits[70].hash
+    assert all(e.runs % 64 == 0 for e in t.events if e.kind == "test")

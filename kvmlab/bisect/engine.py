@@ -117,7 +117,8 @@ def _bisect(repo: Repository, s: Session, pol: Policy, bad: str, good: str | Non
         reproduced = False
         if s.build(bad).status is BuildStatus.OK:
             e = s.ev(bad)
-            s.run_until_crash(bad, pol.repro_runs, pol.chunk, on_bad=True)
+            runs = -(-pol.repro_runs // pol.chunk) * pol.chunk if pol.plan_in_batches else pol.repro_runs
+            s.run_until_crash(bad, runs, pol.chunk, on_bad=True)
             s.show_runs(bad, 0, counted_all=False)
             reproduced = e.target_crashes > 0
     if not reproduced:

@@ -81,14 +81,20 @@ def _entropy(q: Array) -> Array:
     return np.asarray(np.where((q >= 1.0) | (r >= 1.0), 0.0, h))
 
 
+def horizon(batch: int = 1) -> int:
+    """Runs the survival curves must reach for plans of ``batch``-run batches
+    (a pool larger than the largest plan runs one batch of its size)."""
+    return max(_HORIZON, batch)
+
+
 def plan_sizes(batch: int = 1) -> tuple[int, ...]:
     """Run counts a plan may have with a pool of ``batch`` VMs: whole batches,
-    about the sizes of :data:`PLAN_RUNS`, within the horizon."""
+    about the sizes of :data:`PLAN_RUNS`, within :func:`horizon`."""
     b = max(1, batch)
     if b == 1:
         return PLAN_RUNS
     sizes = sorted({-(-m // b) * b for m in PLAN_RUNS} | {b})
-    return tuple(m for m in sizes if m <= _HORIZON) or (b,)
+    return tuple(m for m in sizes if m <= horizon(b))
 
 
 def plan_values(q: Array, survivals: Array, clean: Array, build_cost: float, batch: int = 1) -> Array:
@@ -101,6 +107,9 @@ def plan_values(q: Array, survivals: Array, clean: Array, build_cost: float, bat
     before it showed no target crash. Returns shape (K, len(plan_sizes(batch)))."""
     b = max(1, batch)
     sizes = np.array(plan_sizes(b))
+    h = clean.shape[0] - 1
+    if h < sizes[-1]:
+        raise ValueError(f"survival curves to {h} runs, plans of up to {sizes[-1]}")
     q = np.asarray(q, dtype=np.float64)[:, None]
     surv = np.atleast_2d(survivals)
     s_m, e_m = surv[:, sizes], clean[sizes][None, :]
@@ -108,7 +117,7 @@ def plan_values(q: Array, survivals: Array, clean: Array, build_cost: float, bat
     post = np.divide(q * s_m, p_none, out=np.zeros_like(p_none), where=p_none > 0)
     gain = _entropy(q) - p_none * _entropy(post)
     # Expected batches: sum over the batches started, P(no crash before it).
-    starts = np.arange(0, _HORIZON + 1, b)
+    starts = np.arange(0, h + 1, b)
     cum_s = np.concatenate((np.zeros((surv.shape[0], 1)), np.cumsum(surv[:, starts], axis=1)), axis=1)
     cum_e = np.concatenate(([0.0], np.cumsum(clean[starts])))
     cost = q * cum_s[:, sizes // b] + (1.0 - q) * cum_e[sizes // b][None, :] + build_cost
@@ -123,10 +132,11 @@ def plan_value(q: float, survivals: Array, clean: Array, build_cost: float,
     return float(v[k]), plan_sizes(batch)[k]
 
 
-def survival_curve(belief: Belief, crashes: int, oks: int, near: float = 0.0) -> Array:
-    """P(no target crash in t more runs | crashing) for t = 0 .. horizon, for a
+def survival_curve(belief: Belief, crashes: int, oks: int, near: float = 0.0, *, runs: int = _HORIZON
+                   ) -> Array:
+    """P(no target crash in t more runs | crashing) for t = 0 .. ``runs``, for a
     commit near the culprit with probability ``near``."""
-    return belief.survival(crashes, oks, _HORIZON, near)
+    return belief.survival(crashes, oks, runs, near)
 
 
 def near_probability(belief: Belief, graph: CommitGraph, i: int) -> float:
@@ -158,14 +168,16 @@ def rank(
     commits one run at a time. ``batch``: VMs that run at once (a plan is
     whole batches; see the module docstring).
     """
-    clean = belief.clean_survival(_HORIZON)
+    h = horizon(batch)
+    clean = belief.clean_survival(h)
     sizes = plan_sizes(batch)
     q_all = crash_probabilities(belief, graph)
     useful = (q_all > 1e-6) & (q_all < 1.0 - 1e-6)
     options: list[Option] = []
     olds = [i for i in built if (testable >> i) & 1 and useful[i]]
     if olds:
-        surv = np.array([survival_curve(belief, *built[i], near_probability(belief, graph, i)) for i in olds])
+        surv = np.array([survival_curve(belief, *built[i], near_probability(belief, graph, i), runs=h)
+                         for i in olds])
         values = np.array([plan_values(q_all[[i]], surv[[k]], clean, 0.0 if i == current else switch_cost,
                                        batch)[0]
                            for k, i in enumerate(olds)])
@@ -173,7 +185,7 @@ def rank(
             k = int(np.argmax(row))
             if row[k] > 0.0:
                 options.append(Option(i, sizes[k], float(row[k]), float(q_all[i]), True))
-    pop = survival_curve(belief, 0, 0)
+    pop = survival_curve(belief, 0, 0, runs=h)
     grid = np.arange(1, 64) / 64
     q_star = float(grid[int(np.argmax(plan_values(grid, pop, clean, build_cost, batch).max(axis=1)))])
     n = len(graph)
@@ -191,7 +203,8 @@ def rank(
             seen_q.add(key)
             picked.append(i)
     if picked:
-        surv = np.array([survival_curve(belief, 0, 0, near_probability(belief, graph, i)) for i in picked])
+        surv = np.array([survival_curve(belief, 0, 0, near_probability(belief, graph, i), runs=h)
+                         for i in picked])
         values = plan_values(q_all[picked], surv, clean, build_cost, batch)
         for i, row in zip(picked, values, strict=True):
             k = int(np.argmax(row))
