@@ -55,9 +55,17 @@ class Drop:
     rule: str
     why: str
     options: tuple[str, ...]
+    under: tuple[str, ...] = ()
+    """Options named after one of ``options`` (``KFENCE_SAMPLE_INTERVAL``
+    under ``KFENCE``): left out of the config, Kconfig gives them their
+    defaults (they depend on what was turned off)."""
+
+    def describe(self) -> str:
+        more = f" and {len(self.under)} option(s) under them" if self.under else ""
+        return f"{self.rule} ({', '.join(self.options)}{more}): {self.why}"
 
     def to_json(self) -> dict[str, Any]:
-        return {"rule": self.rule, "why": self.why, "options": list(self.options)}
+        return {"rule": self.rule, "why": self.why, "options": list(self.options), "under": list(self.under)}
 
 
 @dataclass(frozen=True)
@@ -71,7 +79,7 @@ class Minimized:
         kept = "" if self.title else " (no target title known: every sanitizer kept)"
         if not self.drops:
             return "nothing to drop" + kept
-        parts = [f"{d.rule} ({', '.join(d.options)}): {d.why}" for d in self.drops]
+        parts = [d.describe() for d in self.drops]
         return "dropped " + "; ".join(parts) + kept
 
     def to_json(self) -> dict[str, Any]:
@@ -116,9 +124,11 @@ def load_rules(path: Path) -> list[Rule]:
 
 def minimize(text: str, title: str | None, rules: Sequence[Rule], *, source: str = "config") -> Minimized:
     """``text`` with what the rules drop for a crash titled ``title`` turned off."""
-    on = {k for k, v in parse_config(text, source=source).items() if v in ("y", "m")}
+    options = parse_config(text, source=source)
+    on = {k for k, v in options.items() if v in ("y", "m")}
     off: set[str] = set()
     on_now: set[str] = set()
+    gone: set[str] = set()
     drops = []
     for r in rules:
         if not r.applies(title):
@@ -126,15 +136,20 @@ def minimize(text: str, title: str | None, rules: Sequence[Rule], *, source: str
         found = tuple(o for o in r.disable if f"CONFIG_{o}" in on)
         if not found:
             continue
-        drops.append(Drop(r.name, r.why, found))
+        named = {f"CONFIG_{o}" for o in (*r.disable, *r.enable)}
+        under = tuple(k.removeprefix("CONFIG_") for k in options
+                      if k not in named and any(k.startswith(f"CONFIG_{o}_") for o in r.disable))
+        drops.append(Drop(r.name, r.why, found, under))
         off.update(f"CONFIG_{o}" for o in r.disable)
         on_now.update(f"CONFIG_{o}" for o in r.enable)
+        gone.update(f"CONFIG_{o}" for o in under)
     if not drops:
         return Minimized(text, (), title)
+    gone -= on_now
     lines = []
     for line in text.splitlines():
         name = _option_of(line)
-        if name in off or name in on_now:
+        if name in off or name in on_now or name in gone:
             continue
         lines.append(line)
     lines += [f"# {o} is not set" for o in sorted(off - on_now)] + [f"{o}=y" for o in sorted(on_now)]
