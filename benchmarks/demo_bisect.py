@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import io
 import json
 import os
@@ -32,6 +33,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from kvmlab.bisect import POLICIES  # noqa: E402
 from kvmlab.cli import main as kvmlab_main  # noqa: E402
 from kvmlab.kernel.demo_tree import make_demo_tree  # noqa: E402
 
@@ -66,7 +68,12 @@ def main() -> int:
     ap.add_argument("--count", type=int, default=min(4, os.cpu_count() or 2), help="VMs per batch")
     ap.add_argument("--only", choices=list(RUNS), action="append", help="run only these (repeatable)")
     ap.add_argument("--keep", action="store_true", help="keep the logs and journals")
+    ap.add_argument("--single-run-plans", action="store_true",
+                    help="the planner as before batch planning: plans of single runs, costed per run "
+                         "(AdaptivePolicy.plan_in_batches=False), for a before/after comparison")
     args = ap.parse_args()
+    if args.single_run_plans:
+        POLICIES["adaptive"] = dataclasses.replace(POLICIES["adaptive"], plan_in_batches=False)
 
     cache = Path(os.environ.get("KVMLAB_TEST_CACHE", REPO / ".test-cache")) / "kernel"
     demo = make_demo_tree(cache / "linux-demo")
@@ -77,7 +84,9 @@ def main() -> int:
     (cache / "work").mkdir(parents=True, exist_ok=True)
     (xdg / "kvmlab" / "kernel").symlink_to(cache / "work")
     os.environ["XDG_CACHE_HOME"] = str(xdg)
-    print(f"demo bisection benchmark: config {args.config}, {args.count} VMs per batch, logs in {scratch}")
+    plans = "single-run plans" if args.single_run_plans else "plans in batches of the pool"
+    print(f"demo bisection benchmark: config {args.config}, {args.count} VMs per batch, {plans}, "
+          f"logs in {scratch}")
     print(f"{'bisection':<20} {'culprit':<14} {'planted':>7} {'conf':>5} {'runs':>5} {'builds':>6} "
           f"{'build s':>8} {'test s':>7} {'wall s':>7}")
     results: dict[str, dict[str, object]] = {}

@@ -25,6 +25,7 @@ from kvmlab.cli import main
 from kvmlab.kernel.demo_tree import DemoTree
 from kvmlab.proc import run
 from kvmlab.repro.reproducer import GUEST_DIR
+from kvmlab.vmm.resources import SAMPLES_NAME, read_samples
 from tests.fixtures_kernel import KERNEL_CACHE, BuildKernel
 from tests.test_syz_real import CULPRIT_PROG, PLAIN_TITLE, RUN_TIME
 from tests.test_syz_units import HAVE_SYZ, SYZ_DIR
@@ -229,3 +230,7 @@ def test_bisect_syzbot_names_the_planted_culprit(planted_bug: tuple[_Dashboard, 
     assert rc == 0, out[-4000:]
     assert f"{demo_tree.culprit} is the first bad commit" in out, out[-4000:]
     assert json.loads((tmp_path / "result.json").read_text())["culprit"] == demo_tree.culprit
+    # Each local QEMU was sampled while it ran; the report draws its CPU under its VM's row.
+    samples = list(read_samples(tmp_path / "w" / SAMPLES_NAME))
+    assert samples and {s.vm for s in samples} <= {0, 1} and max(s.cpu for s in samples) > 20.0, samples
+    assert '<g class="load">' in (tmp_path / "w" / "report.html").read_text()
