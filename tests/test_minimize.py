@@ -102,7 +102,9 @@ def test_the_job_layer_minimizes_a_full_config_unless_told_not_to() -> None:
     assert m is not None and m.drops
     assert request.full_config == m.text and "(minimized)" in request.describe()
     # Same bug, same config: the cache key of every step and of repro is one.
-    assert inputs.config_request(build, KASAN_TITLE).describe() == request.describe()
+    assert inputs.minimized_request(build, KASAN_TITLE)[0].describe() == request.describe()
+    # `kernel build` builds a config as given.
+    assert inputs.config_request(build).full_config == SYZBOT_CONFIG.read_text()
     as_given = BuildOptions(kernel_config=SYZBOT_CONFIG, minimize=False)
     full, none = inputs.minimized_request(as_given, KASAN_TITLE)
     assert none is None and full.full_config == SYZBOT_CONFIG.read_text()

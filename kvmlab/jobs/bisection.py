@@ -67,7 +67,7 @@ def bisection_key(job: BisectJob, bad: str, good: str | None) -> str:
     extra: list[str | None] = []
     if job.build.kernel_config or job.build.compiler:
         # A full config and a compiler choice are part of what is bisected.
-        extra = [inputs.config_request(job.build, job.expect).describe(), job.build.compiler]
+        extra = [inputs.minimized_request(job.build, job.expect)[0].describe(), job.build.compiler]
     assert job.tree is not None
     return hashlib.sha256(json.dumps(
         [str(job.tree.resolve()), bad, good, frags, job.fix, job.policy,

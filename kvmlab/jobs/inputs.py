@@ -94,23 +94,23 @@ def reproducer(rin: ReproInput, cfg: Config) -> Reproducer:
     return CProgram(rin.c)
 
 
-def config_request(build: BuildOptions, title: str | None = None, *,
-                   fragments_dir: Path | None = None) -> ConfigRequest:
-    """The build's kernel config: fragments (default ``base``), or a full
-    config with the fragments, if any, on top; a full config minimized for a
-    crash titled ``title`` unless ``build.minimize`` is off."""
-    return minimized_request(build, title, fragments_dir=fragments_dir)[0]
+def config_request(build: BuildOptions) -> ConfigRequest:
+    """The build's kernel config as given: fragments (default ``base``), or a
+    full config with the fragments, if any, on top (``kernel build``)."""
+    names = [n.strip() for n in build.config if n.strip()]
+    if build.kernel_config is None:
+        return ConfigRequest.from_fragments(names or ["base"])
+    return ConfigRequest.from_file(build.kernel_config, names)
 
 
 def minimized_request(build: BuildOptions, title: str | None = None, *,
                       fragments_dir: Path | None = None) -> tuple[ConfigRequest, Minimized | None]:
-    """:func:`config_request` and what minimization dropped (None: not a full
-    config, or minimization off)."""
-    names = [n.strip() for n in build.config if n.strip()]
-    if build.kernel_config is None:
-        return ConfigRequest.from_fragments(names or ["base"]), None
-    request = ConfigRequest.from_file(build.kernel_config, names)
-    if not build.minimize or request.full_config is None:
+    """The config of a job about a bug (repro, bisect): :func:`config_request`,
+    with a full config minimized for a crash titled ``title`` unless
+    ``build.minimize`` is off; and what minimization dropped (None: not a
+    full config, or minimization off)."""
+    request = config_request(build)
+    if build.kernel_config is None or not build.minimize or request.full_config is None:
         return request, None
     rules = minimize.load_rules(find_data_file(minimize.TABLE_NAME, fragment_dirs(fragments_dir)))
     done = minimize.minimize(request.full_config, title, rules, source=str(build.kernel_config))

@@ -125,7 +125,7 @@ def _rate_key(s: _Setup, commit: str) -> str | None:
         return None
     tree_hash = Repo(job.tree).tree_hash(commit)
     what = "\0".join([s.staged.description, *(_digest(p) for p, _, _ in s.staged.files), s.expect])
-    request = inputs.config_request(job.build, s.expect, fragments_dir=s.cfg.kernel.fragments_path)
+    request, _ = inputs.minimized_request(job.build, s.expect, fragments_dir=s.cfg.kernel.fragments_path)
     return rate_key(tree_hash, what, request.describe(), job.build.compiler or "",
                     s.cfg.repro.run_time)
 
