@@ -142,6 +142,26 @@ def load_yaml(text: str, where: str) -> Any:
         raise ConfigError(f"{where}: not valid YAML: {line}{problem}") from None
 
 
+def load_table(path: Path, what: str, key: str, keys: set[str]) -> list[tuple[str, dict[str, Any]]]:
+    """A data table in YAML: a mapping whose one key ``key`` holds a list of
+    mappings with keys among ``keys``. Returns (where, entry) per entry, where
+    ``where`` names the file and the entry for the caller's own checks; any
+    other shape is one ConfigError naming the file (and the entry, the key)."""
+    data = load_yaml(read_text(path, what), f"{what} {path}")
+    if not isinstance(data, dict) or set(data) != {key} or not isinstance(data[key], list):
+        raise ConfigError(f"{path}: want a mapping with one key '{key}' holding a list")
+    out = []
+    for i, entry in enumerate(data[key]):
+        where = f"{path}: {key}[{i}]"
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{where}: want a mapping")
+        unknown = set(entry) - keys
+        if unknown:
+            raise ConfigError(f"{where}: unknown key {sorted(unknown)[0]!r}")
+        out.append((where, entry))
+    return out
+
+
 def _write_probe(directory: Path, what: str, shown: Path) -> None:
     """Write (and remove) a small file in ``directory``: the one sure test that
     it can be written (permissions, a read-only mount, a full disk; ``access``

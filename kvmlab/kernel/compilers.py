@@ -14,10 +14,8 @@ import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from kvmlab import proc
-from kvmlab.checks import load_yaml, read_text
+from kvmlab import checks, proc
 from kvmlab.errors import ConfigError, HostToolError
 from kvmlab.kernel.config import DEFAULT_FRAGMENTS_DIR
 
@@ -76,17 +74,8 @@ _RULE_KEYS = {"cc", "since", "until", "llvm", "package"}
 
 def load_table(path: Path = DEFAULT_TABLE) -> list[CompilerRule]:
     """Load and validate a compiler table; unknown keys name the key and file."""
-    data: Any = load_yaml(read_text(path, "compiler table"), f"compiler table {path}")
-    if not isinstance(data, dict) or set(data) != {"compilers"} or not isinstance(data["compilers"], list):
-        raise ConfigError(f"{path}: want a mapping with one key 'compilers' holding a list")
     rules = []
-    for i, entry in enumerate(data["compilers"]):
-        where = f"{path}: compilers[{i}]"
-        if not isinstance(entry, dict):
-            raise ConfigError(f"{where}: want a mapping")
-        unknown = set(entry) - _RULE_KEYS
-        if unknown:
-            raise ConfigError(f"{where}: unknown key {sorted(unknown)[0]!r}")
+    for where, entry in checks.load_table(path, "compiler table", "compilers", _RULE_KEYS):
         if not isinstance(entry.get("cc"), str) or not entry["cc"]:
             raise ConfigError(f"{where}: 'cc' must be a program name")
         if not isinstance(entry.get("llvm", False), bool):

@@ -20,9 +20,8 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from kvmlab.checks import load_yaml, read_text
+from kvmlab import checks
 from kvmlab.errors import ConfigError, UnknownCommitError
 from kvmlab.git import Repo
 from kvmlab.outcome import BuildOutcome, BuildStatus
@@ -54,17 +53,8 @@ class BuildFix:
 def load_table(path: Path) -> list[BuildFix]:
     """Load and validate a fixes table; a bad entry is one ConfigError naming
     the file, the entry and the key."""
-    data: Any = load_yaml(read_text(path, "build fixes table"), f"build fixes table {path}")
-    if not isinstance(data, dict) or set(data) != {"fixes"} or not isinstance(data["fixes"], list):
-        raise ConfigError(f"{path}: want a mapping with one key 'fixes' holding a list")
     out = []
-    for i, entry in enumerate(data["fixes"]):
-        where = f"{path}: fixes[{i}]"
-        if not isinstance(entry, dict):
-            raise ConfigError(f"{where}: want a mapping")
-        unknown = set(entry) - _KEYS
-        if unknown:
-            raise ConfigError(f"{where}: unknown key {sorted(unknown)[0]!r}")
+    for where, entry in checks.load_table(path, "build fixes table", "fixes", _KEYS):
         for key in ("title", "commit", "error"):
             if not isinstance(entry.get(key), str) or not entry[key]:
                 raise ConfigError(f"{where}: {key!r} is required (a string)")

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kvmlab.checks import load_yaml, read_text
+from kvmlab import checks
 from kvmlab.errors import ConfigError
 from kvmlab.kernel.config import parse_config
 
@@ -89,17 +89,8 @@ class Minimized:
 def load_rules(path: Path) -> list[Rule]:
     """Load and validate a rules table; a bad entry is one ConfigError naming
     the file, the entry and the key."""
-    data: Any = load_yaml(read_text(path, "config minimization table"), f"config minimization table {path}")
-    if not isinstance(data, dict) or set(data) != {"rules"} or not isinstance(data["rules"], list):
-        raise ConfigError(f"{path}: want a mapping with one key 'rules' holding a list")
     out = []
-    for i, entry in enumerate(data["rules"]):
-        where = f"{path}: rules[{i}]"
-        if not isinstance(entry, dict):
-            raise ConfigError(f"{where}: want a mapping")
-        unknown = set(entry) - _KEYS
-        if unknown:
-            raise ConfigError(f"{where}: unknown key {sorted(unknown)[0]!r}")
+    for where, entry in checks.load_table(path, "config minimization table", "rules", _KEYS):
         for key in ("name", "why"):
             if not isinstance(entry.get(key), str) or not entry[key]:
                 raise ConfigError(f"{where}: {key!r} is required (a string)")
