@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -91,6 +92,10 @@ class ResourceSampler:
         return out
 
     def _loop(self) -> None:
+        # Stop signals are the main thread's (it unwinds the job): a signal the
+        # kernel delivered to this thread would wake nobody there until the
+        # main thread's blocking wait ended on its own.
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
         while not self._stop.wait(self.interval):
             got = self.sample()
             if not got:
