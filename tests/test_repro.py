@@ -22,7 +22,6 @@ from kvmlab.repro.syz import SyzBinaryError
 from kvmlab.timeouts import Timeouts
 from kvmlab.vmm.initramfs import READY_MARKER, build_initramfs
 from kvmlab.vmm.qemu_backend import QemuBackend
-from kvmlab.vmm.resources import SAMPLES_NAME, read_samples
 from kvmlab.vmm.spec import Accel, VMSpec
 from tests.conftest import TEST_CACHE
 from tests.fixtures_kernel import BuildKernel
@@ -118,11 +117,6 @@ def test_base_commit_runs_are_ok_and_cli_prints_all_runs_ok(demo_tree: DemoTree,
                      r"\(output: .*vm-0/repro.log\)", out), out
     assert "prctl(PR_GET_COMM_DIGEST) = -1" in (tmp_path / "w" / "vm-0" / "repro.log").read_text()
     assert (tmp_path / "r.json").is_file()
-    # Each local QEMU was sampled while it ran, and the report draws it in its VM's row.
-    samples = list(read_samples(tmp_path / "w" / SAMPLES_NAME))
-    assert {s.vm for s in samples} == {0, 1}, samples
-    assert max(s.cpu for s in samples) > 20.0 and min(s.rss for s in samples) > 50 << 20, samples
-    assert (tmp_path / "w" / "report.html").read_text().count('<g class="load">') == 2
 
 
 @pytest.mark.vm

@@ -4,6 +4,7 @@ run the reproducer in a pool of VMs, keep the logs, ``result.json`` and
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -40,11 +41,10 @@ from kvmlab.repro.patchtest import (
     verdict,
 )
 from kvmlab.repro.reproducer import StagedRepro
-from kvmlab.repro.runner import ReproOptions, ReproResult, VMEvent, run_line, run_repro, summary_lines
+from kvmlab.repro.runner import ReproOptions, ReproResult, run_line, run_repro, summary_lines
 from kvmlab.show import repro_report
 from kvmlab.show.meta import JobMeta
 from kvmlab.vmm.factory import close_backend, make_backend
-from kvmlab.vmm.resources import SAMPLES_NAME, ResourceSampler
 
 log = logging.getLogger(__name__)
 
@@ -271,18 +271,12 @@ def _reproduce(s: _Setup, commit: str | None, count: int, stop_when_decided: boo
 
     observer.testing(commit or "", opts.count)
     backend = make_backend(cfg.vm)
-    sampler = ResourceSampler(workdir / SAMPLES_NAME)
-
-    def on_vm(ev: VMEvent) -> None:
-        sampler.watch(ev.vm, ev.pid)
-        observer.vm(commit or "", ev)
-
     try:
         result = run_repro(prep.spec, staged, backend=backend, timeouts=prep.timeouts,
                            options=opts, workdir=workdir, ready_marker=prep.ready_marker, vmlinux=vmlinux,
-                           on_run=on_run, on_vm=on_vm, kernel_config=kernel_config)
+                           on_run=on_run, on_vm=functools.partial(observer.vm, commit or ""),
+                           kernel_config=kernel_config)
     finally:
-        sampler.close()
         close_backend(backend)
     for line in summary_lines(result):
         observer.say(line)
