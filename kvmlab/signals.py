@@ -16,11 +16,21 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from concurrent.futures import FIRST_EXCEPTION, Future, wait
 from types import FrameType
+from typing import TypeVar
+
+T = TypeVar("T")
 
 #: The signals kvmlab turns into an unwinding by default.
 STOP_SIGNALS = (signal.SIGTERM,)
+
+#: The longest the main thread sleeps in one wait for other threads. The
+#: kernel may hand a process's signal (Ctrl-C, kill PID) to any thread; Python
+#: then runs the handler only once the main thread wakes up, so a main thread
+#: blocked on a lock until the VMs finish would act on Ctrl-C minutes late.
+SIGNAL_POLL = 0.2
 
 _stopping = False
 
@@ -109,3 +119,23 @@ def cleanup_window(
     finally:
         for s, h in old.items():
             signal.signal(s, h)
+
+
+def results(futures: Sequence[Future[T]]) -> list[T]:
+    """The futures' results in order, as ``[f.result() for f in futures]``
+    but waiting in :data:`SIGNAL_POLL` slices, so that a signal delivered to
+    any thread reaches the main thread's handler at once. The first failure
+    to happen is raised (the others are not waited for)."""
+    pending = set(futures)
+    while pending:
+        done, pending = wait(pending, timeout=SIGNAL_POLL, return_when=FIRST_EXCEPTION)
+        for f in done:
+            if not f.cancelled() and f.exception() is not None:
+                f.result()  # raises it
+    return [f.result() for f in futures]
+
+
+def join(thread: threading.Thread) -> None:
+    """``thread.join()`` in :data:`SIGNAL_POLL` slices (see :func:`results`)."""
+    while thread.is_alive():
+        thread.join(SIGNAL_POLL)

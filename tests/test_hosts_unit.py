@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import threading
 import time
 from dataclasses import dataclass, field
@@ -428,3 +429,35 @@ def test_volume_times_from_a_volumes_xml() -> None:
            "</timestamps></target></volume>")
     assert volume_times(xml) == (1700000100.5, 1700000000.25)
     assert volume_times("<volume/>") == (0.0, 0.0)
+
+
+def test_ctrl_c_that_the_kernel_hands_to_a_run_thread_stops_the_spread_at_once(spec: VMSpec,
+                                                                              tmp_path: Path) -> None:
+    # The kernel may deliver a process's SIGINT to any of its threads. The
+    # main thread, waiting for the runs, must still act on it right away (and
+    # the runs' VMs go), not once every run has ended on its own.
+    fleet = Fleet([Member("a", FakeBackend("a"), 2)])
+    release = threading.Event()
+    workers: list[int] = []
+
+    def job(m: Machine) -> RunOutcome:
+        workers.append(threading.get_ident())
+        # A run ends when its VM goes (as SSH does when QEMU is stopped).
+        deadline = time.monotonic() + 6
+        while m.instance.alive() and not release.wait(0.05) and time.monotonic() < deadline:
+            pass
+        return _outcome(m, RunStatus.OK)
+
+    def interrupt() -> None:
+        while len(workers) < 2:
+            time.sleep(0.01)
+        signal.pthread_kill(workers[0], signal.SIGINT)
+
+    threading.Thread(target=interrupt, daemon=True).start()
+    started = time.monotonic()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            _run(spec, tmp_path, fleet, 2, job)
+        assert time.monotonic() - started < 3.0
+    finally:
+        release.set()

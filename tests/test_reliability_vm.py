@@ -256,3 +256,21 @@ def test_vm_run_keeps_the_quoting_and_passes_the_status_on(lab: Lab) -> None:
                 "sh", "-c", 'echo "a  b"; exit 3')
     assert r.rc == 3, r.err  # the command's 3, not kvmlab's "ours" (that is 243 here)
     assert r.out.splitlines() == ["vm 0: a  b"], r.out
+
+
+def test_vm_run_of_a_kernel_that_resets_at_once_is_a_boot_failure_with_its_console(lab: Lab) -> None:
+    # Debian's cloud kernel does not decompress into 64 MiB (kvmlab's smallest
+    # RAM): the guest resets before the kernel prints, QEMU (-no-reboot) exits
+    # 0 within the first half second. That is the kernel's boot failing, not
+    # "qemu exited at start" (an infra error), and the temp console log goes
+    # with the pool: its last lines are shown instead of a path.
+    kernel = _installed_kernel()
+    assert kernel is not None
+    r = lab.run("vm", "run", "--kernel", kernel, "--accel", "tcg", "--count", "1", "--memory", "64M",
+                "--", "true")
+    if r.rc == 0:
+        pytest.skip(f"{kernel} boots in 64 MiB here: no early reset to test with")
+    assert r.rc == exitcodes.PASS_BOOT_FAILED, r.out + r.err
+    assert "vm 0: boot failed: vm stopped" in r.out, r.out
+    assert "vm 0: | " in r.out and "console:" not in r.out, r.out
+    assert "infrastructure error" not in r.err and "Traceback" not in r.err, r.err

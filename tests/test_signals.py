@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 import signal
 
 import pytest
@@ -46,3 +49,38 @@ def test_cleanup_window_drops_and_restores() -> None:
     with signals.cleanup_window():
         os.kill(os.getpid(), signal.SIGINT)  # would be KeyboardInterrupt outside
     assert signal.getsignal(signal.SIGINT) == before
+
+
+def test_results_acts_on_a_signal_that_another_thread_received() -> None:
+    # Python runs a signal's handler in the main thread, and only once that
+    # thread runs: a plain Future.result() would hold a Ctrl-C delivered to a
+    # worker thread until the worker is done (3 s here).
+    ex = ThreadPoolExecutor(max_workers=1)
+    inside = threading.Event()
+
+    def work() -> int:
+        inside.set()
+        time.sleep(3)
+        return 1
+
+    fut = ex.submit(work)
+    assert inside.wait(5)
+    worker = next(t for t in threading.enumerate() if t.name.startswith("ThreadPoolExecutor"))
+    assert worker.ident is not None
+    threading.Timer(0.2, signal.pthread_kill, (worker.ident, signal.SIGINT)).start()
+    started = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        signals.results([fut])
+    assert time.monotonic() - started < 1.5
+    ex.shutdown(wait=True)
+
+
+def test_results_are_in_order_and_the_first_failure_is_raised() -> None:
+    with ThreadPoolExecutor(max_workers=3) as ex:
+        assert signals.results([ex.submit(lambda v=v: v) for v in (3, 1, 2)]) == [3, 1, 2]
+
+        def boom() -> int:
+            raise ValueError("boom")
+
+        with pytest.raises(ValueError, match="boom"):
+            signals.results([ex.submit(time.sleep, 1), ex.submit(boom)])

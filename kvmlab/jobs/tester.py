@@ -17,6 +17,7 @@ import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from kvmlab import signals
 from kvmlab.bisect.overlap import Claim, OverlapScheduler, background_capacity
 from kvmlab.config import Config, cache_dir
 from kvmlab.errors import InfraError
@@ -239,7 +240,7 @@ class Prebuilder:
         with self._cond:
             claim = self.sched.claim(commit)
             while claim is Claim.RUNNING:
-                self._cond.wait()
+                self._cond.wait(signals.SIGNAL_POLL)  # Ctrl-C to another thread: see signals.results
                 claim = self.sched.claim(commit)
             return self._outcomes.get(commit) if claim is Claim.READY else None
 
@@ -253,4 +254,4 @@ class Prebuilder:
             for flag in self._flags.values():
                 flag.set()
         for t in self._threads:
-            t.join()
+            signals.join(t)

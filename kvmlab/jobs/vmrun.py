@@ -37,6 +37,15 @@ class VMRunResult:
         return next(s for s in self.statuses if s != 0)
 
 
+#: Console lines shown for a VM that did not boot, when its console log is
+#: not kept (no --workdir).
+CONSOLE_LINES = 8
+
+
+def _last_lines(text: str, n: int) -> list[str]:
+    return [line.rstrip() for line in text.splitlines() if line.strip()][-n:]
+
+
 def run_vm_command(job: VMRunJob, observer: Observer) -> VMRunResult:
     validate(job)
     if job.kernel is None:
@@ -58,7 +67,13 @@ def run_vm_command(job: VMRunJob, observer: Observer) -> VMRunResult:
     def one(m: Machine) -> int:
         boot = m.wait_ready()
         if not boot.ok:
-            say(f"vm {m.index}: boot failed: {boot.reason} (console: {m.console_log})")
+            # The pool's own temp dir goes with it: then the console's last
+            # lines are the only trace a reader keeps.
+            where = f" (console: {m.console_log})" if job.workdir is not None else ""
+            say(f"vm {m.index}: boot failed: {boot.reason}{where}")
+            if job.workdir is None:
+                for line in _last_lines(boot.console_tail, CONSOLE_LINES):
+                    say(f"vm {m.index}: | {line}")
             return exitcodes.PASS_BOOT_FAILED
         observer.note(f"vm {m.index}: ready for SSH in {boot.seconds:.1f}s")
         try:

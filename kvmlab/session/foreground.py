@@ -224,7 +224,7 @@ class Foreground:
                     self.screen.note(problem, alert=True)
                 self.ready.set()
                 self.screen.note(f"ssh ready ({boot.seconds:.0f} s): kvmlab ssh {self.svm.sdir.name}")
-            elif boot.reason == "timed out":
+            elif boot.timed_out and boot.reason != "no output":
                 self.screen.note(f"the guest does not answer SSH after {boot.seconds:.0f} s; "
                                  "the console stays open (Ctrl-A x quits)", alert=True)
         except KvmlabError as e:

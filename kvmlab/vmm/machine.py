@@ -37,6 +37,8 @@ class BootResult:
     console_tail: str = ""
     crashed: bool = False
     """True when a kernel crash on the console ended the boot."""
+    timed_out: bool = False
+    """True when the boot timeout ran out (``reason`` says how far it got)."""
 
 
 class Machine:
@@ -95,11 +97,12 @@ class Machine:
     def qemu_pid(self) -> int | None:
         return self.instance.qemu_pid() if isinstance(self.instance, HasQemuPid) else None
 
-    def _failed(self, reason: str, *, crashed: bool = False) -> BootResult:
+    def _failed(self, reason: str, *, crashed: bool = False, timed_out: bool = False) -> BootResult:
         # Give a crash report a moment to finish printing before we keep it.
         self.watcher.settle(quiet=0.5, limit=5.0 * self.timeouts.scale)
         result = BootResult(
-            False, time.monotonic() - self.started, reason, self.watcher.tail(), crashed=crashed
+            False, time.monotonic() - self.started, reason, self.watcher.tail(), crashed=crashed,
+            timed_out=timed_out,
         )
         self.boot = result
         return result
@@ -115,6 +118,7 @@ class Machine:
         """
         deadline = self.started + self.timeouts.boot
         stop = {EventKind.CRASH, EventKind.EOF, EventKind.REBOOT}
+        ssh_error: str | None = None
         while True:
             if cancel is not None and cancel.is_set():
                 return BootResult(False, time.monotonic() - self.started, "cancelled")
@@ -129,7 +133,7 @@ class Machine:
                 return self._failed("no output" if not self.watcher.text().strip() else "vm stopped")
             left = deadline - time.monotonic()
             if left <= 0:
-                return self._failed("no output" if not self.watcher.text().strip() else "timed out")
+                return self._failed(self._timeout_reason(ssh_error), timed_out=True)
             # With a ready marker, don't knock before sshd runs: QEMU's user
             # network accepts the host side at once and then retransmits to
             # the guest with back-off, so an early attempt stalls for seconds.
@@ -139,6 +143,7 @@ class Machine:
                 self.ssh.connect(timeout=min(self.timeouts.ssh_connect, left))
             except SSHError as e:
                 log.debug("%s: ssh not up yet: %s", self.name, e)
+                ssh_error = str(e)
                 continue
             if self.refresh_helper is not None:
                 self._refresh(self.refresh_helper)
@@ -146,6 +151,17 @@ class Machine:
             self.boot = result
             log.info("%s: ready for SSH after %.1fs", self.name, result.seconds)
             return result
+
+    def _timeout_reason(self, ssh_error: str | None) -> str:
+        if not self.watcher.text().strip():
+            return "no output"
+        # A guest that got as far as sshd but never let us in is another
+        # story than a kernel stuck on the way: say which one it was.
+        if self.ready_marker is not None and self.watcher.first(EventKind.READY) is not None:
+            return f"timed out: sshd started, SSH never got in ({ssh_error or 'no attempt finished'})"
+        if ssh_error is not None:
+            return f"timed out (last SSH attempt: {ssh_error})"
+        return "timed out"
 
     def _refresh(self, helper: str) -> None:
         log.debug("%s: SSH up %.1fs after start", self.name, time.monotonic() - self.started)

@@ -136,7 +136,7 @@ class Pool:
         """
         ex = ThreadPoolExecutor(max_workers=len(self.machines), thread_name_prefix="pool")
         try:
-            results = list(ex.map(fn, self.machines))
+            results = signals.results([ex.submit(fn, m) for m in self.machines])
         except BaseException:
             ex.shutdown(wait=False, cancel_futures=True)
             raise

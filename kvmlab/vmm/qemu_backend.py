@@ -225,8 +225,14 @@ class QemuBackend:
         while time.monotonic() < deadline and inst.alive():
             time.sleep(0.05)
         if not inst.alive():
-            inst.close(1.0)
             msg = qemu_log.read_text(errors="replace").strip()
+            if not msg and popen.returncode == 0 and incoming is None:
+                # A clean exit without a word from QEMU: the guest reset or
+                # powered off at once (-no-reboot), e.g. a kernel that does not
+                # fit the RAM. That is the kernel's boot failing, and its console
+                # is still in the pipe for the watcher to read.
+                return inst
+            inst.close(1.0)
             last = msg.splitlines()[-1] if msg else "no message"
             if "hostfwd" in msg or "Could not set up host forwarding" in msg:
                 raise PortInUseError(f"qemu could not forward 127.0.0.1:{ssh_port}: {last}")

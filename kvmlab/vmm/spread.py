@@ -156,7 +156,7 @@ def spread(
     with signals.unwinding():
         try:
             futures = [ex.submit(final, i) for i in range(count)]
-            results = [f.result() for f in futures]
+            results = signals.results(futures)
         except BaseException:
             stop.set()
             # A second SIGTERM must not cut the VMs' teardown short.
