@@ -167,3 +167,27 @@ def test_a_job_file_that_is_missing_or_a_directory_is_one_line(tmp_path: Path) -
         assert res.returncode == 2, res.stderr
         assert res.stderr.strip() == f"kvmlab: error: job {path}: {message}" + (
             ", not a file" if message == "a directory" else ""), res.stderr
+
+
+def test_every_job_that_builds_gets_the_users_fragments_and_compile_hosts(tmp_path: Path) -> None:
+    # One constructor for kvmlab's builders: `boot --tree` once built without
+    # the config's fragments dir and compile hosts while the others had them.
+    import shutil
+
+    from kvmlab.config import load_config
+    from kvmlab.jobs import inputs
+    from kvmlab.jobs.model import BuildOptions
+
+    frags = tmp_path / "frags"
+    frags.mkdir()
+    (frags / "mine.config").write_text("CONFIG_X=y\n")
+    hosts = ["lab1/8"] if shutil.which("distcc") else []
+    conf = tmp_path / "kvmlab.yaml"
+    conf.write_text(yaml.safe_dump({"kernel": {"fragments_dir": str(frags), "distcc_hosts": hosts}}))
+    builder = inputs.kernel_builder(load_config(conf), BuildOptions(compiler="gcc"), work_dir=tmp_path / "w")
+    assert builder.fragment_dirs[0] == frags
+    assert builder.compiler_override == "gcc"
+    assert [(h.host, h.slots) for h in builder.distcc_hosts] == [("lab1", 8)] * len(hosts)
+    for module in ("boot", "bisection", "build", "reproduction"):
+        source = (REPO / "kvmlab" / "jobs" / f"{module}.py").read_text()
+        assert "KernelBuilder(" not in source, f"jobs/{module}.py makes its own KernelBuilder"

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-import signal
 
 import pytest
 

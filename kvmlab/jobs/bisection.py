@@ -26,8 +26,7 @@ from kvmlab.jobs.model import BisectJob
 from kvmlab.jobs.observer import ObservedTester, Observer
 from kvmlab.jobs.tester import VMTester
 from kvmlab.jobs.validate import validate
-from kvmlab.kernel import distcc, fixes
-from kvmlab.kernel.builder import KernelBuilder
+from kvmlab.kernel import fixes
 from kvmlab.kernel.config import find_data_file
 from kvmlab.outcome import RunOutcome
 from kvmlab.repro.runner import VMEvent
@@ -121,8 +120,7 @@ def _run(job: BisectJob, observer: Observer, started: float, stopwatch: Stopwatc
     journal = job.journal or workdir / "journal.jsonl"
     Journal.check(journal)  # a journal that cannot be resumed stops us before any build
     staged = repro.prepare(workdir)
-    builder = KernelBuilder(compiler=job.build.compiler, fragments_dir=cfg.kernel.fragments_path,
-                            distcc_hosts=distcc.parse_hosts(cfg.kernel.distcc_hosts))
+    builder = inputs.kernel_builder(cfg, job.build)
     # The accelerator is resolved once, with the bad commit's kernel, so that
     # a fallback to TCG is one warning for the whole bisection.
     observer.building(bad)

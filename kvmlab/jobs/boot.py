@@ -28,7 +28,7 @@ from kvmlab.jobs import inputs
 from kvmlab.jobs.guest import resolve_root
 from kvmlab.jobs.model import BootJob
 from kvmlab.jobs.validate import validate
-from kvmlab.kernel.builder import GDB_LOADER, KernelBuilder, Progress
+from kvmlab.kernel.builder import GDB_LOADER, Progress
 from kvmlab.kernel.config import ConfigRequest, parse_config
 from kvmlab.outcome import BuildStatus
 from kvmlab.repro.reproducer import GUEST_DIR, CProgram, StagedRepro, SyzProgram
@@ -211,7 +211,7 @@ def _config(job: BootJob, resumed: SessionRecord | None) -> Config:
     return dataclasses.replace(cfg, vm=sizing.resolve_auto(dataclasses.replace(cfg.vm, count=1, **vm)))
 
 
-def _kernel(job: BootJob, resumed: SessionRecord | None, *, build: bool,
+def _kernel(job: BootJob, resumed: SessionRecord | None, cfg: Config, *, build: bool,
             progress: Callable[[Progress], None] | None, say: Callable[[str], None]) -> KernelChoice | None:
     """The kernel to boot (built through the cache when asked to); None when
     it would need a build and ``build`` is False."""
@@ -226,7 +226,7 @@ def _kernel(job: BootJob, resumed: SessionRecord | None, *, build: bool,
                 raise UserError(f"patch does not apply: {patched.failed}: {patched.failure} (on {commit})")
             say(f"{patched.commit[:12]} = {commit} + {', '.join(map(str, job.build.patches))}")
             commit = patched.commit
-        builder = KernelBuilder(compiler=job.build.compiler)
+        builder = inputs.kernel_builder(cfg, job.build)
         if not build:
             outcome = builder.lookup(job.tree, commit, request)
             if outcome is None:
@@ -335,7 +335,7 @@ def run_boot(job: BootJob, *, progress: Callable[[Progress], None] | None = None
     cfg = _config(job, resumed)
     inputs.check_fits_host(dataclasses.replace(cfg.vm, count=1))
     try:
-        choice = _kernel(job, resumed, build=not job.dry_run, progress=progress, say=quiet.note)
+        choice = _kernel(job, resumed, cfg, build=not job.dry_run, progress=progress, say=quiet.note)
     except _BuildFailed as e:
         quiet.note(str(e))
         return 1

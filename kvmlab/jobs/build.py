@@ -11,8 +11,7 @@ from kvmlab.errors import ConfigError, UserError
 from kvmlab.jobs import inputs
 from kvmlab.jobs.model import BuildJob
 from kvmlab.jobs.validate import validate
-from kvmlab.kernel import distcc
-from kvmlab.kernel.builder import KernelBuilder, Progress
+from kvmlab.kernel.builder import Progress
 from kvmlab.outcome import BuildOutcome
 
 
@@ -25,7 +24,5 @@ def run_build(job: BuildJob, progress: Callable[[Progress], None] | None = None)
         raise ConfigError(f"--jobs must be at least 1, got {job.jobs}")
     request = inputs.config_request(job.build)
     cfg = load_config(job.conf)
-    builder = KernelBuilder(job.work_dir, jobs=job.jobs, compiler=job.build.compiler,
-                            fragments_dir=cfg.kernel.fragments_path,
-                            distcc_hosts=distcc.parse_hosts(cfg.kernel.distcc_hosts))
+    builder = inputs.kernel_builder(cfg, job.build, work_dir=job.work_dir, jobs=job.jobs)
     return builder.build(job.tree, job.commit, request, out_dir=job.output, progress=progress, argv=sys.argv)

@@ -19,7 +19,8 @@ from kvmlab.git import PatchedCommit, Repo
 from kvmlab.host_uri import parse_host_uri
 from kvmlab.images.recipe import with_recipe_path
 from kvmlab.jobs.model import BisectJob, BootJob, BuildOptions, ReproInput, ReproJob, VMOptions
-from kvmlab.kernel import compilers, minimize
+from kvmlab.kernel import compilers, distcc, minimize
+from kvmlab.kernel.builder import KernelBuilder
 from kvmlab.kernel.config import ConfigRequest, find_data_file, fragment_dirs
 from kvmlab.kernel.minimize import Minimized
 from kvmlab.repro import bugdir, syz
@@ -101,6 +102,16 @@ def config_request(build: BuildOptions) -> ConfigRequest:
     if build.kernel_config is None:
         return ConfigRequest.from_fragments(names or ["base"])
     return ConfigRequest.from_file(build.kernel_config, names)
+
+
+def kernel_builder(cfg: Config, build: BuildOptions, *, work_dir: Path | None = None,
+                   jobs: int | None = None) -> KernelBuilder:
+    """The kernel builder of every job that builds: the compiler asked for,
+    the user's fragments (``kernel.fragments``) and compile hosts
+    (``kernel.distcc_hosts``) from the config, the shared build cache."""
+    return KernelBuilder(work_dir, jobs=jobs, compiler=build.compiler,
+                         fragments_dir=cfg.kernel.fragments_path,
+                         distcc_hosts=distcc.parse_hosts(cfg.kernel.distcc_hosts))
 
 
 def minimized_request(build: BuildOptions, title: str | None = None, *,

@@ -24,8 +24,6 @@ from kvmlab.jobs.guest import vm_setup
 from kvmlab.jobs.model import ReproJob
 from kvmlab.jobs.observer import Observer
 from kvmlab.jobs.validate import validate
-from kvmlab.kernel import distcc
-from kvmlab.kernel.builder import KernelBuilder
 from kvmlab.kernel.minimize import Minimized
 from kvmlab.outcome import BuildOutcome, BuildStatus, RunOutcome, RunStatus
 from kvmlab.repro.patchtest import (
@@ -241,8 +239,7 @@ def _reproduce(s: _Setup, commit: str | None, count: int, stop_when_decided: boo
                          f"{repr(expect) if expect else 'a crash not known yet'}: {minimized.summary()}")
         frags = list(request.fragments)
         observer.building(commit)
-        builder = KernelBuilder(compiler=job.build.compiler, fragments_dir=cfg.kernel.fragments_path,
-                                distcc_hosts=distcc.parse_hosts(cfg.kernel.distcc_hosts))
+        builder = inputs.kernel_builder(cfg, job.build)
         build = builder.build(job.tree, commit, request, progress=observer.build_progress, argv=sys.argv)
         observer.note(f"kvmlab: kernel {build.commit[:12]} ({request.describe()}) built with "
                       f"{build.compiler}")

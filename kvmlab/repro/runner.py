@@ -464,7 +464,7 @@ def _after_transport_loss(m: Machine, started: float, vmlinux: Path | None, why:
     crash = _crash_outcome(m, started, vmlinux) or _stopped_itself(m, started)
     if crash is not None:
         return crash
-    if not m.instance.alive():
+    if m.watcher.ended or not m.instance.alive():  # console closed: QEMU is on its way out
         return RunOutcome(m.index, RunStatus.INFRA,
                           detail=_host_failure(m) or f"vm died with no crash on the console ({why})",
                           duration=time.monotonic() - started, console_log=str(m.console_log))
@@ -497,6 +497,13 @@ def _stopped_answering(m: Machine, started: float, vmlinux: Path | None, title: 
     crash = _crash_outcome(m, started, vmlinux) or _stopped_itself(m, started)
     if crash is not None:
         return crash
+    # A QEMU killed from outside breaks SSH at once, but its console's end
+    # and its exit can trail by a moment: a VM that is gone is not a hang.
+    m.watcher.wait_for({EventKind.EOF}, timeout=2.0)
+    if m.watcher.ended or not m.instance.alive():
+        return RunOutcome(m.index, RunStatus.INFRA,
+                          detail=_host_failure(m) or f"vm died, no crash on the console ({detail or title})",
+                          duration=time.monotonic() - started, console_log=str(m.console_log))
     return RunOutcome(m.index, RunStatus.CRASHED, title=title, crash_type="HANG", detail=detail,
                       report=m.watcher.tail(), duration=time.monotonic() - started,
                       console_log=str(m.console_log))
