@@ -95,7 +95,7 @@ class RateModel:
 
     background: tuple[float, ...] = (0.0002, 0.001, 0.003, 0.01, 0.02, 0.05)
     """The grid of background rates: P(a run of a clean commit crashes with the target's title)."""
-    background_weights: tuple[float, ...] = (0.45, 0.25, 0.12, 0.08, 0.06, 0.04)
+    background_weights: tuple[float, ...] = (0.30, 0.20, 0.15, 0.13, 0.12, 0.10)
     """Prior of each background rate."""
     family: str = "logit"
     spreads: tuple[float, ...] = (0.0, 0.5, 1.0, 1.5, 2.0)
