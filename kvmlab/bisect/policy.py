@@ -67,7 +67,7 @@ class AdaptivePolicy:
     Half the weight at 0.1% or less: with 70% there (the earlier prior) one
     background crash outweighed many clean runs, and at a 2% background and
     p = 0.3 7% of the culprits named at 0.95 were wrong (4 of 56, 60 paired
-    bisections; 2 of 58 with this prior, for −6% to +22% runs on the classes
+    bisections; 2 of 58 with this prior, for -6% to +22% runs on the classes
     without background; benchmarks/flaky_bisect.py)."""
     rate_family: str = "logit"
     rate_spreads: tuple[float, ...] = (0.0, 0.5, 1.0, 1.5, 2.0)
