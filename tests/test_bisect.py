@@ -649,6 +649,29 @@ def test_confirmed_by_revert(tmp_path: Path) -> None:
     assert git(hist.path, "status", "--porcelain") == ""
 
 
+def test_one_crash_of_the_right_culprits_revert_is_weighed_with_more_runs(tmp_path: Path) -> None:
+    """Issue 22: the right culprit's revert crashes once with the target's
+    title (a mis-titled report, another path to the same frame) and never
+    again. One crash in the planned runs fits the bug's rate better than the
+    near-zero background: the check runs on until the runs tell the two
+    apart, and then confirms instead of calling the culprit doubtful."""
+    hist = make_history(tmp_path / "repo", 20)
+    lines: list[str] = []
+    clean = {str(i): 0.01 for i in range(12)}
+    res = bisect(hist.repo, FakeTester(hist, culprit="12", p=0.5, seed=1, first_runs_crash={"16": 1},
+                                       background=clean),
+                 bad=hist.h["16"], good=hist.h["0"], log=LogWriter(lines.append))
+    text = "\n".join(lines)
+    assert res.culprit == hist.h["12"], text
+    first = res.confirmations[0]
+    assert first.base == hist.h["16"] and first.crashes == 1, text
+    assert first.status.value == "confirmed", text
+    assert re.search(r"kvmlab: confirming: 1 crash in \d+ runs fits the bug's rate and the background's "
+                     r"alike: up to \d+ more runs", text), text
+    assert "about the rate the title shows on commits without the bug" in text
+    assert not res.doubtful, text
+
+
 def test_not_confirmed_makes_the_culprit_doubtful(tmp_path: Path) -> None:
     """A later commit brings the same bug again: with the culprit reverted the
     crash stays, and the log and the JSON say the culprit is doubtful."""
@@ -660,7 +683,8 @@ def test_not_confirmed_makes_the_culprit_doubtful(tmp_path: Path) -> None:
     assert res.culprit == hist.h["9"], text
     (c,) = res.confirmations
     assert c.status.value == "not-confirmed" and c.crashes >= 1
-    assert f"not confirmed: still crashes with {hist.h['9'][:12]} reverted (1/" in text
+    # Settled after the first MIN_RUNS runs (one early crash alone settles nothing).
+    assert f"not confirmed: still crashes with {hist.h['9'][:12]} reverted (3/3)" in text
     assert "warning: the culprit is doubtful" in text
     assert res.doubtful and res.to_json()["doubtful"] is True
 

@@ -8,8 +8,9 @@ showed it. The crash gone is a confirmation; the crash still there at about
 the rate the commits with the bug showed makes the culprit doubtful. When the
 target's title also shows, rarely, on commits without the bug (the bisection's
 *background* rate), a crash or two in the revert's runs is weighed against both
-rates: the runs go on to the planned count and the culprit is doubtful only
-when the crashes look more like the bug's rate than like the background.
+rates: the runs go on to the planned count, and past it (up to MAX_RUNS) while
+the crashes fit both about as well, and the culprit is doubtful only when the
+crashes look more like the bug's rate than like the background.
 
 A revert that does not apply is retried file by file and the files that do
 not apply are named; when no whole revert applied on those bases, the tested
@@ -122,11 +123,26 @@ def _check(repo: Reverts, s: Session, culprit: str, base: str, runs: int, chunk:
     e = s.ev(syn.commit)
     since = len(e.runs)
     done = 0
-    while done < runs and not e.untestable:
+    limit = runs
+    while done < limit and not e.untestable:
         crashes = e.target_crashes
-        if crashes and still_crashes_ratio(crashes, done, *rate, background) >= STILL_CRASHES:
+        ratio = still_crashes_ratio(crashes, done, *rate, background) if crashes else 0.0
+        if ratio >= STILL_CRASHES and done >= MIN_RUNS:  # one early crash alone settles nothing
             break
-        done += len(s.run(syn.commit, min(chunk, runs - done)))
+        if done >= runs and ratio <= 1.0 / STILL_CRASHES:
+            break
+        done += len(s.run(syn.commit, min(chunk, limit - done)))
+        if done >= limit and limit < MAX_RUNS and e.target_crashes and not e.untestable:
+            # A crash or two that could be the background as well as the
+            # bug: more runs settle which (the bug, if still there, keeps
+            # crashing at its rate; the background stays rare).
+            mid = still_crashes_ratio(e.target_crashes, done, *rate, background)
+            if 1.0 / STILL_CRASHES < mid < STILL_CRASHES:
+                limit = min(MAX_RUNS, limit + runs)
+                n = e.target_crashes
+                what_fits = f"{n} crashes in {done} runs fit" if n > 1 else f"1 crash in {done} runs fits"
+                s.out(f"kvmlab: confirming: {what_fits} the bug's rate and the background's alike: "
+                      f"up to {limit - done} more runs")
     s.show_runs(syn.commit, since, counted_all=False)
     crashes = e.target_crashes
     if e.untestable:
