@@ -270,6 +270,8 @@ class Trial:
     seconds: dict[str, float]
     doubtful: bool | None = None
     """With ``--revert-check``: the adaptive culprit's revert still crashed (None: not checked)."""
+    confirm_runs: int = 0
+    """With ``--revert-check``: VM runs the adaptive culprit's confirmation took."""
 
 
 ADAPTIVE = AdaptivePolicy()
@@ -284,6 +286,7 @@ def run_trial(args: tuple[str, float, int, int, float, bool]) -> Trial:
     conf = None
     completed = False
     doubtful = None
+    checked_runs = 0
     for pname, pol in policies.items():
         t0 = time.perf_counter()
         check = revert and pname == "adaptive"
@@ -299,9 +302,10 @@ def run_trial(args: tuple[str, float, int, int, float, bool]) -> Trial:
             conf = res.confidence if res.culprit is not None else None
             if check and res.confirmations:
                 doubtful = any(c.doubtful for c in res.confirmations)
+                checked_runs = confirm_runs
         else:
             completed = res.outcome is not Outcome.NO_REPRO
-    return Trial(exact, runs, builds, named, conf, completed, secs, doubtful)
+    return Trial(exact, runs, builds, named, conf, completed, secs, doubtful, checked_runs)
 
 
 TARGETS = {0.9: 0.97, 0.5: 0.97, 0.3: 0.97, 0.1: 0.85}
@@ -352,7 +356,8 @@ def report_cell(name: str, p: float, trials: Sequence[Trial], say: Callable[[str
         right = [t for t in checked if t.exact["adaptive"]]
         say(f"{'':>15} revert check: doubtful {sum(bool(t.doubtful) for t in wrong)} of {len(wrong)} wrong "
             f"culprits, "
-            f"{sum(bool(t.doubtful) for t in right)} of {len(right)} right ones")
+            f"{sum(bool(t.doubtful) for t in right)} of {len(right)} right ones; "
+            f"{sum(t.confirm_runs for t in checked) / len(checked):.1f} runs per check")
     say(f"{'':>15} target exact >= {want:.0%}: {'met' if acc_ok else 'MISSED'}; fewer runs than syzbot on "
         f"syzbot-completed: {'met' if runs_ok else 'MISSED'}")
     met &= acc_ok and runs_ok and cal_ok
