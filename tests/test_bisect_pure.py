@@ -203,3 +203,28 @@ def test_revert_check_weighs_crashes_against_the_background() -> None:
     assert 1.0 < still_crashes_ratio(1, 3, 30, 70, 0.01) < STILL_CRASHES
     assert still_crashes_ratio(1, 3, 30, 70, 0.0) > STILL_CRASHES
     assert still_crashes_ratio(12, 40, 30, 70, 0.01) > STILL_CRASHES
+
+
+def test_the_bugs_rate_for_the_revert_check_pools_only_commits_with_the_bug() -> None:
+    """A commit before the culprit that showed the target's title once (the
+    background) in 200 runs must not pull the bug's rate down to ~5%: one
+    background crash of the revert would then look like the bug still there."""
+    from types import SimpleNamespace
+
+    from kvmlab.bisect.confirm import _bug_rate
+
+    order = ["c1", "c2", "culprit", "c4", "bad"]
+
+    class Repo:
+        def is_ancestor(self, a: str, b: str) -> bool:
+            return order.index(a) <= order.index(b)
+
+    ev = {"c2": SimpleNamespace(target_crashes=1, oks=199),   # clean, one background crash
+          "c4": SimpleNamespace(target_crashes=3, oks=7),
+          "bad": SimpleNamespace(target_crashes=6, oks=14),
+          "c1": SimpleNamespace(target_crashes=0, oks=30)}
+    s = SimpleNamespace(evidence=ev, fix=False)
+    assert _bug_rate(Repo(), s, "culprit") == (9, 21)  # type: ignore[arg-type]
+    # A fix bisection: the commits without the fix have the bug.
+    s = SimpleNamespace(evidence=ev, fix=True)
+    assert _bug_rate(Repo(), s, "c4") == (1, 199)  # type: ignore[arg-type]

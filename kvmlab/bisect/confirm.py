@@ -70,9 +70,7 @@ def confirm(repo: Repository, s: Session, *, culprit: str, bad: str, chunk: int,
     rate at which the target's title showed on commits without the bug."""
     if not isinstance(repo, Reverts):
         return []
-    # The rate the bug shows at: every commit that crashed with it, pooled.
-    showed = [e for e in s.evidence.values() if e.target_crashes]
-    rate = (sum(e.target_crashes for e in showed), sum(e.oks for e in showed))
+    rate = _bug_rate(repo, s, culprit)
     n = runs_needed(*rate)
     bases = [bad]
     if not s.fix:
@@ -93,6 +91,19 @@ def confirm(repo: Repository, s: Session, *, culprit: str, bad: str, chunk: int,
                 checks.append(_check(repo, s, culprit, base, n, chunk, rate, background))
                 break
     return checks
+
+
+def _bug_rate(repo: Repository, s: Session, culprit: str) -> tuple[int, int]:
+    """(crashes, clean runs) pooled over the tested commits that crashed and,
+    by the culprit, have the bug. A commit without it that showed the title
+    once (the background) would pull the bug's rate down towards the
+    background's, and one background crash of the revert would then look like
+    the bug still there."""
+    showed = [e for c, e in s.evidence.items()
+              if e.target_crashes and repo.is_ancestor(culprit, c) != s.fix]
+    if not showed:  # nothing tested on the bug's side (cannot happen for a named culprit): all crashes
+        showed = [e for e in s.evidence.values() if e.target_crashes]
+    return sum(e.target_crashes for e in showed), sum(e.oks for e in showed)
 
 
 def _nearer_bad(repo: Repository, s: Session, culprit: str, skip: list[str]) -> list[str]:
