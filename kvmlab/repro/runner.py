@@ -256,9 +256,7 @@ def run_one(m: Machine, prepared: StagedRepro, opts: ReproOptions, timeouts: Tim
         if m.watcher.halt is not None:  # the guest's own init shut it down: the kernel's side
             return _boot_failed(m, boot.reason, started)
         if not m.instance.alive() and m.watcher.crash is None:
-            detail = _host_failure(m) or f"vm died while booting: {boot.reason}"
-            return RunOutcome(m.index, RunStatus.INFRA, detail=detail,
-                              duration=time.monotonic() - started, console_log=str(m.console_log))
+            return _vm_died(m, started, f"vm died while booting: {boot.reason}")
         return _boot_failed(m, boot.reason, started)
     try:
         m.run(f"mkdir -p {GUEST_DIR}", timeout=timeouts.command)
@@ -308,9 +306,7 @@ def run_one(m: Machine, prepared: StagedRepro, opts: ReproOptions, timeouts: Tim
         crash = _crash_outcome(m, started, vmlinux) or _stopped_itself(m, started)
         if crash is not None:
             return crash
-        return RunOutcome(m.index, RunStatus.INFRA,
-                          detail=_host_failure(m) or "vm stopped without a crash on the console",
-                          duration=time.monotonic() - started, console_log=str(m.console_log))
+        return _vm_died(m, started, "vm stopped without a crash on the console")
     # The reproducer exited or ran for the whole run time (or the verdict
     # was decided elsewhere): a crash it caused may still be on its way.
     if not decider.decided.is_set():
@@ -343,6 +339,13 @@ def run_one(m: Machine, prepared: StagedRepro, opts: ReproOptions, timeouts: Tim
             detail += f": the guest's OOM killer ({killer})"
     return RunOutcome(m.index, RunStatus.OK, detail=detail, duration=time.monotonic() - started,
                       console_log=str(m.console_log))
+
+
+def _vm_died(m: Machine, started: float, why: str) -> RunOutcome:
+    """The VM went without a crash on its console: ours (infra), named by the
+    host's failure when there was one, else by ``why``."""
+    return RunOutcome(m.index, RunStatus.INFRA, detail=_host_failure(m) or why,
+                      duration=time.monotonic() - started, console_log=str(m.console_log))
 
 
 def _host_failure(m: Machine) -> str | None:
@@ -465,9 +468,7 @@ def _after_transport_loss(m: Machine, started: float, vmlinux: Path | None, why:
     if crash is not None:
         return crash
     if m.watcher.ended or not m.instance.alive():  # console closed: QEMU is on its way out
-        return RunOutcome(m.index, RunStatus.INFRA,
-                          detail=_host_failure(m) or f"vm died with no crash on the console ({why})",
-                          duration=time.monotonic() - started, console_log=str(m.console_log))
+        return _vm_died(m, started, f"vm died with no crash on the console ({why})")
     # The VM runs: was it only our session that broke, or does the guest no
     # longer answer (hung, or the reproducer killed sshd)? syzkaller calls the
     # latter "lost connection to test machine", and so do we: it is the
@@ -501,9 +502,7 @@ def _stopped_answering(m: Machine, started: float, vmlinux: Path | None, title: 
     # and its exit can trail by a moment: a VM that is gone is not a hang.
     m.watcher.wait_for({EventKind.EOF}, timeout=2.0)
     if m.watcher.ended or not m.instance.alive():
-        return RunOutcome(m.index, RunStatus.INFRA,
-                          detail=_host_failure(m) or f"vm died, no crash on the console ({detail or title})",
-                          duration=time.monotonic() - started, console_log=str(m.console_log))
+        return _vm_died(m, started, f"vm died, no crash on the console ({detail or title})")
     return RunOutcome(m.index, RunStatus.CRASHED, title=title, crash_type="HANG", detail=detail,
                       report=m.watcher.tail(), duration=time.monotonic() - started,
                       console_log=str(m.console_log))
