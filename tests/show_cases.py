@@ -34,10 +34,10 @@ class Case:
 CASES = {
     # Flaky culprit on a merged branch, another bug's crashes, a commit that does
     # not build and one that does not boot: every kind of node and run.
-    "found": Case("found", Outcome.FOUND, {}, dict(culprit="b3", p=0.5, other_rate=0.1, broken=["8"],
-                                                   boot_broken=["7"])),
+    "found": Case("found", Outcome.FOUND, {}, dict(culprit="b3", p=0.5, other_rate=0.1, broken=["16"],
+                                                   boot_broken=["19"])),
     # The culprit on the mainline while a branch was open: tested commits on both.
-    "merged-branch": Case("merged-branch", Outcome.FOUND, {}, dict(culprit="15")),
+    "merged-branch": Case("merged-branch", Outcome.FOUND, {}, dict(culprit="18")),
     "inconclusive": Case("inconclusive", Outcome.INCONCLUSIVE, {},
                          dict(culprit="9", broken=["8", "9", "10"])),
     "no-repro": Case("no-repro", Outcome.NO_REPRO, {}, dict(culprit="30", p=0.0)),

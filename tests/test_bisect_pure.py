@@ -11,7 +11,7 @@ from kvmlab.bisect import CommitGraph, Verdict
 from kvmlab.bisect import log as fmt
 from kvmlab.bisect.adaptive import retest_crashed_line
 from kvmlab.bisect.confirm import STILL_CRASHES, still_crashes_ratio
-from kvmlab.bisect.model import Belief, Observation, RateModel
+from kvmlab.bisect.model import Belief, Observation, RateModel, near_mask
 from kvmlab.bisect.repository import release_version
 from kvmlab.bisect.seams import cc_list
 from kvmlab.errors import MissingFileError, UnknownCommitError
@@ -174,6 +174,19 @@ def test_a_real_flaky_commit_is_still_bad() -> None:
     idx, conf = post.best()
     assert idx == 3 and conf >= 0.99
     assert post.background_rate() < 0.003
+
+
+def test_a_reliable_bugs_clean_neighbour_needs_few_runs() -> None:
+    """Issue 26: commits 4, 5 and 7 crashed every run; commit 3, right before
+    them, is clean after 6 runs (P(it has the bug) <= 0.05). With a prior in
+    log rate on the mean rate near the culprit it was still 0.057 (8 runs)."""
+    n = 8
+    rows = [(0, 0)] * 3 + [(0, 6), (2, 0), (2, 0), (0, 0), (2, 0)]
+    obs = [Observation((1 << (i + 1)) - 1, c, o, near_mask((1 << (i + 1)) - 1, i, n, 16, fix=False))
+           for i, (c, o) in enumerate(rows) if c or o]
+    for prior, ok in (("uniform", True), ("log", False)):
+        q = Belief(RateModel(near_mean_prior=prior), (1 << n) - 1, obs, fix=False).crash_probability(0b1111)
+        assert (q <= 0.05) is ok, (prior, q)
 
 
 def test_background_posterior_learns_the_rate() -> None:

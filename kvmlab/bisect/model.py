@@ -31,7 +31,9 @@ later change often widens the race, so the commits right after the culprit
 crash less often than the tip. Their rates come from a *near* population:
 either the same as the others (``tied``) or log-odds normal around a mean of
 their own. The commit next to the culprit, whose clean runs decide the answer,
-is then judged by the rates seen near the culprit, not by the tip's.
+is then judged by the rates seen near the culprit, not by the tip's. The near
+mean's prior is uniform on [0, 1] (not in log rate): low rates near the
+culprit stay possible, not a third of the prior whatever the range shows.
 
 Only runs that answered count: a target crash (a boot crash with the target's
 title included) or an OK run. Other crashes, boot failures and infrastructure
@@ -112,6 +114,12 @@ class RateModel:
     mean_prior: str = "log"
     """Prior of the populations' mean rate: ``uniform`` on [0, 1], or ``log``
     (uniform in log rate: a few fast crashes do not make a high rate certain)."""
+    near_mean_prior: str = "uniform"
+    """Prior of the near population's own mean, ``uniform`` or ``log``. Uniform:
+    with ``log`` a third of the prior put the commits next to the culprit below
+    a 10% rate whatever the tip showed, and only crashes of commits near the
+    culprit could lift it, so a commit before a reliable bug's culprit needed
+    13-20 clean runs to be called good (see :class:`AdaptivePolicy`)."""
 
     @functools.cached_property
     def b(self) -> Array:
@@ -144,7 +152,7 @@ class RateModel:
         logit = np.log(p / (1 - p))
         width = _cell_widths(p)
         mu_idx = list(range(1, len(p), 2))
-        mu_w = self._mean_weights(mu_idx)
+        mu_w = self._mean_weights(mu_idx, self.mean_prior)
         rows: list[Array] = []
         prior: list[float] = []
         total = sum(self.spread_weights)
@@ -166,10 +174,12 @@ class RateModel:
             prior.extend(math.log(sw / total) + math.log(w / mu_w.sum()) for w in mu_w)
         return np.array(rows), np.array(prior)
 
-    def _mean_weights(self, idx: list[int]) -> Array:
+    def _mean_weights(self, idx: list[int], prior: str) -> Array:
         w = _cell_widths(self.p[idx])
-        if self.mean_prior == "log":
+        if prior == "log":
             w = w / self.p[idx]
+        elif prior != "uniform":
+            raise ValueError(f"unknown prior of a mean crash rate: {prior!r} (log or uniform)")
         return np.asarray(w / w.sum())
 
     @functools.cached_property
@@ -179,7 +189,7 @@ class RateModel:
         p = self.p
         logit = np.log(p / (1 - p))
         mu_idx = list(range(1, len(p), 2))
-        mu_w = self._mean_weights(mu_idx)
+        mu_w = self._mean_weights(mu_idx, self.near_mean_prior)
         rows = []
         for j in mu_idx:
             logpdf = -0.5 * ((logit - logit[j]) / self.near_spread) ** 2
