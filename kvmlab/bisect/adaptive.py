@@ -15,6 +15,7 @@ why.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from kvmlab.bisect import log as fmt
@@ -56,6 +57,8 @@ class _Visit:
     commit: str
     since: int
     """Index of the commit's first run of this visit."""
+    crashes: int = 0
+    """Target crashes the commit had when its last plan began."""
 
 
 @dataclass
@@ -160,6 +163,12 @@ class AdaptiveBisection:
                 visit = self._open(pick, b)
                 if self.s.build(pick).status is BuildStatus.FAILED:
                     continue
+            elif self.s.ev(pick).target_crashes > visit.crashes:
+                # More runs on a commit whose last plan ended in a target crash:
+                # the log says why it is not bad yet.
+                q, rate = self.commit_state(b, pick)
+                self.s.out(self._retest_line(pick, q, rate, b))
+            visit.crashes = self.s.ev(pick).target_crashes
             runs = min(opts[0].runs, max(1, self.pol.max_runs - self.s.runs))
             if isinstance(self.s.tester, Prebuilds):
                 self.s.tester.prebuild(self.likely_next(b, opts[0]))
@@ -261,32 +270,48 @@ def retest_crashed_line(short: str, crashes: int, runs: int, q: float, bad_rate:
     between the background (the title on commits without the bug) and the rate
     the commits with the bug show."""
     what = "crash" if crashes == 1 else "crashes"
-    return (f"re-testing {short}: {crashes} {what} in {runs} runs, the bad commits crash in {bad_rate:.0%} "
+    plural = "" if runs == 1 else "s"
+    return (f"re-testing {short}: {crashes} {what} in {runs} run{plural}, the bad commits crash in "
+            f"{bad_rate:.0%} "
             f"(P(it has the bug) = {q:.2f}; the title shows on commits without the bug in ~{background:.1%} "
             f"of runs)")
 
 
-def settle_release(s: Session, pol: AdaptivePolicy, commit: str) -> Verdict:
-    """Test a release until it crashes or P(it has the bug) falls to
-    1 - ``release_confidence``, using what the commits known to crash taught
-    about the population of crash rates."""
+def release_doubt(s: Session, pol: AdaptivePolicy, commit: str, rate_from: Iterable[str] | None = None
+                  ) -> float:
+    """P(the release ``commit`` has the bug), from its clean runs and what the
+    commits ``rate_from`` (default: every commit that showed the target crash)
+    taught about the population of crash rates."""
+    # Two hypotheses: bit 0 "the release has the bug", bit 1 "it has not";
+    # the commits with the bug crash under both.
+    pick = rate_from if rate_from is not None else [c for c, x in s.evidence.items() if x.target_crashes]
+    obs = [Observation(0b11, x.target_crashes, x.oks)
+           for c in pick if c != commit and (x := s.ev(c)).target_crashes]
+    obs.append(Observation(0b01, 0, s.ev(commit).oks))
+    return Belief(pol.model, 0b11, obs, fix=False).crash_probability(0b01)
+
+
+def settle_release(s: Session, pol: AdaptivePolicy, commit: str, *, confidence: float | None = None,
+                   rate_from: Iterable[str] | None = None) -> Verdict:
+    """Test a release until it crashes or P(it has the bug) falls to 1 -
+    ``confidence`` (default ``release_confidence``): BAD, GOOD, or SKIP
+    (untestable, or ``release_max_runs`` runs in all without settling)."""
     if s.build(commit).status is BuildStatus.FAILED:
         return Verdict.SKIP
+    level = pol.release_confidence if confidence is None else confidence
     e = s.ev(commit)
     since = len(e.runs)
-    while e.target_crashes == 0 and not e.untestable and len(e.runs) - since < pol.release_max_runs:
-        # Two hypotheses: bit 0 "the release has the bug", bit 1 "it has not";
-        # every commit that crashed so far crashes under both.
-        obs = [Observation(0b11, x.target_crashes, x.oks)
-               for c, x in s.evidence.items() if x.target_crashes and c != commit]
-        obs.append(Observation(0b01, 0, e.oks))
-        if Belief(pol.model, 0b11, obs, fix=False).crash_probability(0b01) <= 1.0 - pol.release_confidence:
+    settled = False
+    while e.target_crashes == 0 and not e.untestable and len(e.runs) < pol.release_max_runs:
+        if release_doubt(s, pol, commit, rate_from) <= 1.0 - level:
+            settled = True
             break
         s.run_until_crash(commit, pol.chunk, pol.chunk)
-    s.show_runs(commit, since, counted_all=False)
+    if len(e.runs) > since:
+        s.show_runs(commit, since, counted_all=False)
     if e.target_crashes:
         return Verdict.BAD
     if e.untestable:
         s.out(s.untestable_line(commit))
         return Verdict.SKIP
-    return Verdict.GOOD if len(e.runs) - since < pol.release_max_runs else Verdict.SKIP
+    return Verdict.GOOD if settled else Verdict.SKIP

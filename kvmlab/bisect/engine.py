@@ -16,14 +16,14 @@ from pathlib import Path
 
 from kvmlab.bisect import log as fmt
 from kvmlab.bisect import relevant, syzbot
-from kvmlab.bisect.adaptive import AdaptiveBisection, settle_release
+from kvmlab.bisect.adaptive import AdaptiveBisection, release_doubt, settle_release
 from kvmlab.bisect.confirm import confirm
 from kvmlab.bisect.confirm import summary_lines as confirm_lines
 from kvmlab.bisect.graph import CommitGraph
 from kvmlab.bisect.journal import Journal
 from kvmlab.bisect.policy import POLICIES, AdaptivePolicy, Policy, SyzbotPolicy
 from kvmlab.bisect.result import BisectResult, Outcome, StepRecord, Verdict
-from kvmlab.bisect.seams import IsTarget, Maintainers, Repository, Tester
+from kvmlab.bisect.seams import IsTarget, Maintainers, Repository, Tag, Tester
 from kvmlab.bisect.state import BisectInfraError, BisectUsageError, ReproFailedError, Session
 from kvmlab.bisect.timing import Stopwatch
 from kvmlab.outcome import BuildStatus
@@ -127,24 +127,37 @@ def _bisect(repo: Repository, s: Session, pol: Policy, bad: str, good: str | Non
             msg += f" ({s.untestable_line(bad).partition(': ')[2]})"
         s.out(msg)
         return _finish(repo, s, pol, _result(s, pol, Outcome.NO_REPRO, bad, good, message=msg))
+    ladder: list[Tag] = []
+    unsettled = False
     if good is None:
-        good = _find_good_release(repo, s, pol, st, bad, floor)
+        ladder = [t for t in repo.release_tags(bad, floor) if t.commit != bad]
+        if not ladder:
+            raise BisectUsageError(f"no good commit given and no release tag (vX.Y) below {bad[:12]}")
+        good, unsettled = _find_good_release(s, pol, st, ladder)
         if good is None:
-            msg = "the oldest tested release already had the bug"
-            s.out(msg)
-            return _finish(repo, s, pol, _result(s, pol, Outcome.OLDEST_RELEASE_BAD, bad, None, message=msg))
-    g = repo.graph(good, [bad]) if s.fix else repo.graph(bad, [good])
-    rel = relevant.fold_range(repo, s, g) if relevance else None
-    if rel is not None:
-        g, summary = rel
-    s.out(fmt.bisect_start_line(bad, good, fix=s.fix))
-    background = 0.0
-    if isinstance(pol, SyzbotPolicy):
-        outcome, culprit, cands = syzbot.loop(s, st, pol, g)
-        res = _result(s, pol, outcome, bad, good, culprit=culprit,
-                      candidates=cands or ([culprit] if culprit else []))
-    else:
+            return _oldest_release_bad(repo, s, pol, bad)
+    while True:
+        g = repo.graph(good, [bad]) if s.fix else repo.graph(bad, [good])
+        rel = relevant.fold_range(repo, s, g) if relevance else None
+        if rel is not None:
+            g, summary = rel
+        s.out(fmt.bisect_start_line(bad, good, fix=s.fix))
+        background = 0.0
+        if isinstance(pol, SyzbotPolicy):
+            outcome, culprit, cands = syzbot.loop(s, st, pol, g)
+            res = _result(s, pol, outcome, bad, good, culprit=culprit,
+                          candidates=cands or ([culprit] if culprit else []))
+            break
         d = AdaptiveBisection(s, pol, g).run()
+        tag = next((t for t in ladder if t.commit == good), None)
+        still_good = tag is None or not unsettled or _release_still_good(repo, s, pol, tag, d.culprit)
+        if not still_good and tag is not None:
+            # The bisection started from a release that has the bug after
+            # all: go on down the ladder; every run so far still counts.
+            good, unsettled = _find_good_release(s, pol, st, ladder[ladder.index(tag) + 1:])
+            if good is None:
+                return _oldest_release_bad(repo, s, pol, bad)
+            continue
         culprit, background = d.culprit, d.background
         cands = [culprit] if culprit else list(d.probabilities)
         res = _result(s, pol, d.outcome, bad, good, culprit=culprit, candidates=cands,
@@ -154,6 +167,7 @@ def _bisect(repo: Repository, s: Session, pol: Policy, bad: str, good: str | Non
                    f"{pol.confidence:.2f}" if d.budget_spent else
                    "no testable commit can tell the remaining candidates apart")
             res.message = f"inconclusive: {why}: the culprit is one of {len(cands)} commits"
+        break
     if culprit is not None:
         res.message = f"first {'fixed' if s.fix else 'bad'} commit: {culprit} {g.subject(culprit)}"
         if verify:
@@ -176,20 +190,59 @@ def _account(s: Session, res: BisectResult) -> None:
     res.builds = s.builds
 
 
-def _find_good_release(repo: Repository, s: Session, pol: Policy, st: syzbot.SyzbotState, bad: str,
-                       floor: str | None) -> str | None:
-    tags = [t for t in repo.release_tags(bad, floor) if t.commit != bad]
-    if not tags:
-        raise BisectUsageError(f"no good commit given and no release tag (vX.Y) below {bad[:12]}")
+def _find_good_release(s: Session, pol: Policy, st: syzbot.SyzbotState, tags: list[Tag]
+                       ) -> tuple[str | None, bool]:
+    """The newest release of ``tags`` without the bug, by the policy's rule, and
+    whether it is still to be settled: the adaptive policy starts from a
+    release at ``release_first_confidence``; :func:`_release_still_good`
+    settles it after the bisection."""
     for tag in tags:
         s.out(fmt.testing_release_line(tag.name))
         if isinstance(pol, SyzbotPolicy):
             v = syzbot.judge_commit(s, st, pol, tag.commit, st.runs(pol))
         else:
-            v = settle_release(s, pol, tag.commit)
+            v = settle_release(s, pol, tag.commit, confidence=min(pol.release_first_confidence,
+                                                                   pol.release_confidence))
+            q = release_doubt(s, pol, tag.commit)
+            if v is Verdict.GOOD and q > 1.0 - pol.release_confidence:
+                runs = fmt.clean_runs(s.ev(tag.commit).oks)
+                s.out(f"kvmlab: release {tag.name}: {runs}, P(it has the bug) = {q:.2f}: bisecting from it; "
+                      f"it is settled at {1 - pol.release_confidence:.2f} after the bisection, with the "
+                      "bug's rate the bisection saw")
+                return tag.commit, True
         if v is Verdict.GOOD:
-            return tag.commit
-    return None
+            return tag.commit, False
+    return None, False
+
+
+def _release_still_good(repo: Repository, s: Session, pol: AdaptivePolicy, tag: Tag, culprit: str | None
+                        ) -> bool:
+    """Settle the release the bisection started from at ``release_confidence``,
+    with the bug's rate as the commits with the bug (by ``culprit``, when one
+    was named) showed it."""
+    rate_from = None
+    if culprit is not None:
+        rate_from = [c for c, e in s.evidence.items()
+                     if e.target_crashes and repo.is_ancestor(culprit, c) != s.fix]
+    if release_doubt(s, pol, tag.commit, rate_from) > 1.0 - pol.release_confidence:
+        s.out(fmt.release_again_line(tag.name, s.ev(tag.commit).oks, pol.release_confidence))
+    v = settle_release(s, pol, tag.commit, rate_from=rate_from)
+    if v is Verdict.GOOD:
+        runs = fmt.clean_runs(s.ev(tag.commit).oks)
+        q = release_doubt(s, pol, tag.commit, rate_from)
+        s.out(f"kvmlab: release {tag.name}: {runs}, P(it has the bug) = {q:.2f} with the bug's rate the "
+              "bisection saw: good")
+    elif v is Verdict.BAD:
+        s.out(f"release {tag.name} has the bug after all: bisecting again from an older release")
+    else:
+        s.out(f"release {tag.name} could not be settled as good: bisecting again from an older release")
+    return v is Verdict.GOOD
+
+
+def _oldest_release_bad(repo: Repository, s: Session, pol: Policy, bad: str) -> BisectResult:
+    msg = "the oldest tested release already had the bug"
+    s.out(msg)
+    return _finish(repo, s, pol, _result(s, pol, Outcome.OLDEST_RELEASE_BAD, bad, None, message=msg))
 
 
 def _warnings(repo: Repository, s: Session, g: CommitGraph, culprit: str) -> list[str]:

@@ -26,6 +26,15 @@ def testing_release_line(tag: str) -> str:
     return f"testing release {tag}"
 
 
+def clean_runs(n: int) -> str:
+    return f"{n} clean run" if n == 1 else f"{n} clean runs"
+
+
+def release_again_line(tag: str, oks: int, confidence: float) -> str:
+    return (f"testing release {tag} again: {clean_runs(oks)} before the bisection; with the bug's rate the "
+            f"bisection saw, up to P(it has the bug) <= {1 - confidence:.2f}")
+
+
 def testing_line(commit: str, compiler: str) -> str:
     return f"testing commit {commit} with {compiler}" if compiler else f"testing commit {commit}"
 

@@ -46,6 +46,13 @@ class AdaptivePolicy:
     """Runs on the bad commit waiting for the first target crash before giving up."""
     release_confidence: float = 0.95
     """A release counts as good once P(it has the bug) <= 1 - this."""
+    release_first_confidence: float = 0.8
+    """The bisection starts from a release once P(it has the bug) <= 1 - this;
+    after the bisection the release is tested up to ``release_confidence``
+    with what the bisection learnt about the bug's rate (one crashing commit
+    says little about it: a reliable bug's release needed 17 clean runs before
+    the bisection and needs 2-4 after it). A release that crashes then sends
+    the bisection to an older release, reusing every run."""
     release_max_runs: int = 80
     chunk: int = 1
     """Runs per tester call (runs stop early only between calls): the pool's VMs."""
@@ -76,6 +83,13 @@ class AdaptivePolicy:
     prior weight of each spread (see :class:`~kvmlab.bisect.model.RateModel`)."""
     rate_mean_prior: str = "log"
     """Prior of the typical crash rate: ``uniform`` or ``log`` (see RateModel.mean_prior)."""
+    rate_near_mean_prior: str = "uniform"
+    """Prior of the typical crash rate next to the culprit (RateModel.near_mean_prior).
+    ``log`` made a reliable bug cost 49 VM runs on a 40-commit range with 2 VMs
+    (uniform: 29) and 138-164 at p = 0.3 on 1,000 commits (uniform: 112-145),
+    with the same exact share and confidently-wrong answers on the drift,
+    jitter and constant classes (benchmarks/flaky_bisect.py, 40 paired
+    bisections per cell)."""
     rate_floor: float = 0.03
     """Smallest crash rate the model considers for a commit with the bug: a
     commit that crashes less often than this cannot be told from a clean one
@@ -88,7 +102,7 @@ class AdaptivePolicy:
         return RateModel(background=self.background, background_weights=self.background_weights,
                          family=self.rate_family, spreads=self.rate_spreads,
                          spread_weights=self.rate_spread_weights, p_floor=self.rate_floor,
-                         mean_prior=self.rate_mean_prior)
+                         mean_prior=self.rate_mean_prior, near_mean_prior=self.rate_near_mean_prior)
 
 
 Policy = SyzbotPolicy | AdaptivePolicy
