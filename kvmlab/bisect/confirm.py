@@ -138,8 +138,8 @@ def _check(repo: Reverts, s: Session, culprit: str, base: str, runs: int, chunk:
     while done < limit and not e.untestable:
         crashes = e.target_crashes
         ratio = still_crashes_ratio(crashes, done, *rate, background) if crashes else 0.0
-        if ratio >= STILL_CRASHES and done >= MIN_RUNS:  # one early crash alone settles nothing
-            break
+        if ratio >= STILL_CRASHES and done >= MIN_RUNS and crashes >= 2:
+            break  # one crash alone settles nothing before the planned runs end
         if done >= runs and ratio <= 1.0 / STILL_CRASHES:
             break
         done += len(s.run(syn.commit, min(chunk, limit - done)))
