@@ -85,11 +85,12 @@ class AdaptivePolicy:
     """Prior of the typical crash rate: ``uniform`` or ``log`` (see RateModel.mean_prior)."""
     rate_near_mean_prior: str = "uniform"
     """Prior of the typical crash rate next to the culprit (RateModel.near_mean_prior).
-    ``log`` made a reliable bug cost 49 VM runs on a 40-commit range with 2 VMs
-    (uniform: 29) and 138-164 at p = 0.3 on 1,000 commits (uniform: 112-145),
-    with the same exact share and confidently-wrong answers on the drift,
-    jitter and constant classes (benchmarks/flaky_bisect.py, 40 paired
-    bisections per cell)."""
+    Against ``log`` (benchmarks/flaky_bisect.py, paired seeds): a reliable bug
+    49 -> 29 VM runs on 40 commits with 2 VMs, 81 -> 57 on 1,000; p = 0.3
+    runs -15% to -25%; at a 2% background 95.5/94.0/62.0% exact at p =
+    0.5/0.3/0.1 (was 92.0/89.5/60.0), named-and-wrong 25 of 528 (was 25 of
+    508) but more of them at p = 0.1 (bg 2%: 10 of 134, was 6 of 126; drift
+    and jitter: 5 of 118, was 3 of 118)."""
     rate_floor: float = 0.03
     """Smallest crash rate the model considers for a commit with the bug: a
     commit that crashes less often than this cannot be told from a clean one
