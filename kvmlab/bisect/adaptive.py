@@ -272,9 +272,8 @@ def retest_crashed_line(short: str, crashes: int, runs: int, q: float, bad_rate:
     what = "crash" if crashes == 1 else "crashes"
     plural = "" if runs == 1 else "s"
     return (f"re-testing {short}: {crashes} {what} in {runs} run{plural}, the bad commits crash in "
-            f"{bad_rate:.0%} "
-            f"(P(it has the bug) = {q:.2f}; the title shows on commits without the bug in ~{background:.1%} "
-            f"of runs)")
+            f"{bad_rate:.0%} (P(it has the bug) = {q:.2f}; the title shows on commits without the bug in "
+            f"~{background:.1%} of runs)")
 
 
 def release_doubt(s: Session, pol: AdaptivePolicy, commit: str, rate_from: Iterable[str] | None = None

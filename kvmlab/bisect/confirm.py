@@ -93,14 +93,18 @@ def confirm(repo: Repository, s: Session, *, culprit: str, bad: str, chunk: int,
     return checks
 
 
+def crashed_with_the_bug(repo: Repository, s: Session, culprit: str) -> list[str]:
+    """Tested commits that showed the target crash and, by ``culprit``, have the
+    bug (for a fix bisection: do not have the fix)."""
+    return [c for c, e in s.evidence.items() if e.target_crashes and repo.is_ancestor(culprit, c) != s.fix]
+
+
 def _bug_rate(repo: Repository, s: Session, culprit: str) -> tuple[int, int]:
-    """(crashes, clean runs) pooled over the tested commits that crashed and,
-    by the culprit, have the bug. A commit without it that showed the title
-    once (the background) would pull the bug's rate down towards the
-    background's, and one background crash of the revert would then look like
-    the bug still there."""
-    showed = [e for c, e in s.evidence.items()
-              if e.target_crashes and repo.is_ancestor(culprit, c) != s.fix]
+    """(crashes, clean runs) pooled over :func:`crashed_with_the_bug`. A commit
+    without the bug that showed the title once (the background) would pull the
+    bug's rate down towards the background's, and one background crash of the
+    revert would then look like the bug still there."""
+    showed = [s.evidence[c] for c in crashed_with_the_bug(repo, s, culprit)]
     if not showed:  # nothing tested on the bug's side (cannot happen for a named culprit): all crashes
         showed = [e for e in s.evidence.values() if e.target_crashes]
     return sum(e.target_crashes for e in showed), sum(e.oks for e in showed)

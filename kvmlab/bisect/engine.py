@@ -17,7 +17,7 @@ from pathlib import Path
 from kvmlab.bisect import log as fmt
 from kvmlab.bisect import relevant, syzbot
 from kvmlab.bisect.adaptive import AdaptiveBisection, release_doubt, settle_release
-from kvmlab.bisect.confirm import confirm
+from kvmlab.bisect.confirm import confirm, crashed_with_the_bug
 from kvmlab.bisect.confirm import summary_lines as confirm_lines
 from kvmlab.bisect.graph import CommitGraph
 from kvmlab.bisect.journal import Journal
@@ -220,10 +220,7 @@ def _release_still_good(repo: Repository, s: Session, pol: AdaptivePolicy, tag: 
     """Settle the release the bisection started from at ``release_confidence``,
     with the bug's rate as the commits with the bug (by ``culprit``, when one
     was named) showed it."""
-    rate_from = None
-    if culprit is not None:
-        rate_from = [c for c, e in s.evidence.items()
-                     if e.target_crashes and repo.is_ancestor(culprit, c) != s.fix]
+    rate_from = crashed_with_the_bug(repo, s, culprit) if culprit is not None else None
     if release_doubt(s, pol, tag.commit, rate_from) > 1.0 - pol.release_confidence:
         s.out(fmt.release_again_line(tag.name, s.ev(tag.commit).oks, pol.release_confidence))
     v = settle_release(s, pol, tag.commit, rate_from=rate_from)
