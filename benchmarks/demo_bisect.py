@@ -71,9 +71,16 @@ def main() -> int:
     ap.add_argument("--single-run-plans", action="store_true",
                     help="the planner as before batch planning: plans of single runs, costed per run "
                          "(AdaptivePolicy.plan_in_batches=False), for a before/after comparison")
+    ap.add_argument("--before", action="store_true",
+                    help="everything issue 26 changed switched off: single-run plans, a fresh boot per run "
+                         "(vm.snapshot: off), the near-culprit rate prior in log rate and the release "
+                         "settled at 0.95 before the bisection")
     args = ap.parse_args()
-    if args.single_run_plans:
+    if args.single_run_plans or args.before:
         POLICIES["adaptive"] = dataclasses.replace(POLICIES["adaptive"], plan_in_batches=False)
+    if args.before:
+        POLICIES["adaptive"] = dataclasses.replace(POLICIES["adaptive"], rate_near_mean_prior="log",
+                                                   release_first_confidence=0.95)
 
     cache = Path(os.environ.get("KVMLAB_TEST_CACHE", REPO / ".test-cache")) / "kernel"
     demo = make_demo_tree(cache / "linux-demo")
@@ -85,10 +92,15 @@ def main() -> int:
     (xdg / "kvmlab" / "kernel").symlink_to(cache / "work")
     os.environ["XDG_CACHE_HOME"] = str(xdg)
     plans = "single-run plans" if args.single_run_plans else "plans in batches of the pool"
+    if args.before:
+        conf = scratch / "before.yaml"
+        conf.write_text("vm:\n  snapshot: off\n")
+        os.environ["KVMLAB_CONFIG"] = str(conf)
+        plans = "before issue 26 (single-run plans, a boot per run, log near prior, release settled first)"
     print(f"demo bisection benchmark: config {args.config}, {args.count} VMs per batch, {plans}, "
           f"logs in {scratch}")
     print(f"{'bisection':<20} {'culprit':<14} {'planted':>7} {'conf':>5} {'runs':>5} {'builds':>6} "
-          f"{'build s':>8} {'test s':>7} {'wall s':>7}")
+          f"{'build s':>8} {'test s':>7} {'idle s':>6} {'wall s':>7}")
     results: dict[str, dict[str, object]] = {}
     try:
         for name, (bug, repro) in RUNS.items():
@@ -102,7 +114,9 @@ def main() -> int:
             print(f"{name:<20} {culprit[:12]:<14} {planted:>7} "
                   f"{(f'{conf:.3f}' if isinstance(conf, float) else '-'):>5} {r.get('vm_runs', '-'):>5} "
                   f"{r.get('builds', '-'):>6} {float(str(r.get('build_seconds', 0))):>8.0f} "
-                  f"{float(str(r.get('test_seconds', 0))):>7.0f} {float(str(r['wall'])):>7.0f}", flush=True)
+                  f"{float(str(r.get('test_seconds', 0))):>7.0f} "
+                  f"{float(str(r.get('vm_idle_seconds', 0))):>6.0f} {float(str(r['wall'])):>7.0f}",
+                  flush=True)
         full = results.get("flaky, demo's own")
         if full is not None:
             for base in ("deterministic", "flaky, 4 calls/run"):
