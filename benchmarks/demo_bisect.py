@@ -72,7 +72,7 @@ def main() -> int:
                     help="the planner as before batch planning: plans of single runs, costed per run "
                          "(AdaptivePolicy.plan_in_batches=False), for a before/after comparison")
     ap.add_argument("--before", action="store_true",
-                    help="everything issue 26 changed switched off: single-run plans, a fresh boot per run "
+                    help="the test phase's speed-ups switched off: single-run plans, a fresh boot per run "
                          "(vm.snapshot: off), the near-culprit rate prior in log rate and the release "
                          "settled at 0.95 before the bisection")
     args = ap.parse_args()
