@@ -94,7 +94,7 @@ def main() -> int:
     plans = "single-run plans" if args.single_run_plans else "plans in batches of the pool"
     if args.before:
         conf = scratch / "before.yaml"
-        conf.write_text("vm:\n  snapshot: off\n")
+        conf.write_text("vm:\n  snapshot: \"off\"\n")
         os.environ["KVMLAB_CONFIG"] = str(conf)
         plans = "before issue 26 (single-run plans, a boot per run, log near prior, release settled first)"
     print(f"demo bisection benchmark: config {args.config}, {args.count} VMs per batch, {plans}, "

@@ -282,6 +282,9 @@ def _convert(value: Any, typ: Any, where: str) -> Any:
 
 #: The fields a config file may give as ``auto`` (:data:`AUTO`).
 _AUTO_FIELDS: set[tuple[type, str]] = {(VMConfig, "count"), (HostConfig, "capacity")}
+#: String fields with an ``off`` value: YAML reads a bare ``off`` (or ``no``,
+#: ``false``) as false, which means ``off`` there.
+_OFF_FIELDS: set[tuple[type, str]] = {(VMConfig, "snapshot")}
 
 _TYPE_WORDS = {int: "a whole number", str: "a string", bool: "true or false"}
 
@@ -301,6 +304,9 @@ def from_mapping(cls: type[T], data: dict[str, Any], where: str) -> T:
             continue
         if auto_ok and value == AUTO and not isinstance(value, bool):
             raise ConfigError(f"{where}.{key}: must be positive or auto, got {value}")
+        if (cls, key) in _OFF_FIELDS and value is False:
+            kwargs[key] = "off"
+            continue
         kwargs[key] = _convert(value, hints[key], f"{where}.{key}")
     try:
         obj = cls(**kwargs)

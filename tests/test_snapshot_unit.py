@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from kvmlab.config import VMConfig
+from kvmlab.config import VMConfig, load_config
 from kvmlab.errors import ConfigError
 from kvmlab.owner import Owner
 from kvmlab.timeouts import Timeouts
@@ -115,3 +115,20 @@ def test_vm_snapshot_setting() -> None:
     assert VMConfig(snapshot="off").snapshot == "off"
     with pytest.raises(ConfigError, match=r"vm\.snapshot: 'on' is not one of auto, off"):
         VMConfig(snapshot="on")
+
+
+@pytest.mark.parametrize(("word", "want"), [("off", "off"), ("no", "off"), ("false", "off"), ('"off"', "off"),
+                                            ("auto", "auto")])
+def test_vm_snapshot_off_in_a_config_file(tmp_path: Path, word: str, want: str) -> None:
+    """The README's `vm.snapshot: off` as YAML writes it: a bare off is YAML's
+    false, and it was refused ('expected a string, got False')."""
+    conf = tmp_path / "config.yaml"
+    conf.write_text(f"vm:\n  snapshot: {word}\n")
+    assert load_config(conf).vm.snapshot == want
+
+
+def test_vm_snapshot_on_in_a_config_file_is_refused(tmp_path: Path) -> None:
+    conf = tmp_path / "config.yaml"
+    conf.write_text("vm:\n  snapshot: on\n")
+    with pytest.raises(ConfigError, match=r"vm\.snapshot: expected a string, got True"):
+        load_config(conf)
