@@ -266,7 +266,10 @@ def _convert(value: Any, typ: Any, where: str) -> Any:
         return Path(value).expanduser()
     if typ in (int, str, bool):
         if not isinstance(value, typ) or (typ is int and isinstance(value, bool)):
-            raise ConfigError(f"{where}: expected {_TYPE_WORDS[typ]}, got {value!r}")
+            # YAML reads a bare 1234567 (a short commit id) as a number, off as false.
+            hint = " (YAML read it as a number or a boolean: quote it)" if typ is str and isinstance(
+                value, int | float) else ""
+            raise ConfigError(f"{where}: expected {_TYPE_WORDS[typ]}, got {value!r}{hint}")
         return value
     if origin is tuple:
         if not isinstance(value, list):

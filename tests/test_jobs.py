@@ -132,6 +132,17 @@ def test_the_command_line_wins_over_the_job_file(tmp_path: Path, monkeypatch: py
     assert job.kernel == tmp_path / "k" / "bzImage"
 
 
+def test_a_short_commit_id_that_yaml_reads_as_a_number_says_quote_it(tmp_path: Path) -> None:
+    f = tmp_path / "job.yaml"
+    f.write_text("kind: bisect\ntree: /tmp\nbad: 1234567\n")
+    with pytest.raises(ConfigError, match=r"job\.yaml\.bad: expected a string, got 1234567 \(YAML read it "
+                                          r"as a number or a boolean: quote it\)"):
+        load_job(f, kind="bisect")
+    f.write_text("kind: bisect\ntree: /tmp\nbad: '1234567'\n")
+    job = load_job(f, kind="bisect")
+    assert isinstance(job, BisectJob) and job.bad == "1234567"
+
+
 @pytest.mark.parametrize(("content", "message"), [
     ("kind: repro\nkernal: /boot/vmlinuz\n", r"job .*job\.yaml: unknown key 'kernal'"),
     ("kind: repro\nvms: {count: two}\n", r"job .*job\.yaml\.vms\.count: expected a whole number, got 'two'"),

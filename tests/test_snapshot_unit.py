@@ -130,5 +130,6 @@ def test_vm_snapshot_off_in_a_config_file(tmp_path: Path, word: str, want: str) 
 def test_vm_snapshot_on_in_a_config_file_is_refused(tmp_path: Path) -> None:
     conf = tmp_path / "config.yaml"
     conf.write_text("vm:\n  snapshot: on\n")
-    with pytest.raises(ConfigError, match=r"vm\.snapshot: expected a string, got True"):
+    with pytest.raises(ConfigError, match=r"vm\.snapshot: expected a string, got True \(YAML read it as a "
+                                          r"number or a boolean: quote it\)"):
         load_config(conf)
