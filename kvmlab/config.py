@@ -297,7 +297,7 @@ def from_mapping(cls: type[T], data: dict[str, Any], where: str) -> T:
     (an unknown key or a value of the wrong type names itself: ``where.key``)."""
     hints = typing.get_type_hints(cls)
     known = {f.name for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
-    kwargs = {}
+    kwargs: dict[str, Any] = {}
     for key, value in data.items():
         if key not in known:
             raise ConfigError(f"{where}: unknown key {key!r} (known: {', '.join(sorted(known))})")
