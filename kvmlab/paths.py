@@ -25,7 +25,8 @@ Environment variables (the README's table lists the same):
 * ``XDG_CACHE_HOME``: the cache root, ``$XDG_CACHE_HOME/kvmlab`` (builds,
   images, probes, journals; default ``~/.cache/kvmlab``).
 * ``CCACHE_DIR``: ccache's own, used by kernel builds as is.
-* ``CCACHE_DEPEND``: kernel builds set it to 1 unless it is set (ccache's depend mode).
+* ``CCACHE_DEPEND``: kernel builds set it to 1 unless it is set (ccache's depend mode;
+  sources with ``.incbin`` bypass ccache: see :mod:`kvmlab.kernel.ccache_front`).
 * ``http_proxy``, ``https_proxy``, ``no_proxy`` (config key ``syzbot.proxy``):
   the proxy for the syzbot dashboard (``--syzbot``).
 """
