@@ -201,3 +201,34 @@ def test_a_qemu_that_would_not_start_is_one_line() -> None:
            "qemu-system-x86_64: ../../target/i386/kvm/kvm.c:3183: kvm_buf_set_msrs: Assertion failed.")
     assert host_accel.qemu_error(msg) == "error: failed to set MSR 0x10a to 0x69"
     assert host_accel.qemu_error("") == "QEMU did not start"
+
+
+class _SSHThatAnswers:
+    def __init__(self) -> None:
+        self.attempts: list[float] = []
+
+    def connect(self, timeout: float) -> None:
+        import time
+
+        self.attempts.append(time.monotonic())
+
+
+def test_a_boot_whose_ready_marker_never_shows_still_tries_ssh(tmp_path: Path) -> None:
+    """A kernel line printed into the middle of the marker can make it
+    unreadable: after a quarter of the boot timeout, SSH is tried anyway."""
+    import time
+
+    root = GuestRoot("initramfs", RootKind.INITRAMFS, tmp_path / "r.cpio", tmp_path / "id")
+    inst = ScaledInstance(1.0)
+    started = time.monotonic()
+    m = Machine(0, inst, root, tmp_path, Timeouts(boot=4.0), ready_marker="kvmlab-guest-ready",
+                started=started)
+    ssh = _SSHThatAnswers()
+    m.ssh = ssh  # type: ignore[assignment]
+    try:
+        result = m.wait_ready()
+    finally:
+        m.watcher.close(1.0)
+        inst.close(1.0)
+    assert result.ok, result.reason
+    assert len(ssh.attempts) == 1 and ssh.attempts[0] - started >= 1.0  # not before 4 s / 4

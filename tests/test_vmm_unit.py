@@ -186,6 +186,35 @@ def test_console_watcher_events(tmp_path: Path) -> None:
     w.close()
 
 
+def test_ready_marker_cut_by_a_kernel_line_is_still_seen(tmp_path: Path) -> None:
+    # As a real TCG boot printed it (CI): the kernel's message landed inside
+    # the marker, and the two halves arrived in separate reads.
+    r, feeder = _feeder([
+        (0.0, b"[    5.030966] ACPI: \\_SB_.GSIG: Enabled at IRQ 22\r\nkvmlab-guest-rea"),
+        (0.1, b"[    6.005102] Not activating Mandatory Access Control as /sbin/tomoyo-init does not "
+              b"exist.\r\n"),
+        (0.1, b"dy\r\n\r\nBusyBox v1.35.0 built-in shell (ash)\r\n"),
+    ])
+    w = ConsoleWatcher(r, tmp_path / "console.log", no_output=30, ready_marker="kvmlab-guest-ready")
+    assert w.wait_for({EventKind.EOF}, timeout=10) is not None
+    feeder.join()
+    assert [e.kind for e in w.events()] == [EventKind.READY, EventKind.EOF]
+    w.close()
+    # Once per boot; a marker that never completes is never seen.
+    r, feeder = _feeder([(0.0, b"kvmlab-guest-ready\nkvmlab-guest-ready\n"), (0.1, b"kvmlab-guest-rea\nd\n")])
+    w = ConsoleWatcher(r, tmp_path / "console2.log", no_output=30, ready_marker="kvmlab-guest-ready")
+    assert w.wait_for({EventKind.EOF}, timeout=10) is not None
+    feeder.join()
+    assert [e.kind for e in w.events()] == [EventKind.READY, EventKind.EOF]
+    w.close()
+    r, feeder = _feeder([(0.0, b"kvmlab-guest-rea\r\n[    1.0] x\r\nd\r\n")])
+    w = ConsoleWatcher(r, tmp_path / "console3.log", no_output=30, ready_marker="kvmlab-guest-ready")
+    assert w.wait_for({EventKind.EOF}, timeout=10) is not None
+    feeder.join()
+    assert [e.kind for e in w.events()] == [EventKind.EOF]
+    w.close()
+
+
 def test_console_watcher_ignores_lookalikes_and_reports_silence(tmp_path: Path) -> None:
     r, feeder = _feeder([
         (0.0, b"systemd[1]: WARNING: this is not a kernel warning\n"),

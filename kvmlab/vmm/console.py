@@ -59,6 +59,12 @@ CRASH_RE = re.compile(
     rb"(?m)^" + _PREFIX + rb"(?:" + b"|".join(m.encode() for m in _CRASH_MARKERS) + rb")"
 )
 BANNER_RE = re.compile(rb"Linux version \d+\.\d+")
+#: A kernel console line with its timestamp, from wherever it begins to its
+#: newline (it can begin in the middle of a line the guest's userspace wrote).
+_KERNEL_LINE_RE = re.compile(rb"\[\s*\d+\.\d+\][^\n]*\n")
+#: How far back a ready marker cut by kernel lines is looked for, in bytes.
+_READY_LOOKBACK = 4096
+
 #: The kernel's last words when it shuts the machine down on request
 #: (kernel/reboot.c: ``reboot(2)``, ``poweroff``, ACPI power button).
 HALT_RE = re.compile(
@@ -116,10 +122,8 @@ class ConsoleWatcher:
         self.log_path = log_path
         self._no_output = no_output
         self._on_event = on_event
-        patterns: list[re.Pattern[bytes]] = [CRASH_RE, BANNER_RE, HALT_RE]
-        if ready_marker:
-            patterns.append(re.compile(re.escape(ready_marker.encode())))
-        self._patterns = patterns
+        self._patterns: list[re.Pattern[bytes]] = [CRASH_RE, BANNER_RE, HALT_RE]
+        self._ready = ready_marker.encode() if ready_marker else None
         self._buf = bytearray()
         self._events: list[Event] = []
         self._cond = threading.Condition()
@@ -183,6 +187,9 @@ class ConsoleWatcher:
         hits: list[tuple[int, int]] = []
         for idx, pattern in enumerate(self._patterns):
             hits.extend((m.start(), idx) for m in pattern.finditer(region))
+        ready = self._find_ready(start, end, region) if self._ready is not None else None
+        if ready is not None:
+            hits.append((ready, len(self._patterns)))
         for pos, idx in sorted(hits):
             offset = start + pos
             line = self._line_at(offset)
@@ -195,7 +202,27 @@ class ConsoleWatcher:
             elif idx == 2:
                 self._emit(EventKind.HALT, offset, line)
             else:
+                self._ready = None  # once per boot
                 self._emit(EventKind.READY, offset, line)
+
+    def _find_ready(self, start: int, end: int, region: bytes) -> int | None:
+        """Where the ready marker is in ``region`` (``start``..``end`` of the
+        buffer), relative to ``start``, once it is complete.
+
+        The guest's ``echo`` and the kernel's console messages share the
+        serial line, and a kernel message can land in the middle of the
+        marker (``kvmlab-guest-rea[    6.005102] Not activating ...\r\ndy``,
+        seen under TCG): then kernel lines are taken out of the text before
+        looking, and the marker may have begun in an earlier region."""
+        assert self._ready is not None
+        pos = region.find(self._ready)
+        if pos >= 0:
+            return pos
+        with self._cond:
+            recent = bytes(self._buf[max(0, start - _READY_LOOKBACK):end])
+        if self._ready in _KERNEL_LINE_RE.sub(b"", recent):
+            return region.rfind(b"\n", 0, len(region) - 1) + 1  # the line where it ended
+        return None
 
     def _keep(self, chunk: bytes) -> None:
         """Append to the console log; a write that fails (ENOSPC) is recorded

@@ -24,6 +24,9 @@ log = logging.getLogger(__name__)
 #: How often to retry SSH while a guest boots, in seconds. Small, because
 #: the console's ready marker usually says exactly when to try.
 _SSH_RETRY = 0.5
+#: Share of the boot timeout after which SSH is tried without the ready
+#: marker (a marker garbled on the console must not fail a good boot).
+_MARKER_GRACE = 0.25
 
 
 @dataclass(frozen=True)
@@ -119,6 +122,7 @@ class Machine:
         deadline = self.started + self.timeouts.boot
         stop = {EventKind.CRASH, EventKind.EOF, EventKind.REBOOT}
         ssh_error: str | None = None
+        knocked_unmarked = False
         while True:
             if cancel is not None and cancel.is_set():
                 return BootResult(False, time.monotonic() - self.started, "cancelled")
@@ -138,7 +142,14 @@ class Machine:
             # network accepts the host side at once and then retransmits to
             # the guest with back-off, so an early attempt stalls for seconds.
             if self.ready_marker is not None and self.watcher.first(EventKind.READY) is None:
-                continue
+                waited = time.monotonic() - self.started
+                if waited < _MARKER_GRACE * self.timeouts.boot:
+                    continue
+                if not knocked_unmarked:
+                    # sshd may be up with its marker lost on the console:
+                    # knock anyway rather than time the boot out.
+                    log.info("%s: no ready marker after %.0fs: trying SSH anyway", self.name, waited)
+                    knocked_unmarked = True
             try:
                 self.ssh.connect(timeout=min(self.timeouts.ssh_connect, left))
             except SSHError as e:
