@@ -53,6 +53,7 @@ from kvmlab.session.terminal import Action, EscapeParser, Key, LineEditor, RawTe
 from kvmlab.session.vm import Crash, MountPoint, SessionVM, mount_command
 from kvmlab.timeouts import Timeouts
 from kvmlab.vmm.domain_xml import domain_xml
+from kvmlab.vmm.ports import connect_local
 from kvmlab.vmm.qemu_argv import qemu_argv
 from kvmlab.vmm.qmp import QMPClient, QMPError
 from kvmlab.vmm.root import GuestRoot, RootKind
@@ -358,7 +359,7 @@ class FakeInstance:
         return 9  # discard: refused, the guest never answers SSH
 
     def connect(self, timeout: float) -> socket.socket:
-        return socket.create_connection(("127.0.0.1", 9), timeout=timeout)
+        return connect_local(9, timeout)  # raises SSHError, as a backend's connect does
 
     def console_fd(self) -> int:
         return self.read_fd
