@@ -4,6 +4,8 @@ host through libvirt, is in tests/test_lab_hosts.py)."""
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -208,16 +210,12 @@ class _SSHThatAnswers:
         self.attempts: list[float] = []
 
     def connect(self, timeout: float) -> None:
-        import time
-
         self.attempts.append(time.monotonic())
 
 
 def test_a_boot_whose_ready_marker_never_shows_still_tries_ssh(tmp_path: Path) -> None:
     """A kernel line printed into the middle of the marker can make it
     unreadable: after a quarter of the boot timeout, SSH is tried anyway."""
-    import time
-
     root = GuestRoot("initramfs", RootKind.INITRAMFS, tmp_path / "r.cpio", tmp_path / "id")
     inst = ScaledInstance(1.0)
     started = time.monotonic()
@@ -225,6 +223,8 @@ def test_a_boot_whose_ready_marker_never_shows_still_tries_ssh(tmp_path: Path) -
                 started=started)
     ssh = _SSHThatAnswers()
     m.ssh = ssh  # type: ignore[assignment]
+    os.write(inst._w, b"[    0.000000] Linux version 6.1.0 (gcc)\r\n"
+                      b"[    4.554749] Run /init as init process\r\nkvmlab-guest-rea\r\n")
     try:
         result = m.wait_ready()
     finally:
@@ -232,3 +232,21 @@ def test_a_boot_whose_ready_marker_never_shows_still_tries_ssh(tmp_path: Path) -
         inst.close(1.0)
     assert result.ok, result.reason
     assert len(ssh.attempts) == 1 and ssh.attempts[0] - started >= 1.0  # not before 4 s / 4
+
+
+def test_a_silent_console_is_never_taken_for_a_lost_marker(tmp_path: Path) -> None:
+    """No kernel lines on the console (its console is elsewhere): kvmlab could
+    not see a crash in that guest, so no SSH attempt; the boot fails."""
+    root = GuestRoot("initramfs", RootKind.INITRAMFS, tmp_path / "r.cpio", tmp_path / "id")
+    inst = ScaledInstance(1.0)
+    m = Machine(0, inst, root, tmp_path, Timeouts(boot=2.0), ready_marker="kvmlab-guest-ready",
+                started=time.monotonic())
+    ssh = _SSHThatAnswers()
+    m.ssh = ssh  # type: ignore[assignment]
+    os.write(inst._w, b"SeaBIOS (version 1.16.2-debian-1.16.2-1)\r\n")
+    try:
+        result = m.wait_ready()
+    finally:
+        m.watcher.close(1.0)
+        inst.close(1.0)
+    assert not result.ok and result.timed_out and ssh.attempts == []

@@ -257,6 +257,11 @@ class ConsoleWatcher:
 
     # -- queries ---------------------------------------------------------
 
+    @property
+    def kernel_seen(self) -> bool:
+        """The kernel's banner (``Linux version``) has been on this console."""
+        return self._banners > 0
+
     def text(self) -> str:
         """All console text seen so far."""
         with self._cond:

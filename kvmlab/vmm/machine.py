@@ -143,7 +143,10 @@ class Machine:
             # the guest with back-off, so an early attempt stalls for seconds.
             if self.ready_marker is not None and self.watcher.first(EventKind.READY) is None:
                 waited = time.monotonic() - self.started
-                if waited < _MARKER_GRACE * self.timeouts.boot:
+                # Without the kernel's own lines on this console there is no
+                # marker to lose: kvmlab could not see a crash in such a guest
+                # (a kernel with its console elsewhere), and its boot must fail.
+                if waited < _MARKER_GRACE * self.timeouts.boot or not self.watcher.kernel_seen:
                     continue
                 if not knocked_unmarked:
                     # sshd may be up with its marker lost on the console:
