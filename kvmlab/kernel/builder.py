@@ -365,6 +365,22 @@ class KernelBuilder:
         known = self._lookup_request(request_key(tree_hash, config, requested, cc.version))
         return None if known is None else self._outcome(known, commit, cached=True, out_dir=None)
 
+    def final_config(
+        self, tree_path: Path, rev: str, config: ConfigRequest, *, slot: int | None = None
+    ) -> str:
+        """The ``.config`` a build of ``rev`` with ``config`` would use (Kconfig
+        run in a build slot, nothing compiled): seconds, not minutes."""
+        tree = KernelTree.open(tree_path)
+        commit = tree.resolve(rev)
+        requested = config.requested(self.fragment_dirs)
+        cc = self._compiler_for(tree, commit)
+        with self._slot(tree, slot, config) as (_name, src, obj):
+            tree.repo.ensure_worktree(src)
+            Repo.checkout(src, commit)
+            env = self._make_env(obj, cc)
+            text, _dropped = self._configure(self._make_base(src, obj, cc), env, obj, config, requested)
+        return text
+
     def _note_changes(self, commit: str, changes: Sequence[str], parsed: Sequence[Dropped] = ()) -> None:
         """Say which requested options Kconfig did not keep, in one line, and
         only when that list differs from the last one this builder said (a
