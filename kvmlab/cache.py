@@ -64,6 +64,7 @@ CATEGORIES: tuple[Category, ...] = (
     Category("runs", "runs", "repro runs: console logs, reports, result.json"),
     Category("bisections", "bisect", "bisection workdirs: journal, logs, runs, report"),
     Category("demo", "demo", "demo kernel trees"),
+    Category("minimized", "minimized", "full configs minimized with a bug's reproducer", "*.json"),
 )
 
 

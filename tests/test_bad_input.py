@@ -240,6 +240,10 @@ CASES = [
     c("repro-json-dir", f"{REPRO} --json {{w}}/adir", 2, "--json {w}/adir: a directory"),
     c("repro-json-full", f"{REPRO} --json {{full}}/r.json", 3, "--json {full}/r.json: disk full", "full"),
     # --- bisect
+    c("bisect-minimize-builds-neg", f"{BISECT} --minimize-builds -1", 2, "--minimize-builds -1: give 0"),
+    c("bisect-minimize-builds-huge", f"{BISECT} --minimize-builds 1000", 2, "--minimize-builds 1000: give 0"),
+    c("bisect-minimize-builds-word", f"{BISECT} --minimize-builds six", 2,
+      "argument --minimize-builds: invalid int value"),
     c("bisect-journal-garbage", f"{BISECT} --journal {{w}}/garbage.jsonl", 2, "garbage.jsonl line 2"),
     c("bisect-journal-binary", f"{BISECT} --journal {{w}}/binary.jsonl", 2, "binary.jsonl line 1"),
     c("bisect-journal-dir", f"{BISECT} --journal {{w}}/adir", 2, "--journal {w}/adir: a directory"),

@@ -97,9 +97,11 @@ def _cli_job(argv: list[str], monkeypatch: pytest.MonkeyPatch, cwd: Path) -> Job
      "kind: repro\ntree: linux\ncommit: v6.1\nbuild: {config: [base, kasan]}\nreproducer: {c: repro.c}\n"
      "vms: {count: 4, run_time: 30}\nstop_when_decided: true\nexpect: WARNING in f\n"),
     (["bisect", "--tree", "linux", "--bad", "HEAD", "--good", "v6.1", "--policy", "syzbot", "--no-verify",
-      "--syz-prog", "r.syz", "--syz-dir", "syz", "--syz-opt", "procs=2", "--kernel-config", "c.config"],
+      "--syz-prog", "r.syz", "--syz-dir", "syz", "--syz-opt", "procs=2", "--kernel-config", "c.config",
+      "--minimize-builds", "3"],
      "kind: bisect\ntree: linux\nbad: HEAD\ngood: v6.1\npolicy: syzbot\nverify: false\n"
-     "reproducer: {syz_prog: r.syz, syz_dir: syz, syz_opts: [procs=2]}\nbuild: {kernel_config: c.config}\n"),
+     "reproducer: {syz_prog: r.syz, syz_dir: syz, syz_opts: [procs=2]}\n"
+     "build: {kernel_config: c.config, minimize_builds: 3}\n"),
     (["boot", "--tree", "linux", "v6.1", "--cpus", "4", "--memory", "2G", "--gdb", "--share", "/srv:/mnt",
       "--", "sh", "-c", "echo hi"],
      "kind: boot\ntree: linux\ncommit: v6.1\nvms: {cpus: 4, memory_mb: 2048}\ngdb: true\n"
@@ -149,6 +151,7 @@ def test_a_short_commit_id_that_yaml_reads_as_a_number_says_quote_it(tmp_path: P
     ("kind: repro\nvms: {run_time: [1]}\n", r"job .*job\.yaml\.vms\.run_time: expected a number"),
     ("kind: repro\nreproducer: {c: 3}\n", r"job .*job\.yaml\.reproducer\.c: expected a path, got 3"),
     ("kind: repro\nstop_when_decided: maybe\n", r"\.stop_when_decided: expected true or false"),
+    ("kind: repro\nbuild: {minimize_builds: six}\n", r"\.build\.minimize_builds: expected a whole number"),
     ("kind: bisect\n", r"job .*job\.yaml: a bisect job, not a repro job"),
     ("kind: nonsense\n", r"job .*job\.yaml\.kind: 'nonsense' is not one of"),
     ("- a\n- list\n", r"job .*job\.yaml: the top level must be a mapping"),

@@ -110,6 +110,10 @@ def add_build_options(p: argparse.ArgumentParser) -> None:
                    help="build a full --kernel-config (or a bug's .config) as given: by default the "
                         "sanitizers and debug checks the target crash cannot need, and DWARF, are dropped "
                         "(kernel_configs/minimize.yaml)")
+    p.add_argument("--minimize-builds", type=int, metavar="N", default=None,
+                   help="bisect: then find the least of the full config that still crashes, in at most N "
+                        "candidate kernels built and run at the bad commit (default 6; 0: the rules only); "
+                        "repro reuses that answer for the same bug and commit")
 
 
 def given(**fields: Any) -> dict[str, Any]:
@@ -134,7 +138,8 @@ def build_fields(args: argparse.Namespace) -> dict[str, Any]:
     return given(config=list(frags) if frags is not None else None,
                  kernel_config=_path(getattr(args, "kernel_config", None)),
                  compiler=getattr(args, "compiler", None), patches=patches or None,
-                 minimize=getattr(args, "minimize", None))
+                 minimize=getattr(args, "minimize", None),
+                 minimize_builds=getattr(args, "minimize_builds", None))
 
 
 def repro_fields(args: argparse.Namespace) -> dict[str, Any]:

@@ -21,19 +21,21 @@ from kvmlab.bisect.timing import Stopwatch
 from kvmlab.checks import write_result
 from kvmlab.config import cache_dir
 from kvmlab.errors import ConfigError, KvmlabError
-from kvmlab.jobs import inputs
+from kvmlab.jobs import inputs, minimizing
 from kvmlab.jobs.model import BisectJob
 from kvmlab.jobs.observer import ObservedTester, Observer
 from kvmlab.jobs.tester import VMTester
 from kvmlab.jobs.validate import validate
-from kvmlab.kernel import fixes
-from kvmlab.kernel.config import find_data_file
+from kvmlab.kernel import fixes, minimize
+from kvmlab.kernel.builder import KernelBuilder
+from kvmlab.kernel.config import ConfigRequest, find_data_file
 from kvmlab.outcome import RunOutcome
 from kvmlab.repro.runner import VMEvent
 from kvmlab.show import bisection_report
 from kvmlab.show.bisection import RESULT_NAME
 from kvmlab.show.meta import JobMeta
 from kvmlab.syzbot.model import fix_lines
+from kvmlab.vmm.accel import AccelChoice
 from kvmlab.vmm.factory import choose_accel
 from kvmlab.vmm.resources import SAMPLES_NAME, ResourceSampler
 
@@ -92,7 +94,9 @@ def run_bisection(job: BisectJob, observer: Observer) -> BisectResult:
     job, fetched = inputs.with_syzbot(job, say=observer.say)
     job = prepared_job(job, observer)
     result = _run(job, observer, started, stopwatch)
-    if result.outcome is Outcome.NO_REPRO and result.config_minimized and result.config_minimized["dropped"]:
+    shrunk = result.config_minimized or {}
+    smaller = shrunk.get("dropped") or shrunk.get("reproducer", {}).get("minimized")
+    if result.outcome is Outcome.NO_REPRO and smaller:
         observer.say("kvmlab: the crash did not reproduce with the minimized config: bisecting again with "
                      f"the full config {job.build.kernel_config} (--no-minimize skips this step)")
         job = dataclasses.replace(job, build=dataclasses.replace(job.build, minimize=False))
@@ -121,28 +125,43 @@ def _run(job: BisectJob, observer: Observer, started: float, stopwatch: Stopwatc
     Journal.check(journal)  # a journal that cannot be resumed stops us before any build
     staged = repro.prepare(workdir)
     builder = inputs.kernel_builder(cfg, job.build)
-    # The accelerator is resolved once, with the bad commit's kernel, so that
-    # a fallback to TCG is one warning for the whole bisection.
-    observer.building(bad)
-    with stopwatch.building():
-        first = builder.build(job.tree, bad, request, progress=observer.build_progress)
-    kernel = Path(first.artifacts["bzImage"]) if "bzImage" in first.artifacts else None
-    accel = choose_accel(cfg.vm, kernel)
-    policy: Policy = POLICIES[job.policy]
-    if isinstance(policy, AdaptivePolicy):
-        policy = dataclasses.replace(policy, chunk=cfg.vm.count)
-        if job.confidence:
-            policy = dataclasses.replace(policy, confidence=job.confidence)
-    known_fixes = fixes.load_table(find_data_file(fixes.TABLE_NAME, builder.fragment_dirs))
+    if minimized is not None:
+        observer.say(f"kvmlab: config {job.build.kernel_config}: minimized for "
+                     f"{repr(job.expect) if job.expect else 'a crash not known yet'}: {minimized.summary()}")
+    accels: list[AccelChoice] = []
+    tree = job.tree
+
+    def tester_for(req: ConfigRequest, kernel: Path | None) -> VMTester:
+        # The accelerator is resolved once, with the first kernel built, so
+        # that a fallback to TCG is one warning for the whole bisection.
+        if not accels:
+            accels.append(choose_accel(cfg.vm, kernel))
+        return VMTester(tree=tree, builder=builder, request=req, prepared=staged, cfg=cfg,
+                        accel=accels[0], workdir=workdir / "runs", progress=observer.build_progress,
+                        on_vm=on_vm, fixes=known_fixes)
+
     sampler = ResourceSampler(workdir / SAMPLES_NAME)
 
     def on_vm(commit: str, ev: VMEvent) -> None:
         sampler.watch(ev.vm, ev.pid)
         observer.vm(commit, ev)
 
-    tester = VMTester(tree=job.tree, builder=builder, request=request, prepared=staged, cfg=cfg,
-                      accel=accel, workdir=workdir / "runs", progress=observer.build_progress,
-                      on_vm=on_vm, fixes=known_fixes)
+    known_fixes = fixes.load_table(find_data_file(fixes.TABLE_NAME, builder.fragment_dirs))
+    oracle = None
+    if minimized is not None and job.build.minimize_builds > 0:
+        request, oracle = _minimize_with_reproducer(job, bad, request, builder, tester_for, stopwatch,
+                                                    observer, cfg.vm.count)
+    observer.building(bad)
+    with stopwatch.building():
+        first = builder.build(job.tree, bad, request, progress=observer.build_progress)
+    kernel = Path(first.artifacts["bzImage"]) if "bzImage" in first.artifacts else None
+    policy: Policy = POLICIES[job.policy]
+    if isinstance(policy, AdaptivePolicy):
+        policy = dataclasses.replace(policy, chunk=cfg.vm.count)
+        if job.confidence:
+            policy = dataclasses.replace(policy, confidence=job.confidence)
+    tester = tester_for(request, kernel)
+    accel = accels[0]
     tester.adopt(bad, first)  # its build time counts in the bisection's totals
     logw = LogWriter(observer.say, workdir / f"bisect-{time.strftime('%Y%m%d-%H%M%S')}.log")
     frags = list(job.build.config) or ["base"]
@@ -153,9 +172,6 @@ def _run(job: BisectJob, observer: Observer, started: float, stopwatch: Stopwatc
             first_build={"commit": bad, "duration": first.duration, "cached": first.cached,
                          "status": first.status.value, "artifacts": dict(first.artifacts)}).write(workdir)
     observer.say(f"kvmlab: journal {journal}; logs under {workdir}")
-    if minimized is not None:
-        observer.say(f"kvmlab: config {job.build.kernel_config}: minimized for "
-                     f"{repr(job.expect) if job.expect else 'a crash not known yet'}: {minimized.summary()}")
     (workdir / RESULT_NAME).unlink(missing_ok=True)  # an earlier attempt's answer is not this one's
 
     def on_step(rec: StepRecord) -> None:
@@ -176,11 +192,40 @@ def _run(job: BisectJob, observer: Observer, started: float, stopwatch: Stopwatc
         logw.close()
     if minimized is not None:
         result.config_minimized = minimized.to_json()
+        if oracle is not None:
+            result.config_minimized["reproducer"] = oracle.detail
     if job.json is not None:  # the file asked for first: the workdir's copy is the spare
         write_result(job.json, json.dumps(result.to_json(), indent=1))
     write_result(workdir / RESULT_NAME, json.dumps(result.to_json(), indent=1))
     write_report(workdir, observer.say)
     return result
+
+
+def _minimize_with_reproducer(
+        job: BisectJob, bad: str, request: ConfigRequest, builder: KernelBuilder,
+        tester_for: Callable[[ConfigRequest, Path | None], VMTester], stopwatch: Stopwatch,
+        observer: Observer, vm_slots: int) -> tuple[ConfigRequest, minimizing.Found | None]:
+    """The second half of config minimization (:mod:`kvmlab.jobs.minimizing`):
+    ``request`` with the least of its full config that still crashes at
+    ``bad``, from the cache or found now; what was found (None: not tried)."""
+    assert job.tree is not None
+    if job.expect is None:
+        observer.say("kvmlab: config not minimized with the reproducer: no target title known "
+                     "(give --expect, or a bug directory's title)")
+        return request, None
+    found = minimizing.cached(job.tree, bad, request, job.expect)
+    if found is not None:
+        observer.say(f"kvmlab: config minimized with the reproducer before, at {bad[:12]}: {found.summary}")
+        return found.request(request), found
+    observer.say(f"kvmlab: minimizing the config with the reproducer at {bad[:12]}: at most "
+                 f"{job.build.minimize_builds} candidate kernels (--minimize-builds 0 skips this step)")
+    rules = minimize.load_rules(find_data_file(minimize.TABLE_NAME, builder.fragment_dirs))
+    oracle = minimizing.Oracle(tree=job.tree, commit=bad, request=request, title=job.expect, builder=builder,
+                               make_tester=tester_for, is_target=target_matcher(job.expect),
+                               vm_slots=vm_slots, stopwatch=stopwatch, say=observer.say)
+    found = minimizing.minimize(oracle, rules, job.build.minimize_builds)
+    observer.say(f"kvmlab: config minimized with the reproducer: {found.summary}")
+    return found.request(request), found
 
 
 def write_report(workdir: Path, say: Callable[[str], None] | None) -> None:

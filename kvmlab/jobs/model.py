@@ -49,6 +49,11 @@ class BuildOptions:
     minimize: bool = True
     """Drop from ``kernel_config`` the sanitizers and debug checks the target
     crash cannot need, and DWARF (:mod:`kvmlab.kernel.minimize`; repro and bisect)."""
+    minimize_builds: int = 6
+    """Bisect: candidate configs (each a build and VM runs at the bad commit)
+    spent finding the least of the full config that still crashes
+    (:mod:`kvmlab.kernel.reduce`); 0: the rules only. ``repro`` reuses an
+    earlier answer for the same bug and commit."""
 
 
 @dataclass(frozen=True)

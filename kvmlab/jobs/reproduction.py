@@ -19,7 +19,7 @@ from kvmlab.checks import write_result
 from kvmlab.config import Config, cache_dir
 from kvmlab.errors import InfraError, UserError
 from kvmlab.git import Repo
-from kvmlab.jobs import inputs
+from kvmlab.jobs import inputs, minimizing
 from kvmlab.jobs.guest import vm_setup
 from kvmlab.jobs.model import ReproJob
 from kvmlab.jobs.observer import Observer
@@ -124,6 +124,9 @@ def _rate_key(s: _Setup, commit: str) -> str | None:
     tree_hash = Repo(job.tree).tree_hash(commit)
     what = "\0".join([s.staged.description, *(_digest(p) for p, _, _ in s.staged.files), s.expect])
     request, _ = inputs.minimized_request(job.build, s.expect, fragments_dir=s.cfg.kernel.fragments_path)
+    found = minimizing.cached(job.tree, commit, request, s.expect) if job.build.minimize else None
+    if found is not None:
+        request = found.request(request)
     return rate_key(tree_hash, what, request.describe(), job.build.compiler or "",
                     s.cfg.repro.run_time)
 
@@ -237,6 +240,11 @@ def _reproduce(s: _Setup, commit: str | None, count: int, stop_when_decided: boo
         if minimized is not None:
             observer.say(f"kvmlab: config {job.build.kernel_config}: minimized for "
                          f"{repr(expect) if expect else 'a crash not known yet'}: {minimized.summary()}")
+            found = minimizing.cached(job.tree, commit, request, expect)
+            if found is not None:
+                observer.say(f"kvmlab: config minimized with the reproducer by an earlier bisection of this "
+                             f"bug at {commit}: {found.summary}")
+                request = found.request(request)
         frags = list(request.fragments)
         observer.building(commit)
         builder = inputs.kernel_builder(cfg, job.build)

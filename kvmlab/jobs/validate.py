@@ -105,6 +105,10 @@ def vm_options(vms: VMOptions) -> None:
             _text(Path(root), "--root")
 
 
+#: More candidate builds than this would cost more than the builds minimization saves.
+MAX_MINIMIZE_BUILDS = 20
+
+
 def build_options(build: BuildOptions, *, kernel: Path | None, kernel_config_describes: bool = False) -> None:
     """``kernel_config_describes``: with ``--kernel``, ``--kernel-config`` is
     the booted kernel's own .config (repro checks a reproducer's needs
@@ -123,6 +127,9 @@ def build_options(build: BuildOptions, *, kernel: Path | None, kernel_config_des
             raise ConfigError(f"--config {','.join(build.config)}: {name!r} is not a fragment name")
     if build.kernel_config is not None:
         checks.read_text(build.kernel_config, "--kernel-config", empty_ok=False)
+    if not 0 <= build.minimize_builds <= MAX_MINIMIZE_BUILDS:
+        raise ConfigError(f"--minimize-builds {build.minimize_builds}: give 0 (rules only) to "
+                          f"{MAX_MINIMIZE_BUILDS} kernel builds")
     for p in build.patches:
         checks.read_text(p, "--patch", empty_ok=False)
 
