@@ -131,13 +131,13 @@ def _run(job: BisectJob, observer: Observer, started: float, stopwatch: Stopwatc
     accels: list[AccelChoice] = []
     tree = job.tree
 
-    def tester_for(req: ConfigRequest, kernel: Path | None) -> VMTester:
+    def tester_for(req: ConfigRequest, kernel: Path | None, runs: str = "runs") -> VMTester:
         # The accelerator is resolved once, with the first kernel built, so
         # that a fallback to TCG is one warning for the whole bisection.
         if not accels:
             accels.append(choose_accel(cfg.vm, kernel))
         return VMTester(tree=tree, builder=builder, request=req, prepared=staged, cfg=cfg,
-                        accel=accels[0], workdir=workdir / "runs", progress=observer.build_progress,
+                        accel=accels[0], workdir=workdir / runs, progress=observer.build_progress,
                         on_vm=on_vm, fixes=known_fixes)
 
     sampler = ResourceSampler(workdir / SAMPLES_NAME)
@@ -149,8 +149,14 @@ def _run(job: BisectJob, observer: Observer, started: float, stopwatch: Stopwatc
     known_fixes = fixes.load_table(find_data_file(fixes.TABLE_NAME, builder.fragment_dirs))
     oracle = None
     if minimized is not None and job.build.minimize_builds > 0:
-        request, oracle = _minimize_with_reproducer(job, bad, request, builder, tester_for, stopwatch,
-                                                    observer, cfg.vm.count)
+        try:
+            # The candidates' runs keep their own logs (workdir/minimize/).
+            request, oracle = _minimize_with_reproducer(
+                job, bad, request, builder, lambda req, kernel: tester_for(req, kernel, "minimize"),
+                stopwatch, observer, cfg.vm.count)
+        except BaseException:
+            sampler.close()
+            raise
     observer.building(bad)
     with stopwatch.building():
         first = builder.build(job.tree, bad, request, progress=observer.build_progress)
@@ -222,7 +228,8 @@ def _minimize_with_reproducer(
     rules = minimize.load_rules(find_data_file(minimize.TABLE_NAME, builder.fragment_dirs))
     oracle = minimizing.Oracle(tree=job.tree, commit=bad, request=request, title=job.expect, builder=builder,
                                make_tester=tester_for, is_target=target_matcher(job.expect),
-                               vm_slots=vm_slots, stopwatch=stopwatch, say=observer.say)
+                               vm_slots=vm_slots, stopwatch=stopwatch, say=observer.say,
+                               progress=observer.build_progress)
     found = minimizing.minimize(oracle, rules, job.build.minimize_builds)
     observer.say(f"kvmlab: config minimized with the reproducer: {found.summary}")
     return found.request(request), found

@@ -27,7 +27,7 @@ from kvmlab.config import cache_dir
 from kvmlab.git import Repo
 from kvmlab.jobs.tester import VMTester
 from kvmlab.kernel import reduce
-from kvmlab.kernel.builder import KernelBuilder
+from kvmlab.kernel.builder import KernelBuilder, Progress
 from kvmlab.kernel.config import ConfigRequest, parse_config, render_config
 from kvmlab.kernel.minimize import Rule
 from kvmlab.outcome import BuildStatus, RunOutcome
@@ -115,6 +115,8 @@ class Oracle:
     stopwatch: Stopwatch
     say: Callable[[str], None]
     runs: int = RUNS
+    progress: Callable[[Progress], None] | None = None
+    """Hears each candidate build's progress."""
 
 
 def minimize(o: Oracle, rules: list[Rule], budget: int) -> Found:
@@ -134,7 +136,7 @@ def minimize(o: Oracle, rules: list[Rule], budget: int) -> Found:
         o.say(f"kvmlab: minimizing the config: testing {label}")
         req = _candidate(o.request, render_config(config))
         with o.stopwatch.building():
-            build = o.builder.build(o.tree, o.commit, req, slot=SLOT)
+            build = o.builder.build(o.tree, o.commit, req, slot=SLOT, progress=o.progress)
         if build.status is not BuildStatus.OK:
             return False, f"did not build: {build.error}"
         if not testers:
