@@ -231,3 +231,18 @@ def test_a_corrupt_cache_entry_is_minimized_again(tmp_path: Path, monkeypatch: p
     path.parent.mkdir(parents=True)
     path.write_bytes(b"\x00\xff not json")
     assert minimizing.cached(tmp_path, "c0ffee", oracle.request, oracle.title) is None
+
+
+def test_an_unwritable_cache_loses_only_the_reuse_not_the_answer(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    rules = load_rules(find_data_file(TABLE_NAME))
+    builder = FakeBuilder(render_config(BASE), render_config(_full(8)))
+    said: list[str] = []
+    oracle = _oracle(tmp_path, monkeypatch, builder, FakeTester(needs=["CONFIG_OPT5"]), said)
+    blocker = tmp_path / "cache"
+    blocker.mkdir()
+    (blocker / "minimized").write_text("a file where the cache's directory goes\n")
+    found = minimizing.minimize(oracle, rules, budget=6)
+    assert found.config is not None and "CONFIG_OPT5=y" in found.config
+    assert any("warning: the minimized config is not cached" in s for s in said), said
+    assert minimizing.cached(tmp_path, "c0ffee", oracle.request, oracle.title) is None

@@ -26,7 +26,7 @@ from kvmlab.jobs.model import BisectJob
 from kvmlab.jobs.observer import ObservedTester, Observer
 from kvmlab.jobs.tester import VMTester
 from kvmlab.jobs.validate import validate
-from kvmlab.kernel import fixes, minimize
+from kvmlab.kernel import fixes
 from kvmlab.kernel.builder import KernelBuilder
 from kvmlab.kernel.config import ConfigRequest, find_data_file
 from kvmlab.outcome import RunOutcome
@@ -225,7 +225,7 @@ def _minimize_with_reproducer(
         return found.request(request), found
     observer.say(f"kvmlab: minimizing the config with the reproducer at {bad[:12]}: at most "
                  f"{job.build.minimize_builds} candidate kernels (--minimize-builds 0 skips this step)")
-    rules = minimize.load_rules(find_data_file(minimize.TABLE_NAME, builder.fragment_dirs))
+    rules = inputs.minimize_rules(builder.fragment_dirs)
     oracle = minimizing.Oracle(tree=job.tree, commit=bad, request=request, title=job.expect, builder=builder,
                                make_tester=tester_for, is_target=target_matcher(job.expect),
                                vm_slots=vm_slots, stopwatch=stopwatch, say=observer.say,

@@ -114,6 +114,12 @@ def kernel_builder(cfg: Config, build: BuildOptions, *, work_dir: Path | None = 
                          distcc_hosts=distcc.parse_hosts(cfg.kernel.distcc_hosts))
 
 
+def minimize_rules(dirs: Sequence[Path]) -> list[minimize.Rule]:
+    """The config minimization table on the fragments' search path ``dirs``
+    (a user's directory first)."""
+    return minimize.load_rules(find_data_file(minimize.TABLE_NAME, dirs))
+
+
 def minimized_request(build: BuildOptions, title: str | None = None, *,
                       fragments_dir: Path | None = None) -> tuple[ConfigRequest, Minimized | None]:
     """The config of a job about a bug (repro, bisect): :func:`config_request`,
@@ -123,7 +129,7 @@ def minimized_request(build: BuildOptions, title: str | None = None, *,
     request = config_request(build)
     if build.kernel_config is None or not build.minimize or request.full_config is None:
         return request, None
-    rules = minimize.load_rules(find_data_file(minimize.TABLE_NAME, fragment_dirs(fragments_dir)))
+    rules = minimize_rules(fragment_dirs(fragments_dir))
     done = minimize.minimize(request.full_config, title, rules, source=str(build.kernel_config))
     if not done.drops:
         return request, done

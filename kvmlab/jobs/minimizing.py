@@ -24,6 +24,7 @@ from typing import Any
 from kvmlab import cache, checks
 from kvmlab.bisect.timing import Stopwatch
 from kvmlab.config import cache_dir
+from kvmlab.errors import KvmlabError
 from kvmlab.git import Repo
 from kvmlab.jobs.tester import VMTester
 from kvmlab.kernel import reduce
@@ -147,8 +148,7 @@ def minimize(o: Oracle, rules: list[Rule], budget: int) -> Found:
                 outs = testers[0].test(build, min(o.vm_slots, o.runs - done))
                 span.busy += sum(r.duration for r in outs)
             done += len(outs)
-            hit = next((r for r in outs if o.is_target(r)), None)
-            if hit is not None:
+            if any(o.is_target(r) for r in outs):
                 return True, ""
         return False, f"{done} runs"
 
@@ -162,7 +162,10 @@ def minimize(o: Oracle, rules: list[Rule], budget: int) -> Found:
             t.close()
     text = None if found.config is None else render_config(found.config)
     answer = Found(text, found.summary(), found.to_json())
-    path.parent.mkdir(parents=True, exist_ok=True)
-    checks.write_result(path, json.dumps({"config": text, "summary": answer.summary, "detail": answer.detail,
-                                          "made": time.time()}, indent=1))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        checks.write_result(path, json.dumps({"config": text, "summary": answer.summary,
+                                              "detail": answer.detail, "made": time.time()}, indent=1))
+    except (OSError, KvmlabError) as e:  # the answer is used all the same; only its reuse is lost
+        o.say(f"kvmlab: warning: the minimized config is not cached ({e}): a later job minimizes again")
     return answer

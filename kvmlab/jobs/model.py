@@ -31,6 +31,7 @@ from typing import Any, ClassVar
 from kvmlab.checks import load_yaml, read_text
 from kvmlab.config import from_mapping, to_mapping
 from kvmlab.errors import ConfigError
+from kvmlab.kernel import reduce
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,7 @@ class BuildOptions:
     minimize: bool = True
     """Drop from ``kernel_config`` the sanitizers and debug checks the target
     crash cannot need, and DWARF (:mod:`kvmlab.kernel.minimize`; repro and bisect)."""
-    minimize_builds: int = 6
+    minimize_builds: int = reduce.DEFAULT_BUDGET
     """Bisect: candidate configs (each a build and VM runs at the bad commit)
     spent finding the least of the full config that still crashes
     (:mod:`kvmlab.kernel.reduce`); 0: the rules only. ``repro`` reuses an
