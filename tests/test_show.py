@@ -170,6 +170,8 @@ def test_report_of_each_kind_of_bisection(name: str, tmp_path: Path,
     for c in tested:
         assert drawn[c] == VERDICT_COLOURS[expected_colour_key(b.result, c)], (c, b.hist.title(c))
     assert f"<title>kvmlab {'fix' if b.case.fix else 'cause'} bisection: {v.state}" in html
+    if b.result.confidence_goal is not None:  # the goal the culprit had to reach (raised or not)
+        assert v.confidence_goal == b.result.confidence_goal
     if b.result.culprit:
         subject = b.hist.title(b.result.culprit)
         assert f'<div class="subject" id="culprit-subject">{subject}</div>' in html

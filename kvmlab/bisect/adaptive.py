@@ -50,6 +50,8 @@ class Decision:
     budget_spent: bool = False
     background: float = 0.0
     """Estimated rate of the target's title on commits without the bug."""
+    goal: float = 0.0
+    """The confidence the culprit had to reach (raised by a background crash)."""
 
 
 @dataclass
@@ -70,6 +72,9 @@ class AdaptiveBisection:
     g: CommitGraph
     marks: dict[str, str] = field(default_factory=dict)
     """The last verdict the log gave each commit (``good``/``bad``/``skip``/``undecided``)."""
+    goal: float = 0.0
+    """The confidence the culprit must reach: the policy's, or its
+    ``background_confidence`` once a background crash was seen."""
 
     # -- what do we believe now ------------------------------------------
 
@@ -144,14 +149,16 @@ class AdaptiveBisection:
         budget is spent. Each chosen plan (a commit, up to N runs stopping at
         the first target crash) is carried out before the next choice."""
         visit: _Visit | None = None
+        self.goal = self.goal or self.pol.confidence
         while True:
             b = self.belief()
+            self._raise_goal(b)
             idx, conf = b.best()
-            if conf >= self.pol.confidence:
+            if conf >= self.goal:
                 self._close(visit, b)
                 culprit = self.g.commits[idx].hash
                 return Decision(Outcome.FOUND, culprit, conf, dict(self.top(b, 5)),
-                                background=b.background_rate())
+                                background=b.background_rate(), goal=self.goal)
             budget = self.s.runs < self.pol.max_runs and self.s.builds <= self.pol.max_builds
             opts = self.options(b, visit.commit if visit else None) if budget else []
             if not opts:
@@ -173,6 +180,22 @@ class AdaptiveBisection:
             if isinstance(self.s.tester, Prebuilds):
                 self.s.tester.prebuild(self.likely_next(b, opts[0]))
             self.s.run_until_crash(pick, runs, self.pol.chunk)
+
+    def _raise_goal(self, b: Belief) -> None:
+        """Raise the goal to the policy's ``background_confidence`` the first
+        time a commit that showed the target's title is more likely without
+        the bug than with it, and say so once."""
+        goal = self.pol.background_confidence
+        if self.goal >= goal:
+            return
+        for c, e in self.s.evidence.items():
+            i = self.g.index.get(c)
+            if i is None or not e.target_crashes or b.crash_probability(self.g.closure[i]) >= 0.5:
+                continue
+            self.goal = goal
+            self.s.out(background_goal_line(c[:12], e.target_crashes, e.target_crashes + e.oks,
+                                            b.background_rate(), self.pol.confidence, goal))
+            return
 
     def likely_next(self, b: Belief, plan: Option, *, per_outcome: int = PER_OUTCOME) -> list[str]:
         """Unbuilt commits this bisection would test after ``plan`` under each
@@ -261,7 +284,18 @@ class AdaptiveBisection:
         members = self.g.members(cands)
         ranked = sorted(members, key=lambda h: -probs[self.g.index[h]])
         out = {h: float(probs[self.g.index[h]]) for h in ranked}
-        return Decision(Outcome.INCONCLUSIVE, None, b.best()[1], out, budget_spent=budget_spent)
+        return Decision(Outcome.INCONCLUSIVE, None, b.best()[1], out, budget_spent=budget_spent,
+                        goal=self.goal)
+
+
+def background_goal_line(short: str, crashes: int, runs: int, background: float, confidence: float,
+                         goal: float) -> str:
+    """Why the confidence goal went up: the target's title showed on a commit
+    that probably lacks the bug."""
+    what = "crash" if crashes == 1 else "crashes"
+    return (f"kvmlab: {short} showed the target's title ({crashes} {what} in {runs} runs) but probably "
+            f"lacks the bug: the title also shows without it (~{background:.1%} of runs); naming a culprit "
+            f"at {goal:.3f} instead of {confidence:.2f}")
 
 
 def retest_crashed_line(short: str, crashes: int, runs: int, q: float, bad_rate: float,

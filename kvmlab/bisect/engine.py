@@ -161,10 +161,10 @@ def _bisect(repo: Repository, s: Session, pol: Policy, bad: str, good: str | Non
         culprit, background = d.culprit, d.background
         cands = [culprit] if culprit else list(d.probabilities)
         res = _result(s, pol, d.outcome, bad, good, culprit=culprit, candidates=cands,
-                      confidence=d.confidence, probabilities=d.probabilities)
+                      confidence=d.confidence, probabilities=d.probabilities, confidence_goal=d.goal)
         if d.outcome is Outcome.INCONCLUSIVE:
             why = (f"the budget ran out ({s.runs} VM runs, {s.builds} builds) before any commit reached "
-                   f"{pol.confidence:.2f}" if d.budget_spent else
+                   f"{d.goal:.3g}" if d.budget_spent else
                    "no testable commit can tell the remaining candidates apart")
             res.message = f"inconclusive: {why}: the culprit is one of {len(cands)} commits"
         break

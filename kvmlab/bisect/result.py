@@ -231,6 +231,9 @@ class BisectResult:
     good: str | None
     culprit: str | None = None
     confidence: float | None = None
+    confidence_goal: float | None = None
+    """The confidence the culprit had to reach (adaptive: the policy's, or
+    higher once the target's title showed on a commit without the bug)."""
     candidates: list[str] = field(default_factory=list)
     probabilities: dict[str, float] = field(default_factory=dict)
     """Adaptive: posterior of each candidate (of an inconclusive range: the
@@ -288,7 +291,8 @@ class BisectResult:
         return {
             "outcome": self.outcome.value, "fix": self.fix, "policy": self.policy,
             "bad": self.bad, "good": self.good, "culprit": self.culprit,
-            "confidence": self.confidence, "candidates": self.candidates,
+            "confidence": self.confidence, "confidence_goal": self.confidence_goal,
+            "candidates": self.candidates,
             "probabilities": {c: round(p, 6) for c, p in self.probabilities.items()},
             "target_title": self.target_title, "message": self.message,
             "commits_tested": self.commits_tested, "vm_runs": self.vm_runs, "builds": self.builds,
