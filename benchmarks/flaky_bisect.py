@@ -49,7 +49,8 @@ adaptive exact >= 97% at p >= 0.3 and >= 85% at p = 0.1 (bg classes: >= 90% and
 with confidence >= c, at most a share 1 - c wrong (c = 0.95, 0.99); fewer mean
 VM runs than syzbot on the bisections syzbot completes.
 
-    .venv/bin/python benchmarks/flaky_bisect.py --trials 500         # ~1 h on 2 cores
+    .venv/bin/python benchmarks/flaky_bisect.py --trials 500         # hours on 2 cores: a bg cell at
+                                                                     # 2% and p = 0.1 alone takes 30 min
     .venv/bin/python benchmarks/flaky_bisect.py --trials 40 --scenarios drift --p 0.1
 """
 

@@ -46,13 +46,14 @@ class AdaptivePolicy:
     background's rate is learnt from a handful of crashes and a clean
     commit's lucky streak then reads as the bug, so a culprit named right at
     the confidence goal was wrong more often than the goal allows (bg 2%, p
-    = 0.1: 10 of 134 named at 0.95; 6 of 181 at 0.975, with the budget
-    below; benchmarks/flaky_bisect.py). 1: no extra margin."""
+    = 0.1: 10 of 134 named at 0.95; 15 of 443 (3.4%) at 0.975 with the
+    budget below, 500 bisections; benchmarks/flaky_bisect.py). 1: no extra
+    margin."""
     max_runs: int = 3000
     """VM runs budget for the whole bisection (bad commit and releases included).
     Only a flaky bug whose title also shows on commits without it comes near
     it: at a 2% background and p = 0.1, 1,500 runs left 20% of the
-    bisections inconclusive, 3,000 leave 10% (mean 1,460 runs)."""
+    bisections inconclusive, 3,000 leave 11% (mean 1,482 runs)."""
     max_builds: int = 200
     repro_runs: int = 40
     """Runs on the bad commit waiting for the first target crash before giving up."""
