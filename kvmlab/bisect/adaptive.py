@@ -295,7 +295,7 @@ def background_goal_line(short: str, crashes: int, runs: int, background: float,
     what = "crash" if crashes == 1 else "crashes"
     return (f"kvmlab: {short} showed the target's title ({crashes} {what} in {runs} runs) but probably "
             f"lacks the bug: the title also shows without it (~{background:.1%} of runs); naming a culprit "
-            f"at {goal:.3f} instead of {confidence:.2f}")
+            f"at {goal:g} instead of {confidence:g}")
 
 
 def retest_crashed_line(short: str, crashes: int, runs: int, q: float, bad_rate: float,
