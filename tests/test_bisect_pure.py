@@ -241,3 +241,19 @@ def test_the_bugs_rate_for_the_revert_check_pools_only_commits_with_the_bug() ->
     # A fix bisection: the commits without the fix have the bug.
     s = SimpleNamespace(evidence=ev, fix=True)
     assert _bug_rate(Repo(), s, "c4") == (1, 199)  # type: ignore[arg-type]
+
+
+def test_a_clean_commits_own_background_rate_is_learnt_from_its_runs() -> None:
+    """Issue 22 (bg-jitter): with a spread of background rates, a clean commit
+    that showed the title in 10 of 100 runs is expected to show it again more
+    often than the typical clean commit, and more so than with one shared
+    rate (where its runs only tell the shared rate)."""
+    rows = [(1, 99)] * 6 + [(10, 10)] * 2
+    own = {}
+    for spreads, weights in (((0.0,), (1.0,)), ((0.0, 0.5), (0.5, 0.5))):
+        model = RateModel(background_spreads=spreads, background_spread_weights=weights)
+        post = Belief(model, (1 << 8) - 1, _chain(rows), fix=False)
+        assert post.model.clean_loglik(1, 99).shape == post.background.shape == (6 * len(spreads),)
+        own[spreads] = post.clean_survival(20, 10, 90)[20]
+        assert own[spreads] < post.clean_survival(20)[20]
+    assert own[(0.0, 0.5)] < own[(0.0,)] - 0.05, own

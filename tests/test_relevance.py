@@ -274,7 +274,7 @@ def test_irrelevant_tip_named_only_with_a_warning(tmp_path: Path) -> None:
 
 
 def test_resumed_bisection_folds_the_same_range(tmp_path: Path) -> None:
-    """Killed after three builds and run again with its journal: the same
+    """Killed after two builds and run again with its journal: the same
     commits are relevant, nothing journaled is built again, same culprit."""
     n = 40
     hist = make_path_history(tmp_path / "repo", _mixed(n, {5: BUILT[0], 12: BUILT[1], 20: BUILT[2],
@@ -285,7 +285,7 @@ def test_resumed_bisection_folds_the_same_range(tmp_path: Path) -> None:
 
     class Dies(RelevanceTester):
         def build(self, commit: str) -> BuildOutcome:
-            if len(self.built) == 3:
+            if len(self.built) == 2:
                 raise Killed(commit)
             return super().build(commit)
 

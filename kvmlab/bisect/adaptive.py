@@ -204,7 +204,7 @@ class AdaptiveBisection:
         g = self.g
         e = self.s.ev(g.commits[plan.index].hash)
         surv = float(survival_curve(b, e.target_crashes, e.oks, runs=plan.runs)[plan.runs])
-        clean = float(b.clean_survival(plan.runs)[plan.runs])
+        clean = float(b.clean_survival(plan.runs, e.target_crashes, e.oks)[plan.runs])
         p_clean = plan.q_crash * surv + (1.0 - plan.q_crash) * clean
         outcomes = [(1.0 - p_clean, (e.target_crashes + 1, e.oks)),
                     (p_clean, (e.target_crashes, e.oks + plan.runs))]

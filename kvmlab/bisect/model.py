@@ -17,13 +17,20 @@ within any budget.
 
 Background. A *clean* commit (one without the bug) may still show a crash with
 the target's title: a title that merges two root causes, a race the culprit
-only widened, a mis-titled report, an older bug with the same top frame. Every
-clean commit shows it with the same unknown probability ``b``, the
-*background rate*, on a small grid (:attr:`RateModel.background`) with a
-prior that makes a (near-)zero rate likely but not certain; ``b`` is learnt
-from the runs of the commits that are clean under each hypothesis and
-marginalised. One target crash among many clean runs then weighs as a
-background crash would, against the rate the commits with the bug show.
+only widened, a mis-titled report, an older bug with the same top frame. A
+clean commit ``j`` shows it with its own small probability ``b_j``, drawn
+from a population of *background rates*: log-normal around a typical rate
+``b`` (a small grid, :attr:`RateModel.background`, with a prior that makes a
+(near-)zero rate likely but not certain) with a spread ``s`` (one of
+:attr:`RateModel.background_spreads`; 0 = one rate shared by every clean
+commit). The other code a commit carries changes how often the other path is
+hit, so a clean commit may show the title at three times the typical rate;
+with a shared rate such a commit could only be "the bug", and with rates of
+the bug's commits that low the culprit was named wrong half of the time (bg
+jitter: benchmarks/flaky_bisect.py). ``(b, s)`` is learnt from the runs of
+the commits that are clean under each hypothesis and marginalised. One target
+crash among many clean runs then weighs as a background crash would, against
+the rate the commits with the bug show.
 
 Rates near the culprit. A crashing commit within ``near`` commits of the
 culprit (in the range's topological order) may have a rate unlike the rest: a
@@ -46,9 +53,10 @@ ancestor sets and near windows. A tested commit's runs have one likelihood if
 it is clean, one per point of the hyper grid (mean, spread) if it crashes far
 from the culprit, and one per near mean if near; a class's log-likelihood is a
 sum of those, so the posterior is a (classes x near means x hyper) array.
-Given the class, the background rate touches only the clean commits and the
-population only the crashing ones, so the background's axis is summed out per
-class (a classes x background array) and never multiplies the others.
+Given the class, the background touches only the clean commits and the
+population only the crashing ones, so the background's axis (typical rate x
+spread) is summed out per class (a classes x background array) and never
+multiplies the others.
 """
 
 from __future__ import annotations
@@ -99,6 +107,10 @@ class RateModel:
     """The grid of background rates: P(a run of a clean commit crashes with the target's title)."""
     background_weights: tuple[float, ...] = (0.30, 0.20, 0.15, 0.13, 0.12, 0.10)
     """Prior of each background rate."""
+    background_spreads: tuple[float, ...] = (0.0,)
+    """Log-normal sigmas of a clean commit's own background rate around the typical one (0: shared)."""
+    background_spread_weights: tuple[float, ...] = (1.0,)
+    """Prior of each background spread."""
     family: str = "logit"
     spreads: tuple[float, ...] = (0.0, 0.5, 1.0, 1.5, 2.0)
     spread_weights: tuple[float, ...] = (0.2, 0.2, 0.2, 0.2, 0.2)
@@ -123,18 +135,49 @@ class RateModel:
 
     @functools.cached_property
     def b(self) -> Array:
-        """The background grid."""
-        return np.asarray(self.background, dtype=np.float64)
+        """The background grid: the typical rate of each background hyper point
+        (typical rate x spread, spread-major)."""
+        return np.tile(np.asarray(self.background, dtype=np.float64), len(self.background_spreads))
 
     @functools.cached_property
     def log_background_prior(self) -> Array:
         w = np.asarray(self.background_weights, dtype=np.float64)
-        return np.asarray(np.log(w / w.sum()))
+        sw = np.asarray(self.background_spread_weights, dtype=np.float64)
+        return np.asarray(np.log(np.outer(sw / sw.sum(), w / w.sum()).ravel()))
+
+    @functools.cached_property
+    def _background_pop(self) -> tuple[Array, Array]:
+        """(a clean commit's own rates (R), log P(own rate = r | hyper point) (B x R)).
+        A hyper point without spread is a point mass on its typical rate, which
+        heads the grid of own rates."""
+        typical = np.asarray(self.background, dtype=np.float64)
+        spread = [s for s in self.background_spreads if s > 0.0]
+        lo = min(typical) * math.exp(-3.0 * max(spread, default=0.0))
+        hi = min(0.5, max(typical) * math.exp(3.0 * max(spread, default=0.0)))
+        own = np.geomspace(lo, hi, 64) if spread else np.zeros(0)
+        rates = np.concatenate((typical, own))
+        rows = []
+        for s in self.background_spreads:
+            for k, b in enumerate(typical):
+                row = np.full(len(rates), -np.inf)
+                if s == 0.0:
+                    row[k] = 0.0
+                else:
+                    logpdf = -0.5 * ((np.log(own) - math.log(b)) / s) ** 2
+                    row[len(typical):] = logpdf - _logsumexp(logpdf[None, :], axis=1)[0]
+                rows.append(row)
+        return rates, np.array(rows)
+
+    @functools.cached_property
+    def background_means(self) -> Array:
+        """Mean own background rate of a clean commit, per hyper point."""
+        rates, log_pop = self._background_pop
+        return np.asarray(np.exp(log_pop) @ rates)
 
     @property
     def eps(self) -> float:
         """The prior mean background rate."""
-        return float(np.dot(np.exp(self.log_background_prior), self.b))
+        return float(np.dot(np.exp(self.log_background_prior), self.background_means))
 
     @functools.cached_property
     def p(self) -> Array:
@@ -229,8 +272,22 @@ class RateModel:
         return _loglik(self, True, crashes, oks)
 
     def clean_loglik(self, crashes: int, oks: int) -> Array:
-        """log P(these runs | the commit is clean, background rate b[k]), per k."""
-        return np.asarray(crashes * np.log(self.b) + oks * np.log1p(-self.b))
+        """log P(these runs | the commit is clean, background hyper point k), per k."""
+        return _clean_loglik(self, crashes, oks)
+
+    def clean_survival(self, weights: Array, horizon: int, crashes: int = 0, oks: int = 0) -> Array:
+        """P(no target crash in t more runs | the commit is clean and showed
+        these runs), t = 0 .. ``horizon``, for the background hyper points'
+        posterior ``weights``."""
+        rates, log_pop = self._background_pop
+        with np.errstate(divide="ignore"):
+            post = log_pop + (crashes * np.log(rates) + oks * np.log1p(-rates))[None, :]
+        like = _logsumexp(post, axis=1)
+        w = np.log(np.maximum(weights, 1e-300)) + like
+        w = np.exp(w - w.max())
+        own = np.exp(post - like[:, None])
+        pmf = (w / w.sum()) @ own
+        return np.asarray(pmf @ ((1.0 - rates)[:, None] ** np.arange(horizon + 1)[None, :]))
 
     def rate_table(self, near: bool, crashes: int, oks: int) -> Array:
         """P(rate = p[g] | population row, a crashing commit's runs): shape (H, G)
@@ -241,6 +298,16 @@ class RateModel:
 @functools.lru_cache(maxsize=64)
 def _powers(model: RateModel, horizon: int) -> Array:
     out = np.asarray((1.0 - model.p)[:, None] ** np.arange(horizon + 1)[None, :])
+    out.setflags(write=False)
+    return out
+
+
+@functools.lru_cache(maxsize=65536)
+def _clean_loglik(model: RateModel, crashes: int, oks: int) -> Array:
+    rates, log_pop = model._background_pop
+    with np.errstate(divide="ignore"):
+        v = crashes * np.log(rates) + oks * np.log1p(-rates)
+    out = _logsumexp(log_pop + v[None, :], axis=1)
     out.setflags(write=False)
     return out
 
@@ -329,7 +396,7 @@ class Belief:
         s = len(model.log_near_prior) - 1
         far_ll = np.array([model.crashing_loglik(o.crashes, o.oks) for o in obs]).reshape(n_o, h)
         near_ll = np.array([model.near_loglik(o.crashes, o.oks) for o in obs]).reshape(n_o, s)
-        k = len(model.background)
+        k = len(model.b)
         clean_ll = np.array([model.clean_loglik(o.crashes, o.oks) for o in obs]).reshape(n_o, k)
         self.size = np.array([bits.bit_count() for bits in self.classes], dtype=np.float64)
         bg = (1.0 - far_m - near_m) @ clean_ll + model.log_background_prior[None, :]  # (C, K)
@@ -352,7 +419,7 @@ class Belief:
         self.tied_hyper: Array = np.asarray(tied / tied.sum()) if tied.sum() > 0 else self.hyper
         bg_given = np.exp(bg - bg_class[:, None])
         self.background: Array = np.asarray(self.mass @ bg_given)                 # (K)
-        """Posterior of the background rate (over :attr:`RateModel.b`)."""
+        """Posterior of the background's hyper points (typical rates :attr:`RateModel.b`)."""
 
     # -- the culprit -------------------------------------------------------
 
@@ -430,12 +497,12 @@ class Belief:
 
     def background_rate(self) -> float:
         """Posterior mean background rate (a run of a clean commit shows the target's title)."""
-        return float(np.dot(self.background, self.model.b))
+        return float(np.dot(self.background, self.model.background_means))
 
-    def clean_survival(self, horizon: int) -> Array:
-        """P(no target crash in t runs | the commit is clean), t = 0 .. ``horizon``."""
-        powers = (1.0 - self.model.b)[:, None] ** np.arange(horizon + 1)[None, :]
-        return np.asarray(self.background @ powers)
+    def clean_survival(self, horizon: int, crashes: int = 0, oks: int = 0) -> Array:
+        """P(no target crash in t more runs | the commit is clean and showed
+        these runs), t = 0 .. ``horizon``."""
+        return self.model.clean_survival(self.background, horizon, crashes, oks)
 
     def survival(self, crashes: int, oks: int, horizon: int, near: float = 0.0) -> Array:
         """P(no target crash in t more runs | the commit crashes), t = 0 .. ``horizon``."""

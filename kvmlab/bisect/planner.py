@@ -115,7 +115,12 @@ def plan_values(q: Array, survivals: Array, clean: Array, build_cost: float, bat
     s_m, e_m = surv[:, sizes], clean[sizes][None, :]
     p_none = q * s_m + (1.0 - q) * e_m
     post = np.divide(q * s_m, p_none, out=np.zeros_like(p_none), where=p_none > 0)
-    gain = _entropy(q) - p_none * _entropy(post)
+    # A target crash settles the commit only when the title cannot show
+    # without the bug: a commit whose own rate is known, between the
+    # background's and the bug's, gains nothing from more runs.
+    p_crash = 1.0 - p_none
+    post_crash = np.divide(q * (1.0 - s_m), p_crash, out=np.ones_like(p_crash), where=p_crash > 0)
+    gain = _entropy(q) - p_none * _entropy(post) - p_crash * _entropy(post_crash)
     # Expected batches: sum over the batches started, P(no crash before it).
     starts = np.arange(0, h + 1, b)
     cum_s = np.concatenate((np.zeros((surv.shape[0], 1)), np.cumsum(surv[:, starts], axis=1)), axis=1)
@@ -178,8 +183,8 @@ def rank(
     if olds:
         surv = np.array([survival_curve(belief, *built[i], near_probability(belief, graph, i), runs=h)
                          for i in olds])
-        values = np.array([plan_values(q_all[[i]], surv[[k]], clean, 0.0 if i == current else switch_cost,
-                                       batch)[0]
+        values = np.array([plan_values(q_all[[i]], surv[[k]], belief.clean_survival(h, *built[i]),
+                                       0.0 if i == current else switch_cost, batch)[0]
                            for k, i in enumerate(olds)])
         for i, row in zip(olds, values, strict=True):
             k = int(np.argmax(row))

@@ -89,6 +89,17 @@ class AdaptivePolicy:
     p = 0.3 7% of the culprits named at 0.95 were wrong (4 of 56, 60 paired
     bisections; 2 of 58 with this prior, for -6% to +22% runs on the classes
     without background; benchmarks/flaky_bisect.py)."""
+    background_spreads: tuple[float, ...] = (0.0,)
+    """How much a commit's own background rate may differ from the typical
+    one (log-normal sigmas; 0: one rate shared by every commit without the
+    bug; see :class:`~kvmlab.bisect.model.RateModel`). Off by default for
+    now: (0.0, 0.5) with weights (0.5, 0.5) took bg-jitter at 2%, p = 0.1
+    from 37% exact and 48% of the named culprits wrong to 50% exact and 1 of
+    16 wrong (30 bisections, benchmarks/flaky_bisect.py), but made the
+    pool's batch plans slower than single runs in tests/test_overlap.py and
+    is not yet measured on the other classes."""
+    background_spread_weights: tuple[float, ...] = (1.0,)
+    """Prior weight of each background spread."""
     rate_family: str = "logit"
     rate_spreads: tuple[float, ...] = (0.0, 0.5, 1.0, 1.5, 2.0)
     rate_spread_weights: tuple[float, ...] = (0.2, 0.2, 0.2, 0.2, 0.2)
@@ -119,6 +130,8 @@ class AdaptivePolicy:
     @functools.cached_property
     def model(self) -> RateModel:
         return RateModel(background=self.background, background_weights=self.background_weights,
+                         background_spreads=self.background_spreads,
+                         background_spread_weights=self.background_spread_weights,
                          family=self.rate_family, spreads=self.rate_spreads,
                          spread_weights=self.rate_spread_weights, p_floor=self.rate_floor,
                          mean_prior=self.rate_mean_prior, near_mean_prior=self.rate_near_mean_prior)
