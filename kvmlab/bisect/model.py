@@ -23,7 +23,8 @@ from a population of *background rates*: log-normal around a typical rate
 ``b`` (a small grid, :attr:`RateModel.background`, with a prior that makes a
 (near-)zero rate likely but not certain) with a spread ``s`` (one of
 :attr:`RateModel.background_spreads`; 0 = one rate shared by every clean
-commit). The other code a commit carries changes how often the other path is
+commit; the default, see :attr:`AdaptivePolicy.background_spreads`). The
+other code a commit carries changes how often the other path is
 hit, so a clean commit may show the title at three times the typical rate;
 with a shared rate such a commit could only be "the bug", and with rates of
 the bug's commits that low the culprit was named wrong half of the time (bg
@@ -143,6 +144,8 @@ class RateModel:
     def log_background_prior(self) -> Array:
         w = np.asarray(self.background_weights, dtype=np.float64)
         sw = np.asarray(self.background_spread_weights, dtype=np.float64)
+        if len(sw) != len(self.background_spreads) or len(w) != len(self.background):
+            raise ValueError("background rates/spreads and their prior weights differ in length")
         return np.asarray(np.log(np.outer(sw / sw.sum(), w / w.sum()).ravel()))
 
     @functools.cached_property
@@ -280,8 +283,7 @@ class RateModel:
         these runs), t = 0 .. ``horizon``, for the background hyper points'
         posterior ``weights``."""
         rates, log_pop = self._background_pop
-        with np.errstate(divide="ignore"):
-            post = log_pop + (crashes * np.log(rates) + oks * np.log1p(-rates))[None, :]
+        post = log_pop + _binomial_terms(rates, crashes, oks)[None, :]
         like = _logsumexp(post, axis=1)
         w = np.log(np.maximum(weights, 1e-300)) + like
         w = np.exp(w - w.max())
@@ -302,12 +304,16 @@ def _powers(model: RateModel, horizon: int) -> Array:
     return out
 
 
+def _binomial_terms(rates: Array, crashes: int, oks: int) -> Array:
+    """log P(``crashes`` crashes and ``oks`` OK runs | a run crashes at each rate)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.asarray(np.where(crashes == 0, 0.0, crashes * np.log(rates)) + oks * np.log1p(-rates))
+
+
 @functools.lru_cache(maxsize=65536)
 def _clean_loglik(model: RateModel, crashes: int, oks: int) -> Array:
     rates, log_pop = model._background_pop
-    with np.errstate(divide="ignore"):
-        v = crashes * np.log(rates) + oks * np.log1p(-rates)
-    out = _logsumexp(log_pop + v[None, :], axis=1)
+    out = _logsumexp(log_pop + _binomial_terms(rates, crashes, oks)[None, :], axis=1)
     out.setflags(write=False)
     return out
 
