@@ -282,14 +282,10 @@ class RateModel:
         """P(no target crash in t more runs | the commit is clean and showed
         these runs), t = 0 .. ``horizon``, for the background hyper points'
         posterior ``weights``."""
-        rates, log_pop = self._background_pop
-        post = log_pop + _binomial_terms(rates, crashes, oks)[None, :]
-        like = _logsumexp(post, axis=1)
+        like, curves = _clean_curves(self, horizon, crashes, oks)
         w = np.log(np.maximum(weights, 1e-300)) + like
         w = np.exp(w - w.max())
-        own = np.exp(post - like[:, None])
-        pmf = (w / w.sum()) @ own
-        return np.asarray(pmf @ ((1.0 - rates)[:, None] ** np.arange(horizon + 1)[None, :]))
+        return np.asarray((w / w.sum()) @ curves)
 
     def rate_table(self, near: bool, crashes: int, oks: int) -> Array:
         """P(rate = p[g] | population row, a crashing commit's runs): shape (H, G)
@@ -316,6 +312,20 @@ def _clean_loglik(model: RateModel, crashes: int, oks: int) -> Array:
     out = _logsumexp(log_pop + _binomial_terms(rates, crashes, oks)[None, :], axis=1)
     out.setflags(write=False)
     return out
+
+
+@functools.lru_cache(maxsize=8192)
+def _clean_curves(model: RateModel, horizon: int, crashes: int, oks: int) -> tuple[Array, Array]:
+    """(log P(these runs | clean, hyper point k), P(no crash in t more runs |
+    clean, these runs, k)) for the background's hyper points."""
+    rates, log_pop = model._background_pop
+    post = log_pop + _binomial_terms(rates, crashes, oks)[None, :]
+    like = _logsumexp(post, axis=1)
+    own = np.exp(post - like[:, None])
+    curves = own @ ((1.0 - rates)[:, None] ** np.arange(horizon + 1)[None, :])
+    like.setflags(write=False)
+    curves.setflags(write=False)
+    return like, curves
 
 
 @functools.lru_cache(maxsize=8192)
@@ -363,6 +373,51 @@ def near_mask(closure: int, index: int, n: int, distance: int, *, fix: bool) -> 
     return window & closure
 
 
+def _bit_matrix(rows: Sequence[int], width: int) -> Array:
+    """Bit j of each row as a (len(rows), width) 0/1 float matrix."""
+    size = (width + 7) // 8
+    raw = np.frombuffer(b"".join(r.to_bytes(size, "little") for r in rows), dtype=np.uint8)
+    bits = np.unpackbits(raw.reshape(len(rows), size), axis=1, bitorder="little")
+    return np.asarray(bits[:, :width], dtype=np.float64)
+
+
+@functools.lru_cache(maxsize=64)
+def _partition(all_mask: int, observed: tuple[tuple[int, int], ...],
+               fix: bool) -> tuple[list[int], Array, Array]:
+    """Split the range into classes of candidates that every observation
+    (ancestor bitset, near mask) treats alike: (class bitsets, far, near), where
+    far[c, j] / near[c, j] = 1 when observation j crashes far from / near the
+    culprit for the candidates of class c. It depends on which commits were
+    tested, not on their runs, so a bisection computes it once per commit."""
+    classes: list[tuple[int, int, int]] = [(all_mask, 0, 0)]
+    for j, (closure, near_bits) in enumerate(observed):
+        crash = (all_mask & ~closure) if fix else closure
+        near = near_bits & crash
+        far = crash & ~near
+        refined = []
+        for bits, f, n in classes:
+            for part, df, dn in ((bits & far, 1, 0), (bits & near, 0, 1), (bits & ~crash, 0, 0)):
+                if part:
+                    refined.append((part, f | (df << j), n | (dn << j)))
+        classes = refined
+    far_m = _bit_matrix([f for _, f, _ in classes], len(observed))
+    near_m = _bit_matrix([n for _, _, n in classes], len(observed))
+    far_m.setflags(write=False)
+    near_m.setflags(write=False)
+    return [bits for bits, _, _ in classes], far_m, near_m
+
+
+@functools.lru_cache(maxsize=64)
+def _members(classes: tuple[int, ...], n: int) -> npt.NDArray[np.intp]:
+    """The class of every candidate, by bit index (length ``n``; bits in no
+    class get ``len(classes)``: index a per-class array with a 0 appended)."""
+    out = np.full(n, len(classes), dtype=np.intp)
+    for c, bits in enumerate(classes):
+        out[bit_indices(bits, n)] = c
+    out.setflags(write=False)
+    return out
+
+
 class Belief:
     """What the adaptive policy believes after some observations.
 
@@ -377,27 +432,8 @@ class Belief:
         self.fix = fix
         obs = [o for o in observations if o.crashes or o.oks]
         self.observations = obs
-        # Split the range into classes; per class remember which observations
-        # crash far from the culprit and which crash near it.
-        classes: list[tuple[int, int, int]] = [(all_mask, 0, 0)]
-        for j, ob in enumerate(obs):
-            crash = (all_mask & ~ob.closure) if fix else ob.closure
-            near = ob.near & crash
-            far = crash & ~near
-            refined = []
-            for bits, f, n in classes:
-                for part, df, dn in ((bits & far, 1, 0), (bits & near, 0, 1), (bits & ~crash, 0, 0)):
-                    if part:
-                        refined.append((part, f | (df << j), n | (dn << j)))
-            classes = refined
-        self.classes = [bits for bits, _, _ in classes]
-        n_c, n_o = len(classes), len(obs)
-        far_m = np.zeros((n_c, n_o))
-        near_m = np.zeros((n_c, n_o))
-        for c, (_, f, n) in enumerate(classes):
-            for j in range(n_o):
-                far_m[c, j] = f >> j & 1
-                near_m[c, j] = n >> j & 1
+        self.classes, far_m, near_m = _partition(all_mask, tuple((o.closure, o.near) for o in obs), fix)
+        n_c, n_o = len(self.classes), len(obs)
         h = len(model.log_hyper_prior)
         s = len(model.log_near_prior) - 1
         far_ll = np.array([model.crashing_loglik(o.crashes, o.oks) for o in obs]).reshape(n_o, h)
@@ -459,10 +495,7 @@ class Belief:
 
     def probabilities(self, n: int) -> Array:
         """Posterior of every candidate, by bit index (length ``n``)."""
-        out = np.zeros(n, dtype=np.float64)
-        for bits, w in zip(self.classes, self.per_member(), strict=True):
-            out[bit_indices(bits, n)] = w
-        return out
+        return np.asarray(np.append(self.per_member(), 0.0)[_members(tuple(self.classes), n)])
 
     # -- commits -----------------------------------------------------------
 

@@ -97,22 +97,24 @@ def plan_sizes(batch: int = 1) -> tuple[int, ...]:
     return tuple(m for m in sizes if m <= horizon(b))
 
 
-def plan_values(q: Array, survivals: Array, clean: Array, build_cost: float, batch: int = 1) -> Array:
+def plan_values(q: Array, survivals: Array, clean: Array, build_cost: float | Array, batch: int = 1) -> Array:
     """Value (expected bits per unit of wall time) of each plan of
     :func:`plan_sizes` runs, for K commits in the crashing state with
     probabilities ``q`` (K); ``survivals`` (horizon + 1, or K x (horizon + 1))
-    = P(no crash in t runs | crashing), ``clean`` (horizon + 1) = P(no target
-    crash in t runs | clean: the background), t = 0 .. horizon. A plan of m
+    = P(no crash in t runs | crashing), ``clean`` (horizon + 1, or K x
+    (horizon + 1)) = P(no target crash in t runs | clean: the background),
+    t = 0 .. horizon; ``build_cost``: one, or one per commit. A plan of m
     runs is m / batch batches; batch j (from 0) happens when the j batches
     before it showed no target crash. Returns shape (K, len(plan_sizes(batch)))."""
     b = max(1, batch)
     sizes = np.array(plan_sizes(b))
-    h = clean.shape[0] - 1
+    cl = np.atleast_2d(clean)
+    h = cl.shape[1] - 1
     if h < sizes[-1]:
         raise ValueError(f"survival curves to {h} runs, plans of up to {sizes[-1]}")
     q = np.asarray(q, dtype=np.float64)[:, None]
     surv = np.atleast_2d(survivals)
-    s_m, e_m = surv[:, sizes], clean[sizes][None, :]
+    s_m, e_m = surv[:, sizes], cl[:, sizes]
     p_none = q * s_m + (1.0 - q) * e_m
     post = np.divide(q * s_m, p_none, out=np.zeros_like(p_none), where=p_none > 0)
     # A target crash settles the commit only when the title cannot show
@@ -124,8 +126,9 @@ def plan_values(q: Array, survivals: Array, clean: Array, build_cost: float, bat
     # Expected batches: sum over the batches started, P(no crash before it).
     starts = np.arange(0, h + 1, b)
     cum_s = np.concatenate((np.zeros((surv.shape[0], 1)), np.cumsum(surv[:, starts], axis=1)), axis=1)
-    cum_e = np.concatenate(([0.0], np.cumsum(clean[starts])))
-    cost = q * cum_s[:, sizes // b] + (1.0 - q) * cum_e[sizes // b][None, :] + build_cost
+    cum_e = np.concatenate((np.zeros((cl.shape[0], 1)), np.cumsum(cl[:, starts], axis=1)), axis=1)
+    extra = np.asarray(build_cost, dtype=np.float64).reshape(-1, 1)
+    cost = q * cum_s[:, sizes // b] + (1.0 - q) * cum_e[:, sizes // b] + extra
     return np.asarray(np.maximum(gain, 0.0) / cost)
 
 
@@ -144,10 +147,19 @@ def survival_curve(belief: Belief, crashes: int, oks: int, near: float = 0.0, *,
     return belief.survival(crashes, oks, runs, near)
 
 
-def near_probability(belief: Belief, graph: CommitGraph, i: int) -> float:
-    """P(commit ``i`` is near the culprit | it crashes)."""
-    mask = near_mask(graph.closure[i], i, len(graph), belief.model.near, fix=belief.fix)
-    return belief.near_probability(graph.closure[i], mask)
+def near_probability(belief: Belief, graph: CommitGraph, i: int, own: Array | None = None) -> float:
+    """P(commit ``i`` is near the culprit | it crashes); ``own``: the
+    belief's :meth:`~Belief.probabilities`, when the caller has them (a
+    planner asks for many commits of one belief)."""
+    n = len(graph)
+    mask = near_mask(graph.closure[i], i, n, belief.model.near, fix=belief.fix)
+    if own is None:
+        return belief.near_probability(graph.closure[i], mask)
+    crash = bit_mask(graph.closure[i], n)
+    crashing = float(own[~crash].sum() if belief.fix else own[crash].sum())
+    if crashing <= 0.0:
+        return 0.0
+    return min(1.0, float(own[bit_mask(mask, n)].sum()) / crashing)
 
 
 def rank(
@@ -179,13 +191,14 @@ def rank(
     q_all = crash_probabilities(belief, graph)
     useful = (q_all > 1e-6) & (q_all < 1.0 - 1e-6)
     options: list[Option] = []
+    own = belief.probabilities(len(graph))
     olds = [i for i in built if (testable >> i) & 1 and useful[i]]
     if olds:
-        surv = np.array([survival_curve(belief, *built[i], near_probability(belief, graph, i), runs=h)
+        surv = np.array([survival_curve(belief, *built[i], near_probability(belief, graph, i, own), runs=h)
                          for i in olds])
-        values = np.array([plan_values(q_all[[i]], surv[[k]], belief.clean_survival(h, *built[i]),
-                                       0.0 if i == current else switch_cost, batch)[0]
-                           for k, i in enumerate(olds)])
+        cleans = np.array([belief.clean_survival(h, *built[i]) for i in olds])
+        switch = np.array([0.0 if i == current else switch_cost for i in olds])
+        values = plan_values(q_all[olds], surv, cleans, switch, batch)
         for i, row in zip(olds, values, strict=True):
             k = int(np.argmax(row))
             if row[k] > 0.0:
@@ -208,7 +221,7 @@ def rank(
             seen_q.add(key)
             picked.append(i)
     if picked:
-        surv = np.array([survival_curve(belief, 0, 0, near_probability(belief, graph, i), runs=h)
+        surv = np.array([survival_curve(belief, 0, 0, near_probability(belief, graph, i, own), runs=h)
                          for i in picked])
         values = plan_values(q_all[picked], surv, clean, build_cost, batch)
         for i, row in zip(picked, values, strict=True):
