@@ -122,7 +122,9 @@ def test_sampler_follows_a_real_busy_process_until_it_ends(tmp_path: Path) -> No
         assert sampler.sample() == []  # the process ended: dropped
     got = list(read_samples(tmp_path / SAMPLES_NAME))
     assert len(got) >= 3 and {s.vm for s in got} == {3}
-    assert max(s.cpu for s in got) > 50.0 and min(s.rss for s in got) > 1 << 20
+    # A spinning process reads ~100% alone, ~50% or less on a loaded 2-core
+    # machine; an idle one ~0%.
+    assert max(s.cpu for s in got) > 20.0 and min(s.rss for s in got) > 1 << 20
 
 
 def test_chart_lines_break_where_a_value_is_unknown() -> None:
