@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from kvmlab.bisect import CommitGraph, Verdict
+from kvmlab.bisect import CommitGraph, Verdict, planner
 from kvmlab.bisect import log as fmt
 from kvmlab.bisect.adaptive import retest_crashed_line
 from kvmlab.bisect.confirm import STILL_CRASHES, still_crashes_ratio
@@ -257,3 +258,32 @@ def test_a_clean_commits_own_background_rate_is_learnt_from_its_runs() -> None:
         own[spreads] = post.clean_survival(20, 10, 90)[20]
         assert own[spreads] < post.clean_survival(20)[20]
     assert own[(0.0, 0.5)] < own[(0.0,)] - 0.05, own
+
+
+def test_the_planners_array_forms_agree_with_one_commit_at_a_time() -> None:
+    """The planner values built commits in one call (a clean survival and a
+    switch cost per commit) and reads near probabilities off the posterior
+    vector; both must give what one commit at a time gives."""
+    n = 8
+    rows = [(1, 29), (0, 30), (0, 12), (2, 20), (6, 6), (0, 0), (5, 5), (9, 3)]
+    obs = [Observation((1 << (i + 1)) - 1, c, o, near_mask((1 << (i + 1)) - 1, i, n, 3, fix=False))
+           for i, (c, o) in enumerate(rows) if c or o]
+    model = RateModel(background_spreads=(0.0, 0.5), background_spread_weights=(0.5, 0.5))
+    belief = Belief(model, (1 << n) - 1, obs, fix=False)
+    graph = CommitGraph.from_parents([(f"{i + 1:040x}", [f"{i:040x}"], str(i)) for i in range(n)],
+                                     tip=f"{n:040x}", boundary=[f"{0:040x}"])
+    own = belief.probabilities(n)
+    for i in range(n):
+        assert planner.near_probability(belief, graph, i, own) == pytest.approx(
+            planner.near_probability(belief, graph, i), abs=1e-12)
+    h = planner.horizon(2)
+    picked = [2, 3, 6]
+    q = planner.crash_probabilities(belief, graph)[picked]
+    surv = np.array([belief.survival(*rows[i], h) for i in picked])
+    cleans = np.array([belief.clean_survival(h, *rows[i]) for i in picked])
+    costs = np.array([0.0, 1.0, 2.5])
+    together = planner.plan_values(q, surv, cleans, costs, 2)
+    for k in range(len(picked)):
+        alone = planner.plan_values(q[[k]], surv[[k]], cleans[k], float(costs[k]), 2)[0]
+        assert together[k] == pytest.approx(alone, rel=1e-12)
+    assert len({tuple(np.round(row, 9)) for row in together}) == 3  # the rows differ: not one broadcast row
