@@ -89,16 +89,19 @@ class AdaptivePolicy:
     p = 0.3 7% of the culprits named at 0.95 were wrong (4 of 56, 60 paired
     bisections; 2 of 58 with this prior, for -6% to +22% runs on the classes
     without background; benchmarks/flaky_bisect.py)."""
-    background_spreads: tuple[float, ...] = (0.0,)
+    background_spreads: tuple[float, ...] = (0.0, 0.5)
     """How much a commit's own background rate may differ from the typical
     one (log-normal sigmas; 0: one rate shared by every commit without the
-    bug; see :class:`~kvmlab.bisect.model.RateModel`). Off by default for
-    now: (0.0, 0.5) with weights (0.5, 0.5) took bg-jitter at 2%, p = 0.1
-    from 37% exact and 48% of the named culprits wrong to 50% exact and 1 of
-    16 wrong (30 bisections, benchmarks/flaky_bisect.py), but made the
-    pool's batch plans slower than single runs in tests/test_overlap.py and
-    is not yet measured on the other classes."""
-    background_spread_weights: tuple[float, ...] = (1.0,)
+    bug; see :class:`~kvmlab.bisect.model.RateModel`), learnt between the two.
+    With one shared rate, a clean commit whose own rate is 2-3x the typical
+    one could only be the bug: bg-jitter at 2% (each clean commit's rate 2%
+    times a log-normal factor, sigma 0.6), 40 paired bisections,
+    benchmarks/flaky_bisect.py: p = 0.3 67.5% -> 75.0% exact, 8 of 35 named
+    culprits wrong -> 0 of 30; p = 0.1 42.5% -> 57.5% exact, 13 of 30 -> 1 of
+    24 wrong. Costs: bg at 2% p = 0.1 +11% runs; the classes without
+    background -6% to +12% runs, the same exact counts within one bisection
+    of 40."""
+    background_spread_weights: tuple[float, ...] = (0.5, 0.5)
     """Prior weight of each background spread."""
     rate_family: str = "logit"
     rate_spreads: tuple[float, ...] = (0.0, 0.5, 1.0, 1.5, 2.0)
