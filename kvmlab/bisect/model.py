@@ -383,7 +383,7 @@ def _bit_matrix(rows: Sequence[int], width: int) -> Array:
 
 @functools.lru_cache(maxsize=64)
 def _partition(all_mask: int, observed: tuple[tuple[int, int], ...],
-               fix: bool) -> tuple[list[int], Array, Array]:
+               fix: bool) -> tuple[tuple[int, ...], Array, Array]:
     """Split the range into classes of candidates that every observation
     (ancestor bitset, near mask) treats alike: (class bitsets, far, near), where
     far[c, j] / near[c, j] = 1 when observation j crashes far from / near the
@@ -404,7 +404,7 @@ def _partition(all_mask: int, observed: tuple[tuple[int, int], ...],
     near_m = _bit_matrix([n for _, _, n in classes], len(observed))
     far_m.setflags(write=False)
     near_m.setflags(write=False)
-    return [bits for bits, _, _ in classes], far_m, near_m
+    return tuple(bits for bits, _, _ in classes), far_m, near_m
 
 
 @functools.lru_cache(maxsize=64)
@@ -432,7 +432,8 @@ class Belief:
         self.fix = fix
         obs = [o for o in observations if o.crashes or o.oks]
         self.observations = obs
-        self.classes, far_m, near_m = _partition(all_mask, tuple((o.closure, o.near) for o in obs), fix)
+        classes, far_m, near_m = _partition(all_mask, tuple((o.closure, o.near) for o in obs), fix)
+        self.classes = list(classes)  # the cached partition is shared: a copy to hand out
         n_c, n_o = len(self.classes), len(obs)
         h = len(model.log_hyper_prior)
         s = len(model.log_near_prior) - 1
