@@ -429,6 +429,7 @@ class Belief:
     def __init__(self, model: RateModel, all_mask: int, observations: Sequence[Observation], *,
                  fix: bool) -> None:
         self.model = model
+        self._probabilities: dict[int, Array] = {}
         self.fix = fix
         obs = [o for o in observations if o.crashes or o.oks]
         self.observations = obs
@@ -495,8 +496,13 @@ class Belief:
         return out
 
     def probabilities(self, n: int) -> Array:
-        """Posterior of every candidate, by bit index (length ``n``)."""
-        return np.asarray(np.append(self.per_member(), 0.0)[_members(tuple(self.classes), n)])
+        """Posterior of every candidate, by bit index (length ``n``; computed
+        once per belief: the planner asks for it per commit)."""
+        if n not in self._probabilities:
+            out = np.append(self.per_member(), 0.0)[_members(tuple(self.classes), n)]
+            out.setflags(write=False)
+            self._probabilities[n] = out
+        return self._probabilities[n]
 
     # -- commits -----------------------------------------------------------
 
@@ -511,16 +517,16 @@ class Belief:
         q = self.changed_probability(closure)
         return 1.0 - q if self.fix else q
 
-    def near_probability(self, closure: int, near: int) -> float:
+    def near_probability(self, closure: int, near: int, n: int) -> float:
         """P(the commit is near the culprit | it crashes), for the commit with
-        this ancestor bitset and near mask (:func:`near_mask`)."""
-        per = self.per_member()
-        crash_bits = closure if not self.fix else ~closure
-        crashing = sum(per[c] * (bits & crash_bits).bit_count() for c, bits in enumerate(self.classes))
+        this ancestor bitset and near mask (:func:`near_mask`), in a range of
+        ``n`` candidates."""
+        own = self.probabilities(n)
+        crash = bit_mask(closure, n)
+        crashing = float(own[~crash].sum() if self.fix else own[crash].sum())
         if crashing <= 0.0:
             return 0.0
-        close = sum(per[c] * (bits & near).bit_count() for c, bits in enumerate(self.classes) if bits & near)
-        return float(min(1.0, close / crashing))
+        return min(1.0, float(own[bit_mask(near, n)].sum()) / crashing)
 
     def rate_pmf(self, crashes: int, oks: int, near: float = 0.0) -> Array:
         """P(the commit's rate = p[g] | it crashes and showed these runs), for a

@@ -147,19 +147,11 @@ def survival_curve(belief: Belief, crashes: int, oks: int, near: float = 0.0, *,
     return belief.survival(crashes, oks, runs, near)
 
 
-def near_probability(belief: Belief, graph: CommitGraph, i: int, own: Array | None = None) -> float:
-    """P(commit ``i`` is near the culprit | it crashes); ``own``: the
-    belief's :meth:`~Belief.probabilities`, when the caller has them (a
-    planner asks for many commits of one belief)."""
+def near_probability(belief: Belief, graph: CommitGraph, i: int) -> float:
+    """P(commit ``i`` is near the culprit | it crashes)."""
     n = len(graph)
     mask = near_mask(graph.closure[i], i, n, belief.model.near, fix=belief.fix)
-    if own is None:
-        return belief.near_probability(graph.closure[i], mask)
-    crash = bit_mask(graph.closure[i], n)
-    crashing = float(own[~crash].sum() if belief.fix else own[crash].sum())
-    if crashing <= 0.0:
-        return 0.0
-    return min(1.0, float(own[bit_mask(mask, n)].sum()) / crashing)
+    return belief.near_probability(graph.closure[i], mask, n)
 
 
 def rank(
@@ -191,10 +183,9 @@ def rank(
     q_all = crash_probabilities(belief, graph)
     useful = (q_all > 1e-6) & (q_all < 1.0 - 1e-6)
     options: list[Option] = []
-    own = belief.probabilities(len(graph))
     olds = [i for i in built if (testable >> i) & 1 and useful[i]]
     if olds:
-        surv = np.array([survival_curve(belief, *built[i], near_probability(belief, graph, i, own), runs=h)
+        surv = np.array([survival_curve(belief, *built[i], near_probability(belief, graph, i), runs=h)
                          for i in olds])
         cleans = np.array([belief.clean_survival(h, *built[i]) for i in olds])
         switch = np.array([0.0 if i == current else switch_cost for i in olds])
@@ -221,7 +212,7 @@ def rank(
             seen_q.add(key)
             picked.append(i)
     if picked:
-        surv = np.array([survival_curve(belief, 0, 0, near_probability(belief, graph, i, own), runs=h)
+        surv = np.array([survival_curve(belief, 0, 0, near_probability(belief, graph, i), runs=h)
                          for i in picked])
         values = plan_values(q_all[picked], surv, clean, build_cost, batch)
         for i, row in zip(picked, values, strict=True):
