@@ -319,11 +319,9 @@ def _clean_curves(model: RateModel, horizon: int, crashes: int, oks: int) -> tup
     """(log P(these runs | clean, hyper point k), P(no crash in t more runs |
     clean, these runs, k)) for the background's hyper points."""
     rates, log_pop = model._background_pop
-    post = log_pop + _binomial_terms(rates, crashes, oks)[None, :]
-    like = _logsumexp(post, axis=1)
-    own = np.exp(post - like[:, None])
+    like = _clean_loglik(model, crashes, oks)
+    own = np.exp(log_pop + _binomial_terms(rates, crashes, oks)[None, :] - like[:, None])
     curves = own @ ((1.0 - rates)[:, None] ** np.arange(horizon + 1)[None, :])
-    like.setflags(write=False)
     curves.setflags(write=False)
     return like, curves
 
