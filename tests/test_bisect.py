@@ -645,6 +645,30 @@ def test_background_crashes_on_clean_commits(tmp_path: Path, background: float) 
     assert right >= 2
 
 
+def test_a_rate_step_the_answer_does_not_name_is_a_warning(tmp_path: Path) -> None:
+    """Issue 22: the title shows at 10% from commit 17 (a clean commit's own
+    background, or an older bug's path) and at 80% from the culprit 18. The
+    evidence fits two change points; whichever the answer names, the log
+    warns of the other one with the counts that show it. A bisection without
+    such a step gets no such warning."""
+    hist = make_history(tmp_path / "repo", 30)
+    res, text = _lines(hist, FakeTester(hist, culprit="18", p=0.8, seed=0, background={"17": 0.1}),
+                       verify=False, is_target=lambda r: r.title == TITLE)
+    assert res.culprit in (hist.h["17"], hist.h["18"]), text
+    steps = [w for w in res.warnings if "by this answer" in w or "the culprit is a newer commit" in w]
+    assert steps and all(w in text for w in steps), text
+    if res.culprit == hist.h["17"]:
+        assert re.fullmatch(r"warning: the culprit showed the title in \d+ of \d+ runs \(\d+\.\d%\), the "
+                            r"other commits with the bug in \d+ of \d+ \(\d+%\): if the culprit's crashes "
+                            r"are a background of its own \(the title shows, rarely, without the bug\), the "
+                            r"culprit is a newer commit", steps[0]), steps[0]
+    else:
+        assert steps[0].startswith(f"warning: {hist.h['17'][:12]}, without the bug by this answer"), steps[0]
+    res, text = _lines(hist, FakeTester(hist, culprit="18", p=0.8, seed=0), verify=False,
+                       is_target=lambda r: r.title == TITLE)
+    assert res.culprit == hist.h["18"] and "by this answer" not in text and "newer commit" not in text, text
+
+
 # ------------------------------------------------------------ confirm by revert (issue 14)
 
 

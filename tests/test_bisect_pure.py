@@ -11,10 +11,12 @@ import pytest
 from kvmlab.bisect import CommitGraph, Verdict, planner
 from kvmlab.bisect import log as fmt
 from kvmlab.bisect.adaptive import retest_crashed_line
-from kvmlab.bisect.confirm import STILL_CRASHES, still_crashes_ratio
+from kvmlab.bisect.confirm import STILL_CRASHES, rate_steps, still_crashes_ratio
 from kvmlab.bisect.model import Belief, Observation, RateModel, near_mask
 from kvmlab.bisect.repository import release_version
+from kvmlab.bisect.result import CommitEvidence
 from kvmlab.bisect.seams import cc_list
+from kvmlab.bisect.state import Session
 from kvmlab.errors import MissingFileError, UnknownCommitError
 from kvmlab.outcome import RunOutcome, RunStatus
 from tests.test_bisect import git, make_history
@@ -206,6 +208,49 @@ def test_retest_line_for_a_crashed_commit() -> None:
         "(P(it has the bug) = 0.42; "
         "the title shows on commits without the bug in ~0.4% of runs)")
     assert "2 crashes in 9 runs" in retest_crashed_line("0123456789ab", 2, 9, 0.5, 0.3, 0.0)
+
+
+class _Line:
+    """c0 .. c9 in a line: c<i> is an ancestor of c<j> when i <= j."""
+
+    def is_ancestor(self, a: str, b: str) -> bool:
+        return int(a[1:]) <= int(b[1:])
+
+
+def _steps(counts: dict[str, tuple[int, int]], culprit: str = "c5", fix: bool = False) -> list[str]:
+    s = Session(tester=None, journal=None, out=fmt.LogWriter(lambda _: None), fix=fix,  # type: ignore[arg-type]
+                is_target=None)
+    for c, (k, n) in counts.items():
+        runs = [RunOutcome(i, RunStatus.CRASHED if i < k else RunStatus.OK, title="t" if i < k else None)
+                for i in range(n)]
+        s.evidence[c] = CommitEvidence(c, runs=runs, target=[i < k for i in range(n)])
+    return rate_steps(_Line(), s, {f"c{i}" for i in range(10)}, culprit)  # type: ignore[arg-type]
+
+
+def test_rate_steps_name_the_change_point_the_answer_did_not() -> None:
+    """Issue 22: counts that fit a second change point are named in a warning;
+    counts that fit the answer's one step are not."""
+    plain = {"c0": (0, 30), "c2": (0, 30), "c4": (0, 40), "c5": (5, 10), "c9": (8, 10)}
+    assert _steps(plain) == []
+    assert _steps(plain | {"c3": (1, 40)}) == []  # one crash: a background
+    # A commit without the bug, by the answer, crashing far above the others'
+    # background: the culprit may be it or older.
+    older = _steps(plain | {"c3": (6, 40)})
+    assert older == ["warning: c3, without the bug by this answer, showed the title in 6 of 40 runs (15.0%), "
+                     "the other commits without the bug in 0 of 100: if those crashes are this bug, the "
+                     "culprit is c3 or older (the commits with the bug crashed in 65% of their runs)"], older
+    # The culprit itself far below the other commits with the bug.
+    low = _steps(plain | {"c5": (3, 40), "c6": (8, 10)})
+    assert len(low) == 1 and low[0].startswith(
+        "warning: the culprit showed the title in 3 of 40 runs (7.5%), the other commits with the bug in "
+        "16 of 20 (80%): if the culprit's crashes are a background of its own"), low
+    # A commit with the bug that never crashed where the others crash at 65%.
+    newer = _steps(plain | {"c6": (0, 25)})
+    assert newer == ["warning: c6, with the bug by this answer, showed the title in 0 of 25 runs (0.0%), "
+                     "the other commits with the bug in 13 of 20 (65%): if it lacks the bug, the culprit is "
+                     "newer than c6"], newer
+    # A fix bisection has no "rate below the bug's" reading (its culprit is clean).
+    assert _steps({"c0": (5, 10), "c4": (3, 40), "c5": (0, 30), "c9": (0, 30)}, fix=True) == []
 
 
 def test_revert_check_weighs_crashes_against_the_background() -> None:

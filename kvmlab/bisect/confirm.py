@@ -22,6 +22,7 @@ broken) commit must make the crash go.
 from __future__ import annotations
 
 import math
+from collections.abc import Container
 
 from kvmlab.bisect.result import Confirmation, ConfirmStatus
 from kvmlab.bisect.seams import Repository, Reverts, SyntheticCommit
@@ -36,6 +37,9 @@ MIN_RUNS, MAX_RUNS = 3, 60
 STILL_CRASHES = 19.0
 #: Background rate assumed when the bisection gives none.
 MIN_BACKGROUND = 1e-4
+#: A rate step the answer does not explain (:func:`rate_steps`): counts the
+#: other commits' pooled rate gives this rarely (one-sided binomial tail).
+STEP_TAIL = 1e-3
 
 
 def still_crashes_ratio(crashes: int, runs: int, bug_crashes: int, bug_oks: int, background: float) -> float:
@@ -97,6 +101,79 @@ def crashed_with_the_bug(repo: Repository, s: Session, culprit: str) -> list[str
     """Tested commits that showed the target crash and, by ``culprit``, have the
     bug (for a fix bisection: do not have the fix)."""
     return [c for c, e in s.evidence.items() if e.target_crashes and repo.is_ancestor(culprit, c) != s.fix]
+
+
+def rate_steps(repo: Repository, s: Session, tested: Container[str], culprit: str) -> list[str]:
+    """Warnings that the title's rate steps where the answer says it does not:
+    the bisection's evidence fits two change points, and a user should know
+    the one that was not named.
+
+    * A tested commit that by ``culprit`` does not have the bug, yet showed
+      the target's title more often than the other such commits together
+      would (binomial tail below :data:`STEP_TAIL`): a clean commit with a high
+      background of its own (the answer's reading) or the bug already there
+      at a lower rate, a culprit older than the one named (fix: newer).
+    * (cause bisections) A tested commit with the bug, by ``culprit``, whose
+      own rate is below what the other tested commits with the bug show
+      (lower tail below :data:`STEP_TAIL`): the bug at a low rate there (a
+      race a later commit widened; the answer's reading), or no bug there and
+      the culprit newer -- the culprit's own crashes then a background.
+
+    ``tested``: the range's commits (only they count, not the synthetic
+    reverts); a commit that reused another's kernel counts once."""
+    evidence = {c: e for c, e in s.evidence.items() if c in tested and e.same_as is None}
+    has_bug = {c: repo.is_ancestor(culprit, c) != s.fix for c in evidence}
+    crashes = {c: e.target_crashes for c, e in evidence.items()}
+    runs = {c: e.target_crashes + e.oks for c, e in evidence.items()}
+    bug_k = sum(crashes[c] for c in evidence if has_bug[c])
+    bug_n = sum(runs[c] for c in evidence if has_bug[c])
+    clean_k = sum(crashes[c] for c in evidence if not has_bug[c])
+    clean_n = sum(runs[c] for c in evidence if not has_bug[c])
+    out = []
+    found = []
+    for c in evidence:
+        k, n = crashes[c], runs[c]
+        if has_bug[c] or k < 2:
+            continue
+        tail = _binomial_tail(k, n, (clean_k - k + 0.5) / (clean_n - n + 1.0))
+        if tail < STEP_TAIL:
+            found.append((tail, c, k, n))
+    for _, c, k, n in sorted(found)[:2]:
+        out.append(f"warning: {c[:12]}, without the bug by this answer, showed the title in {k} of {n} runs "
+                   f"({k / n:.1%}), the other commits without the bug in {clean_k - k} of {clean_n - n}: "
+                   f"if those crashes are this bug, the {'fix' if s.fix else 'culprit'} is {c[:12]} or "
+                   f"{'newer' if s.fix else 'older'} (the commits with the bug crashed in "
+                   f"{_share(bug_k, bug_n)} of their runs)")
+    low = []
+    for c in evidence:
+        k, n = crashes[c], runs[c]
+        rest_k, rest_n = bug_k - k, bug_n - n
+        if s.fix or not has_bug[c] or not n or not rest_n:
+            continue
+        tail = _binomial_tail(n - k, n, 1.0 - (rest_k + 0.5) / (rest_n + 1.0))
+        if tail < STEP_TAIL:
+            low.append((tail, c, k, n, rest_k, rest_n))
+    for _, c, k, n, rest_k, rest_n in sorted(low)[:2]:
+        seen = f"in {k} of {n} runs ({k / n:.1%}), the other commits with the bug in {rest_k} of {rest_n} " \
+               f"({_share(rest_k, rest_n)})"
+        if c == culprit:
+            out.append(f"warning: the culprit showed the title {seen}: if the culprit's crashes are a "
+                       "background of its own (the title shows, rarely, without the bug), the culprit is a "
+                       "newer commit")
+        else:
+            out.append(f"warning: {c[:12]}, with the bug by this answer, showed the title {seen}: if it "
+                       f"lacks the bug, the culprit is newer than {c[:12]}")
+    return out
+
+
+def _share(k: int, n: int) -> str:
+    return f"{k / n:.0%}" if n else "?"
+
+
+def _binomial_tail(k: int, n: int, rate: float) -> float:
+    """P(at least ``k`` successes in ``n`` trials at ``rate``)."""
+    below = sum(math.comb(n, i) * rate ** i * (1.0 - rate) ** (n - i) for i in range(k))
+    return max(0.0, 1.0 - below)
 
 
 def _bug_rate(repo: Repository, s: Session, culprit: str) -> tuple[int, int]:

@@ -17,7 +17,7 @@ from pathlib import Path
 from kvmlab.bisect import log as fmt
 from kvmlab.bisect import relevant, syzbot
 from kvmlab.bisect.adaptive import AdaptiveBisection, release_doubt, settle_release
-from kvmlab.bisect.confirm import confirm, crashed_with_the_bug
+from kvmlab.bisect.confirm import confirm, crashed_with_the_bug, rate_steps
 from kvmlab.bisect.confirm import summary_lines as confirm_lines
 from kvmlab.bisect.graph import CommitGraph
 from kvmlab.bisect.journal import Journal
@@ -174,7 +174,8 @@ def _bisect(repo: Repository, s: Session, pol: Policy, bad: str, good: str | Non
             chunk = pol.chunk if isinstance(pol, AdaptivePolicy) else pol.runs
             res.confirmations = confirm(repo, s, culprit=culprit, bad=bad, chunk=chunk, background=background)
             _account(s, res)
-        res.warnings = _warnings(repo, s, g, culprit) + confirm_lines(res.confirmations)
+        res.warnings = (_warnings(repo, s, g, culprit) + rate_steps(repo, s, g.index, culprit)
+                        + confirm_lines(res.confirmations))
         if rel is not None and culprit in summary.irrelevant:  # only the tip can be: it is kept
             res.warnings.append("warning: the culprit changes no file the build reads: it cannot have "
                                 "changed the kernel, the result is likely wrong")
