@@ -288,10 +288,9 @@ class Trial:
     """With ``--revert-check``: the adaptive culprit's revert still crashed (None: not checked)."""
     confirm_runs: int = 0
     """With ``--revert-check``: VM runs the adaptive culprit's confirmation took."""
-    older: bool = False
-    """The adaptive culprit came with the warning that a commit without the bug
-    showed the title more often than the others (a culprit older than the one
-    named would explain it: :func:`kvmlab.bisect.confirm.older_crashes`)."""
+    step: bool = False
+    """The adaptive culprit came with a warning that the evidence fits a second
+    change point (:func:`kvmlab.bisect.confirm.rate_steps`)."""
 
 
 ADAPTIVE = AdaptivePolicy()
@@ -307,7 +306,7 @@ def run_trial(args: tuple[str, float, int, int, float, bool]) -> Trial:
     completed = False
     doubtful = None
     checked_runs = 0
-    older = False
+    step = False
     for pname, pol in policies.items():
         t0 = time.perf_counter()
         check = revert and pname == "adaptive"
@@ -321,13 +320,13 @@ def run_trial(args: tuple[str, float, int, int, float, bool]) -> Trial:
         runs[pname], builds[pname] = res.vm_runs - confirm_runs, res.builds - len(res.confirmations)
         if pname == "adaptive":
             conf = res.confidence if res.culprit is not None else None
-            older = any("by this answer" in w or "the culprit is a newer commit" in w for w in res.warnings)
+            step = any("by this answer" in w or "the culprit is a newer commit" in w for w in res.warnings)
             if check and res.confirmations:
                 doubtful = any(c.doubtful for c in res.confirmations)
                 checked_runs = confirm_runs
         else:
             completed = res.outcome is not Outcome.NO_REPRO
-    return Trial(exact, runs, builds, named, conf, completed, secs, doubtful, checked_runs, older)
+    return Trial(exact, runs, builds, named, conf, completed, secs, doubtful, checked_runs, step)
 
 
 TARGETS = {0.9: 0.97, 0.5: 0.97, 0.3: 0.97, 0.1: 0.85}
@@ -374,8 +373,8 @@ def report_cell(name: str, p: float, trials: Sequence[Trial], say: Callable[[str
             f"({wrong / len(sel) if sel else 0:.1%}; allowed {1 - c:.0%}): {'met' if ok else 'MISSED'}")
     wrong_named = [t for t in named if not t.exact["adaptive"]]
     right_named = [t for t in named if t.exact["adaptive"]]
-    say(f"{'':>15} warned of an older culprit: {sum(t.older for t in wrong_named)} of {len(wrong_named)} "
-        f"wrong culprits, {sum(t.older for t in right_named)} of {len(right_named)} right ones")
+    say(f"{'':>15} warned of a second change point: {sum(t.step for t in wrong_named)} of {len(wrong_named)} "
+        f"wrong culprits, {sum(t.step for t in right_named)} of {len(right_named)} right ones")
     checked = [t for t in trials if t.doubtful is not None]
     if checked:
         wrong = [t for t in checked if not t.exact["adaptive"]]

@@ -659,7 +659,7 @@ def test_a_rate_step_the_answer_does_not_name_is_a_warning(tmp_path: Path) -> No
     assert steps and all(w in text for w in steps), text
     if res.culprit == hist.h["17"]:
         assert re.fullmatch(r"warning: the culprit showed the title in \d+ of \d+ runs \(\d+\.\d%\), the "
-                            r"other commits with the bug in \d+ of \d+ \(\d+%\): if the culprit's crashes "
+                            r"other commits with the bug in \d+ of \d+ \(\d+%\): if its crashes "
                             r"are a background of its own \(the title shows, rarely, without the bug\), the "
                             r"culprit is a newer commit", steps[0]), steps[0]
     else:

@@ -210,21 +210,17 @@ def test_retest_line_for_a_crashed_commit() -> None:
     assert "2 crashes in 9 runs" in retest_crashed_line("0123456789ab", 2, 9, 0.5, 0.3, 0.0)
 
 
-class _Line:
-    """c0 .. c9 in a line: c<i> is an ancestor of c<j> when i <= j."""
-
-    def is_ancestor(self, a: str, b: str) -> bool:
-        return int(a[1:]) <= int(b[1:])
-
-
 def _steps(counts: dict[str, tuple[int, int]], culprit: str = "c5", fix: bool = False) -> list[str]:
+    """rate_steps on c0 .. c9 in a line, with ``counts`` (crashes, runs) per tested commit."""
+    g = CommitGraph.from_parents([(f"c{i}", [f"c{i - 1}" if i else "base"], str(i)) for i in range(10)],
+                                 tip="c9", boundary=["base"])
     s = Session(tester=None, journal=None, out=fmt.LogWriter(lambda _: None), fix=fix,  # type: ignore[arg-type]
                 is_target=None)
     for c, (k, n) in counts.items():
         runs = [RunOutcome(i, RunStatus.CRASHED if i < k else RunStatus.OK, title="t" if i < k else None)
                 for i in range(n)]
         s.evidence[c] = CommitEvidence(c, runs=runs, target=[i < k for i in range(n)])
-    return rate_steps(_Line(), s, {f"c{i}" for i in range(10)}, culprit)  # type: ignore[arg-type]
+    return rate_steps(s, g, culprit)
 
 
 def test_rate_steps_name_the_change_point_the_answer_did_not() -> None:
@@ -235,22 +231,33 @@ def test_rate_steps_name_the_change_point_the_answer_did_not() -> None:
     assert _steps(plain | {"c3": (1, 40)}) == []  # one crash: a background
     # A commit without the bug, by the answer, crashing far above the others'
     # background: the culprit may be it or older.
+    assert _steps(plain | {"c4": (6, 40)}) == [
+        "warning: c4, without the bug by this answer, showed the title in 6 of 40 runs (15.0%), the other "
+        "commits without the bug in 0 of 60 (0.0%): if those crashes are this bug, the culprit is c4 or "
+        "older (the commits with the bug crashed in 65% of their runs)"]
+    # Further back, the clean runs in between move with it and weigh in.
     older = _steps(plain | {"c3": (6, 40)})
-    assert older == ["warning: c3, without the bug by this answer, showed the title in 6 of 40 runs (15.0%), "
-                     "the other commits without the bug in 0 of 100: if those crashes are this bug, the "
-                     "culprit is c3 or older (the commits with the bug crashed in 65% of their runs)"], older
+    assert len(older) == 1 and older[0].startswith(
+        "warning: the 2 tested commits from c3 to the culprit, without the bug by this answer, showed the "
+        "title in 6 of 80 runs (7.5%)"), older
+    assert _steps(plain | {"c3": (3, 40), "c4": (0, 200)}) == []
     # The culprit itself far below the other commits with the bug.
-    low = _steps(plain | {"c5": (3, 40), "c6": (8, 10)})
-    assert len(low) == 1 and low[0].startswith(
+    assert _steps(plain | {"c5": (3, 40), "c6": (8, 10)}) == [
         "warning: the culprit showed the title in 3 of 40 runs (7.5%), the other commits with the bug in "
-        "16 of 20 (80%): if the culprit's crashes are a background of its own"), low
+        "16 of 20 (80%): if its crashes are a background of its own (the title shows, rarely, without the "
+        "bug), the culprit is a newer commit"]
     # A commit with the bug that never crashed where the others crash at 65%.
-    newer = _steps(plain | {"c6": (0, 25)})
-    assert newer == ["warning: c6, with the bug by this answer, showed the title in 0 of 25 runs (0.0%), "
-                     "the other commits with the bug in 13 of 20 (65%): if it lacks the bug, the culprit is "
-                     "newer than c6"], newer
-    # A fix bisection has no "rate below the bug's" reading (its culprit is clean).
-    assert _steps({"c0": (5, 10), "c4": (3, 40), "c5": (0, 30), "c9": (0, 30)}, fix=True) == []
+    assert _steps(plain | {"c6": (0, 25)}) == [
+        "warning: the 2 tested commits from the culprit to c6, with the bug by this answer, showed the "
+        "title in 5 of 35 runs (14.3%), the other commits with the bug in 8 of 10 (80%): if they lack the "
+        "bug, the culprit is newer than c6"]
+    # The budget's worth of runs (3,000) on one commit: the tails stay finite.
+    big = _steps({"c0": (10, 3000), "c4": (3, 3000), "c5": (900, 3000), "c9": (2000, 3000)})
+    assert len(big) == 1 and big[0].startswith("warning: the culprit showed the title in 900 of 3000 runs"), big
+    # A fix bisection, mirrored: the fix is the clean side's oldest commit.
+    assert _steps({"c0": (5, 10), "c4": (3, 40), "c5": (0, 30), "c9": (0, 30)}, fix=True) == [
+        "warning: c4, with the bug by this answer, showed the title in 3 of 40 runs (7.5%), the other "
+        "commits with the bug in 5 of 10 (50%): if it lacks the bug, the fix is c4 or older"]
 
 
 def test_revert_check_weighs_crashes_against_the_background() -> None:

@@ -22,8 +22,8 @@ broken) commit must make the crash go.
 from __future__ import annotations
 
 import math
-from collections.abc import Container
 
+from kvmlab.bisect.graph import CommitGraph
 from kvmlab.bisect.result import Confirmation, ConfirmStatus
 from kvmlab.bisect.seams import Repository, Reverts, SyntheticCommit
 from kvmlab.bisect.state import Session
@@ -103,77 +103,99 @@ def crashed_with_the_bug(repo: Repository, s: Session, culprit: str) -> list[str
     return [c for c, e in s.evidence.items() if e.target_crashes and repo.is_ancestor(culprit, c) != s.fix]
 
 
-def rate_steps(repo: Repository, s: Session, tested: Container[str], culprit: str) -> list[str]:
-    """Warnings that the title's rate steps where the answer says it does not:
-    the bisection's evidence fits two change points, and a user should know
-    the one that was not named.
+def rate_steps(s: Session, g: CommitGraph, culprit: str) -> list[str]:
+    """Warnings that the evidence fits a second change point the answer did
+    not name, with the counts that show it.
 
-    * A tested commit that by ``culprit`` does not have the bug, yet showed
-      the target's title more often than the other such commits together
-      would (binomial tail below :data:`STEP_TAIL`): a clean commit with a high
-      background of its own (the answer's reading) or the bug already there
-      at a lower rate, a culprit older than the one named (fix: newer).
-    * (cause bisections) A tested commit with the bug, by ``culprit``, whose
-      own rate is below what the other tested commits with the bug show
-      (lower tail below :data:`STEP_TAIL`): the bug at a low rate there (a
-      race a later commit widened; the answer's reading), or no bug there and
-      the culprit newer -- the culprit's own crashes then a background.
+    Moving the answer's boundary to a tested commit ``c`` moves a set of
+    tested commits to the other side: for a cause bisection, ``c`` and the
+    tested commits without the bug that descend from it (the culprit ``c`` or
+    older), or ``c`` and the tested commits with the bug it descends from (the
+    culprit newer than ``c``); a fix bisection mirrors it. When those commits
+    together showed the title far more often than the other commits without
+    the bug (a binomial tail below :data:`STEP_TAIL` at the others' pooled
+    rate), or far less often than the other commits with the bug, the answer
+    read them as a background of their own, or as the bug at a low rate (a
+    race a later commit widened); the other reading moves the culprit, and
+    the user is told where. Of each kind the smallest such move is named
+    (the nearest other boundary), the most telling of those.
+    Only commits of the range count (not the synthetic reverts), and a commit
+    that reused another's kernel counts once."""
+    at = g.index[culprit]
+    tested = {c: e for c, e in s.evidence.items() if c in g.index and e.same_as is None}
 
-    ``tested``: the range's commits (only they count, not the synthetic
-    reverts); a commit that reused another's kernel counts once."""
-    evidence = {c: e for c, e in s.evidence.items() if c in tested and e.same_as is None}
-    has_bug = {c: repo.is_ancestor(culprit, c) != s.fix for c in evidence}
-    crashes = {c: e.target_crashes for c, e in evidence.items()}
-    runs = {c: e.target_crashes + e.oks for c, e in evidence.items()}
-    bug_k = sum(crashes[c] for c in evidence if has_bug[c])
-    bug_n = sum(runs[c] for c in evidence if has_bug[c])
-    clean_k = sum(crashes[c] for c in evidence if not has_bug[c])
-    clean_n = sum(runs[c] for c in evidence if not has_bug[c])
+    def has_bug(c: str) -> bool:
+        return bool(g.closure[g.index[c]] >> at & 1) != s.fix
+
+    def below(c: str, d: str) -> bool:  # d is c or descends from it
+        return bool(g.closure[g.index[d]] >> g.index[c] & 1)
+
+    crashes = {c: e.target_crashes for c, e in tested.items()}
+    runs = {c: e.target_crashes + e.oks for c, e in tested.items()}
+    side = {True: [c for c in tested if has_bug(c)], False: [c for c in tested if not has_bug(c)]}
+    totals = {b: (sum(crashes[c] for c in cs), sum(runs[c] for c in cs)) for b, cs in side.items()}
     out = []
-    found = []
-    for c in evidence:
-        k, n = crashes[c], runs[c]
-        if has_bug[c] or k < 2:
-            continue
-        tail = _binomial_tail(k, n, (clean_k - k + 0.5) / (clean_n - n + 1.0))
-        if tail < STEP_TAIL:
-            found.append((tail, c, k, n))
-    for _, c, k, n in sorted(found)[:2]:
-        out.append(f"warning: {c[:12]}, without the bug by this answer, showed the title in {k} of {n} runs "
-                   f"({k / n:.1%}), the other commits without the bug in {clean_k - k} of {clean_n - n}: "
-                   f"if those crashes are this bug, the {'fix' if s.fix else 'culprit'} is {c[:12]} or "
-                   f"{'newer' if s.fix else 'older'} (the commits with the bug crashed in "
-                   f"{_share(bug_k, bug_n)} of their runs)")
-    low = []
-    for c in evidence:
-        k, n = crashes[c], runs[c]
-        rest_k, rest_n = bug_k - k, bug_n - n
-        if s.fix or not has_bug[c] or not n or not rest_n:
-            continue
-        tail = _binomial_tail(n - k, n, 1.0 - (rest_k + 0.5) / (rest_n + 1.0))
-        if tail < STEP_TAIL:
-            low.append((tail, c, k, n, rest_k, rest_n))
-    for _, c, k, n, rest_k, rest_n in sorted(low)[:2]:
-        seen = f"in {k} of {n} runs ({k / n:.1%}), the other commits with the bug in {rest_k} of {rest_n} " \
-               f"({_share(rest_k, rest_n)})"
-        if c == culprit:
-            out.append(f"warning: the culprit showed the title {seen}: if the culprit's crashes are a "
-                       "background of its own (the title shows, rarely, without the bug), the culprit is a "
-                       "newer commit")
-        else:
-            out.append(f"warning: {c[:12]}, with the bug by this answer, showed the title {seen}: if it "
-                       f"lacks the bug, the culprit is newer than {c[:12]}")
+    for bug in (False, True):
+        best: tuple[float, str, list[str]] | None = None
+        for c in side[bug]:
+            # cause: clean commits move with their descendants, bad ones with
+            # their ancestors; a fix bisection the other way round.
+            down = bug == s.fix
+            moved = [d for d in side[bug] if (below(c, d) if down else below(d, c))]
+            k, n = sum(crashes[d] for d in moved), sum(runs[d] for d in moved)
+            rest_k, rest_n = totals[bug][0] - k, totals[bug][1] - n
+            if not n or not rest_n or (not bug and k < 2):
+                continue
+            rate = (rest_k + 0.5) / (rest_n + 1.0)
+            tail = _binomial_tail(n - k, n, 1.0 - rate) if bug else _binomial_tail(k, n, rate)
+            if tail < STEP_TAIL and (best is None or (len(moved), tail) < (len(best[2]), best[0])):
+                best = (tail, c, moved)
+        if best is not None:
+            out.append(_step_line(s.fix, bug, bug == s.fix, best[1], best[2], culprit, crashes, runs, totals))
     return out
 
 
+def _step_line(fix: bool, bug: bool, down: bool, c: str, moved: list[str], culprit: str,
+               crashes: dict[str, int], runs: dict[str, int], totals: dict[bool, tuple[int, int]]) -> str:
+    """The warning of :func:`rate_steps` for moving ``moved`` (``c`` and the
+    tested commits that go with it: its descendants when ``down``) across."""
+    k, n = sum(crashes[d] for d in moved), sum(runs[d] for d in moved)
+    rest_k, rest_n = totals[bug][0] - k, totals[bug][1] - n
+    what = "fix" if fix else "culprit"
+    if moved == [culprit]:
+        who = "the culprit"
+    else:
+        span = f"from {c[:12]} to the {what}" if down else f"from the {what} to {c[:12]}"
+        who = (f"the {len(moved)} tested commits {span}" if len(moved) > 1 else c[:12]) \
+            + f", {'with' if bug else 'without'} the bug by this answer,"
+    seen = (f"showed the title in {k} of {n} runs ({k / n:.1%}), the other commits "
+            f"{'with' if bug else 'without'} the bug in {rest_k} of {rest_n} ({_share(rest_k, rest_n)})")
+    if not bug:
+        where = f"newer than {c[:12]}" if fix else f"{c[:12]} or older"
+        return (f"warning: {who} {seen}: if those crashes are this bug, the {what} is {where} (the commits "
+                f"with the bug crashed in {_share(*totals[True])} of their runs)")
+    if moved == [culprit]:
+        return (f"warning: the culprit {seen}: if its crashes are a background of its own (the title shows, "
+                "rarely, without the bug), the culprit is a newer commit")
+    where = f"{c[:12]} or older" if fix else f"newer than {c[:12]}"
+    lack = "they lack" if len(moved) > 1 else "it lacks"
+    return f"warning: {who} {seen}: if {lack} the bug, the {what} is {where}"
+
+
 def _share(k: int, n: int) -> str:
-    return f"{k / n:.0%}" if n else "?"
+    return f"{k / n:.1%}" if n and k / n < 0.1 else (f"{k / n:.0%}" if n else "?")
+
 
 
 def _binomial_tail(k: int, n: int, rate: float) -> float:
     """P(at least ``k`` successes in ``n`` trials at ``rate``)."""
-    below = sum(math.comb(n, i) * rate ** i * (1.0 - rate) ** (n - i) for i in range(k))
-    return max(0.0, 1.0 - below)
+    if k <= 0:
+        return 1.0
+    log_r, log_q = math.log(rate), math.log1p(-rate)
+    head = math.lgamma(n + 1)
+    terms = (head - math.lgamma(i + 1) - math.lgamma(n - i + 1) + i * log_r + (n - i) * log_q
+             for i in range(k, n + 1))
+    return min(1.0, sum(math.exp(x) for x in terms))
 
 
 def _bug_rate(repo: Repository, s: Session, culprit: str) -> tuple[int, int]:

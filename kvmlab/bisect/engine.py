@@ -174,7 +174,7 @@ def _bisect(repo: Repository, s: Session, pol: Policy, bad: str, good: str | Non
             chunk = pol.chunk if isinstance(pol, AdaptivePolicy) else pol.runs
             res.confirmations = confirm(repo, s, culprit=culprit, bad=bad, chunk=chunk, background=background)
             _account(s, res)
-        res.warnings = (_warnings(repo, s, g, culprit) + rate_steps(repo, s, g.index, culprit)
+        res.warnings = (_warnings(repo, s, g, culprit) + rate_steps(s, g, culprit)
                         + confirm_lines(res.confirmations))
         if rel is not None and culprit in summary.irrelevant:  # only the tip can be: it is kept
             res.warnings.append("warning: the culprit changes no file the build reads: it cannot have "
