@@ -658,10 +658,11 @@ def test_a_rate_step_the_answer_does_not_name_is_a_warning(tmp_path: Path) -> No
     steps = [w for w in res.warnings if "by this answer" in w or "the culprit is a newer commit" in w]
     assert steps and all(w in text for w in steps), text
     if res.culprit == hist.h["17"]:
-        assert re.fullmatch(r"warning: the culprit showed the title in \d+ of \d+ runs \(\d+\.\d%\), the "
-                            r"other commits with the bug in \d+ of \d+ \(\d+%\): if its crashes "
-                            r"are a background of its own \(the title shows, rarely, without the bug\), the "
-                            r"culprit is a newer commit", steps[0]), steps[0]
+        want = (r"warning: the culprit showed the title in \d+ of \d+ runs \(\d+\.\d%\): nearer the commits "
+                r"without the bug \(\d+ of \d+, \d+\.\d%\) than the other commits with it \(\d+ of \d+, "
+                r"\d+%\); if its crashes are a background of its own \(the title shows, rarely, without "
+                r"the bug\), the culprit is a newer commit")
+        assert re.fullmatch(want, steps[0]), steps[0]
     else:
         assert steps[0].startswith(f"warning: {hist.h['17'][:12]}, without the bug by this answer"), steps[0]
     res, text = _lines(hist, FakeTester(hist, culprit="18", p=0.8, seed=0), verify=False,
