@@ -646,13 +646,14 @@ def test_background_crashes_on_clean_commits(tmp_path: Path, background: float) 
 
 
 def test_a_rate_step_the_answer_does_not_name_is_a_warning(tmp_path: Path) -> None:
-    """Issue 22: the title shows at 10% from commit 17 (a clean commit's own
-    background, or an older bug's path) and at 80% from the culprit 18. The
-    evidence fits two change points; whichever the answer names, the log
-    warns of the other one with the counts that show it. A bisection without
-    such a step gets no such warning."""
+    """Issue 22: the title shows at 2% on the clean commits, at 10% on commit
+    17 (a clean commit's own background, or an older bug's path) and at 80%
+    from the culprit 18. The evidence fits two change points; whichever the
+    answer names, the log warns of the other one with the counts that show
+    it. A bisection without such a step gets no such warning."""
     hist = make_history(tmp_path / "repo", 30)
-    res, text = _lines(hist, FakeTester(hist, culprit="18", p=0.8, seed=0, background={"17": 0.1}),
+    background = {str(i): 0.02 for i in range(17)} | {"17": 0.1}
+    res, text = _lines(hist, FakeTester(hist, culprit="18", p=0.8, seed=1, background=background),
                        verify=False, is_target=lambda r: r.title == TITLE)
     assert res.culprit in (hist.h["17"], hist.h["18"]), text
     steps = [w for w in res.warnings if "by this answer" in w or "the culprit is a newer commit" in w]

@@ -240,15 +240,19 @@ def test_rate_steps_name_the_change_point_the_answer_did_not() -> None:
         "crashes are this bug, the culprit is c4 or older"]
     # Further back, the clean runs in between move with it and weigh in.
     assert _steps(plain | {"c3": (12, 40)}) == []
-    # The culprit itself far below the other commits with the bug.
+    # The culprit itself far below the other commits with the bug, where no
+    # commit without the bug showed the title: the bug at a low rate (drift).
+    assert _steps(plain | {"c5": (3, 40), "c6": (8, 10)}) == []
+    plain |= {"c2": (2, 30)}  # a background
+    assert _steps(plain) == []
     assert _steps(plain | {"c5": (3, 40), "c6": (8, 10)}) == [
         "warning: the culprit showed the title in 3 of 40 runs (7.5%): nearer the commits without the bug "
-        "(0 of 100, 0.0%) than the other commits with it (16 of 20, 80%); if its crashes are a background "
+        "(2 of 100, 2.0%) than the other commits with it (16 of 20, 80%); if its crashes are a background "
         "of its own (the title shows, rarely, without the bug), the culprit is a newer commit"]
     # A commit with the bug that never crashed where the others crash at 65%.
     assert _steps(plain | {"c6": (0, 25)}) == [
         "warning: the 2 tested commits from the culprit to c6, with the bug by this answer, showed the "
-        "title in 5 of 35 runs (14.3%): nearer the commits without the bug (0 of 100, 0.0%) than the other "
+        "title in 5 of 35 runs (14.3%): nearer the commits without the bug (2 of 100, 2.0%) than the other "
         "commits with it (8 of 10, 80%); if they lack the bug, the culprit is newer than c6"]
     # Rates that differ as a race's do (35% against 80%) are not a second step.
     assert _steps(plain | {"c5": (14, 40), "c6": (8, 10)}) == []
@@ -256,9 +260,9 @@ def test_rate_steps_name_the_change_point_the_answer_did_not() -> None:
     big = _steps({"c0": (10, 3000), "c4": (3, 3000), "c5": (60, 3000), "c9": (2000, 3000)})
     assert len(big) == 1 and big[0].startswith("warning: the culprit showed the title in 60 of 3000 "), big
     # A fix bisection, mirrored: the fix is the clean side's oldest commit.
-    assert _steps({"c0": (5, 10), "c4": (3, 40), "c5": (0, 30), "c9": (0, 30)}, fix=True) == [
+    assert _steps({"c0": (5, 10), "c4": (3, 40), "c5": (0, 30), "c9": (2, 30)}, fix=True) == [
         "warning: c4, with the bug by this answer, showed the title in 3 of 40 runs (7.5%): nearer the "
-        "commits without the bug (0 of 60, 0.0%) than the other commits with it (5 of 10, 50%); if it lacks "
+        "commits without the bug (2 of 60, 3.3%) than the other commits with it (5 of 10, 50%); if it lacks "
         "the bug, the fix is c4 or older"]
 
 
