@@ -105,12 +105,13 @@ class AdaptivePolicy:
     bg-merges +16% runs and 92.5 -> 82.5% exact (more inconclusive, none
     more wrong); the classes without background -6% to +12% runs, the same
     exact counts within one bisection of 40. A wider grid, (0, 0.5, 1.0)
-    weighted 0.5/0.3/0.2, was measured against this one and not taken: bg-jitter
-    p = 0.3, 160 paired, 5 of 119 named wrong against 7 of 124 (71% against
-    73% exact, the same runs); p = 0.1, 80 paired, 5 of 34 against 6 of 45, 36% against 49%
-    exact, +14% runs; bg 2% p = 0.1 85.0% against 92.5% exact (+19% runs),
-    bg-merges p = 0.1 72.5% against 82.5% (40 each): a few fewer wrong answers
-    at p = 0.3 for many more inconclusive ones at p = 0.1."""
+    weighted 0.5/0.3/0.2, was measured against this one and not taken:
+    bg-jitter p = 0.3, 160 paired, 5 of 119 named wrong against 7 of 124 (71%
+    against 73% exact, the same runs); p = 0.1, 80 paired, 5 of 34 against 6
+    of 45, 36% against 49% exact, +14% runs; bg 2% p = 0.1 85.0% against
+    92.5% exact (+19% runs), bg-merges p = 0.1 72.5% against 82.5% (40 each):
+    a few fewer wrong answers at p = 0.3 for many more inconclusive ones at
+    p = 0.1."""
     background_spread_weights: tuple[float, ...] = (0.5, 0.5)
     """Prior weight of each background spread."""
     rate_family: str = "logit"
