@@ -50,7 +50,7 @@ def still_crashes_ratio(crashes: int, runs: int, bug_crashes: int, bug_oks: int,
     log_bug = (math.lgamma(a + k) + math.lgamma(b + n - k) - math.lgamma(a + b + n)
                - math.lgamma(a) - math.lgamma(b) + math.lgamma(a + b))
     bg = min(max(background, MIN_BACKGROUND), 0.5)
-    log_bg = k * math.log(bg) + (n - k) * math.log1p(-bg)
+    log_bg = _binomial_log(k, n, bg)
     return math.exp(min(700.0, log_bug - log_bg))
 
 
@@ -148,7 +148,7 @@ def rate_steps(s: Session, g: CommitGraph, culprit: str) -> list[str]:
     totals = {b: (sum(crashes[c] for c in cs), sum(runs[c] for c in cs)) for b, cs in side.items()}
     out = []
     for bug in (False, True):
-        best: tuple[float, str, list[str]] | None = None
+        best: tuple[float, str, list[str], int, int] | None = None
         for c in side[bug]:
             # cause: clean commits move with their descendants, bad ones with
             # their ancestors; a fix bisection the other way round.
@@ -165,17 +165,18 @@ def rate_steps(s: Session, g: CommitGraph, culprit: str) -> list[str]:
             tail = _binomial_tail(n - k, n, 1.0 - rate) if bug else _binomial_tail(k, n, rate)
             nearer = _binomial_log(k, n, other) >= _binomial_log(k, n, rate)
             if tail < STEP_TAIL and nearer and (best is None or (len(moved), tail) < (len(best[2]), best[0])):
-                best = (tail, c, moved)
+                best = (tail, c, moved, k, n)
         if best is not None:
-            out.append(_step_line(s.fix, bug, bug == s.fix, best[1], best[2], culprit, crashes, runs, totals))
+            _, c, moved, k, n = best
+            out.append(_step_line(s.fix, bug, bug == s.fix, c, moved, culprit, k, n, totals))
     return out
 
 
-def _step_line(fix: bool, bug: bool, down: bool, c: str, moved: list[str], culprit: str,
-               crashes: dict[str, int], runs: dict[str, int], totals: dict[bool, tuple[int, int]]) -> str:
+def _step_line(fix: bool, bug: bool, down: bool, c: str, moved: list[str], culprit: str, k: int, n: int,
+               totals: dict[bool, tuple[int, int]]) -> str:
     """The warning of :func:`rate_steps` for moving ``moved`` (``c`` and the
-    tested commits that go with it: its descendants when ``down``) across."""
-    k, n = sum(crashes[d] for d in moved), sum(runs[d] for d in moved)
+    tested commits that go with it: its descendants when ``down``), which
+    showed ``k`` target crashes in ``n`` runs, across."""
     rest_k, rest_n = totals[bug][0] - k, totals[bug][1] - n
     what = "fix" if fix else "culprit"
     if moved == [culprit]:
