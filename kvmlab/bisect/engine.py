@@ -121,6 +121,11 @@ def _bisect(repo: Repository, s: Session, pol: Policy, bad: str, good: str | Non
             s.run_until_crash(bad, runs, pol.chunk, on_bad=True)
             s.show_runs(bad, 0, counted_all=False)
             reproduced = e.target_crashes > 0
+            if reproduced and pol.rate_batch and e.oks == 0:
+                since = len(e.runs)
+                s.out(fmt.rate_batch_line(bad, e.target_crashes, pol.chunk))
+                s.run(bad, pol.chunk, on_bad=True)
+                s.show_runs(bad, since, counted_all=False)
     if not reproduced:
         msg = f"the crash did not reproduce on the bad commit {bad}"
         if s.ev(bad).untestable:

@@ -22,6 +22,14 @@ def start_line(commit: str, *, fix: bool) -> str:
     return f"bisecting {'fix' if fix else 'cause'} commit starting from {commit}"
 
 
+def rate_batch_line(commit: str, crashes: int, runs: int) -> str:
+    """Why the bad commit gets more runs after it reproduced the crash."""
+    what = "crash" if crashes == 1 else "crashes"
+    plural = "" if runs == 1 else "s"
+    return (f"kvmlab: {commit[:12]}: {crashes} {what} with the title and no clean run: {runs} more "
+            f"run{plural} there, to learn how reliably the bug shows before bisecting")
+
+
 def testing_release_line(tag: str) -> str:
     return f"testing release {tag}"
 
