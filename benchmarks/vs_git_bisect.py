@@ -34,16 +34,19 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 KVMLAB = Path(sys.executable).parent / "kvmlab"
 
-#: Seconds measured on this 2-core machine without KVM (TCG) in the real run
-#: of 2026-11-26 (demo tree, planted culprit), used by --simulate without a
-#: recording. Plain way: a clean in-tree build without ccache (491-550 s), a
-#: step whose build fails (the demo's planted broken commits: 113 s), the
-#: 10 reproducer runs of one commit (41 s bad, 66 s good). kvmlab: its first
-#: build with a cold ccache (586 s alone; 844 s when it shared the cores),
-#: an incremental step (171 s over 8 steps) and its whole test phase (39 VM
-#: runs over 9 commits, 386 s).
-STEP_TIMES = {"clean_build": 520.0, "failed_build": 113.0, "plain_test": 55.0, "cold_build": 586.0,
-              "incremental_build": 21.0, "kvmlab_test": 386.0}
+#: Seconds measured on this 2-core machine without KVM (TCG) in the real
+#: one-invocation run of 2026-12-04 (demo tree, planted culprit, kvmlab's
+#: ``base`` config both ways, 1,172 objects), used by --simulate without a
+#: recording. Plain way: a clean in-tree build without ccache (243-262 s), a
+#: step whose build fails (the demo's planted broken commits: 58-61 s), the
+#: 10 reproducer runs of one commit (27-31 s bad, 54-56 s good). kvmlab: its
+#: first build with a cold ccache (294 s, checkout and config included), the
+#: 9 other builds (94 s: incremental, failing and the revert) and its whole
+#: test phase (25 VM runs restored from snapshots, 103 s). That run: plain
+#: 1,896 s, kvmlab 502 s, 3.8x. (The run of 2026-11-26 had a larger config:
+#: clean builds of 491-550 s, kvmlab's test phase 386 s for 39 VM runs.)
+STEP_TIMES = {"clean_build": 254.0, "failed_build": 59.0, "plain_test": 41.0, "cold_build": 294.0,
+              "incremental_build": 10.5, "kvmlab_test": 103.0}
 
 STEP_SCRIPT = """#!/bin/bash
 # One step of the plain bisection: clean build, then {runs} runs; bad if any crashed.
@@ -133,9 +136,9 @@ def report(rec: dict[str, Any]) -> None:
           f"same culprit{' (the planted one)' if 'planted' in rec else ''}: {verdict}")
 
 
-def estimate(plain_built: int = 7, plain_failed: int = 2, kvmlab_builds: int = 9) -> dict[str, Any]:
-    """The real run's shape (the plain path: 7 commits built and tested, 2
-    whose build failed and were skipped; kvmlab: 9 commits) at STEP_TIMES."""
+def estimate(plain_built: int = 6, plain_failed: int = 2, kvmlab_builds: int = 10) -> dict[str, Any]:
+    """The real run's shape (the plain path: 6 commits built and tested, 2
+    whose build failed and were skipped; kvmlab: 10 builds) at STEP_TIMES."""
     t = STEP_TIMES
     plain_build = plain_built * t["clean_build"] + plain_failed * t["failed_build"]
     plain_test = plain_built * t["plain_test"]
