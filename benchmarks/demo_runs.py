@@ -19,7 +19,6 @@ outcomes for both.
 from __future__ import annotations
 
 import argparse
-import ast
 import dataclasses
 import random
 import statistics
@@ -31,10 +30,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from flaky_bisect import RevertingRepo, policy_overrides  # noqa: E402
+
 from kvmlab.bisect import AdaptivePolicy, bisect  # noqa: E402
 from kvmlab.bisect.graph import CommitGraph  # noqa: E402
-from kvmlab.bisect.seams import SyntheticCommit, Tag  # noqa: E402
-from kvmlab.bisect.simulate import MemoryRepo  # noqa: E402
+from kvmlab.bisect.seams import Tag  # noqa: E402
 from kvmlab.kernel.demo_tree import load_history  # noqa: E402
 from kvmlab.outcome import BuildOutcome, BuildStatus, RunOutcome, RunStatus  # noqa: E402
 
@@ -69,17 +69,11 @@ def demo_history() -> Demo:
     return Demo(graph, broken, {b: marked[b] for b in h.bugs}, {b: x.fraction for b, x in h.bugs.items()})
 
 
-class DemoRepo(MemoryRepo):
-    """The demo's history with its release and reverts that always apply."""
+class DemoRepo(RevertingRepo):
+    """The demo's history with its release (reverts always apply)."""
 
     def release_tags(self, tip: str, floor: str | None = None) -> list[Tag]:
         return [Tag(BASE, BASE)]
-
-    def revert_onto(self, base: str, change: str, *, pick: bool = False) -> SyntheticCommit:
-        return SyntheticCommit(base, change, f"r{base}-{change}", applied=("kernel/sys.c",))
-
-    def head(self) -> str:
-        return self.g.tip
 
 
 class DemoTester:
@@ -123,30 +117,27 @@ class Row:
 
 
 def trial(demo: Demo, bug: str, seed: int, policy: AdaptivePolicy) -> Row:
-    res = bisect(DemoRepo(demo.graph, BASE), DemoTester(demo, bug, seed), bad=demo.graph.tip, good=None,
+    tip = demo.graph.tip
+    res = bisect(DemoRepo(demo.graph, BASE, tip), DemoTester(demo, bug, seed), bad=tip, good=None,
                  policy=policy, verify=True)
     confirm = sum(c.runs for c in res.confirmations)
     return Row(res.vm_runs, confirm, res.culprit == demo.culprits[bug], res.confidence or 0.0)
-
-
-def overrides(text: str) -> dict[str, object]:
-    out: dict[str, object] = {}
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        key, _, value = part.partition("=")
-        out[key.strip()] = ast.literal_eval(value.strip())
-    return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--trials", type=int, default=200,
                     help="flaky-bug bisections (the deterministic bug's is one)")
-    ap.add_argument("--baseline", default="rate_batch=False", help="policy fields of the baseline")
+    ap.add_argument("--baseline", default="rate_batch=False",
+                    help="policy fields of the baseline ('field=value;field=value')")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     demo = demo_history()
     shipped = AdaptivePolicy(chunk=VMS)
-    base = dataclasses.replace(shipped, **overrides(args.baseline))  # type: ignore[arg-type]
+    try:
+        base = dataclasses.replace(shipped, **policy_overrides(args.baseline))  # type: ignore[arg-type]
+    except (ValueError, TypeError) as e:
+        ap.error(str(e))
     print(f"the demo's history: {len(demo.graph)} commits, {len(demo.broken)} unbuildable, {VMS} VMs, "
           f"release search and revert check; baseline: {args.baseline}")
     print(f"{'bug':>14} {'policy':>9} {'n':>4} {'exact':>7} {'VM runs':>8} {'median':>7} {'max':>4} "

@@ -65,6 +65,8 @@ VM runs than syzbot on the bisections syzbot completes.
 from __future__ import annotations
 
 import argparse
+import ast
+import dataclasses
 import math
 import multiprocessing
 import os
@@ -296,6 +298,21 @@ class Trial:
 ADAPTIVE = AdaptivePolicy()
 
 
+def policy_overrides(text: str) -> dict[str, object]:
+    """``field=value;field=value`` (values are Python literals; ``;`` since a
+    tuple holds commas) as a dict for :func:`dataclasses.replace`."""
+    out: dict[str, object] = {}
+    for kv in filter(str.strip, text.split(";")):
+        key, eq, value = kv.partition("=")
+        try:
+            out[key.strip()] = ast.literal_eval(value.strip())
+        except (ValueError, SyntaxError):
+            raise ValueError(f"policy field {kv.strip()!r}: want field=<Python literal>") from None
+        if not eq:
+            raise ValueError(f"policy field {kv.strip()!r}: want field=<Python literal>")
+    return out
+
+
 def run_trial(args: tuple[str, float, int, int, float, bool]) -> Trial:
     name, p, n, seed, bg, revert = args
     sc = SCENARIOS[name]
@@ -404,14 +421,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
                     help="worker processes (1: no pool; use it on a shared machine)")
     ap.add_argument("--policy", default="", help="adaptive policy fields to override, e.g. "
-                    "'rate_floor=0.05,confidence=0.99' (values are Python literals)")
+                    "'rate_floor=0.05;confidence=0.99' (values are Python literals)")
     args = ap.parse_args(argv)
     global ADAPTIVE
     if args.policy:
-        import ast
-        import dataclasses
-        fields = dict(kv.split("=", 1) for kv in args.policy.split(";"))
-        ADAPTIVE = dataclasses.replace(ADAPTIVE, **{k: ast.literal_eval(v) for k, v in fields.items()})
+        try:
+            ADAPTIVE = dataclasses.replace(ADAPTIVE, **policy_overrides(args.policy))  # type: ignore[arg-type]
+        except (ValueError, TypeError) as e:
+            ap.error(str(e))
         say_policy = f", adaptive policy {args.policy}"
     else:
         say_policy = ""
