@@ -29,6 +29,8 @@ Scenario classes (``--scenarios``), each at every crash rate ``p`` (``--p``):
   same top frame, a race the culprit only widened, a mis-titled report.
 * ``bg-jitter`` -- jitter, and each commit's background rate is ``bg`` times a
   log-normal factor (sigma 0.6).
+* ``bg-rates``  -- jitter (each commit with the bug its own rate), and one
+  background rate ``bg`` shared by the commits without it.
 * ``bg-merges`` -- ``bg`` on the merge-heavy history.
 * ``bg-near``   -- ``bg`` only on the 5..40 commits just before the culprit,
   none on the older ones. Not in the default set: it is a probe of an
@@ -128,6 +130,7 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
              unbuildable=0.02),
     Scenario("bg", background=True),
     Scenario("bg-jitter", rates="jitter", background=True, bg_jitter=0.6),
+    Scenario("bg-rates", rates="jitter", background=True),
     Scenario("bg-merges", side_branches=0.25, background=True),
     Scenario("bg-near", background=True, bg_window=True),
 )}
