@@ -306,13 +306,11 @@ def policy_overrides(text: str) -> dict[str, object]:
     tuple holds commas) as a dict for :func:`dataclasses.replace`."""
     out: dict[str, object] = {}
     for kv in filter(str.strip, text.split(";")):
-        key, eq, value = kv.partition("=")
-        try:
+        key, _, value = kv.partition("=")
+        try:  # no "=" leaves an empty value: a SyntaxError too
             out[key.strip()] = ast.literal_eval(value.strip())
         except (ValueError, SyntaxError):
             raise ValueError(f"policy field {kv.strip()!r}: want field=<Python literal>") from None
-        if not eq:
-            raise ValueError(f"policy field {kv.strip()!r}: want field=<Python literal>")
     return out
 
 
