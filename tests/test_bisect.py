@@ -656,7 +656,7 @@ def test_a_rate_step_the_answer_does_not_name_is_a_warning(tmp_path: Path) -> No
     from a few runs, which no test can tell from the bug at a lower rate.)"""
     hist = make_history(tmp_path / "repo", 30)
     background = {str(i): 0.02 for i in range(17)} | {"17": 0.1}
-    res, text = _lines(hist, FakeTester(hist, culprit="18", p=0.8, seed=3, background=background),
+    res, text = _lines(hist, FakeTester(hist, culprit="18", p=0.8, seed=5, background=background),
                        verify=False, is_target=lambda r: r.title == TITLE)
     assert res.culprit in (hist.h["17"], hist.h["18"]), text
     steps = [w for w in res.warnings if "by this answer" in w or "the culprit is a newer commit" in w]
