@@ -127,15 +127,16 @@ class AdaptivePolicy:
     p = 0.1. Then 0.5 -> 0.6 (paired seeds, 2% background): bg 500 each, p =
     0.5 97.8 -> 98.8% exact, 10 of 499 named wrong -> 6 of 500, 342 -> 320
     runs; p = 0.3 97.6 -> 97.4%, 9 of 497 -> 8 of 495, 558 -> 535 runs;
-    bg-jitter p = 0.3 (160) 74.4 -> 76.9%, 7 of 126 (5.6%) -> 4 of 127
-    (3.1%), -9% runs; p = 0.1 (60) 51.7 -> 43.3%, 3 of 34 -> 0 of 26, +17%
+    bg-jitter p = 0.3 (320) 75.7 -> 77.5%, 19 of 261 (7.3%) -> 12 of 260
+    (4.6%), -6% runs; p = 0.1 (60) 51.7 -> 43.3%, 3 of 34 -> 0 of 26, +17%
     runs; bg and bg-merges p = 0.1 (40) 1 -> 0 and 3 -> 3 wrong, -2.5 points
     exact each, +6% to +10% runs; the classes without background +1% to +6%
-    runs, 1 wrong of 320 either way; the cost: bg-rates (60) 98.3 -> 93.3%
-    and 71.7 -> 68.3% exact at p = 0.3 / 0.1, 0 -> 1 wrong, +10% runs. 0.7 halved bg's wrong answers at 500
-    (5 and 4) but the wider grid of own rates (up to 41%) made two crashes of
-    the demo's culprit a possible background and took it from 29 to 31 VM
-    runs (benchmarks/demo_runs.py, issue 26's 30); 0.6 keeps 29."""
+    runs, 1 wrong of 320 either way. The cost: bg-rates (60) 98.3 -> 93.3%
+    and 71.7 -> 68.3% exact at p = 0.3 / 0.1, 0 -> 1 wrong, +10% runs. 0.7
+    halved bg's wrong answers at 500 (5 and 4), but its grid of own rates
+    (up to 41%) made the demo culprit's 2 crashes in 2 runs a possible
+    background and took the demo from 29 to 31 VM runs
+    (benchmarks/demo_runs.py; issue 26's target is 30); 0.6 keeps 29."""
     background_spread_weights: tuple[float, ...] = (0.5, 0.5)
     """Prior weight of each background spread."""
     rate_family: str = "logit"
