@@ -8,6 +8,26 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$here"
 # The test budget counts from here, setup included (tests/budget.py).
 export KVMLAB_SUITE_STARTED=${KVMLAB_SUITE_STARTED:-$(date +%s)}
+# A run writes about 9 GiB into the test cache (kernel builds, images) and
+# 5 GiB under pytest's temporary dirs (VM disks, builds): say so in one line
+# now rather than fail half-way with "No space left on device".
+cache=${KVMLAB_TEST_CACHE:-$here/.test-cache}
+declare -A need=()
+for spec in "$cache:${KVMLAB_TEST_CACHE_GIB:-9}" "${TMPDIR:-/tmp}:${KVMLAB_TEST_TMP_GIB:-5}"; do
+  dir=${spec%:*}
+  while [ ! -d "$dir" ]; do dir=$(dirname "$dir"); done
+  mount=$(df -P "$dir" | awk 'NR == 2 {print $6}')
+  need[$mount]=$(( ${need[$mount]:-0} + ${spec##*:} ))
+done
+for mount in "${!need[@]}"; do
+  free_gib=$(df -Pk "$mount" | awk 'NR == 2 {printf "%d", $4 / 1048576}')
+  if [ "$free_gib" -lt "${need[$mount]}" ]; then
+    echo "scripts/test.sh: only $free_gib GiB free on $mount (test cache $cache, temporary files" \
+      "${TMPDIR:-/tmp}); a full run writes about ${need[$mount]} GiB there: free some space, or point" \
+      "KVMLAB_TEST_CACHE or TMPDIR at a larger disk" >&2
+    exit 1
+  fi
+done
 bash scripts/setup.sh
 venv=${KVMLAB_VENV:-$here/.venv}
 SECONDS=0
