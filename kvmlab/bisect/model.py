@@ -112,6 +112,13 @@ class RateModel:
     """Log-normal sigmas of a clean commit's own background rate around the typical one (0: shared)."""
     background_spread_weights: tuple[float, ...] = (1.0,)
     """Prior of each background spread."""
+    background_adds: bool = False
+    """Whether a crashing commit shows the background too: a run crashes at
+    ``1 - (1 - p_j)(1 - b)`` for its own rate ``p_j`` and the typical
+    background ``b``, so a commit with the bug crashes at least ``p_floor``
+    more often than a clean one, and a clean commit at 2.6% is not a
+    crashing one at 3%. False: ``p_j`` alone (the background and the bug's
+    rates are learnt apart)."""
     family: str = "logit"
     spreads: tuple[float, ...] = (0.0, 0.5, 1.0, 1.5, 2.0)
     spread_weights: tuple[float, ...] = (0.2, 0.2, 0.2, 0.2, 0.2)
@@ -170,6 +177,25 @@ class RateModel:
                     row[len(typical):] = logpdf - _logsumexp(logpdf[None, :], axis=1)[0]
                 rows.append(row)
         return rates, np.array(rows)
+
+    @functools.cached_property
+    def levels(self) -> Array:
+        """The background a crashing commit carries, per level (L): the
+        typical rates when :attr:`background_adds`, else one level of 0."""
+        if not self.background_adds:
+            return np.zeros(1)
+        return np.asarray(self.background, dtype=np.float64)
+
+    @functools.cached_property
+    def level_of(self) -> npt.NDArray[np.intp]:
+        """The level (index into :attr:`levels`) of each background hyper point."""
+        k = np.arange(len(self.b))
+        return np.asarray(k % len(self.background) if self.background_adds else np.zeros_like(k))
+
+    @functools.cached_property
+    def q(self) -> Array:
+        """The crash rate of a crashing commit per level and own rate (L x G)."""
+        return np.asarray(1.0 - (1.0 - self.levels)[:, None] * (1.0 - self.p)[None, :])
 
     @functools.cached_property
     def background_means(self) -> Array:
@@ -267,11 +293,11 @@ class RateModel:
         return _powers(self, horizon)
 
     def crashing_loglik(self, crashes: int, oks: int) -> Array:
-        """log P(these runs | the commit crashes, hyper point h), per h."""
+        """log P(these runs | the commit crashes, level l, hyper point h), (L x H)."""
         return _loglik(self, False, crashes, oks)
 
     def near_loglik(self, crashes: int, oks: int) -> Array:
-        """log P(these runs | the commit crashes near the culprit, near mean s), per s."""
+        """log P(these runs | the commit crashes near the culprit, level l, near mean s), (L x S)."""
         return _loglik(self, True, crashes, oks)
 
     def clean_loglik(self, crashes: int, oks: int) -> Array:
@@ -288,8 +314,8 @@ class RateModel:
         return np.asarray((w / w.sum()) @ curves)
 
     def rate_table(self, near: bool, crashes: int, oks: int) -> Array:
-        """P(rate = p[g] | population row, a crashing commit's runs): shape (H, G)
-        for the hyper grid, (S, G) for the near means."""
+        """P(own rate = p[g] | level, population row, a crashing commit's runs):
+        shape (L, H, G) for the hyper grid, (L, S, G) for the near means."""
         return _rate_given(self, near, crashes, oks)
 
 
@@ -326,20 +352,27 @@ def _clean_curves(model: RateModel, horizon: int, crashes: int, oks: int) -> tup
     return like, curves
 
 
-@functools.lru_cache(maxsize=8192)
+def _crashing_terms(model: RateModel, crashes: int, oks: int) -> Array:
+    """log P(these runs | a crashing commit of each level and own rate), (L x G)."""
+    if not model.background_adds:
+        lp, lq = model._log_pq
+        return np.asarray((crashes * lp + oks * lq)[None, :])
+    return _binomial_terms(model.q, crashes, oks)
+
+
+@functools.lru_cache(maxsize=2048)  # an entry is L x H x G floats (276 KiB with 6 levels)
 def _rate_given(model: RateModel, near: bool, crashes: int, oks: int) -> Array:
-    lp, lq = model._log_pq
-    log_post = (model.log_near_pop if near else model.log_pop) + (crashes * lp + oks * lq)[None, :]
-    out = np.exp(log_post - _logsumexp(log_post, axis=1)[:, None])
+    pop = model.log_near_pop if near else model.log_pop
+    log_post = pop[None, :, :] + _crashing_terms(model, crashes, oks)[:, None, :]     # (L, H, G)
+    out = np.exp(log_post - _logsumexp(log_post, axis=2)[:, :, None])
     out.setflags(write=False)
     return out
 
 
 @functools.lru_cache(maxsize=65536)
 def _loglik(model: RateModel, near: bool, crashes: int, oks: int) -> Array:
-    lp, lq = model._log_pq
-    v = crashes * lp + oks * lq
-    out = _logsumexp((model.log_near_pop if near else model.log_pop) + v[None, :], axis=1)
+    pop = model.log_near_pop if near else model.log_pop
+    out = _logsumexp(pop[None, :, :] + _crashing_terms(model, crashes, oks)[:, None, :], axis=2)
     out.setflags(write=False)
     return out
 
@@ -436,31 +469,44 @@ class Belief:
         n_c, n_o = len(self.classes), len(obs)
         h = len(model.log_hyper_prior)
         s = len(model.log_near_prior) - 1
-        far_ll = np.array([model.crashing_loglik(o.crashes, o.oks) for o in obs]).reshape(n_o, h)
-        near_ll = np.array([model.near_loglik(o.crashes, o.oks) for o in obs]).reshape(n_o, s)
+        n_l = len(model.levels)
+        far_ll = np.array([model.crashing_loglik(o.crashes, o.oks) for o in obs]).reshape(n_o, n_l * h)
+        near_ll = np.array([model.near_loglik(o.crashes, o.oks) for o in obs]).reshape(n_o, n_l * s)
         k = len(model.b)
         clean_ll = np.array([model.clean_loglik(o.crashes, o.oks) for o in obs]).reshape(n_o, k)
         self.size = np.array([bits.bit_count() for bits in self.classes], dtype=np.float64)
         bg = (1.0 - far_m - near_m) @ clean_ll + model.log_background_prior[None, :]  # (C, K)
-        bg_class = _logsumexp(bg, axis=1)
-        base = (far_m @ far_ll + bg_class[:, None]
-                + model.log_hyper_prior[None, :] + np.log(self.size)[:, None])      # (C, H)
+        level = model.level_of
+        bg_level = np.stack([_logsumexp(bg[:, level == lv], axis=1) for lv in range(n_l)], axis=1)  # (C, L)
+        base = ((far_m @ far_ll).reshape(n_c, n_l, h) + bg_level[:, :, None]
+                + model.log_hyper_prior[None, None, :] + np.log(self.size)[:, None, None])  # (C, L, H)
         prior_near = model.log_near_prior
-        log_joint = np.empty((n_c, s + 1, h))
-        log_joint[:, :s, :] = base[:, None, :] + (near_m @ near_ll + prior_near[None, :s])[:, :, None]
-        log_joint[:, s, :] = base + near_m @ far_ll + prior_near[s]
-        log_joint -= log_joint.max()
-        joint = np.exp(log_joint)
-        joint /= joint.sum()
-        self.mass: Array = np.asarray(joint.sum(axis=(1, 2)))
-        self._class_hyper: Array = np.asarray(joint.sum(axis=1))              # (C, H)
-        self.hyper: Array = np.asarray(self._class_hyper.sum(axis=0))        # far population
-        near_w = joint.sum(axis=(0, 2))
-        self.near_weights: Array = np.asarray(near_w)                        # S free means, then tied
-        tied = joint[:, s, :].sum(axis=0)
-        self.tied_hyper: Array = np.asarray(tied / tied.sum()) if tied.sum() > 0 else self.hyper
-        bg_given = np.exp(bg - bg_class[:, None])
-        self.background: Array = np.asarray(self.mass @ bg_given)                 # (K)
+        near_part = (near_m @ near_ll).reshape(n_c, n_l, s) + prior_near[None, None, :s]   # (C, L, S)
+        tied_part = base + (near_m @ far_ll).reshape(n_c, n_l, h) + prior_near[s]          # (C, L, H)
+        # The joint over (class, level, near mean or tied, hyper point) is
+        # base + near_part for a free near mean and tied_part for tied: its
+        # marginals are sums of (C, L, H) and (C, L, S) terms, never the product.
+        base_sum = _logsumexp(base, axis=2)                                  # (C, L)
+        near_sum = _logsumexp(near_part, axis=2)
+        tied_sum = _logsumexp(tied_part, axis=2)
+        free = base_sum + near_sum
+        log_class_level = np.logaddexp(free, tied_sum)
+        top = float(log_class_level.max())
+        log_z = top + math.log(float(np.exp(log_class_level - top).sum()))
+        class_level = np.exp(log_class_level - log_z)                       # (C, L)
+        self.mass: Array = np.asarray(class_level.sum(axis=1))
+        tied = np.exp(tied_part - log_z)                                     # (C, L, H)
+        far_hyper = np.exp(base + near_sum[:, :, None] - log_z) + tied
+        self.hyper: Array = np.asarray(far_hyper.sum(axis=0))                # (L, H): far population
+        near_levels = np.exp(near_part + base_sum[:, :, None] - log_z).sum(axis=0)
+        self.near_levels: Array = np.asarray(near_levels)                    # (L, S)
+        tied_total = tied.sum(axis=0)
+        # The S free near means, then tied.
+        self.near_weights: Array = np.append(self.near_levels.sum(axis=0), tied_total.sum())
+        self.tied_hyper: Array = (np.asarray(tied_total / tied_total.sum()) if tied_total.sum() > 0
+                                  else self.hyper / self.hyper.sum())
+        bg_given = np.exp(bg - bg_level[:, level])
+        self.background: Array = np.asarray(np.einsum("ck,ck->k", class_level[:, level], bg_given))  # (K)
         """Posterior of the background's hyper points (typical rates :attr:`RateModel.b`)."""
 
     # -- the culprit -------------------------------------------------------
@@ -527,15 +573,16 @@ class Belief:
         return min(1.0, float(own[bit_mask(near, n)].sum()) / crashing)
 
     def rate_pmf(self, crashes: int, oks: int, near: float = 0.0) -> Array:
-        """P(the commit's rate = p[g] | it crashes and showed these runs), for a
-        commit near the culprit with probability ``near``."""
+        """P(the commit's level = l and own rate = p[g] | it crashes and showed
+        these runs), (L x G), for a commit near the culprit with probability
+        ``near`` (its crash rate is :attr:`RateModel.q`)."""
         m = self.model
-        far = self.hyper @ m.rate_table(False, crashes, oks)
+        far = np.einsum("lh,lhg->lg", self.hyper, m.rate_table(False, crashes, oks))
         if near <= 0.0:
             return np.asarray(far / far.sum())
+        tied = np.einsum("lh,lhg->lg", self.tied_hyper, m.rate_table(False, crashes, oks))
         w = self.near_weights
-        tied = self.tied_hyper @ m.rate_table(False, crashes, oks)
-        close = w[:-1] @ m.rate_table(True, crashes, oks) + w[-1] * tied
+        close = np.einsum("ls,lsg->lg", self.near_levels, m.rate_table(True, crashes, oks)) + w[-1] * tied
         mix = (1.0 - near) * far / far.sum() + near * close / close.sum()
         return np.asarray(mix / mix.sum())
 
@@ -550,11 +597,14 @@ class Belief:
 
     def survival(self, crashes: int, oks: int, horizon: int, near: float = 0.0) -> Array:
         """P(no target crash in t more runs | the commit crashes), t = 0 .. ``horizon``."""
-        return np.asarray(self.rate_pmf(crashes, oks, near) @ self.model.powers(horizon))
+        m = self.model
+        own = self.rate_pmf(crashes, oks, near) @ m.powers(horizon)                  # (L, T)
+        carried = (1.0 - m.levels)[:, None] ** np.arange(horizon + 1)[None, :]
+        return np.asarray((own * carried).sum(axis=0))
 
     def rate(self, crashes: int, oks: int, near: float = 0.0) -> float:
         """Posterior mean crash rate of a crashing commit with these runs."""
-        return float(np.dot(self.rate_pmf(crashes, oks, near), self.model.p))
+        return float((self.rate_pmf(crashes, oks, near) * self.model.q).sum())
 
 
 def bit_mask(bits: int, n: int) -> npt.NDArray[np.bool_]:
