@@ -57,7 +57,12 @@ sum of those, so the posterior is a (classes x near means x hyper) array.
 Given the class, the background touches only the clean commits and the
 population only the crashing ones, so the background's axis (typical rate x
 spread) is summed out per class (a classes x background array) and never
-multiplies the others.
+multiplies the others. With :attr:`RateModel.background_adds` the crashing
+commits see the typical background too, as a *level* axis (one per typical
+rate): the background is then summed out per class and level. The joint is
+never built: the near means and the hyper points enter as separate terms, so
+its marginals are sums of (classes x levels x hyper) and (classes x levels x
+near means) arrays.
 """
 
 from __future__ import annotations
@@ -454,7 +459,7 @@ class Belief:
 
     ``classes[c]`` is a bitset of candidates with equal posterior;
     ``mass[c]`` the posterior of the whole class; ``hyper`` the posterior over
-    the population's hyper grid.
+    (level, the population's hyper point).
     """
 
     def __init__(self, model: RateModel, all_mask: int, observations: Sequence[Observation], *,

@@ -141,7 +141,7 @@ class AdaptivePolicy:
     """Prior weight of each background spread."""
     background_adds: bool = False
     """Whether a commit with the bug shows the background too (see
-    :attr:`~kvmlab.bisect.model.RateModel.background_adds`). Measured on (paired
+    :attr:`~kvmlab.bisect.model.RateModel.background_adds`). Measured (paired
     seeds, 2% background, benchmarks/flaky_bisect.py): bg-rates p = 0.3 (60)
     93.3 -> 98.3% exact, 1 -> 1 named wrong, 831 -> 592 runs; p = 0.1 (60)
     68.3 -> 75.0%, 0 -> 2 of 47 wrong (4.3%), 1,780 -> 1,429 runs; bg-jitter
