@@ -148,12 +148,16 @@ class AdaptivePolicy:
     p = 0.3 (160) 76.9 -> 86.2%, 4 -> 3 of 141 wrong, 1,028 -> 778 runs; the
     classes without background (constant, drift, jitter, merges; p = 0.3 and
     0.1, 40 each) the same within one bisection, runs -6% to +4%; the demo's
-    deterministic bug 29 runs either way. Not on by default yet: with it three
-    tests of tests/test_bisect.py fail, one of them by calling a commit with
-    the bug good (test_rate_drift_near_the_culprit: before the background is
-    learnt, its prior makes a commit with the bug look more crashy than it
-    is, so clean runs clear it too fast). The planner's steps also cost 2-3x
-    the CPU (the rate tables gain a level axis)."""
+    deterministic bug 29 runs either way. Not on by default yet: in
+    test_rate_drift_near_the_culprit (the commits after the culprit crash 10%
+    of runs) one seed of 8 logs two commits with the bug "# git bisect good"
+    before the engine comes back and names the right culprit (833 runs against
+    277): before the background is learnt its prior makes a commit with the
+    bug look more crashy than it is, and clean runs clear it too fast. (Two
+    other tests of tests/test_bisect.py fail with it because their course
+    changes: the commit whose first run crashes is never tested; the culprit
+    is named in 39 runs against 99.) The planner's steps also cost 2-3x the
+    CPU (the rate tables gain a level axis)."""
     rate_family: str = "logit"
     rate_spreads: tuple[float, ...] = (0.0, 0.5, 1.0, 1.5, 2.0)
     rate_spread_weights: tuple[float, ...] = (0.2, 0.2, 0.2, 0.2, 0.2)
