@@ -145,7 +145,10 @@ class AdaptivePolicy:
     seeds, 2% background, benchmarks/flaky_bisect.py): bg-rates p = 0.3 (60)
     93.3 -> 98.3% exact, 1 -> 1 named wrong, 831 -> 592 runs; p = 0.1 (60)
     68.3 -> 75.0%, 0 -> 2 of 47 wrong (4.3%), 1,780 -> 1,429 runs; bg-jitter
-    p = 0.3 (160) 76.9 -> 86.2%, 4 -> 3 of 141 wrong, 1,028 -> 778 runs; the
+    p = 0.3 (160) 76.9 -> 86.2%, 4 -> 3 of 141 wrong, 1,028 -> 778 runs; bg
+    p = 0.1 (40) 80.0 -> 92.5%, 0 wrong either way, 1,811 -> 1,346 runs;
+    bg-merges p = 0.1 (40) 75.0 -> 92.5%, 3 of 33 -> 0 of 37 wrong, 1,810 ->
+    1,534 runs; the
     classes without background (constant, drift, jitter, merges; p = 0.3 and
     0.1, 40 each) the same within one bisection, runs -6% to +4%; the demo's
     deterministic bug 29 runs either way. Not on by default yet: in
