@@ -16,6 +16,10 @@ cache=${KVMLAB_TEST_CACHE:-$here/.test-cache}
 declare -A need=()
 for spec in "$cache:${KVMLAB_TEST_CACHE_GIB:-9}" "${TMPDIR:-/tmp}:${KVMLAB_TEST_TMP_GIB:-2}"; do
   dir=${spec%:*}
+  case ${spec##*:} in
+    ''|*[!0-9]*) echo "scripts/test.sh: KVMLAB_TEST_CACHE_GIB / KVMLAB_TEST_TMP_GIB: '${spec##*:}' is not a whole number of GiB" >&2
+                 exit 2 ;;
+  esac
   while [ ! -d "$dir" ]; do dir=$(dirname "$dir"); done
   mount=$(df -P "$dir" | awk 'NR == 2 {print $6}')
   need[$mount]=$(( ${need[$mount]:-0} + ${spec##*:} ))
