@@ -57,8 +57,8 @@ sum of those, so the posterior is a (classes x near means x hyper) array.
 Given the class, the background touches only the clean commits and the
 population only the crashing ones, so the background's axis (typical rate x
 spread) is summed out per class (a classes x background array) and never
-multiplies the others. With :attr:`RateModel.background_adds` the crashing
-commits see the typical background too, as a *level* axis (one per typical
+multiplies the others. With :attr:`RateModel.background_adds` (the default)
+the crashing commits see the typical background too, as a *level* axis (one per typical
 rate): the background is then summed out per class and level. The joint is
 never built: the near means and the hyper points enter as separate terms, so
 its marginals are sums of (classes x levels x hyper) and (classes x levels x
@@ -117,13 +117,14 @@ class RateModel:
     """Log-normal sigmas of a clean commit's own background rate around the typical one (0: shared)."""
     background_spread_weights: tuple[float, ...] = (1.0,)
     """Prior of each background spread."""
-    background_adds: bool = False
+    background_adds: bool = True
     """Whether a crashing commit shows the background too: a run crashes at
     ``1 - (1 - p_j)(1 - b)`` for its own rate ``p_j`` and the typical
     background ``b``, so a commit with the bug crashes at least ``p_floor``
     more often than a clean one, and a clean commit at 2.6% is not a
     crashing one at 3%. False: ``p_j`` alone (the background and the bug's
-    rates are learnt apart)."""
+    rates are learnt apart; the default before issue 22's last step, see
+    :attr:`~kvmlab.bisect.policy.AdaptivePolicy.background_adds`)."""
     family: str = "logit"
     spreads: tuple[float, ...] = (0.0, 0.5, 1.0, 1.5, 2.0)
     spread_weights: tuple[float, ...] = (0.2, 0.2, 0.2, 0.2, 0.2)
@@ -365,7 +366,7 @@ def _crashing_terms(model: RateModel, crashes: int, oks: int) -> Array:
     return _binomial_terms(model.q, crashes, oks)
 
 
-@functools.lru_cache(maxsize=2048)  # an entry is L x H x G floats (276 KiB with 6 levels)
+@functools.lru_cache(maxsize=256)  # an entry is L x H x G floats (276 KiB with 6 levels): 70 MiB at most
 def _rate_given(model: RateModel, near: bool, crashes: int, oks: int) -> Array:
     pop = model.log_near_pop if near else model.log_pop
     log_post = pop[None, :, :] + _crashing_terms(model, crashes, oks)[:, None, :]     # (L, H, G)
