@@ -14,7 +14,7 @@ Example (every key optional)::
       cmdline: []            # extra kernel command-line words
       hosts:                 # libvirt hosts to spread VMs over (libvirt backend)
         - {uri: "qemu:///system", capacity: 2}
-        - {uri: "qemu+ssh://root@lab1/system", capacity: 8}   # or capacity: auto
+        - {uri: "qemu+ssh://root@lab1/system", capacity: 8}   # or capacity: auto; cache_max_gb: 20
         - {uri: "qemu+ssh://root@lab2/system", capacity: 4, accel: tcg}   # default: vm.accel
       quarantine_after: 3    # infra failures before a host is dropped for the job
       snapshot: auto         # auto: a bisection's runs restore a booted template | off
@@ -79,10 +79,18 @@ class HostConfig:
     accel: str = ""
     """``auto`` (probe KVM by booting on this host), ``kvm`` or ``tcg``;
     default: ``vm.accel``."""
+    cache_max_gb: float = 20.0
+    """GiB the host's cache of uploaded kernels and images may hold: after a
+    job that uploaded there, the volumes no running job uses go, used
+    longest ago first, until it fits (as ``kvmlab host gc``); 0: only
+    ``kvmlab host gc`` collects it."""
 
     def __post_init__(self) -> None:
         if not self.uri:
             raise ConfigError("uri: required")
+        if not (self.cache_max_gb >= 0 and math.isfinite(self.cache_max_gb)):
+            raise ConfigError(f"cache_max_gb: must be 0 (no automatic collection) or more, "
+                              f"got {self.cache_max_gb}")
         parse_host_uri(self.uri, where="uri")
         if self.capacity < 0:
             raise ConfigError(f"capacity: must be positive or auto, got {self.capacity}")

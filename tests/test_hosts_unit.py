@@ -130,17 +130,27 @@ def test_qcow2_virtual_size() -> None:
 
 
 def test_config_hosts(tmp_path: Path) -> None:
+    from kvmlab.vmm.factory import close_backend, make_backend
+
     cfg = tmp_path / "c.yaml"
     cfg.write_text("vm:\n  backend: libvirt\n  hosts:\n    - {uri: 'qemu:///system', capacity: 2}\n"
-                   "    - {uri: 'qemu+ssh://root@lab1/system', capacity: 8}\n")
+                   "    - {uri: 'qemu+ssh://root@lab1/system', capacity: 8, cache_max_gb: 50}\n")
     c = load_config(cfg)
-    assert c.vm.hosts == (HostConfig("qemu:///system", 2), HostConfig("qemu+ssh://root@lab1/system", 8))
+    assert c.vm.hosts == (HostConfig("qemu:///system", 2),
+                          HostConfig("qemu+ssh://root@lab1/system", 8, cache_max_gb=50.0))
+    hosts = make_backend(c.vm)
+    try:
+        assert [m.backend.host.cache_max_bytes for m in hosts.members] == [20 << 30, 50 << 30]
+    finally:
+        close_backend(hosts)
 
 
 @pytest.mark.parametrize("text, match", [
     ("vm:\n  backend: libvirt\n  hosts:\n    - {uri: 'qemu+tcp://x/system'}\n", r"hosts\[0\]: uri: .*SSH"),
     ("vm:\n  backend: libvirt\n  hosts:\n    - {uri: 'qemu:///system', capacity: 0}\n", "capacity"),
     ("vm:\n  backend: libvirt\n  hosts:\n    - {uri: 'qemu:///system', cap: 2}\n", "unknown key 'cap'"),
+    ("vm:\n  backend: libvirt\n  hosts:\n    - {uri: 'qemu:///system', cache_max_gb: -1}\n",
+     r"hosts\[0\]: cache_max_gb: must be 0 \(no automatic collection\) or more, got -1"),
     ("vm:\n  hosts:\n    - {uri: 'qemu:///system'}\n", "needs vm.backend: libvirt"),
 ])
 def test_config_bad_hosts(tmp_path: Path, text: str, match: str) -> None:

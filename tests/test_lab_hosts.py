@@ -484,6 +484,48 @@ def test_gc_keeps_what_a_running_job_uses(clean_lab: Lab, tmp_path: Path,
         stalled.close()
 
 
+def test_a_job_that_uploaded_keeps_the_hosts_cache_within_its_limit(clean_lab: Lab, tmp_path: Path) -> None:
+    """At its end, a job that uploaded to a host collects the host's volume
+    cache to its limit (``vm.hosts[].cache_max_gb``): the volumes used longest
+    ago go first, never one a running job leases; a job that uploaded nothing
+    leaves the cache alone, and so does a limit of 0."""
+    lab = clean_lab
+    files = []
+    for name in ("held", "old", "new"):
+        f = tmp_path / name
+        f.write_bytes(os.urandom(4 << 20))
+        files.append(f)
+
+    def there(up: Uploaded) -> bool:
+        return up.path.rsplit("/", 1)[1] in lab.volumes()
+
+    running = Host(lab.uri, owner=_other_client(3))
+    try:
+        held = running.storage.upload(files[0], "kernel")
+        unlimited = Host(lab.uri, cache_max_bytes=0)
+        try:
+            old = unlimited.storage.upload(files[1], "kernel")
+        finally:
+            unlimited.close()
+        assert there(held) and there(old)
+        time.sleep(1.1)  # the volumes' use times
+        job = Host(lab.uri, cache_max_bytes=9 << 20)
+        try:
+            new = job.storage.upload(files[2], "kernel")
+        finally:
+            job.close()
+        # 12 MiB against 9: the oldest unleased volume goes, the leased one stays.
+        assert there(held) and there(new) and not there(old), lab.volumes()
+        reuse = Host(lab.uri, cache_max_bytes=1)
+        try:
+            assert reuse.storage.upload(files[2], "kernel").bytes_sent == 0
+        finally:
+            reuse.close()
+        assert there(new), lab.volumes()  # uploaded nothing: collected nothing
+    finally:
+        running.close()
+
+
 def test_a_job_that_leases_while_gc_runs_keeps_its_volume(clean_lab: Lab, tmp_path: Path) -> None:
     """The two orders of a collection and a job that starts meanwhile. (1) The
     job leases after gc listed the volume as unused and before gc removes it:

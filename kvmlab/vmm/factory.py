@@ -32,7 +32,8 @@ def _libvirt(cfg: VMConfig) -> Backend:
         return LibvirtBackend(cfg.uri)
     members = [
         Member(host.label, LibvirtBackend(host, owns_host=True), host.capacity, host.health)
-        for host in (Host(h.uri, capacity=h.capacity, accel=Accel(h.accel or cfg.accel)) for h in cfg.hosts)
+        for host in (Host(h.uri, capacity=h.capacity, accel=Accel(h.accel or cfg.accel),
+                          cache_max_bytes=int(h.cache_max_gb * 2**30)) for h in cfg.hosts)
     ]
     return Fleet(members, quarantine_after=cfg.quarantine_after)
 

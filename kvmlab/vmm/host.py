@@ -29,10 +29,12 @@ from typing import Any
 
 import libvirt
 
+from kvmlab import cache
 from kvmlab import owner as owners
 from kvmlab.errors import LibvirtError
 from kvmlab.host_uri import HostAddress, parse_host_uri
 from kvmlab.owner import Owner
+from kvmlab.vmm import volume_cache as vc
 from kvmlab.vmm.backend import GuestStream
 from kvmlab.vmm.domain_xml import domain_owner
 from kvmlab.vmm.host_ssh import HostSSH
@@ -142,13 +144,17 @@ class Host:
     log lines (default: from the URI). ``owner``: who makes things there
     (default: this process, :func:`kvmlab.owner.me`). ``accel``: the
     accelerator of VMs there (``auto``: probed on the host, see
-    :mod:`kvmlab.vmm.host_accel`).
+    :mod:`kvmlab.vmm.host_accel`). ``cache_max_bytes``: what the host's cache
+    of uploaded volumes may hold once this Host uploaded to it; at the end
+    (:meth:`cleanup`) it is collected like ``kvmlab host gc`` at its defaults
+    (0: never automatically).
     """
 
     def __init__(self, uri: str, *, capacity: int = 1, label: str | None = None,
                  timeouts: HostTimeouts | None = None, owner: Owner | None = None,
-                 accel: Accel = Accel.AUTO) -> None:
+                 accel: Accel = Accel.AUTO, cache_max_bytes: int = vc.DEFAULT_MAX_BYTES) -> None:
         self.address: HostAddress = parse_host_uri(uri)
+        self.cache_max_bytes = cache_max_bytes
         self.uri = uri
         self.capacity = capacity
         self.label = label or self.address.label
@@ -380,6 +386,23 @@ class Host:
             self.storage.remove_all()
         except LibvirtError as e:
             log.warning("%s: could not remove volumes: %s", self.label, e)
+        if self.storage.bytes_uploaded and self.cache_max_bytes:
+            self._collect_cache()
+
+    def _collect_cache(self) -> None:
+        """After a job that added to the host's volume cache: keep it within
+        :attr:`cache_max_bytes` and :data:`~kvmlab.vmm.volume_cache.DEFAULT_MAX_AGE`
+        (never a volume a running job leases; a failure is a warning)."""
+        try:
+            report = self.storage.cache(gc=True, max_bytes=self.cache_max_bytes, max_age=vc.DEFAULT_MAX_AGE)
+        except LibvirtError as e:
+            log.warning("%s: volume cache not collected: %s", self.label, e)
+            return
+        if report.removed:
+            gone = sum(v.size for v in report.removed)
+            log.info("%s: volume cache: removed %d volume(s) (%s) used longest ago, %s left (limit %s)",
+                     self.label, len(report.removed), cache.human(gone), cache.human(report.size - gone),
+                     cache.human(self.cache_max_bytes))
 
     def close(self) -> None:
         """:meth:`cleanup`, then close the connections. Idempotent."""
