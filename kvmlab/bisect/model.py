@@ -58,8 +58,8 @@ Given the class, the background touches only the clean commits and the
 population only the crashing ones, so the background's axis (typical rate x
 spread) is summed out per class (a classes x background array) and never
 multiplies the others. With :attr:`RateModel.background_adds` (the default)
-the crashing commits see the typical background too, as a *level* axis (one per typical
-rate): the background is then summed out per class and level. The joint is
+the crashing commits see the typical background too, as a *level* axis (one
+per typical rate): the background is then summed out per class and level. The joint is
 never built: the near means and the hyper points enter as separate terms, so
 its marginals are sums of (classes x levels x hyper) and (classes x levels x
 near means) arrays.
@@ -123,7 +123,7 @@ class RateModel:
     background ``b``, so a commit with the bug crashes at least ``p_floor``
     more often than a clean one, and a clean commit at 2.6% is not a
     crashing one at 3%. False: ``p_j`` alone (the background and the bug's
-    rates are learnt apart; the default before issue 22's last step, see
+    rates are learnt apart; the two are measured against each other in
     :attr:`~kvmlab.bisect.policy.AdaptivePolicy.background_adds`)."""
     family: str = "logit"
     spreads: tuple[float, ...] = (0.0, 0.5, 1.0, 1.5, 2.0)
