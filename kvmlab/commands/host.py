@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
         verb = "would remove" if args.dry_run else "removed"
         for v in report.removed:
             print(f"{verb} {v.name} ({cache.human(v.size)})")
-        gone = sum(v.size for v in report.removed)
+        gone = report.removed_size
         print(f"{host.label}: {verb} {len(report.removed)} volume(s) ({cache.human(gone)}), "
               f"{len(report.stale_leases)} lease(s) of jobs that ended; "
               f"{cache.human(report.size - gone)} left")

@@ -146,8 +146,8 @@ class Host:
     accelerator of VMs there (``auto``: probed on the host, see
     :mod:`kvmlab.vmm.host_accel`). ``cache_max_bytes``: what the host's cache
     of uploaded volumes may hold once this Host uploaded to it; at the end
-    (:meth:`cleanup`) it is collected like ``kvmlab host gc`` at its defaults
-    (0: never automatically).
+    (:meth:`cleanup`) it is collected like ``kvmlab host gc`` (the default
+    age limit; 0: never automatically).
     """
 
     def __init__(self, uri: str, *, capacity: int = 1, label: str | None = None,
@@ -399,7 +399,7 @@ class Host:
             log.warning("%s: volume cache not collected: %s", self.label, e)
             return
         if report.removed:
-            gone = sum(v.size for v in report.removed)
+            gone = report.removed_size
             log.info("%s: volume cache: removed %d volume(s) (%s) used longest ago, %s left (limit %s)",
                      self.label, len(report.removed), cache.human(gone), cache.human(report.size - gone),
                      cache.human(self.cache_max_bytes))

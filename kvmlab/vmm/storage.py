@@ -140,6 +140,11 @@ class CacheReport:
     def leased(self) -> int:
         return sum(v.leased for v in self.volumes)
 
+    @property
+    def removed_size(self) -> int:
+        """Bytes the collection removed."""
+        return sum(v.size for v in self.removed)
+
     def summary(self) -> str:
         """One line: the cache's volumes, size, and how many a job uses now."""
         return (f"{len(self.volumes)} cached volume(s), {human(self.size)}, {self.leased} in use by "
