@@ -615,9 +615,9 @@ def test_one_target_crash_before_the_culprit_is_weighed_not_believed(tmp_path: P
 def test_a_background_crash_raises_the_confidence_goal(tmp_path: Path) -> None:
     """Issue 22: once a commit that showed the target's title is judged more
     likely clean than not, a culprit named right at 0.95 is wrong more often
-    than 5%: the goal goes up to 0.975, once, and the log says why. A
+    than 5%: the goal goes up to 0.9835, once, and the log says why. A
     bisection that never saw such a crash keeps the goal it was given."""
-    assert AdaptivePolicy().background_confidence == pytest.approx(0.975)
+    assert AdaptivePolicy().background_confidence == pytest.approx(0.9835)
     assert AdaptivePolicy(confidence=0.99, background_doubt=1.0).background_confidence == pytest.approx(0.99)
     hist = make_history(tmp_path / "repo", 30)
     res, text = _lines(hist, FakeTester(hist, culprit="18", p=0.5, seed=2, first_runs_crash={"16": 1}),
@@ -626,11 +626,31 @@ def test_a_background_crash_raises_the_confidence_goal(tmp_path: Path) -> None:
     assert len(goal) == 1, text
     assert re.fullmatch(rf"kvmlab: {hist.h['16'][:12]} showed the target's title \(1 crash in \d+ runs\) but "
                         r"probably lacks the bug: the title also shows without it \(~\d+\.\d% of runs\); "
-                        r"naming a culprit at 0\.975 instead of 0\.95", goal[0]), goal[0]
-    assert res.culprit == hist.h["18"] and res.confidence is not None and res.confidence >= 0.975, text
+                        r"naming a culprit at 0\.9835 instead of 0\.95", goal[0]), goal[0]
+    assert res.culprit == hist.h["18"] and res.confidence is not None and res.confidence >= 0.9835, text
     res, text = _lines(hist, FakeTester(hist, culprit="18", p=0.5, seed=2),
                        is_target=lambda r: r.title == TITLE)
     assert res.culprit == hist.h["18"] and "naming a culprit at" not in text, text
+
+
+def test_a_culprit_named_on_one_crash_is_run_again(tmp_path: Path) -> None:
+    """Issue 22: the culprit (18) crashes every run; its parent 17 is clean
+    but shows the target's title on its first run. With that one crash and
+    a clean 16, 17 reaches the goal and was named (``culprit_crashes=1``,
+    the old behaviour: wrong at 0.95). Now a culprit must show the title
+    twice: 17 is run again, its clean runs clear it, and 18 is named."""
+    hist = make_history(tmp_path / "repo", 30)
+    tester = lambda: FakeTester(hist, culprit="18", seed=0, first_runs_crash={"17": 1})  # noqa: E731
+    res, text = _lines(hist, tester(), is_target=lambda r: r.title == TITLE,
+                       policy=AdaptivePolicy(culprit_crashes=1))
+    assert res.culprit == hist.h["17"], text
+    res, text = _lines(hist, tester(), is_target=lambda r: r.title == TITLE)
+    assert res.culprit == hist.h["18"] and not res.doubtful, text
+    again = [x for x in text.splitlines() if " holds " in x]
+    assert again and re.fullmatch(
+        rf"kvmlab: {hist.h['17'][:12]} holds 0\.\d{{3}} on 1 crash in 1 run: testing it until the title "
+        r"shows 2 times \(one crash may be the title's background on a clean commit\)", again[0]), again
+    assert res.evidence[hist.h["18"]].target_crashes >= 2, text
 
 
 @pytest.mark.parametrize("background", [0.005, 0.02])
@@ -659,11 +679,16 @@ def test_a_rate_step_the_answer_does_not_name_is_a_warning(tmp_path: Path) -> No
     it. A bisection without such a step gets no such warning. (The seed picks
     a course where the evidence shows the step: on others the answer 17 comes
     after, e.g., 3 crashes in 11 runs there against a rate of the bug known
-    from a few runs, which no test can tell from the bug at a lower rate.)"""
+    from a few runs, which no test can tell from the bug at a lower rate.)
+    The goal after a background crash is held at 0.975 here: at the
+    default 0.9835 this course spends its 3,000 runs, 2,000 of them on 17,
+    and ends inconclusive between 17 and 18 (17 at 0.90) — honest, but not
+    the answer whose warning this test reads."""
     hist = make_history(tmp_path / "repo", 30)
     background = {str(i): 0.02 for i in range(17)} | {"17": 0.1}
     res, text = _lines(hist, FakeTester(hist, culprit="18", p=0.8, seed=5, background=background),
-                       verify=False, is_target=lambda r: r.title == TITLE)
+                       verify=False, is_target=lambda r: r.title == TITLE,
+                       policy=AdaptivePolicy(background_doubt=0.5))
     assert res.culprit in (hist.h["17"], hist.h["18"]), text
     steps = [w for w in res.warnings if "by this answer" in w or "the culprit is a newer commit" in w]
     assert steps and all(w in text for w in steps), text

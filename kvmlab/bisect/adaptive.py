@@ -75,6 +75,8 @@ class AdaptiveBisection:
     goal: float = 0.0
     """The confidence the culprit must reach: the policy's, or its
     ``background_confidence`` once a background crash was seen."""
+    asked_again: set[str] = field(default_factory=set)
+    """Culprits held at the goal on too few crashes, each said once in the log."""
 
     # -- what do we believe now ------------------------------------------
 
@@ -154,32 +156,47 @@ class AdaptiveBisection:
             b = self.belief()
             self._raise_goal(b)
             idx, conf = b.best()
-            if conf >= self.goal:
-                self._close(visit, b)
-                culprit = self.g.commits[idx].hash
-                return Decision(Outcome.FOUND, culprit, conf, dict(self.top(b, 5)),
-                                background=b.background_rate(), goal=self.goal)
             budget = self.s.runs < self.pol.max_runs and self.s.builds <= self.pol.max_builds
-            opts = self.options(b, visit.commit if visit else None) if budget else []
-            if not opts:
+            again = None
+            if conf >= self.goal:
+                culprit = self.g.commits[idx].hash
+                if not budget or not self._needs_another_crash(culprit):
+                    self._close(visit, b)
+                    return Decision(Outcome.FOUND, culprit, conf, dict(self.top(b, 5)),
+                                    background=b.background_rate(), goal=self.goal)
+                again = culprit
+            opts = self.options(b, visit.commit if visit else None) if budget and again is None else []
+            if not opts and again is None:
                 self._close(visit, b)
                 return self._inconclusive(b, budget_spent=not budget)
-            pick = self.g.commits[opts[0].index].hash
+            pick = again or self.g.commits[opts[0].index].hash
+            if again is not None and again not in self.asked_again:
+                self.asked_again.add(again)
+                e = self.s.ev(again)
+                self.s.out(again_line(again[:12], e.target_crashes, e.target_crashes + e.oks, conf,
+                                      self.pol.culprit_crashes))
             if visit is None or pick != visit.commit:
                 self._close(visit, b)
                 visit = self._open(pick, b)
                 if self.s.build(pick).status is BuildStatus.FAILED:
                     continue
-            elif self.s.ev(pick).target_crashes > visit.crashes:
+            elif again is None and self.s.ev(pick).target_crashes > visit.crashes:
                 # More runs on a commit whose last plan ended in a target crash:
                 # the log says why it is not bad yet.
                 q, rate = self.commit_state(b, pick)
                 self.s.out(self._retest_line(pick, q, rate, b))
             visit.crashes = self.s.ev(pick).target_crashes
-            runs = min(opts[0].runs, max(1, self.pol.max_runs - self.s.runs))
-            if isinstance(self.s.tester, Prebuilds):
+            plan = max(1, self.pol.chunk) if again is not None else opts[0].runs
+            runs = min(plan, max(1, self.pol.max_runs - self.s.runs))
+            if isinstance(self.s.tester, Prebuilds) and opts:
                 self.s.tester.prebuild(self.likely_next(b, opts[0]))
             self.s.run_until_crash(pick, runs, self.pol.chunk)
+
+    def _needs_another_crash(self, culprit: str) -> bool:
+        """Whether the culprit the posterior names has shown the target's
+        title fewer than ``culprit_crashes`` times (cause bisections only: a
+        fix's culprit is the clean side of the boundary)."""
+        return not self.s.fix and self.s.ev(culprit).target_crashes < self.pol.culprit_crashes
 
     def _raise_goal(self, b: Belief) -> None:
         """Raise the goal to the policy's ``background_confidence`` the first
@@ -296,6 +313,15 @@ def background_goal_line(short: str, crashes: int, runs: int, background: float,
     return (f"kvmlab: {short} showed the target's title ({crashes} {what} in {runs} runs) but probably "
             f"lacks the bug: the title also shows without it (~{background:.1%} of runs); naming a culprit "
             f"at {goal:g} instead of {confidence:g}")
+
+
+def again_line(short: str, crashes: int, runs: int, confidence: float, want: int) -> str:
+    """Why a culprit that holds the goal is tested once more: a single crash
+    may be the title's background on a clean commit."""
+    what = "crash" if crashes == 1 else "crashes"
+    plural = "" if runs == 1 else "s"
+    return (f"kvmlab: {short} holds {confidence:.3f} on {crashes} {what} in {runs} run{plural}: testing it "
+            f"until the title shows {want} times (one crash may be the title's background on a clean commit)")
 
 
 def retest_crashed_line(short: str, crashes: int, runs: int, q: float, bad_rate: float,
