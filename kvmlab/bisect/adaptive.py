@@ -195,8 +195,10 @@ class AdaptiveBisection:
     def _needs_another_crash(self, culprit: str) -> bool:
         """Whether the culprit the posterior names has shown the target's
         title fewer than ``culprit_crashes`` times (cause bisections only: a
-        fix's culprit is the clean side of the boundary)."""
-        return not self.s.fix and self.s.ev(culprit).target_crashes < self.pol.culprit_crashes
+        fix's culprit is the clean side of the boundary; a commit that has
+        since become untestable cannot show it again)."""
+        e = self.s.ev(culprit)
+        return not self.s.fix and not e.untestable and e.target_crashes < self.pol.culprit_crashes
 
     def _raise_goal(self, b: Belief) -> None:
         """Raise the goal to the policy's ``background_confidence`` the first
