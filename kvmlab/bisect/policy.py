@@ -50,9 +50,9 @@ class AdaptivePolicy:
     budget below, 500 bisections; benchmarks/flaky_bisect.py). 0.5 -> 0.33
     (0.975 -> 0.9835), the same 500 bg-jitter histories at 2%, p = 0.3
     (``--seed 11``): 28 of 440 named culprits wrong (6.4%) -> 22 of 426
-    (5.2%), 82.4 -> 80.8% exact, 827 -> 934 VM runs. Most wrong culprits
-    there are the commit just before the culprit, whose own background was
-    drawn at 4-15% while the culprit's rate was 12-30%; they were named just
+    (5.2%), 82.4 -> 80.8% exact, 827 -> 934 VM runs. 14 of the 22 wrong
+    culprits are 1-2 commits before the culprit, 11 of them with their own
+    background drawn at 4-15% while the culprit's rate was 12-30%, named just
     above either goal: the model is over-sure in that class, and a higher
     goal buys runs rather than removing it. 1: no extra margin."""
     culprit_crashes: int = 2
