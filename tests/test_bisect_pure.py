@@ -10,7 +10,7 @@ import pytest
 
 from kvmlab.bisect import CommitGraph, Verdict, planner
 from kvmlab.bisect import log as fmt
-from kvmlab.bisect.adaptive import retest_crashed_line
+from kvmlab.bisect.adaptive import again_line, background_goal_line, retest_crashed_line
 from kvmlab.bisect.confirm import STILL_CRASHES, rate_steps, still_crashes_ratio
 from kvmlab.bisect.model import Belief, Observation, RateModel, near_mask
 from kvmlab.bisect.repository import release_version
@@ -208,6 +208,15 @@ def test_retest_line_for_a_crashed_commit() -> None:
         "(P(it has the bug) = 0.42; "
         "the title shows on commits without the bug in ~0.4% of runs)")
     assert "2 crashes in 9 runs" in retest_crashed_line("0123456789ab", 2, 9, 0.5, 0.3, 0.0)
+
+
+def test_log_lines_count_crashes_and_runs_in_the_right_number() -> None:
+    assert "(1 crash in 1 run)" in background_goal_line("0123456789ab", 1, 1, 0.004, 0.95, 0.9835)
+    assert "(3 crashes in 40 runs)" in background_goal_line("0123456789ab", 3, 40, 0.004, 0.95, 0.9835)
+    assert "on 1 crash in 1 run:" in again_line("0123456789ab", 1, 1, 0.951, 2)
+    assert "on 2 crashes in 2 runs:" in again_line("0123456789ab", 2, 2, 0.951, 3)
+    assert "1 crash with the title and no clean run: 1 more run there" in fmt.rate_batch_line("0" * 12, 1, 1)
+    assert "2 crashes with the title and no clean run: 8 more runs" in fmt.rate_batch_line("c" * 12, 2, 8)
 
 
 def _steps(counts: dict[str, tuple[int, int]], culprit: str = "c5", fix: bool = False) -> list[str]:

@@ -311,8 +311,7 @@ def background_goal_line(short: str, crashes: int, runs: int, background: float,
                          goal: float) -> str:
     """Why the confidence goal went up: the target's title showed on a commit
     that probably lacks the bug."""
-    what = "crash" if crashes == 1 else "crashes"
-    return (f"kvmlab: {short} showed the target's title ({crashes} {what} in {runs} runs) but probably "
+    return (f"kvmlab: {short} showed the target's title ({fmt.crashes_in_runs(crashes, runs)}) but probably "
             f"lacks the bug: the title also shows without it (~{background:.1%} of runs); naming a culprit "
             f"at {goal:g} instead of {confidence:g}")
 
@@ -320,9 +319,7 @@ def background_goal_line(short: str, crashes: int, runs: int, background: float,
 def again_line(short: str, crashes: int, runs: int, confidence: float, want: int) -> str:
     """Why a culprit that holds the goal is tested once more: a single crash
     may be the title's background on a clean commit."""
-    what = "crash" if crashes == 1 else "crashes"
-    plural = "" if runs == 1 else "s"
-    return (f"kvmlab: {short} holds {confidence:.3f} on {crashes} {what} in {runs} run{plural}: testing it "
+    return (f"kvmlab: {short} holds {confidence:.3f} on {fmt.crashes_in_runs(crashes, runs)}: testing it "
             f"until the title shows {want} times (one crash may be the title's background on a clean commit)")
 
 
@@ -331,9 +328,7 @@ def retest_crashed_line(short: str, crashes: int, runs: int, q: float, bad_rate:
     """Why a commit that showed the target crash is tested again: its rate lies
     between the background (the title on commits without the bug) and the rate
     the commits with the bug show."""
-    what = "crash" if crashes == 1 else "crashes"
-    plural = "" if runs == 1 else "s"
-    return (f"re-testing {short}: {crashes} {what} in {runs} run{plural}, the bad commits crash in "
+    return (f"re-testing {short}: {fmt.crashes_in_runs(crashes, runs)}, the bad commits crash in "
             f"{bad_rate:.0%} (P(it has the bug) = {q:.2f}; the title shows on commits without the bug in "
             f"~{background:.1%} of runs)")
 

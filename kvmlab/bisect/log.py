@@ -22,12 +22,20 @@ def start_line(commit: str, *, fix: bool) -> str:
     return f"bisecting {'fix' if fix else 'cause'} commit starting from {commit}"
 
 
+def counted(n: int, noun: str, nouns: str | None = None) -> str:
+    """``1 crash``, ``2 crashes``, ``0 runs``: a count with its noun in the
+    right number (``nouns`` when adding an "s" is not the plural)."""
+    return f"{n} {noun if n == 1 else nouns or noun + 's'}"
+
+
+def crashes_in_runs(crashes: int, runs: int) -> str:
+    return f"{counted(crashes, 'crash', 'crashes')} in {counted(runs, 'run')}"
+
+
 def rate_batch_line(commit: str, crashes: int, runs: int) -> str:
     """Why the bad commit gets more runs after it reproduced the crash."""
-    what = "crash" if crashes == 1 else "crashes"
-    plural = "" if runs == 1 else "s"
-    return (f"kvmlab: {commit[:12]}: {crashes} {what} with the title and no clean run: {runs} more "
-            f"run{plural} there, to learn how reliably the bug shows before bisecting")
+    return (f"kvmlab: {commit[:12]}: {counted(crashes, 'crash', 'crashes')} with the title and no clean run: "
+            f"{counted(runs, 'more run')} there, to learn how reliably the bug shows before bisecting")
 
 
 def testing_release_line(tag: str) -> str:
@@ -35,7 +43,7 @@ def testing_release_line(tag: str) -> str:
 
 
 def clean_runs(n: int) -> str:
-    return f"{n} clean run" if n == 1 else f"{n} clean runs"
+    return counted(n, "clean run")
 
 
 def release_again_line(tag: str, oks: int, confidence: float) -> str:
