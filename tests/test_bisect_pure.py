@@ -351,6 +351,32 @@ def test_a_commit_with_the_bug_carries_the_background_too() -> None:
     assert doubt[True] < 0.02 < 0.1 < doubt[False], doubt
 
 
+def test_more_runs_at_the_same_rate_do_not_move_the_answer() -> None:
+    """Issue 22 (bg-jitter): commit 8, before the culprit 9, measures 8.9%:
+    "clean with a high background" and "the bug at a low rate" both fit.
+    Runs there at that same rate teach its rate, not which one it is: once
+    the rate is known the posterior must settle. Evaluated at the grid
+    points alone it drifted, 0.17 -> 0.38 between 1,600 and 12,800 runs
+    (the hypothesis whose grid lay nearer 8.9% won), and the planner kept
+    buying runs there."""
+    n = 12
+    closures = [(1 << (i + 1)) - 1 for i in range(n)]
+    drift = {}
+    for points in (1, 8):
+        model = RateModel(background_spreads=(0.0, 0.6), background_spread_weights=(0.5, 0.5),
+                          cell_points=points)
+        probs = []
+        for runs in (1600, 12800):
+            crashes = round(runs * 0.0887)
+            rows = [(1, 19), (0, 13), (2, 17), (3, 33), (2, 51), (0, 85), (22, 550), (0, 0),
+                    (crashes, runs - crashes), (7, 3), (0, 0), (2, 3)]
+            obs = [Observation(closures[i], c, o, near_mask(closures[i], i, n, model.near, fix=False))
+                   for i, (c, o) in enumerate(rows) if c or o]
+            probs.append(Belief(model, (1 << n) - 1, obs, fix=False).probabilities(n)[8])
+        drift[points] = abs(probs[1] - probs[0])
+    assert drift[8] < 0.02 < 0.05 < drift[1], drift
+
+
 @pytest.mark.parametrize("adds", [False, True])
 def test_the_beliefs_marginals_are_those_of_the_whole_joint(adds: bool) -> None:
     """Belief sums the joint over (class, level, near mean, hyper point) from

@@ -153,7 +153,14 @@ class AdaptivePolicy:
     background and took the demo from 29 to 31 VM runs
     (benchmarks/demo_runs.py; issue 26's target is 30); 0.6 keeps 29."""
     background_spread_weights: tuple[float, ...] = (0.5, 0.5)
-    """Prior weight of each background spread."""
+    """Prior weight of each background spread. 0.25/0.75 was measured and not
+    taken (paired seeds, benchmarks/flaky_bisect.py, 2% background): bg-jitter
+    p = 0.3, 500 (--seed 11): 80.6% exact, 16 of 419 named wrong (3.8%), 947
+    runs; on the first 300 of them against these weights 79.0 against 78.7%
+    exact, 11 of 248 against 16 of 252 wrong, 986 against 970 runs. But bg p
+    = 0.3 (40) one named wrong (0 with these), and bg-rates p = 0.3 (40, with
+    rate_cell_points 8) +27% runs; bg-rates p = 0.1, the cell nearest its
+    target, not measured."""
     background_adds: bool = True
     """Whether a commit with the bug shows the background too (see
     :attr:`~kvmlab.bisect.model.RateModel.background_adds`). Measured against
@@ -188,6 +195,18 @@ class AdaptivePolicy:
     0.5/0.3/0.1 (was 92.0/89.5/60.0), named-and-wrong 25 of 528 (was 25 of
     508) but more of them at p = 0.1 (bg 2%: 10 of 134, was 6 of 126; drift
     and jitter: 5 of 118, was 3 of 118)."""
+    rate_cell_points: int = 1
+    """Rates across each grid cell at which a commit's runs are weighed
+    (:attr:`~kvmlab.bisect.model.RateModel.cell_points`; 1: the grid point).
+    8 removes the posterior's drift with runs at one fixed rate, but measured
+    (paired seeds, benchmarks/flaky_bisect.py) it bought nothing where the
+    drift was found and cost elsewhere, so it is off: bg-jitter at 2%, p =
+    0.3 (300, with background_spread_weights 0.25/0.75 both sides) 79.0 ->
+    78.0% exact, 11 -> 10 of ~246 named wrong, 986 -> 1,001 runs; bg 2% p =
+    0.3 (40) 481 -> 548 runs, 0 wrong either way; the classes without
+    background (40 each) p = 0.3 -4% to +3% runs, p = 0.1 -4% to +11% and
+    jitter p = 0.1 one named wrong more (0 -> 1 of 39). The demo: 29 runs
+    either way."""
     rate_floor: float = 0.03
     """Smallest crash rate the model considers for a commit with the bug: a
     commit that crashes less often than this cannot be told from a clean one
@@ -208,6 +227,7 @@ class AdaptivePolicy:
                          background_adds=self.background_adds,
                          family=self.rate_family, spreads=self.rate_spreads,
                          spread_weights=self.rate_spread_weights, p_floor=self.rate_floor,
+                         cell_points=self.rate_cell_points,
                          mean_prior=self.rate_mean_prior, near_mean_prior=self.rate_near_mean_prior)
 
 
