@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import IO
 
 from kvmlab.errors import UserError
+from kvmlab.text import counted
 
 log = logging.getLogger(__name__)
 
@@ -268,8 +269,8 @@ def auto_prune(root: Path, limit: int, *, now: float | None = None) -> list[Entr
             return []
         removed, left = prune(root, limit)
     if removed:
-        log.info("cache: removed %d entr%s used longest ago (%s) to stay under %s: %s left",
-                 len(removed), "y" if len(removed) == 1 else "ies", human(sum(e.size for e in removed)),
+        log.info("cache: removed %s used longest ago (%s) to stay under %s: %s left",
+                 counted(len(removed), "entry", "entries"), human(sum(e.size for e in removed)),
                  human(limit), human(left))
     return removed
 

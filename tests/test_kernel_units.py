@@ -108,7 +108,7 @@ def test_config_changes_summary_counts_toolchain_options() -> None:
     assert not is_toolchain_option("CONFIG_KASAN")
     line = summarize_changes([Dropped("CONFIG_CLANG_VERSION", "150006", "0"),
                               Dropped("CONFIG_CC_IS_CLANG", "y", "n"), Dropped("CONFIG_TUN", "y", "n")])
-    assert line == "1 option(s) changed: CONFIG_TUN=y (got n); 2 tool-chain option(s) follow this compiler"
+    assert line == "1 option changed: CONFIG_TUN=y (got n); 2 tool-chain options follow this compiler"
 
 
 def test_compiler_table_ranges(tmp_path: Path) -> None:

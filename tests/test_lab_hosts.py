@@ -268,7 +268,7 @@ def test_doctor_checks_a_remote_host(clean_lab: Lab, capsys: pytest.CaptureFixtu
     assert "MISSING kvm: not probed (no kernel to boot)" in out, out
     for what in ("libvirt", "domain type", "storage pool", "volume cache", "free space", "ssh forwarding"):
         assert f"OK      {what}" in out or f"OK     {what}" in out, out
-    assert "0 cached volume(s), 0 B, 0 in use by running jobs" in out, out
+    assert "0 cached volumes, 0 B, 0 in use by running jobs" in out, out
     assert not lab.volumes()
 
 
@@ -455,7 +455,7 @@ def test_gc_keeps_what_a_running_job_uses(clean_lab: Lab, tmp_path: Path,
         from kvmlab.cli import main
 
         assert main(["host", "cache", lab.uri]) == 0
-        assert "2 cached volume(s), 8.0 MiB, 1 in use by running jobs" in capsys.readouterr().out
+        assert "2 cached volumes, 8.0 MiB, 1 in use by running jobs" in capsys.readouterr().out
         assert main(["host", "gc", lab.uri, "--max-size", "0"]) == 0
         out = capsys.readouterr().out
         assert f"removed {loose.path.rsplit('/', 1)[1]}" in out, out

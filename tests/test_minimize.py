@@ -45,7 +45,7 @@ def test_a_kasan_bug_keeps_kasan_and_drops_the_other_checks_and_dwarf() -> None:
     # What depends on them by name is left to Kconfig (not listed as "changed" then).
     lockdep = next(d for d in m.drops if d.rule == "lockdep")
     assert "LOCKDEP_BITS" in lockdep.under and "CONFIG_LOCKDEP_BITS" not in m.text
-    assert "and 6 option(s) under them" in lockdep.describe()
+    assert "and 6 options under them" in lockdep.describe()
     # Every other line of the config is left as it was.
     dropped = {f"CONFIG_{o}" for r in RULES for o in (*r.disable, *r.enable)}
     dropped |= {f"CONFIG_{o}" for d in m.drops for o in d.under}

@@ -27,6 +27,7 @@ from kvmlab.bisect.result import Outcome, Verdict
 from kvmlab.bisect.seams import Prebuilds
 from kvmlab.bisect.state import Session
 from kvmlab.outcome import BuildStatus
+from kvmlab.text import counted
 
 #: Commits pre-built per likely outcome of a test (overlapped builds).
 PER_OUTCOME = 2
@@ -262,11 +263,11 @@ class AdaptiveBisection:
                                        b.rate(0, 0) if b is not None else rate,
                                        b.background_rate() if b is not None else 0.0)
         before = "marked good earlier, but " if self.marks.get(commit) == "good" else ""
-        runs = "clean run is" if e.oks == 1 else "clean runs are"
-        line = (f"re-testing {short}: {before}{e.oks} {runs} not enough at the estimated rate {rate:.2f} "
+        runs = counted(e.oks, "clean run is", "clean runs are")
+        line = (f"re-testing {short}: {before}{runs} not enough at the estimated rate {rate:.2f} "
                 f"(P(it has the bug) = {q:.2f})")
         if e.boot_failures:
-            line += f"; {e.boot_failures} transient boot failure(s) not counted"
+            line += f"; {counted(e.boot_failures, 'transient boot failure')} not counted"
         return line
 
     def _close(self, visit: _Visit | None, b: Belief) -> None:
@@ -287,8 +288,9 @@ class AdaptiveBisection:
             verdict = Verdict.GOOD.value
         else:
             verdict = "undecided"
-            crashes = f", {e.target_crashes} target crash(es)" if e.target_crashes else ""
-            note = (f"kvmlab: {commit[:12]}: no verdict yet: {e.oks} clean run(s){crashes}, "
+            crashes = counted(e.target_crashes, "target crash", "target crashes")
+            crashes = f", {crashes}" if e.target_crashes else ""
+            note = (f"kvmlab: {commit[:12]}: no verdict yet: {counted(e.oks, 'clean run')}{crashes}, "
                     f"P(it has the bug) = {q:.2f} (estimated rate {rate:.2f} if it has)")
             self.s.out(note)
         if verdict != "undecided":

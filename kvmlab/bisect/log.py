@@ -16,16 +16,11 @@ from kvmlab.bisect.result import Verdict
 from kvmlab.bisect.seams import CommitInfo, cc_list
 from kvmlab.bisect.timing import TimeSplit
 from kvmlab.outcome import RunOutcome, RunStatus
+from kvmlab.text import counted
 
 
 def start_line(commit: str, *, fix: bool) -> str:
     return f"bisecting {'fix' if fix else 'cause'} commit starting from {commit}"
-
-
-def counted(n: int, noun: str, nouns: str | None = None) -> str:
-    """``1 crash``, ``2 crashes``, ``0 runs``: a count with its noun in the
-    right number (``nouns`` when adding an "s" is not the plural)."""
-    return f"{n} {noun if n == 1 else nouns or noun + 's'}"
 
 
 def crashes_in_runs(crashes: int, runs: int) -> str:
@@ -120,9 +115,8 @@ def estimate_steps(remaining: int) -> int:
 
 
 def bisecting_line(left: int, steps: int) -> str:
-    revs = "revision" if left == 1 else "revisions"
-    st = "step" if steps == 1 else "steps"
-    return f"Bisecting: {left} {revs} left to test after this (roughly {steps} {st})"
+    return (f"Bisecting: {counted(left, 'revision')} left to test after this "
+            f"(roughly {counted(steps, 'step')})")
 
 
 def next_line(commit: str, subject: str) -> str:

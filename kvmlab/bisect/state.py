@@ -20,6 +20,7 @@ from kvmlab.bisect.seams import IsTarget, Tester
 from kvmlab.bisect.timing import PoolSized, Stopwatch
 from kvmlab.errors import InfraError, UserError
 from kvmlab.outcome import BuildOutcome, BuildStatus, RunOutcome, RunStatus
+from kvmlab.text import counted
 
 #: Infrastructure failures in a row on one commit before the bisection gives up.
 MAX_INFRA_IN_A_ROW = 5
@@ -214,7 +215,7 @@ class Session:
             e.runs.append(r)
             e.target.append(t)
         self.out(f"kvmlab: {commit[:12]} builds the same kernel binary as {twin[:12]}: its "
-                 f"{len(te.runs)} run(s) count for both (one test)")
+                 f"{counted(len(te.runs), 'run counts', 'runs count')} for both (one test)")
         return [r for r, t in zip(te.runs, te.target, strict=True)
                 if r.status in (RunStatus.OK, RunStatus.CRASHED) or t]
 

@@ -12,6 +12,7 @@ from kvmlab import cache
 from kvmlab.config import cache_dir, load_config
 from kvmlab.errors import UserError
 from kvmlab.session.store import format_table
+from kvmlab.text import counted
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -80,7 +81,7 @@ def _prune(args: argparse.Namespace, root: Path) -> int:
     verb = "would remove" if args.dry_run else "removed"
     for e in removed:
         print(f"{verb} {e.category} {e.path} ({cache.human(e.size)})")
-    print(f"{verb} {len(removed)} entr{'y' if len(removed) == 1 else 'ies'} "
+    print(f"{verb} {counted(len(removed), 'entry', 'entries')} "
           f"({cache.human(sum(e.size for e in removed))}); {cache.human(left)} left")
     return 0
 

@@ -9,6 +9,7 @@ import time
 
 from kvmlab import cache
 from kvmlab.errors import UserError
+from kvmlab.text import counted
 from kvmlab.vmm import volume_cache as vc
 from kvmlab.vmm.host import Host
 
@@ -58,8 +59,8 @@ def run(args: argparse.Namespace) -> int:
         for v in report.removed:
             print(f"{verb} {v.name} ({cache.human(v.size)})")
         gone = report.removed_size
-        print(f"{host.label}: {verb} {len(report.removed)} volume(s) ({cache.human(gone)}), "
-              f"{len(report.stale_leases)} lease(s) of jobs that ended; "
+        print(f"{host.label}: {verb} {counted(len(report.removed), 'volume')} ({cache.human(gone)}), "
+              f"{counted(len(report.stale_leases), 'lease')} of jobs that ended; "
               f"{cache.human(report.size - gone)} left")
         return 0
     finally:

@@ -13,6 +13,7 @@ from kvmlab.jobs.model import VMRunJob
 from kvmlab.jobs.observer import Observer
 from kvmlab.jobs.validate import validate
 from kvmlab.session.foreground import EXIT_NO_STATUS
+from kvmlab.text import counted
 from kvmlab.vmm.console import EventKind
 from kvmlab.vmm.factory import close_backend, make_backend
 from kvmlab.vmm.fleet import Fleet
@@ -57,7 +58,7 @@ def run_vm_command(job: VMRunJob, observer: Observer) -> VMRunResult:
     if isinstance(backend, Fleet) and cfg.vm.count > backend.capacity():
         close_backend(backend)
         raise UserError(f"vm.count: {cfg.vm.count} VMs at once, but vm.hosts can run {backend.capacity()}")
-    observer.note(f"booting {cfg.vm.count} VM(s) with {job.kernel} ({cfg.vm.backend}, "
+    observer.note(f"booting {counted(cfg.vm.count, 'VM')} with {job.kernel} ({cfg.vm.backend}, "
                   f"{prep.accel.accel.value})")
 
     def say(line: str) -> None:

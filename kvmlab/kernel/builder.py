@@ -51,6 +51,7 @@ from kvmlab.kernel.config import (
 )
 from kvmlab.kernel.tree import KernelTree
 from kvmlab.outcome import BuildOutcome, BuildStatus
+from kvmlab.text import counted
 
 log = logging.getLogger(__name__)
 
@@ -574,8 +575,8 @@ class KernelBuilder:
             extra["distcc"] = {"hosts": [str(h) for h in self.distcc_hosts], "jobs": self.jobs,
                                "fallbacks": fell_back}
             if fell_back:
-                log.warning("distcc: %d compile(s) could not be sent to a compile host and ran on this "
-                            "machine (a host dropped or refused them; see %s)", fell_back,
+                log.warning("distcc: %s could not be sent to a compile host and ran on this "
+                            "machine (a host dropped or refused them; see %s)", counted(fell_back, "compile"),
                             entry / "build.log")
         manifest = BuildManifest(
             commit=commit, tree_hash=tree_hash, config_hash=config_hash(final_text),

@@ -18,6 +18,7 @@ from pathlib import Path
 from kvmlab import paths
 from kvmlab.checks import read_text
 from kvmlab.errors import ConfigError, MissingFileError
+from kvmlab.text import counted
 
 #: kvmlab's own fragments (package data; the checkout's ``kernel_configs/``).
 DEFAULT_FRAGMENTS_DIR = paths.shipped_dir("kernel_configs")
@@ -241,9 +242,10 @@ def summarize_changes(changes: Sequence[Dropped], *, limit: int = 40) -> str:
     rest = [d for d in changes if not is_toolchain_option(d.name)]
     shown = ", ".join(str(d) for d in rest[:limit])
     more = f", and {len(rest) - limit} more" if len(rest) > limit else ""
-    parts = [f"{len(rest)} option(s) changed: {shown}{more}"] if rest else []
+    parts = [f"{counted(len(rest), 'option')} changed: {shown}{more}"] if rest else []
     if chain:
-        parts.append(f"{len(chain)} tool-chain option(s) follow this compiler")
+        follow = counted(len(chain), "tool-chain option follows", "tool-chain options follow")
+        parts.append(f"{follow} this compiler")
     return "; ".join(parts) if parts else "none"
 
 

@@ -26,6 +26,7 @@ from typing import Any
 from kvmlab import checks
 from kvmlab.errors import ConfigError
 from kvmlab.kernel.config import parse_config
+from kvmlab.text import counted
 
 TABLE_NAME = "minimize.yaml"
 
@@ -61,7 +62,7 @@ class Drop:
     defaults (they depend on what was turned off)."""
 
     def describe(self) -> str:
-        more = f" and {len(self.under)} option(s) under them" if self.under else ""
+        more = f" and {counted(len(self.under), 'option')} under them" if self.under else ""
         return f"{self.rule} ({', '.join(self.options)}{more}): {self.why}"
 
     def to_json(self) -> dict[str, Any]:

@@ -24,6 +24,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from kvmlab.text import counted
+
 #: Tests (kernel builds with VM runs) one minimization may spend.
 DEFAULT_BUDGET = 6
 
@@ -69,7 +71,7 @@ class Reduction:
 
     def summary(self) -> str:
         """One line for the log."""
-        tests = f"{len(self.trials)} test(s), {self.seconds:.0f}s"
+        tests = f"{counted(len(self.trials), 'test')}, {self.seconds:.0f}s"
         if not self.difference:
             return "the full config adds nothing to the base: kept as it is"
         if self.config is None:

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kvmlab.errors import UserError
+from kvmlab.text import counted
 
 #: The ``version`` of the dashboard's JSON format this module reads.
 API_VERSION = 1
@@ -207,7 +208,7 @@ def choose_crash(bug: Bug, *, have_syz: bool, in_tree: Callable[[str], bool]) ->
     user's tree, else the newest. No crash with a reproducer: one line."""
     with_repro = [c for c in bug.crashes if c.has_repro and c.commit]
     if not with_repro:
-        seen = f"{len(bug.crashes)} crash{'es' if len(bug.crashes) != 1 else ''} listed"
+        seen = f"{counted(len(bug.crashes), 'crash', 'crashes')} listed"
         raise SyzbotError(f"syzbot bug {bug.id or '?'} ({bug.title}): no reproducer on the dashboard "
                           f"({seen}): kvmlab needs a syz or C reproducer")
 

@@ -31,6 +31,7 @@ from rich.text import Text
 from kvmlab.bisect.result import StepRecord
 from kvmlab.kernel.builder import Progress
 from kvmlab.repro.runner import VMEvent
+from kvmlab.text import counted
 from kvmlab.ui.ticker import BuildTicker
 
 log = logging.getLogger(__name__)
@@ -120,7 +121,7 @@ def render_state(st: LiveState, now: float) -> RenderableType:
     if st.steps:
         last = st.steps[-1]
         head.append(f"  step {len(st.steps)}", style="bold")
-        head.append(f" · {last.remaining} candidate{'s' if last.remaining != 1 else ''} left")
+        head.append(f" · {counted(last.remaining, 'candidate')} left")
         if last.confidence is not None:
             head.append(f" · confidence {last.confidence:.1%}")
     lines: list[RenderableType] = [head]

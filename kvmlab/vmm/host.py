@@ -34,6 +34,7 @@ from kvmlab import owner as owners
 from kvmlab.errors import LibvirtError
 from kvmlab.host_uri import HostAddress, parse_host_uri
 from kvmlab.owner import Owner
+from kvmlab.text import counted
 from kvmlab.vmm import volume_cache as vc
 from kvmlab.vmm.backend import GuestStream
 from kvmlab.vmm.domain_xml import domain_owner
@@ -400,9 +401,9 @@ class Host:
             return
         if report.removed:
             gone = report.removed_size
-            log.info("%s: volume cache: removed %d volume(s) (%s) used longest ago, %s left (limit %s)",
-                     self.label, len(report.removed), cache.human(gone), cache.human(report.size - gone),
-                     cache.human(self.cache_max_bytes))
+            log.info("%s: volume cache: removed %s (%s) used longest ago, %s left (limit %s)",
+                     self.label, counted(len(report.removed), "volume"), cache.human(gone),
+                     cache.human(report.size - gone), cache.human(self.cache_max_bytes))
 
     def close(self) -> None:
         """:meth:`cleanup`, then close the connections. Idempotent."""

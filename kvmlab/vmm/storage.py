@@ -38,6 +38,7 @@ from kvmlab.cache import human
 from kvmlab.errors import LibvirtError, UserError
 from kvmlab.host_uri import owned_name, parse_owned_name
 from kvmlab.owner import Owner, alive, is_ours
+from kvmlab.text import counted
 from kvmlab.vmm import volume_cache as vc
 
 log = logging.getLogger(__name__)
@@ -147,7 +148,7 @@ class CacheReport:
 
     def summary(self) -> str:
         """One line: the cache's volumes, size, and how many a job uses now."""
-        return (f"{len(self.volumes)} cached volume(s), {human(self.size)}, {self.leased} in use by "
+        return (f"{counted(len(self.volumes), 'cached volume')}, {human(self.size)}, {self.leased} in use by "
                 "running jobs")
 
 
