@@ -23,7 +23,7 @@ from kvmlab.bisect.graph import CommitGraph
 from kvmlab.bisect.model import Belief, Observation, near_mask
 from kvmlab.bisect.planner import Option, near_probability, rank, survival_curve
 from kvmlab.bisect.policy import AdaptivePolicy
-from kvmlab.bisect.result import Outcome, Verdict
+from kvmlab.bisect.result import CommitEvidence, Outcome, Verdict
 from kvmlab.bisect.seams import Prebuilds
 from kvmlab.bisect.state import Session
 from kvmlab.outcome import BuildStatus
@@ -76,8 +76,9 @@ class AdaptiveBisection:
     goal: float = 0.0
     """The confidence the culprit must reach: the policy's, or its
     ``background_confidence`` once a background crash was seen."""
-    asked_again: set[str] = field(default_factory=set)
-    """Culprits held at the goal on too few crashes, each said once in the log."""
+    asked_again: dict[str, int] = field(default_factory=dict)
+    """Culprits held at the goal on too few crashes, and the crashes the log
+    said each must show (said again only when that number grows)."""
 
     # -- what do we believe now ------------------------------------------
 
@@ -171,11 +172,11 @@ class AdaptiveBisection:
                 self._close(visit, b)
                 return self._inconclusive(b, budget_spent=not budget)
             pick = again or self.g.commits[opts[0].index].hash
-            if again is not None and again not in self.asked_again:
-                self.asked_again.add(again)
+            if again is not None and self.asked_again.get(again) != self._crashes_wanted(self.s.ev(again)):
                 e = self.s.ev(again)
+                self.asked_again[again] = self._crashes_wanted(e)
                 self.s.out(again_line(again[:12], e.target_crashes, e.target_crashes + e.oks, conf,
-                                      self.pol.culprit_crashes))
+                                      self.asked_again[again]))
             if visit is None or pick != visit.commit:
                 self._close(visit, b)
                 visit = self._open(pick, b)
@@ -193,13 +194,18 @@ class AdaptiveBisection:
                 self.s.tester.prebuild(self.likely_next(b, opts[0]))
             self.s.run_until_crash(pick, runs, self.pol.chunk)
 
+    def _crashes_wanted(self, e: CommitEvidence) -> int:
+        """Target crashes a culprit must have shown to be named: more once it
+        has also run clean (policy ``culprit_crashes``, ``mixed_culprit_crashes``)."""
+        return max(self.pol.culprit_crashes, self.pol.mixed_culprit_crashes if e.oks else 0)
+
     def _needs_another_crash(self, culprit: str) -> bool:
         """Whether the culprit the posterior names has shown the target's
-        title fewer than ``culprit_crashes`` times (cause bisections only: a
-        fix's culprit is the clean side of the boundary; a commit that has
-        since become untestable cannot show it again)."""
+        title fewer times than it must (cause bisections only: a fix's
+        culprit is the clean side of the boundary; a commit that has since
+        become untestable cannot show it again)."""
         e = self.s.ev(culprit)
-        return not self.s.fix and not e.untestable and e.target_crashes < self.pol.culprit_crashes
+        return not self.s.fix and not e.untestable and e.target_crashes < self._crashes_wanted(e)
 
     def _raise_goal(self, b: Belief) -> None:
         """Raise the goal to the policy's ``background_confidence`` the first
@@ -319,10 +325,12 @@ def background_goal_line(short: str, crashes: int, runs: int, background: float,
 
 
 def again_line(short: str, crashes: int, runs: int, confidence: float, want: int) -> str:
-    """Why a culprit that holds the goal is tested once more: a single crash
-    may be the title's background on a clean commit."""
+    """Why a culprit that holds the goal is tested once more: a single crash,
+    or crashes mixed with clean runs, may be the title's background on a
+    clean commit."""
+    why = "one crash" if crashes <= 1 else "crashes mixed with clean runs"
     return (f"kvmlab: {short} holds {confidence:.3f} on {fmt.crashes_in_runs(crashes, runs)}: testing it "
-            f"until the title shows {want} times (one crash may be the title's background on a clean commit)")
+            f"until the title shows {want} times ({why} may be the title's background on a clean commit)")
 
 
 def retest_crashed_line(short: str, crashes: int, runs: int, q: float, bad_rate: float,
