@@ -105,8 +105,6 @@ class FakeTester:
     """A later commit that brings the same bug again (reverting the culprit alone does not help)."""
     background: dict[str, float] = field(default_factory=dict)
     """Title -> rate of the target's title on that commit when it has no bug (issue 22)."""
-    first_runs_crash: dict[str, int] = field(default_factory=dict)
-    """Title -> how many of that commit's first runs crash with the target's title, bug or not."""
     first_runs: dict[str, str] = field(default_factory=dict)
     """Title -> how that commit's first runs end, bug or not: ``x`` the target's title, ``o`` clean."""
     built: list[str] = field(default_factory=list)
@@ -187,8 +185,7 @@ class FakeTester:
                 out.append(RunOutcome(k, RunStatus.CRASHED, title=OTHER, report="other report", duration=30))
             elif nth < len(self.first_runs.get(title, "")) and self.first_runs[title][nth] == "o":
                 out.append(RunOutcome(k, RunStatus.OK, duration=60))
-            elif (nth < self.first_runs_crash.get(title, 0) or nth < len(self.first_runs.get(title, ""))
-                  or r.random() < p):
+            elif nth < len(self.first_runs.get(title, "")) or r.random() < p:
                 report = f"report of {TITLE}\nCall Trace:"
                 out.append(RunOutcome(k, RunStatus.CRASHED, title=TITLE, report=report, duration=30))
             else:
@@ -605,7 +602,7 @@ def test_one_target_crash_before_the_culprit_is_weighed_not_believed(tmp_path: P
     engine tests it again, says why in the log, and names the real culprit;
     the revert check confirms it."""
     hist = make_history(tmp_path / "repo", 30)
-    res, text = _lines(hist, FakeTester(hist, culprit="18", p=0.5, seed=2, first_runs_crash={"16": 1}),
+    res, text = _lines(hist, FakeTester(hist, culprit="18", p=0.5, seed=2, first_runs={"16": "x"}),
                        is_target=lambda r: r.title == TITLE)
     assert res.culprit == hist.h["18"], text
     line = next(x for x in text.splitlines() if x.startswith(f"re-testing {hist.h['16'][:12]}"))
@@ -625,7 +622,7 @@ def test_a_background_crash_raises_the_confidence_goal(tmp_path: Path) -> None:
     assert AdaptivePolicy().background_confidence == pytest.approx(0.9835)
     assert AdaptivePolicy(confidence=0.99, background_doubt=1.0).background_confidence == pytest.approx(0.99)
     hist = make_history(tmp_path / "repo", 30)
-    res, text = _lines(hist, FakeTester(hist, culprit="18", p=0.5, seed=2, first_runs_crash={"16": 1}),
+    res, text = _lines(hist, FakeTester(hist, culprit="18", p=0.5, seed=2, first_runs={"16": "x"}),
                        is_target=lambda r: r.title == TITLE)
     goal = [x for x in text.splitlines() if "naming a culprit at" in x]
     assert len(goal) == 1, text
@@ -638,6 +635,20 @@ def test_a_background_crash_raises_the_confidence_goal(tmp_path: Path) -> None:
     assert res.culprit == hist.h["18"] and "naming a culprit at" not in text, text
 
 
+def _named_before_and_after(hist: History, first_runs: dict[str, str],
+                            old: AdaptivePolicy) -> tuple[BisectResult, str, list[str]]:
+    """Bisects a deterministic culprit 18 whose clean parent's first runs end
+    as ``first_runs`` says: under the ``old`` policy the parent 17 is named;
+    under today's, 18. Returns today's result, its log and its "holds" lines."""
+    def tester() -> FakeTester:
+        return FakeTester(hist, culprit="18", seed=0, first_runs=first_runs)
+    res, text = _lines(hist, tester(), is_target=lambda r: r.title == TITLE, policy=old)
+    assert res.culprit == hist.h["17"], text
+    res, text = _lines(hist, tester(), is_target=lambda r: r.title == TITLE)
+    assert res.culprit == hist.h["18"] and not res.doubtful, text
+    return res, text, [x for x in text.splitlines() if " holds " in x]
+
+
 def test_a_culprit_named_on_one_crash_is_run_again(tmp_path: Path) -> None:
     """Issue 22: the culprit (18) crashes every run; its parent 17 is clean
     but shows the target's title on its first run. With that one crash and
@@ -645,13 +656,7 @@ def test_a_culprit_named_on_one_crash_is_run_again(tmp_path: Path) -> None:
     the old behaviour: wrong at 0.95). Now a culprit must show the title
     twice: 17 is run again, its clean runs clear it, and 18 is named."""
     hist = make_history(tmp_path / "repo", 30)
-    tester = lambda: FakeTester(hist, culprit="18", seed=0, first_runs_crash={"17": 1})  # noqa: E731
-    res, text = _lines(hist, tester(), is_target=lambda r: r.title == TITLE,
-                       policy=AdaptivePolicy(culprit_crashes=1))
-    assert res.culprit == hist.h["17"], text
-    res, text = _lines(hist, tester(), is_target=lambda r: r.title == TITLE)
-    assert res.culprit == hist.h["18"] and not res.doubtful, text
-    again = [x for x in text.splitlines() if " holds " in x]
+    res, text, again = _named_before_and_after(hist, {"17": "x"}, AdaptivePolicy(culprit_crashes=1))
     assert again and re.fullmatch(
         rf"kvmlab: {hist.h['17'][:12]} holds 0\.\d{{3}} on 1 crash in 1 run: testing it until the title "
         r"shows 2 times \(one crash may be the title's background on a clean commit\)", again[0]), again
@@ -668,13 +673,7 @@ def test_a_culprit_that_also_ran_clean_is_named_on_three_crashes(tmp_path: Path)
     clear it, and 18 is named. A culprit that crashed every run is still
     named on two (the demo's deterministic bug, 29 VM runs)."""
     hist = make_history(tmp_path / "repo", 30)
-    tester = lambda: FakeTester(hist, culprit="18", seed=0, first_runs={"17": "xox"})  # noqa: E731
-    res, text = _lines(hist, tester(), is_target=lambda r: r.title == TITLE,
-                       policy=AdaptivePolicy(mixed_culprit_crashes=2))
-    assert res.culprit == hist.h["17"], text
-    res, text = _lines(hist, tester(), is_target=lambda r: r.title == TITLE)
-    assert res.culprit == hist.h["18"] and not res.doubtful, text
-    again = [x for x in text.splitlines() if " holds " in x]
+    res, text, again = _named_before_and_after(hist, {"17": "xox"}, AdaptivePolicy(mixed_culprit_crashes=2))
     assert len(again) == 2 and " on 1 crash in 1 run: testing it until the title shows 2 times" in again[0]
     assert re.fullmatch(
         rf"kvmlab: {hist.h['17'][:12]} holds 0\.\d{{3}} on 2 crashes in 3 runs: testing it until the title "
@@ -769,7 +768,7 @@ def test_one_crash_of_the_right_culprits_revert_is_weighed_with_more_runs(tmp_pa
     hist = make_history(tmp_path / "repo", 20)
     lines: list[str] = []
     clean = {str(i): 0.01 for i in range(12)}
-    res = bisect(hist.repo, FakeTester(hist, culprit="12", p=0.5, seed=1, first_runs_crash={"16": 1},
+    res = bisect(hist.repo, FakeTester(hist, culprit="12", p=0.5, seed=1, first_runs={"16": "x"},
                                        background=clean),
                  bad=hist.h["16"], good=hist.h["0"], log=LogWriter(lines.append))
     text = "\n".join(lines)

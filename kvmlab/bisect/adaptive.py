@@ -172,11 +172,13 @@ class AdaptiveBisection:
                 self._close(visit, b)
                 return self._inconclusive(b, budget_spent=not budget)
             pick = again or self.g.commits[opts[0].index].hash
-            if again is not None and self.asked_again.get(again) != self._crashes_wanted(self.s.ev(again)):
+            if again is not None:
                 e = self.s.ev(again)
-                self.asked_again[again] = self._crashes_wanted(e)
-                self.s.out(again_line(again[:12], e.target_crashes, e.target_crashes + e.oks, conf,
-                                      self.asked_again[again]))
+                wanted = self._crashes_wanted(e)
+                if self.asked_again.get(again) != wanted:
+                    self.asked_again[again] = wanted
+                    self.s.out(again_line(again[:12], e.target_crashes, e.target_crashes + e.oks,
+                                          conf, wanted))
             if visit is None or pick != visit.commit:
                 self._close(visit, b)
                 visit = self._open(pick, b)
