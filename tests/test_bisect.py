@@ -173,6 +173,7 @@ class FakeTester:
             self.calls += 1
             nth = self.per_commit.get(c, 0)
             self.per_commit[c] = nth + 1
+            scripted = self.first_runs.get(title, "")[nth:nth + 1]  # "o", "x" or "" (not scripted)
             r = random.Random(f"{self.seed}/{c}/{self.calls}")
             if self.infra_every and self.calls % self.infra_every == 0:
                 out.append(RunOutcome(k, RunStatus.INFRA, detail="ssh: connection reset", duration=5))
@@ -183,9 +184,9 @@ class FakeTester:
                                       duration=5))
             elif r.random() < self.other_rate:
                 out.append(RunOutcome(k, RunStatus.CRASHED, title=OTHER, report="other report", duration=30))
-            elif nth < len(self.first_runs.get(title, "")) and self.first_runs[title][nth] == "o":
+            elif scripted == "o":
                 out.append(RunOutcome(k, RunStatus.OK, duration=60))
-            elif nth < len(self.first_runs.get(title, "")) or r.random() < p:
+            elif scripted or r.random() < p:
                 report = f"report of {TITLE}\nCall Trace:"
                 out.append(RunOutcome(k, RunStatus.CRASHED, title=TITLE, report=report, duration=30))
             else:
