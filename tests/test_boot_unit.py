@@ -233,6 +233,39 @@ def test_record_round_trip_and_unknown_keys(tmp_path: Path) -> None:
         d.read()
 
 
+def test_concurrent_updates_keep_every_field(tmp_path: Path) -> None:
+    # The crash flagger's thread records the titles while the owner's thread
+    # records its ports or state: neither may write back a stale record.
+    d = SessionDir(tmp_path / "s")
+    d.path.mkdir()
+    d.write(_record("s"))
+    fields: list[dict[str, Any]] = [dict(ssh_port=2222), dict(gdb_port=1234), dict(crashes=("KASAN: x",)),
+                                    dict(state="running"), dict(qemu_pid=99), dict(domain="kvmlab-s")]
+    errors: list[BaseException] = []
+
+    def change(go: threading.Barrier, kw: dict[str, Any]) -> None:
+        go.wait()
+        try:
+            d.update(**kw)
+        except BaseException as e:
+            errors.append(e)
+
+    for _ in range(30):
+        d.write(_record("s"))
+        go = threading.Barrier(len(fields))
+        threads = [threading.Thread(target=change, args=(go, kw)) for kw in fields]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+        want: dict[str, Any] = {}
+        for kw in fields:
+            want.update(kw)
+        assert d.read() == _record("s", **want)
+    assert sorted(p.name for p in d.path.iterdir()) == ["record.lock", "session.json"]
+
+
 def test_default_name() -> None:
     assert default_name("4c4d0aaa74e0bdec317574690a59bbfb8cd113b7", "6.1.0", Path("/k")) == "4c4d0aaa74e0"
     assert default_name(None, "6.1.0-56-cloud-amd64", Path("/k")) == "6.1.0-56-cloud-amd64"

@@ -4,6 +4,7 @@ Layout (``$XDG_STATE_HOME/kvmlab/sessions``, default ``~/.local/state``)::
 
     NAME/session.json   the record: what was booted, where its SSH is, its state
     NAME/owner.lock     held (flock) by the kvmlab process that owns the VM
+    NAME/record.lock    held (flock) while the record is read, changed and written
     NAME/console.log    the serial console from power-on
     NAME/report-N.txt   each crash seen, titled and symbolized
     NAME/disk.qcow2     with --keep: the VM's own disk, kept for boot --resume
@@ -23,6 +24,7 @@ import fcntl
 import json
 import os
 import re
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -33,6 +35,7 @@ from kvmlab.errors import ConfigError, UserError
 
 RECORD = "session.json"
 OWNER_LOCK = "owner.lock"
+RECORD_LOCK = "record.lock"
 KEPT_DISK = "disk.qcow2"
 
 #: Session names: safe in a path, a libvirt domain name and QEMU's -name.
@@ -154,14 +157,23 @@ class SessionDir:
 
     def write(self, record: SessionRecord) -> None:
         """Replace the record atomically (readers never see half a file)."""
-        tmp = self.path / f".{RECORD}.{os.getpid()}"
+        # One temporary file per thread: two threads of one process must not
+        # write (and rename) the same one.
+        tmp = self.path / f".{RECORD}.{os.getpid()}.{threading.get_ident()}"
         tmp.write_text(json.dumps(record.to_json(), indent=1) + "\n")
         tmp.rename(self.path / RECORD)
 
     def update(self, **changes: Any) -> SessionRecord:
-        rec = dataclasses.replace(self.read(), **changes)
-        self.write(rec)
-        return rec
+        """Change some fields of the record. Read, change and write hold the
+        record's lock, so concurrent updates (the crash flagger's thread and
+        the owner's, or another process) never undo each other's fields."""
+        with (self.path / RECORD_LOCK).open("a") as f:
+            # flock locks an open file description: threads that open the
+            # file themselves exclude each other as processes do.
+            fcntl.flock(f, fcntl.LOCK_EX)
+            rec = dataclasses.replace(self.read(), **changes)
+            self.write(rec)
+            return rec
 
     def running(self) -> bool:
         """Whether an owner holds the session (see the module docstring)."""

@@ -158,7 +158,7 @@ def resolve_accel(requested: Accel, *, qemu: str, kernel: Path | None, cache_dir
             return AccelChoice(Accel.TCG, TCG_SCALE, str(e))
         known[key] = {"accel": choice.accel.value, "scale": choice.scale, "reason": choice.reason}
         cache_dir.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(".tmp")
+        tmp = cache.with_name(f".{cache.name}.{os.getpid()}")  # two kvmlabs may probe at once
         tmp.write_text(json.dumps(known, indent=1))
         tmp.replace(cache)
     if choice.accel is Accel.TCG:
