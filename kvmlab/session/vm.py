@@ -155,8 +155,9 @@ class SessionVM:
             self._flagging = True
         t = threading.Thread(target=self._flag, args=(ev,), name="crash-flag", daemon=True)
         with self._lock:
+            # Started before anyone can see it: wait_crash_reports joins it.
+            t.start()
             self._flaggers.append(t)
-        t.start()
 
     def _flag(self, ev: Event) -> None:
         try:
