@@ -18,6 +18,7 @@ written into the build work directory; ``KVMLAB_CCACHE`` names ccache.
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 NAME = "kvmlab-ccache"
@@ -49,7 +50,9 @@ def install(directory: Path) -> Path:
     except OSError:
         pass
     directory.mkdir(parents=True, exist_ok=True)
-    tmp = directory / f".{NAME}.tmp{os.getpid()}"
+    # A background build's thread may install it at the same moment as the
+    # foreground's: one temporary file per thread.
+    tmp = directory / f".{NAME}.tmp{os.getpid()}.{threading.get_ident()}"
     tmp.write_text(SCRIPT)
     tmp.chmod(0o755)
     os.replace(tmp, path)

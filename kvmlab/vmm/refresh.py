@@ -13,8 +13,10 @@ compiled once per host into kvmlab's cache) that the template carries.
 from __future__ import annotations
 
 import hashlib
+import os
 import secrets
 import shutil
+import threading
 import time
 from pathlib import Path
 
@@ -42,7 +44,7 @@ def helper_binary(cache: Path) -> Path:
     if shutil.which("gcc") is None:
         raise HostToolError("gcc: not found (needed to build the guest's clock and RNG helper)")
     cache.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
+    tmp = out.with_name(f"{out.name}.tmp{os.getpid()}.{threading.get_ident()}")  # others may compile it too
     proc.run(["gcc", "-static", "-O2", "-o", str(tmp), str(SOURCE)], timeout=_COMPILE_TIMEOUT)
     tmp.replace(out)
     return out
