@@ -251,11 +251,7 @@ def run_one(m: Machine, prepared: StagedRepro, opts: ReproOptions, timeouts: Tim
     if boot.ok and on_vm is not None:
         on_vm(VMEvent(m.index, "running"))
     if not boot.ok:
-        if boot.crashed or boot.timed_out or boot.reason in ("no output", "unexpected reboot"):
-            return _boot_failed(m, boot.reason, started)
-        if m.watcher.halt is not None:  # the guest's own init shut it down: the kernel's side
-            return _boot_failed(m, boot.reason, started)
-        if not m.instance.alive() and m.watcher.crash is None:
+        if m.died_on_host(boot):
             return _vm_died(m, started, f"vm died while booting: {boot.reason}")
         return _boot_failed(m, boot.reason, started)
     try:

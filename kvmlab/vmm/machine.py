@@ -177,6 +177,17 @@ class Machine:
             return f"timed out (last SSH attempt: {ssh_error})"
         return "timed out"
 
+    def died_on_host(self, boot: BootResult) -> bool:
+        """Whether a failed boot was the host's doing, not the kernel's: the VM
+        is gone with no crash, no reboot and no halt of its kernel on the
+        console, and it had printed something (QEMU killed or crashed, a
+        libvirt domain destroyed under it)."""
+        if boot.ok or boot.crashed or boot.timed_out or boot.reason in ("no output", "unexpected reboot"):
+            return False
+        if self.watcher.halt is not None:  # the guest's own init shut it down: the kernel's side
+            return False
+        return not self.instance.alive() and self.watcher.crash is None
+
     def _refresh(self, helper: str) -> None:
         log.debug("%s: SSH up %.1fs after start", self.name, time.monotonic() - self.started)
         res = self.ssh.run(refresh_command(helper), timeout=self.timeouts.ssh_connect * 5)

@@ -52,6 +52,9 @@ DISK_HELPER = "/usr/local/sbin/" + refresh.NAME
 #: Templates a store keeps per backend; older ones are discarded (each holds
 #: the guest's memory on its host).
 KEEP = 2
+#: Boots of a template VM when its QEMU dies under it (a crash of QEMU
+#: itself, seen with TCG): after that the runs boot.
+TEMPLATE_TRIES = 2
 
 
 @dataclass(frozen=True)
@@ -207,36 +210,47 @@ class Snapshots:
         with self._lock:
             self._count += 1
             n = self._count
-        tdir = self.workdir / f"template-{n}"
-        tdir.mkdir(parents=True, exist_ok=True)
         tspec = dataclasses.replace(tspec, name=f"{spec.name}-t{n}")
-        started = time.monotonic()
-        try:
-            inst = backend.create(tspec, workdir=tdir, index=0)
-        except InfraError as e:
-            self.say_once(f"the template VM could not start: {e}")
-            return None
-        m = Machine(0, inst, tspec.root, tdir, recipe.timeouts, ready_marker=recipe.ready_marker,
-                    started=started)
-        try:
-            boot = m.wait_ready()
-            if not boot.ok:
-                # The runs will see the same boot failure themselves.
-                self.say_once(f"the template VM did not boot ({boot.reason})")
+        for attempt in range(1, TEMPLATE_TRIES + 1):
+            # Each attempt keeps its own console log.
+            tdir = self.workdir / (f"template-{n}" if attempt == 1 else f"template-{n}-try{attempt}")
+            tdir.mkdir(parents=True, exist_ok=True)
+            started = time.monotonic()
+            try:
+                inst = backend.create(tspec, workdir=tdir, index=0)
+            except InfraError as e:
+                self.say_once(f"the template VM could not start: {e}")
                 return None
-            booted = time.monotonic()
-            for d in sorted({str(Path(guest).parent) for _h, guest, _m in files}):
-                m.run(f"mkdir -p {d}")
-            for host, guest, mode in files:
-                m.copy_in(host, guest, mode=mode)
-            m.run("sync")
-            m.ssh.close()
-            saved = backend.save(inst, timeout=recipe.timeouts.restore)
-        except KvmlabError as e:
-            self.say_once(f"the template VM could not be saved: {e}")
+            m = Machine(0, inst, tspec.root, tdir, recipe.timeouts, ready_marker=recipe.ready_marker,
+                        started=started)
+            try:
+                boot = m.wait_ready()
+                if not boot.ok:
+                    if m.died_on_host(boot) and attempt < TEMPLATE_TRIES:
+                        # QEMU crashed or was killed: not the kernel's doing,
+                        # and one more boot is cheaper than booting every run.
+                        log.warning("snapshot: the template VM died while booting (%s; console in %s): "
+                                    "booting it again", m.instance.name, tdir)
+                        continue
+                    # The runs will see the same boot failure themselves.
+                    self.say_once(f"the template VM did not boot ({boot.reason})")
+                    return None
+                booted = time.monotonic()
+                for d in sorted({str(Path(guest).parent) for _h, guest, _m in files}):
+                    m.run(f"mkdir -p {d}")
+                for host, guest, mode in files:
+                    m.copy_in(host, guest, mode=mode)
+                m.run("sync")
+                m.ssh.close()
+                saved = backend.save(inst, timeout=recipe.timeouts.restore)
+                break
+            except KvmlabError as e:
+                self.say_once(f"the template VM could not be saved: {e}")
+                return None
+            finally:
+                m.close()
+        else:  # pragma: no cover - the last attempt returns or breaks
             return None
-        finally:
-            m.close()
         t = Template(saved, tspec, guest_helper, booted - started, time.monotonic() - booted)
         log.info("snapshot: template %s booted in %.1fs, saved in %.1fs; runs restore it",
                  saved.name, t.boot_seconds, t.save_seconds)
