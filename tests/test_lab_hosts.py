@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import logging
 import os
 import signal
 import socket
@@ -430,6 +431,34 @@ def test_uploads_are_cached_on_the_host_for_later_commands_and_other_clients(cle
     finally:
         for h in hosts:
             h.close()
+
+
+def test_a_cached_qcow2_disk_is_reused_after_the_host_probes_it(clean_lab: Lab, tmp_path: Path,
+                                                              caplog: pytest.LogCaptureFixture) -> None:
+    """An image's qcow2 disk uploaded as content reads, once libvirt probes
+    the pool (a refresh: snapshot overlays do one), as its virtual size: the
+    next command must still find it whole, not delete and send it again."""
+    lab = clean_lab
+    disk = tmp_path / "root.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(disk), "1G"], check=True)
+    with disk.open("ab") as f:
+        f.write(os.urandom(1 << 20))  # content of its own: no other test's volume
+    first = Host(lab.uri)
+    try:
+        up = first.storage.upload(disk, "disk")
+        assert up.bytes_sent == disk.stat().st_size
+    finally:
+        first.close()
+    lab.virsh("pool-refresh", "kvmlab")
+    assert f"{1 << 30}" in lab.virsh("vol-dumpxml", up.path), "libvirt reads it as a 1 GiB qcow2 now"
+    caplog.set_level(logging.INFO, logger="kvmlab.vmm.storage")
+    second = Host(lab.uri)
+    try:
+        again = second.storage.upload(disk, "disk")
+    finally:
+        second.close()
+    assert (again.bytes_sent, again.path) == (0, up.path), [r.getMessage() for r in caplog.records]
+    assert not [r for r in caplog.records if "wrong size" in r.getMessage()]
 
 
 def test_gc_keeps_what_a_running_job_uses(clean_lab: Lab, tmp_path: Path,

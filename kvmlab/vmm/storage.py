@@ -94,6 +94,16 @@ def qcow2_virtual_size(header: bytes) -> int:
     return int(size)
 
 
+def file_bytes(vol: Any) -> int:
+    """The bytes of a volume's file on its host. Not ``info()``'s capacity:
+    once libvirt has probed the pool (a refresh), a volume whose bytes are a
+    qcow2 image reads as the image's virtual size there."""
+    try:
+        return int(vol.infoFlags(libvirt.VIR_STORAGE_VOL_GET_PHYSICAL)[2])
+    except (libvirt.libvirtError, AttributeError):  # a libvirt before 3.0
+        return int(vol.info()[1])
+
+
 def content_hash(path: Path) -> str:
     """sha256 of a file, hex."""
     h = hashlib.sha256()
@@ -273,7 +283,7 @@ class HostStorage:
                 # Left by this pid before (a reused name) or by an earlier
                 # call whose bookkeeping we lost: sizes equal means same content.
                 vol = pool.storageVolLookupByName(name)
-                if vol.info()[1] == local.stat().st_size:
+                if file_bytes(vol) == local.stat().st_size:
                     path = str(vol.path())
                     with self._lock:
                         self._uploaded[name] = path
@@ -361,7 +371,7 @@ class HostStorage:
             vol = self._lookup(pool, name)
             if vol is not None:
                 if self._lookup(pool, vc.done_name(name)) is not None:
-                    if int(vol.info()[1]) == size:
+                    if file_bytes(vol) == size:
                         log.debug("%s: %s is in the host's cache", self.label, name)
                         return str(vol.path()), 0
                     log.warning("%s: cached volume %s has the wrong size: uploading it again",
