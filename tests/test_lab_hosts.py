@@ -379,6 +379,15 @@ def _volume_sha256(lab: Lab, path: str) -> str:
     return lab.run(["sha256sum", path]).split()[0]
 
 
+def _upload_as_a_new_command(lab: Lab, path: Path, kind: str) -> Uploaded:
+    """Upload ``path`` through a Host of its own, as one kvmlab command does."""
+    host = Host(lab.uri)
+    try:
+        return host.storage.upload(path, kind)
+    finally:
+        host.close()
+
+
 def test_uploads_are_cached_on_the_host_for_later_commands_and_other_clients(clean_lab: Lab,
                                                                              tmp_path: Path) -> None:
     """Two commands in a row: the second sends nothing. Two clients uploading
@@ -388,19 +397,10 @@ def test_uploads_are_cached_on_the_host_for_later_commands_and_other_clients(cle
     kernel = tmp_path / "bzImage"
     kernel.write_bytes(os.urandom(24 << 20))
     digest = hashlib.sha256(kernel.read_bytes()).hexdigest()
-    first = Host(lab.uri)
-    try:
-        up = first.storage.upload(kernel, "kernel")
-        assert up.bytes_sent == kernel.stat().st_size
-    finally:
-        first.close()
-    second = Host(lab.uri)
-    try:
-        again = second.storage.upload(kernel, "kernel")
-        assert (again.bytes_sent, again.path) == (0, up.path)
-        assert second.storage.bytes_uploaded == 0
-    finally:
-        second.close()
+    up = _upload_as_a_new_command(lab, kernel, "kernel")
+    assert up.bytes_sent == kernel.stat().st_size
+    again = _upload_as_a_new_command(lab, kernel, "kernel")
+    assert (again.bytes_sent, again.path) == (0, up.path)
     assert _volume_sha256(lab, up.path) == digest
 
     other = tmp_path / "initrd"
@@ -443,20 +443,12 @@ def test_a_cached_qcow2_disk_is_reused_after_the_host_probes_it(clean_lab: Lab, 
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(disk), "1G"], check=True)
     with disk.open("ab") as f:
         f.write(os.urandom(1 << 20))  # content of its own: no other test's volume
-    first = Host(lab.uri)
-    try:
-        up = first.storage.upload(disk, "disk")
-        assert up.bytes_sent == disk.stat().st_size
-    finally:
-        first.close()
+    up = _upload_as_a_new_command(lab, disk, "disk")
+    assert up.bytes_sent == disk.stat().st_size
     lab.virsh("pool-refresh", "kvmlab")
     assert f"{1 << 30}" in lab.virsh("vol-dumpxml", up.path), "libvirt reads it as a 1 GiB qcow2 now"
     caplog.set_level(logging.INFO, logger="kvmlab.vmm.storage")
-    second = Host(lab.uri)
-    try:
-        again = second.storage.upload(disk, "disk")
-    finally:
-        second.close()
+    again = _upload_as_a_new_command(lab, disk, "disk")
     assert (again.bytes_sent, again.path) == (0, up.path), [r.getMessage() for r in caplog.records]
     assert not [r for r in caplog.records if "wrong size" in r.getMessage()]
 

@@ -211,7 +211,9 @@ class Snapshots:
             self._count += 1
             n = self._count
         tspec = dataclasses.replace(tspec, name=f"{spec.name}-t{n}")
-        for attempt in range(1, TEMPLATE_TRIES + 1):
+        attempt = 0
+        while True:  # until saved, or given up (at most TEMPLATE_TRIES boots)
+            attempt += 1
             # Each attempt keeps its own console log.
             tdir = self.workdir / (f"template-{n}" if attempt == 1 else f"template-{n}-try{attempt}")
             tdir.mkdir(parents=True, exist_ok=True)
@@ -249,8 +251,6 @@ class Snapshots:
                 return None
             finally:
                 m.close()
-        else:  # pragma: no cover - the last attempt returns or breaks
-            return None
         t = Template(saved, tspec, guest_helper, booted - started, time.monotonic() - booted)
         log.info("snapshot: template %s booted in %.1fs, saved in %.1fs; runs restore it",
                  saved.name, t.boot_seconds, t.save_seconds)
