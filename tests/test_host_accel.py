@@ -19,6 +19,7 @@ from kvmlab.vmm.fleet import Fleet, Member
 from kvmlab.vmm.machine import Machine
 from kvmlab.vmm.pool import validate_spec
 from kvmlab.vmm.root import GuestRoot, RootKind
+from kvmlab.vmm.snapshot import RestoredInstance
 from kvmlab.vmm.spec import Accel, VMSpec
 
 CAPS = ("<capabilities><host><cpu><model>Skylake</model></cpu></host><guest><os_type>hvm</os_type>"
@@ -195,6 +196,24 @@ def test_a_vm_on_a_tcg_host_gets_its_timeouts_scaled(tmp_path: Path) -> None:
     assert tcg.accel is Accel.TCG
     assert tcg.cmdline[0] == f"rcupdate.rcu_cpu_stall_timeout={int(21 * TCG_SCALE)}"
     assert with_accel(tcg, AccelChoice(Accel.TCG, TCG_SCALE, "x")).cmdline == tcg.cmdline
+
+
+def test_a_restored_clone_on_a_tcg_host_keeps_its_scaled_timeouts(tmp_path: Path) -> None:
+    """A snapshot's clone wraps the fleet's placement, which wraps the host's
+    VM: every layer passes the host's time scale on (the clone's runs get
+    TCG's timeouts, not KVM's), and its own refresh helper."""
+    root = GuestRoot("initramfs", RootKind.INITRAMFS, tmp_path / "r.cpio", tmp_path / "id")
+    fleet = Fleet([Member("lab1", PerHostBackend(), 1)])  # type: ignore[list-item]
+    spec = VMSpec(kernel=tmp_path / "k", root=root, accel=Accel.AUTO)
+    clone = RestoredInstance(fleet.create(spec, workdir=tmp_path, index=0), "/run/refresh")
+    m = Machine(0, clone, root, tmp_path, Timeouts(), ready_marker=None, started=0.0)
+    try:
+        assert m.timeouts.scale == TCG_SCALE and m.timeouts.boot == Timeouts().boot * TCG_SCALE
+        assert (clone.refresh_helper(), clone.qemu_pid(), clone.failure()) == ("/run/refresh", None, None)
+    finally:
+        m.watcher.close(1.0)
+        clone.close(1.0)
+    assert fleet.members[0].busy == 0, "closing the clone frees the member's slot"
 
 
 def test_a_qemu_that_would_not_start_is_one_line() -> None:

@@ -192,3 +192,42 @@ class IsRestored(Protocol):
         """The guest path of the helper that sets the clock and reseeds the
         RNG (:mod:`kvmlab.vmm.refresh`); None when the VM booted."""
         ...
+
+
+class WrappedInstance:
+    """An instance that wraps another (a fleet's placement, a restored clone)
+    and passes on what it does and the optional abilities the layers above
+    ask of it: its QEMU pid, its failure, whether it was restored, and its
+    time scale (a VM on a host that chose TCG keeps its scaled timeouts
+    however many layers wrap it). Subclasses add to it or change one."""
+
+    def __init__(self, inner: Instance) -> None:
+        self.inner = inner
+
+    @property
+    def name(self) -> str:
+        return self.inner.name
+
+    def connect(self, timeout: float) -> GuestStream:
+        return self.inner.connect(timeout)
+
+    def console_fd(self) -> int:
+        return self.inner.console_fd()
+
+    def alive(self) -> bool:
+        return self.inner.alive()
+
+    def qemu_pid(self) -> int | None:
+        return self.inner.qemu_pid() if isinstance(self.inner, HasQemuPid) else None
+
+    def failure(self) -> str | None:
+        return self.inner.failure() if isinstance(self.inner, HasFailure) else None
+
+    def refresh_helper(self) -> str | None:
+        return self.inner.refresh_helper() if isinstance(self.inner, IsRestored) else None
+
+    def time_scale(self) -> float:
+        return self.inner.time_scale() if isinstance(self.inner, HasTimeScale) else 1.0
+
+    def close(self, timeout: float) -> None:
+        self.inner.close(timeout)

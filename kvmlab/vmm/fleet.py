@@ -22,16 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kvmlab.errors import InfraError
-from kvmlab.vmm.backend import (
-    Backend,
-    GuestStream,
-    HasFailure,
-    HasQemuPid,
-    HasTimeScale,
-    Instance,
-    IsRestored,
-    ResolvesAccel,
-)
+from kvmlab.vmm.backend import Backend, Instance, ResolvesAccel, WrappedInstance
 from kvmlab.vmm.host import Health
 from kvmlab.vmm.spec import VMSpec
 
@@ -73,12 +64,11 @@ class Member:
         return self.capacity - self.busy if self.usable else 0
 
 
-class PlacedInstance:
-    """An instance on a fleet member; closing it frees the member's slot.
-    Passes the optional abilities of the instance it wraps on."""
+class PlacedInstance(WrappedInstance):
+    """An instance on a fleet member; closing it frees the member's slot."""
 
     def __init__(self, inner: Instance, member: Member, release: Callable[[Member], None]) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.member = member
         self._release = release
         self._released = False
@@ -86,31 +76,6 @@ class PlacedInstance:
     @property
     def host(self) -> str:
         return self.member.label
-
-    @property
-    def name(self) -> str:
-        return self.inner.name
-
-    def connect(self, timeout: float) -> GuestStream:
-        return self.inner.connect(timeout)
-
-    def console_fd(self) -> int:
-        return self.inner.console_fd()
-
-    def alive(self) -> bool:
-        return self.inner.alive()
-
-    def qemu_pid(self) -> int | None:
-        return self.inner.qemu_pid() if isinstance(self.inner, HasQemuPid) else None
-
-    def failure(self) -> str | None:
-        return self.inner.failure() if isinstance(self.inner, HasFailure) else None
-
-    def refresh_helper(self) -> str | None:
-        return self.inner.refresh_helper() if isinstance(self.inner, IsRestored) else None
-
-    def time_scale(self) -> float:
-        return self.inner.time_scale() if isinstance(self.inner, HasTimeScale) else 1.0
 
     def close(self, timeout: float) -> None:
         try:

@@ -30,12 +30,10 @@ from kvmlab.timeouts import Timeouts
 from kvmlab.vmm import refresh
 from kvmlab.vmm.backend import (
     Backend,
-    GuestStream,
-    HasFailure,
-    HasQemuPid,
     Instance,
     SavedState,
     Snapshotting,
+    WrappedInstance,
 )
 from kvmlab.vmm.fleet import Fleet, Member
 from kvmlab.vmm.initramfs import EXTRA_DIR, with_files
@@ -90,38 +88,16 @@ def unsupported(spec: VMSpec) -> str | None:
     return None
 
 
-class RestoredInstance:
+class RestoredInstance(WrappedInstance):
     """A clone, as the instance its backend started; tells the machine where
     the refresh helper is (:class:`~kvmlab.vmm.backend.IsRestored`)."""
 
     def __init__(self, inner: Instance, helper: str) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self._helper = helper
-
-    @property
-    def name(self) -> str:
-        return self.inner.name
 
     def refresh_helper(self) -> str | None:
         return self._helper
-
-    def connect(self, timeout: float) -> GuestStream:
-        return self.inner.connect(timeout)
-
-    def console_fd(self) -> int:
-        return self.inner.console_fd()
-
-    def alive(self) -> bool:
-        return self.inner.alive()
-
-    def qemu_pid(self) -> int | None:
-        return self.inner.qemu_pid() if isinstance(self.inner, HasQemuPid) else None
-
-    def failure(self) -> str | None:
-        return self.inner.failure() if isinstance(self.inner, HasFailure) else None
-
-    def close(self, timeout: float) -> None:
-        self.inner.close(timeout)
 
 
 class _Templates:

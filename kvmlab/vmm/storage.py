@@ -557,17 +557,7 @@ class HostStorage:
             except ValueError:
                 raise UserError(f"disk image {base}: not a qcow2 image") from None
         backing = self.upload(base, "disk").path
-        name = self.name(f"{what}.qcow2")
-        pool = self.pool()
-        with contextlib.suppress(libvirt.libvirtError):
-            pool.storageVolLookupByName(name).delete(0)
-        try:
-            vol = pool.createXML(overlay_volume_xml(name, backing=backing, virtual_size=vsize), 0)
-        except libvirt.libvirtError as e:
-            raise LibvirtError(f"{self.label}: cannot create overlay {name}: {e.get_error_message()}") from e
-        with self._lock:
-            self._mine.add(name)
-        return str(vol.path())
+        return self._new_overlay(self.pool(), what, backing, vsize)
 
     def overlay_on(self, what: str, *, backing: str) -> str:
         """A new qcow2 volume backed by ``backing``, a qcow2 file already on
@@ -578,6 +568,10 @@ class HostStorage:
             vsize = int(self._conn().storageVolLookupByPath(backing).info()[1])
         except libvirt.libvirtError as e:
             raise LibvirtError(f"{self.label}: {backing}: {e.get_error_message()}") from e
+        return self._new_overlay(pool, what, backing, vsize)
+
+    def _new_overlay(self, pool: Any, what: str, backing: str, vsize: int) -> str:
+        """This job's qcow2 volume for ``what`` over ``backing``, made anew."""
         name = self.name(f"{what}.qcow2")
         with contextlib.suppress(libvirt.libvirtError):
             pool.storageVolLookupByName(name).delete(0)
