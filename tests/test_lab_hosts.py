@@ -663,3 +663,32 @@ def test_each_host_chooses_its_own_accelerator(clean_lab: Lab, cloud_spec: VMSpe
     finally:
         host.close()
     assert own.accel is Accel.TCG and own.reason == f"root@{lab.ip} offers no KVM domains", own
+
+
+def test_a_lab_host_left_to_auto_restores_clones_it_chose_the_accelerator_for(
+        clean_lab: Lab, cloud_spec: VMSpec, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The defaults on a lab host (``accel: auto``, ``vm.snapshot: auto``): the
+    spec stays AUTO until a VM starts there, the template and its clones are
+    the host's choice (TCG: the lab has no KVM), and the runs restore. The
+    pool refused that spec ('resolve Accel.AUTO') once the fleet was wrapped
+    for restoring."""
+    lab = clean_lab
+    vm = VMConfig(backend="libvirt", hosts=(HostConfig(lab.uri, capacity=2),))
+    assert choose_accel(vm, cloud_spec.kernel) is PER_HOST
+    fleet = make_backend(vm)
+    assert isinstance(fleet, Fleet)
+    spec = dataclasses.replace(cloud_spec, accel=Accel.AUTO)
+    prepared = ShellCommand("sleep 2; echo c > /proc/sysrq-trigger").prepare(tmp_path)
+    store = Snapshots(workdir=tmp_path / "templates", cache=tmp_path / "tools")
+    caplog.set_level(logging.DEBUG, logger="kvmlab.vmm.snapshot")
+    try:
+        result = run_repro(spec, prepared, backend=fleet, timeouts=Timeouts(),
+                           options=ReproOptions(count=2, run_time=60), workdir=tmp_path / "runs",
+                           ready_marker=MARKER, snapshots=store)
+    finally:
+        store.close()
+        fleet.close()
+    assert [o.status for o in result.outcomes] == [RunStatus.CRASHED] * 2, [o.detail for o in result.outcomes]
+    assert len(store.templates) == 1 and store.templates[0].spec.accel is Accel.AUTO
+    restored = [r.getMessage() for r in caplog.records if "restored from" in r.getMessage()]
+    assert len(restored) == 2, caplog.text

@@ -110,6 +110,39 @@ def test_a_backend_that_cannot_save_boots(tmp_path: Path, caplog: pytest.LogCapt
     assert "this backend cannot save a VM" in caplog.text
 
 
+def test_clones_on_lab_hosts_leave_the_accelerator_to_each_host(tmp_path: Path) -> None:
+    """On lab hosts ``accel: auto`` stays AUTO until a VM starts on a host,
+    and a bisection's runs restore clones (``vm.snapshot: auto``): the fleet
+    of clones must still let each host choose, or the pool refuses the spec
+    before any VM starts ('resolve Accel.AUTO ... before starting a pool')."""
+    class LabHost:
+        name = "lab1"
+
+        def per_host_accel(self) -> bool:
+            return True
+
+        def create(self, spec: VMSpec, *, workdir: Path, index: int) -> Any:
+            raise AssertionError("not started here")
+
+        def save(self, instance: Any, *, timeout: float) -> Any:
+            raise AssertionError
+
+        def restore(self, saved: Any, spec: VMSpec, *, workdir: Path, index: int, timeout: float) -> Any:
+            raise AssertionError
+
+        def discard(self, saved: Any) -> None:
+            raise AssertionError
+
+    fleet = Fleet.single(LabHost(), 2)
+    assert fleet.per_host_accel()
+    spec = dataclasses.replace(_spec(), accel=Accel.AUTO)
+    store = Snapshots(workdir=tmp_path / "t", cache=tmp_path / "c")
+    clones = store.fleet(fleet, spec, TemplateRecipe(Timeouts()))
+    assert clones is not fleet, "the clones' fleet, not the one that boots every VM"
+    assert clones.per_host_accel()
+    assert not Fleet.single(QemuBackend(), 1).per_host_accel()
+
+
 def test_vm_snapshot_setting() -> None:
     assert VMConfig().snapshot == "auto"
     assert VMConfig(snapshot="off").snapshot == "off"

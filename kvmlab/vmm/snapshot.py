@@ -31,6 +31,7 @@ from kvmlab.vmm import refresh
 from kvmlab.vmm.backend import (
     Backend,
     Instance,
+    ResolvesAccel,
     SavedState,
     Snapshotting,
     WrappedInstance,
@@ -264,6 +265,12 @@ class _Restoring:
         self.spec = spec
         self.recipe = recipe
         self.name = getattr(inner, "name", "backend")
+
+    def per_host_accel(self) -> bool:
+        """:class:`~kvmlab.vmm.backend.ResolvesAccel` as the wrapped backend:
+        a lab host still chooses its own accelerator for a template and its
+        clones (without this a fleet of lab hosts refused ``Accel.AUTO``)."""
+        return isinstance(self.inner, ResolvesAccel) and self.inner.per_host_accel()
 
     def create(self, spec: VMSpec, *, workdir: Path, index: int) -> Instance:
         if spec != self.spec:
