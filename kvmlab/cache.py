@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import logging
 import os
 import shutil
@@ -273,6 +274,16 @@ def auto_prune(root: Path, limit: int, *, now: float | None = None) -> list[Entr
                  counted(len(removed), "entry", "entries"), human(sum(e.size for e in removed)),
                  human(limit), human(left))
     return removed
+
+
+def file_sha256(path: Path) -> str:
+    """A file's sha256, hex, read a MiB at a time: the content key of what a
+    cache keeps (a built kernel, an uploaded volume, a source tarball)."""
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def human_age(seconds: float) -> str:

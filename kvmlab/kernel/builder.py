@@ -229,14 +229,6 @@ def _copy_gdb_scripts(obj: Path, dest: Path) -> None:
         shutil.copy2(f.resolve(), pkg / f.name)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 class KernelBuilder:
     """Builds kernels from a git tree into a shared, cached work directory.
 
@@ -560,7 +552,7 @@ class KernelBuilder:
                 shutil.copy2(obj / rel, tmp / name)
             if gdb_scripts:
                 _copy_gdb_scripts(obj, tmp)
-            kernel_sha = _sha256(tmp / "bzImage")
+            kernel_sha = cache.file_sha256(tmp / "bzImage")
             # What the kernel was compiled from, while the object dir is this
             # build's: a bisection skips commits that touch none of it.
             relevance.write_inputs(tmp / relevance.INPUTS_NAME, relevance.read_build_dir(obj, src))

@@ -12,7 +12,6 @@ a new source gives new commit ids (the same subjects, edits and dates).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import lzma
@@ -28,6 +27,7 @@ from typing import Any
 import yaml
 
 from kvmlab import checks, proc
+from kvmlab.cache import file_sha256
 from kvmlab.errors import ConfigError, MissingFileError, ProcessError, UserError
 
 log = logging.getLogger(__name__)
@@ -357,14 +357,6 @@ def _unpack(source: Path, into: Path) -> None:
         raise UserError(f"kernel source tarball {source}: no top-level Makefile in it: not a kernel source")
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _owning_package(path: Path) -> str:
     """``NAME VERSION`` of the Debian package that installed ``path``, or ''."""
     if shutil.which("dpkg-query") is None:
@@ -382,7 +374,7 @@ def describe_source(source: Path, *, version: str, base_tree: str) -> DemoSource
     whose release commit has the git tree ``base_tree``."""
     if source.is_dir():
         return DemoSource(str(source), version, base_tree)
-    return DemoSource(str(source), version, base_tree, _sha256(source), _owning_package(source))
+    return DemoSource(str(source), version, base_tree, file_sha256(source), _owning_package(source))
 
 
 def _made_from(demo: DemoTree) -> str:
@@ -394,7 +386,7 @@ def source_differs(demo: DemoTree, tarball: Path) -> str:
     (a tree made from it now would have other commit ids), else ''."""
     if demo.source is None or not demo.source.sha256 or not tarball.is_file():
         return ""
-    if _sha256(tarball) == demo.source.sha256:
+    if file_sha256(tarball) == demo.source.sha256:
         return ""
     now = _owning_package(tarball) or str(tarball)
     return (f"note: {tarball} ({now}) is not the source this demo tree was made from "

@@ -20,7 +20,6 @@ same client removes those of a dead process.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import os
 import struct
@@ -34,7 +33,7 @@ from typing import Any, BinaryIO
 
 import libvirt
 
-from kvmlab.cache import human
+from kvmlab.cache import file_sha256, human
 from kvmlab.errors import LibvirtError, UserError
 from kvmlab.host_uri import owned_name, parse_owned_name
 from kvmlab.owner import Owner, alive, is_ours
@@ -102,15 +101,6 @@ def file_bytes(vol: Any) -> int:
         return int(vol.infoFlags(libvirt.VIR_STORAGE_VOL_GET_PHYSICAL)[2])
     except (libvirt.libvirtError, AttributeError):  # a libvirt before 3.0
         return int(vol.info()[1])
-
-
-def content_hash(path: Path) -> str:
-    """sha256 of a file, hex."""
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 #: Seconds a content volume someone else is uploading may go without growing
@@ -186,7 +176,7 @@ class _Hashes:
         with self._lock:
             got = self._known.get(key)
         if got is None:
-            got = content_hash(path)
+            got = file_sha256(path)
             with self._lock:
                 self._known[key] = got
         return got
