@@ -623,28 +623,41 @@ def test_a_job_that_leases_while_gc_runs_keeps_its_volume(clean_lab: Lab, tmp_pa
 # -- the accelerator, chosen on each host ---------------------------------------------------------
 
 
+def _per_host_fleet(cloud_spec: VMSpec, *hosts: HostConfig) -> Fleet:
+    """A libvirt fleet over ``hosts`` that leaves the accelerator to each host."""
+    vm = VMConfig(backend="libvirt", hosts=hosts)
+    assert choose_accel(vm, cloud_spec.kernel) is PER_HOST
+    fleet = make_backend(vm)
+    assert isinstance(fleet, Fleet)
+    return fleet
+
+
+def _crash_twice_on(fleet: Fleet, cloud_spec: VMSpec, tmp_path: Path,
+                    snapshots: Snapshots | None = None) -> None:
+    """Two sysrq crashes on ``fleet`` with the spec left to ``auto``, as a
+    bisection's tester asks for them."""
+    spec = dataclasses.replace(cloud_spec, accel=Accel.AUTO)
+    prepared = ShellCommand("sleep 2; echo c > /proc/sysrq-trigger").prepare(tmp_path)
+    result = run_repro(spec, prepared, backend=fleet, timeouts=Timeouts(),
+                       options=ReproOptions(count=2, run_time=60), workdir=tmp_path / "runs",
+                       ready_marker=MARKER, snapshots=snapshots)
+    assert [o.status for o in result.outcomes] == [RunStatus.CRASHED] * 2, [o.detail for o in result.outcomes]
+
+
 def test_each_host_chooses_its_own_accelerator(clean_lab: Lab, cloud_spec: VMSpec, tmp_path: Path) -> None:
     """A fleet of this machine's libvirt (``auto``: probed by booting there,
     through libvirt) and the lab host (``accel: tcg`` in the config): each VM
     runs with its own host's answer, and the lab, left to ``auto``, resolves
     its own (it has no /dev/kvm, this machine has)."""
     lab = clean_lab
-    vm = VMConfig(backend="libvirt", hosts=(HostConfig("qemu:///system", capacity=1),
-                                            HostConfig(lab.uri, capacity=1, accel="tcg")))
-    assert choose_accel(vm, cloud_spec.kernel) is PER_HOST
-    fleet = make_backend(vm)
-    assert isinstance(fleet, Fleet)
-    spec = dataclasses.replace(cloud_spec, accel=Accel.AUTO)
-    prepared = ShellCommand("sleep 2; echo c > /proc/sysrq-trigger").prepare(tmp_path)
+    fleet = _per_host_fleet(cloud_spec, HostConfig("qemu:///system", capacity=1),
+                            HostConfig(lab.uri, capacity=1, accel="tcg"))
     try:
-        result = run_repro(spec, prepared, backend=fleet, timeouts=Timeouts(),
-                           options=ReproOptions(count=2, run_time=60), workdir=tmp_path / "runs",
-                           ready_marker=MARKER)
+        _crash_twice_on(fleet, cloud_spec, tmp_path)
         chosen = {m.label: m.backend.accel_for(cloud_spec.kernel) for m in fleet.members
                   if isinstance(m.backend, LibvirtBackend)}
     finally:
         fleet.close()
-    assert [o.status for o in result.outcomes] == [RunStatus.CRASHED] * 2, [o.detail for o in result.outcomes]
     local, remote = chosen["local"], chosen[f"root@{lab.ip}"]
     assert remote.accel is Accel.TCG and remote.reason == f"set for root@{lab.ip}", remote
     assert "on local" in local.reason and "remembered" not in local.reason, local
@@ -672,23 +685,14 @@ def test_a_lab_host_left_to_auto_restores_clones_it_chose_the_accelerator_for(
     the host's choice (TCG: the lab has no KVM), and the runs restore. The
     pool refused that spec ('resolve Accel.AUTO') once the fleet was wrapped
     for restoring."""
-    lab = clean_lab
-    vm = VMConfig(backend="libvirt", hosts=(HostConfig(lab.uri, capacity=2),))
-    assert choose_accel(vm, cloud_spec.kernel) is PER_HOST
-    fleet = make_backend(vm)
-    assert isinstance(fleet, Fleet)
-    spec = dataclasses.replace(cloud_spec, accel=Accel.AUTO)
-    prepared = ShellCommand("sleep 2; echo c > /proc/sysrq-trigger").prepare(tmp_path)
+    fleet = _per_host_fleet(cloud_spec, HostConfig(clean_lab.uri, capacity=2))
     store = Snapshots(workdir=tmp_path / "templates", cache=tmp_path / "tools")
     caplog.set_level(logging.DEBUG, logger="kvmlab.vmm.snapshot")
     try:
-        result = run_repro(spec, prepared, backend=fleet, timeouts=Timeouts(),
-                           options=ReproOptions(count=2, run_time=60), workdir=tmp_path / "runs",
-                           ready_marker=MARKER, snapshots=store)
+        _crash_twice_on(fleet, cloud_spec, tmp_path, snapshots=store)
     finally:
         store.close()
         fleet.close()
-    assert [o.status for o in result.outcomes] == [RunStatus.CRASHED] * 2, [o.detail for o in result.outcomes]
     assert len(store.templates) == 1 and store.templates[0].spec.accel is Accel.AUTO
     restored = [r.getMessage() for r in caplog.records if "restored from" in r.getMessage()]
     assert len(restored) == 2, caplog.text
