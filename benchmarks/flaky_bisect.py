@@ -47,7 +47,11 @@ background crashes at 1 - (1 - p)(1 - bg). With ``--revert-check`` the
 repository can revert, so every named culprit is reverted on the bad commit and
 tested (kvmlab's confirmation, :mod:`kvmlab.bisect.confirm`); the cell then says
 how many wrong culprits the check called doubtful, and how many right ones
-(the runs columns leave the confirmation's runs out).
+(the runs columns leave the confirmation's runs out). With ``--fix`` every
+bisection is a fix bisection: the planted commit is the fix, the commits
+without it (and the old end, where the bisection starts) crash at the class's
+rates, the commits with it show only the background; the confirmation then
+applies the fix to the old end.
 
 Per cell: exact-culprit accuracy, mean VM runs and builds, the syzbot-completed
 subset (syzbot gives up at once when the bad commit does not reproduce by its
@@ -147,6 +151,9 @@ class History:
     """Crash rate of each commit that contains the culprit."""
     background: dict[str, float] = field(default_factory=dict)
     """Rate of the target's title on each commit from the background (bg classes)."""
+    fix: bool = False
+    """A fix bisection: ``culprit`` is the fix; the commits without it (and
+    the old end, :data:`GOOD`) crash, those with it show only the background."""
 
     def rate(self, commit: str) -> float:
         """P(a run of ``commit`` crashes with the target's title)."""
@@ -154,7 +161,8 @@ class History:
         return 1.0 - (1.0 - self.rate_of.get(commit, 0.0)) * (1.0 - bg)
 
 
-def make_history(rng: random.Random, n: int, sc: Scenario, p: float, bg: float = 0.0) -> History:
+def make_history(rng: random.Random, n: int, sc: Scenario, p: float, bg: float = 0.0, *,
+                 fix: bool = False) -> History:
     rows: list[tuple[str, list[str], str]] = []
     mainline: list[str] = [GOOD]
 
@@ -188,8 +196,8 @@ def make_history(rng: random.Random, n: int, sc: Scenario, p: float, bg: float =
     ok = [c.hash for c in g.commits[:-1]
           if c.hash not in untestable and not any(q in untestable for q in c.parents)]
     culprit = rng.choice(ok)
-    h = History(g, frozenset(broken), frozenset(boot_bug), culprit, bad)
-    h.rate_of = _rates(rng, g, culprit, sc.rates, p)
+    h = History(g, frozenset(broken), frozenset(boot_bug), culprit, bad, fix=fix)
+    h.rate_of = _rates(rng, g, culprit, sc.rates, p, fix=fix)
     if sc.background and bg > 0.0:
         h.background = {c.hash: min(0.5, bg * math.exp(rng.gauss(0.0, sc.bg_jitter))) if sc.bg_jitter else bg
                         for c in g.commits}
@@ -200,16 +208,20 @@ def make_history(rng: random.Random, n: int, sc: Scenario, p: float, bg: float =
     return h
 
 
-def _rates(rng: random.Random, g: CommitGraph, culprit: str, kind: str, p: float) -> dict[str, float]:
+def _rates(rng: random.Random, g: CommitGraph, culprit: str, kind: str, p: float, *,
+           fix: bool = False) -> dict[str, float]:
+    """Crash rate of each commit with the bug: those that contain the culprit,
+    or for a fix bisection those that do not (and the old end; drift then
+    rises with the distance before the fix)."""
     bit = 1 << g.index[culprit]
-    out: dict[str, float] = {}
+    out: dict[str, float] = {GOOD: p} if fix else {}
     reach = rng.randint(50, 300)
     c0 = g.index[culprit]
     for i, c in enumerate(g.commits):
-        if not g.closure[i] & bit:
+        if bool(g.closure[i] & bit) == fix:
             continue
         if kind == "drift":
-            out[c.hash] = min(0.9, p + (0.9 - p) * (i - c0) / reach)
+            out[c.hash] = min(0.9, p + (0.9 - p) * abs(i - c0) / reach)
         elif kind == "jitter":
             out[c.hash] = min(0.95, max(0.02, p * math.exp(rng.gauss(0.0, 0.6))))
         else:
@@ -314,10 +326,12 @@ def policy_overrides(text: str) -> dict[str, object]:
     return out
 
 
-def run_trial(args: tuple[str, float, int, int, float, bool]) -> Trial:
-    name, p, n, seed, bg, revert = args
+def run_trial(args: tuple[str, float, int, int, float, bool, bool]) -> Trial:
+    name, p, n, seed, bg, revert, fix = args
     sc = SCENARIOS[name]
-    h = make_history(random.Random(seed), n, sc, p, bg)
+    h = make_history(random.Random(seed), n, sc, p, bg, fix=fix)
+    # A fix bisection starts at the old commit that crashes and ends at the tip.
+    bad, good = (GOOD, h.bad) if fix else (h.bad, GOOD)
     policies: dict[str, Policy] = {"syzbot": SyzbotPolicy(), "adaptive": ADAPTIVE}
     exact, runs, builds, named, secs = {}, {}, {}, {}, {}
     conf = None
@@ -329,8 +343,8 @@ def run_trial(args: tuple[str, float, int, int, float, bool]) -> Trial:
         t0 = time.perf_counter()
         check = revert and pname == "adaptive"
         repo = RevertingRepo(h.graph, GOOD, h.bad) if check else MemoryRepo(h.graph, GOOD)
-        res = bisect(repo, SimTester(h, sc, seed), bad=h.bad, good=GOOD, policy=pol,
-                     is_target=is_target, verify=check)
+        res = bisect(repo, SimTester(h, sc, seed), bad=bad, good=good, policy=pol,
+                     is_target=is_target, verify=check, fix=fix)
         secs[pname] = time.perf_counter() - t0
         exact[pname] = res.culprit == h.culprit
         named[pname] = res.culprit is not None
@@ -419,6 +433,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help="background rates of the target's title for the bg* classes (comma-separated)")
     ap.add_argument("--revert-check", action="store_true",
                     help="revert every named culprit on the bad commit and test it (kvmlab's confirmation)")
+    ap.add_argument("--fix", action="store_true",
+                    help="fix bisections: the culprit is a fix, from the old commit that crashes to the tip")
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
                     help="worker processes (1: no pool; use it on a shared machine)")
     ap.add_argument("--policy", default="", help="adaptive policy fields to override, e.g. "
@@ -435,7 +451,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         say_policy = ""
     say = lambda line: print(line, flush=True)  # noqa: E731
     say(f"{args.trials} bisections per cell, {args.commits} commits, unrelated crash rate {UNRELATED_RATE}, "
-        f"{args.jobs} processes{say_policy}")
+        f"{args.jobs} processes{say_policy}{', fix bisections' if args.fix else ''}")
     say(f"{'scenario':>15} {'p':>4} {'policy':>8} {'named':>5} {'wrong':>5} {'exact':>7} {'runs':>7} "
         f"{'builds':>6} "
         f"| {'syzbot-completed: n':>4} {'exact':>7} {'runs':>7} | {'s/bis':>6}")
@@ -449,7 +465,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 label = f"{name}@{bg:g}" if SCENARIOS[name].background else name
                 for p in args.p:
                     base = args.seed * 1_000_003 + zlib.crc32(name.encode()) % 1000 * 10007
-                    work = [(name, p, args.commits, base + t, bg, args.revert_check)
+                    work = [(name, p, args.commits, base + t, bg, args.revert_check, args.fix)
                             for t in range(args.trials)]
                     trials = pool.map(run_trial, work, chunksize=4) if pool else [run_trial(w) for w in work]
                     all_met &= report_cell(label, p, trials, say)
