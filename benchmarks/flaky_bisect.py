@@ -148,7 +148,8 @@ class History:
     culprit: str
     bad: str
     rate_of: dict[str, float] = field(default_factory=dict)
-    """Crash rate of each commit that contains the culprit."""
+    """Crash rate of each commit with the bug (that contains the culprit; for
+    a fix bisection, that does not, and the old end)."""
     background: dict[str, float] = field(default_factory=dict)
     """Rate of the target's title on each commit from the background (bg classes)."""
     fix: bool = False
@@ -331,7 +332,7 @@ def run_trial(args: tuple[str, float, int, int, float, bool, bool]) -> Trial:
     sc = SCENARIOS[name]
     h = make_history(random.Random(seed), n, sc, p, bg, fix=fix)
     # A fix bisection starts at the old commit that crashes and ends at the tip.
-    bad, good = (GOOD, h.bad) if fix else (h.bad, GOOD)
+    bad, good = (GOOD, h.bad) if h.fix else (h.bad, GOOD)
     policies: dict[str, Policy] = {"syzbot": SyzbotPolicy(), "adaptive": ADAPTIVE}
     exact, runs, builds, named, secs = {}, {}, {}, {}, {}
     conf = None
@@ -344,7 +345,7 @@ def run_trial(args: tuple[str, float, int, int, float, bool, bool]) -> Trial:
         check = revert and pname == "adaptive"
         repo = RevertingRepo(h.graph, GOOD, h.bad) if check else MemoryRepo(h.graph, GOOD)
         res = bisect(repo, SimTester(h, sc, seed), bad=bad, good=good, policy=pol,
-                     is_target=is_target, verify=check, fix=fix)
+                     is_target=is_target, verify=check, fix=h.fix)
         secs[pname] = time.perf_counter() - t0
         exact[pname] = res.culprit == h.culprit
         named[pname] = res.culprit is not None
