@@ -735,6 +735,32 @@ def test_a_rate_step_the_answer_does_not_name_is_a_warning(tmp_path: Path) -> No
     assert res.culprit == hist.h["18"] and "by this answer" not in text and "newer commit" not in text, text
 
 
+def test_a_commit_more_runs_cannot_settle_ends_the_bisection(tmp_path: Path) -> None:
+    """Issue 22: clean commits show the title at 2%, the clean commit 17 at
+    10% (its own background), the culprit 18 at 80%. 17's rate is soon
+    known, and it fits both "clean with a high background" and "the bug at a
+    low rate near the culprit": every further run only measures it again,
+    while the posterior wanders. Before (``futility_z=0``), this course spent
+    its 3,000 runs and ended inconclusive between 17 and 18; now it stops
+    (at 485 runs) once the posterior has made no new high for two thirds of
+    the runs and the rest of the budget on 17 could not settle it at any rate
+    its runs allow, and says so with the counts."""
+    hist = make_history(tmp_path / "repo", 30)
+    background = {str(i): 0.02 for i in range(17)} | {"17": 0.1}
+    res, text = _lines(hist, FakeTester(hist, culprit="18", p=0.8, seed=4, background=background),
+                       verify=False, is_target=lambda r: r.title == TITLE)
+    assert res.outcome is Outcome.INCONCLUSIVE and res.vm_runs < 1000, text
+    e = res.evidence[hist.h["17"]]
+    want = (rf"inconclusive: more runs on {hist.h['17'][:12]} cannot settle it: "
+            rf"{e.target_crashes} crashes in {e.target_crashes + e.oks} runs \(\d+\.\d%\) fit both a "
+            r"background on a clean commit \(typically \d+\.\d%\) and the bug at a low rate "
+            r"\(the bad commits crash in \d+%\); P\(it has the bug\) = 0\.\d\d: "
+            r"the culprit is one of \d+ commits")
+    assert re.fullmatch(want, res.message), res.message
+    assert res.message in text
+    assert {hist.h["17"], hist.h["18"]} <= set(res.candidates)
+
+
 # ------------------------------------------------------------ confirm by revert (issue 14)
 
 

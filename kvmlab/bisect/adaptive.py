@@ -15,6 +15,7 @@ why.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -39,6 +40,9 @@ PER_OUTCOME = 2
 #: and 49 -> 48 named right: 4 of the 8 inconclusive stopped 270-1,600 runs
 #: sooner, and one named right at 1,297 runs stopped inconclusive at 1,081).
 MIN_VALUE = 1e-6
+#: A commit judged unable to settle is judged again once the session's runs
+#: have grown by this fraction (the other commits' runs change the answer).
+RECHECK = 0.2
 #: A commit already built in the background is preferred when its value is
 #: within this fraction of the best option's.
 PREFER_BUILT = 0.05
@@ -58,6 +62,9 @@ class Decision:
     """Estimated rate of the target's title on commits without the bug."""
     goal: float = 0.0
     """The confidence the culprit had to reach (raised by a background crash)."""
+    unsettled_note: str = ""
+    """Why the bisection stopped before the budget was spent, when more runs
+    on the commit it was testing could not settle that commit."""
 
 
 @dataclass
@@ -84,6 +91,11 @@ class AdaptiveBisection:
     asked_again: dict[str, int] = field(default_factory=dict)
     """Culprits held at the goal on too few crashes, and the crashes the log
     said each must show (said again only when that number grows)."""
+    checked: dict[str, tuple[int, bool]] = field(default_factory=dict)
+    """Commits judged by :meth:`settles`: (the session's runs then, whether
+    more runs on the commit could settle it)."""
+    highs: list[tuple[int, float]] = field(default_factory=list)
+    """(the session's runs, the best culprit's posterior) each time it rose to a new high."""
 
     # -- what do we believe now ------------------------------------------
 
@@ -163,6 +175,8 @@ class AdaptiveBisection:
             b = self.belief()
             self._raise_goal(b)
             idx, conf = b.best()
+            if not self.highs or conf > self.highs[-1][1]:
+                self.highs.append((self.s.runs, conf))
             budget = self.s.runs < self.pol.max_runs and self.s.builds <= self.pol.max_builds
             again = None
             if conf >= self.goal:
@@ -173,6 +187,9 @@ class AdaptiveBisection:
                                     background=b.background_rate(), goal=self.goal)
                 again = culprit
             opts = self.options(b, visit.commit if visit else None) if budget and again is None else []
+            if opts and opts[0].built and not self.settles(opts[0].index):
+                self._close(visit, b)
+                return self._inconclusive(b, budget_spent=False, unsettled=self.g.commits[opts[0].index].hash)
             if not opts and again is None:
                 self._close(visit, b)
                 return self._inconclusive(b, budget_spent=not budget)
@@ -200,6 +217,52 @@ class AdaptiveBisection:
             if isinstance(self.s.tester, Prebuilds) and opts:
                 self.s.tester.prebuild(self.likely_next(b, opts[0]))
             self.s.run_until_crash(pick, runs, self.pol.chunk)
+
+    def settles(self, i: int) -> bool:
+        """Whether the rest of the run budget spent on commit ``i`` could
+        settle it (P(crashing) beyond the confidence either way) or name a
+        culprit, at any crash rate its runs so far allow (a Wilson interval,
+        ``futility_z``). Once a commit's rate is known, and sits where both a
+        clean commit's background and a low rate of the bug fit it, more runs
+        only measure that rate again: the posterior wanders with each run
+        and the budget goes (bg-jitter: 2,000-2,700 runs on the commit before
+        the culprit, P = 0.3 throughout). Judged again after the session's
+        runs grew by :data:`RECHECK`."""
+        commit = self.g.commits[i].hash
+        e = self.s.ev(commit)
+        n = e.target_crashes + e.oks
+        left = self.pol.max_runs - self.s.runs
+        if self.pol.futility_z <= 0.0 or n < self.pol.futility_runs or left <= 0 or self._progressing():
+            return True
+        seen = self.checked.get(commit)
+        if seen is not None and self.s.runs < seen[0] * (1.0 + RECHECK):
+            return seen[1]
+        band = _rate_band(e.target_crashes, n, self.pol.futility_z)
+        ok = any(self._settled_at(i, rate, left) for rate in band)
+        self.checked[commit] = (self.s.runs, ok)
+        return ok
+
+    def _progressing(self) -> bool:
+        """Whether the best culprit's posterior reached a new high in the
+        latest two thirds of the session's runs: evidence still building up
+        somewhere (a culprit whose own rate showed low by chance, the
+        commits near it learning the bug's rate) is not cut short. (Half was
+        too short: bg at 2%, p = 0.1, a culprit at 19 crashes in 285 runs,
+        the posterior's high at 789 runs and the next at 1,600, named right
+        at 2,475.)"""
+        return bool(self.highs) and self.highs[-1][0] > self.s.runs / 3
+
+    def _settled_at(self, i: int, rate: float, more: int) -> bool:
+        """Whether ``more`` runs of commit ``i`` crashing at ``rate`` would settle it or name a culprit."""
+        e = self.s.ev(self.g.commits[i].hash)
+        crashes = e.target_crashes + round(rate * more)
+        oks = e.oks + more - round(rate * more)
+        clo = self.g.closure[i]
+        obs = [o if o.closure != clo else Observation(clo, crashes, oks, o.near) for o in self.observations()]
+        after = Belief(self.pol.model, self.g.all_mask, obs, fix=self.s.fix)
+        q = after.crash_probability(clo)
+        c = self.pol.confidence
+        return q <= 1.0 - c or q >= c or after.best()[1] >= self.goal
 
     def _crashes_wanted(self, e: CommitEvidence) -> int:
         """Target crashes a culprit must have shown to be named: more once it
@@ -312,14 +375,36 @@ class AdaptiveBisection:
         self.s.step(commit, verdict, b.credible(0.99).bit_count(), top=self.top(b), confidence=b.best()[1],
                     p_crash=q, rate=rate, note=note)
 
-    def _inconclusive(self, b: Belief, *, budget_spent: bool) -> Decision:
+    def _inconclusive(self, b: Belief, *, budget_spent: bool, unsettled: str | None = None) -> Decision:
         cands = b.credible(self.pol.confidence)
         probs = b.probabilities(len(self.g))
         members = self.g.members(cands)
         ranked = sorted(members, key=lambda h: -probs[self.g.index[h]])
         out = {h: float(probs[self.g.index[h]]) for h in ranked}
+        why = ""
+        if unsettled is not None:
+            e = self.s.ev(unsettled)
+            q, _ = self.commit_state(b, unsettled)
+            why = unsettled_line(unsettled[:12], e.target_crashes, e.target_crashes + e.oks, q,
+                                 b.rate(0, 0), b.background_rate())
         return Decision(Outcome.INCONCLUSIVE, None, b.best()[1], out, budget_spent=budget_spent,
-                        goal=self.goal)
+                        goal=self.goal, unsettled_note=why)
+
+
+def _rate_band(crashes: int, runs: int, z: float) -> tuple[float, ...]:
+    """The crash rate measured, and the ends of its Wilson interval at ``z``."""
+    mid = crashes / runs
+    centre = (crashes + z * z / 2) / (runs + z * z)
+    half = z / (runs + z * z) * math.sqrt(crashes * (runs - crashes) / runs + z * z / 4)
+    return mid, max(0.0, centre - half), min(1.0, centre + half)
+
+
+def unsettled_line(short: str, crashes: int, runs: int, q: float, bad_rate: float, background: float) -> str:
+    """Why more runs on a commit cannot settle it."""
+    return (f"more runs on {short} cannot settle it: {fmt.crashes_in_runs(crashes, runs)} "
+            f"({crashes / runs:.1%}) fit both a background on a clean commit (typically {background:.1%}) "
+            f"and the bug at a low rate (the bad commits crash in {bad_rate:.0%}); "
+            f"P(it has the bug) = {q:.2f}")
 
 
 def background_goal_line(short: str, crashes: int, runs: int, background: float, confidence: float,

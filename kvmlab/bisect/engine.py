@@ -169,7 +169,7 @@ def _bisect(repo: Repository, s: Session, pol: Policy, bad: str, good: str | Non
                       confidence=d.confidence, probabilities=d.probabilities, confidence_goal=d.goal)
         if d.outcome is Outcome.INCONCLUSIVE:
             why = (f"the budget ran out ({s.runs} VM runs, {s.builds} builds) before any commit reached "
-                   f"{d.goal:.3g}" if d.budget_spent else
+                   f"{d.goal:.3g}" if d.budget_spent else d.unsettled_note or
                    "no testable commit can tell the remaining candidates apart")
             res.message = f"inconclusive: {why}: the culprit is one of {len(cands)} commits"
         break

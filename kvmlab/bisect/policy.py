@@ -81,6 +81,25 @@ class AdaptivePolicy:
     Only a flaky bug whose title also shows on commits without it comes near
     it: at a 2% background and p = 0.1, 1,500 runs left 20% of the
     bisections inconclusive, 3,000 leave 11% (mean 1,482 runs)."""
+    futility_z: float = 2.0
+    """The bisection ends inconclusive, before the budget is spent, when the
+    commit it would test next has been run ``futility_runs`` times, the
+    best culprit's posterior has made no new high in the last two thirds of
+    the runs, and the rest of the budget spent on that commit could not
+    settle it (nor name a culprit) at any crash rate within ``futility_z``
+    standard errors of the rate its runs show (a Wilson interval; see
+    :meth:`~kvmlab.bisect.adaptive.AdaptiveBisection.settles`). Such a
+    commit's rate is known and fits both a clean commit's own background and
+    the bug at a low rate: more runs only measure it again while the
+    posterior wanders (bg-jitter at 2%, p = 0.3: 2,000-2,700 of the 3,000
+    runs on the commit before the culprit, P = 0.3 throughout). 1 standard
+    error stopped a right answer (a commit before the culprit with 6 crashes
+    in 100 runs at a true 2.2%), and without the "no new high" condition a
+    culprit whose runs showed 6.8% against a true 11.8% was dropped (bg 2%,
+    p = 0.1; named right at 2,475 runs before). 0: never (test until the
+    budget is spent)."""
+    futility_runs: int = 100
+    """Answered runs a commit needs before ``futility_z`` may end the bisection on it."""
     max_builds: int = 200
     repro_runs: int = 40
     """Runs on the bad commit waiting for the first target crash before giving up."""
