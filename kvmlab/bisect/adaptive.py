@@ -92,8 +92,7 @@ class AdaptiveBisection:
     """Culprits held at the goal on too few crashes, and the crashes the log
     said each must show (said again only when that number grows)."""
     checked: dict[str, tuple[int, bool]] = field(default_factory=dict)
-    """Commits judged by :meth:`settles`: (the session's runs then, whether
-    more runs on the commit could settle it)."""
+    """Commits judged by :meth:`worth_testing`: (the session's runs then, the answer)."""
     highs: list[tuple[int, float]] = field(default_factory=list)
     """(the session's runs, the best culprit's posterior) each time it rose to a new high."""
 
@@ -187,7 +186,7 @@ class AdaptiveBisection:
                                     background=b.background_rate(), goal=self.goal)
                 again = culprit
             opts = self.options(b, visit.commit if visit else None) if budget and again is None else []
-            if opts and opts[0].built and not self.settles(opts[0].index):
+            if opts and opts[0].built and not self.worth_testing(opts[0].index):
                 self._close(visit, b)
                 return self._inconclusive(b, budget_spent=False, unsettled=self.g.commits[opts[0].index].hash)
             if not opts and again is None:
@@ -218,16 +217,20 @@ class AdaptiveBisection:
                 self.s.tester.prebuild(self.likely_next(b, opts[0]))
             self.s.run_until_crash(pick, runs, self.pol.chunk)
 
-    def settles(self, i: int) -> bool:
-        """Whether the rest of the run budget spent on commit ``i`` could
-        settle it (P(crashing) beyond the confidence either way) or name a
-        culprit, at any crash rate its runs so far allow (a Wilson interval,
-        ``futility_z``). Once a commit's rate is known, and sits where both a
-        clean commit's background and a low rate of the bug fit it, more runs
-        only measure that rate again: the posterior wanders with each run
-        and the budget goes (bg-jitter: 2,000-2,700 runs on the commit before
-        the culprit, P = 0.3 throughout). Judged again after the session's
-        runs grew by :data:`RECHECK`."""
+    def worth_testing(self, i: int) -> bool:
+        """Whether the bisection should go on testing commit ``i``, which it
+        would test next. No only when the commit has ``futility_runs`` runs,
+        the bisection ``futility_after``, the posterior has stalled
+        (:meth:`_progressing`), and the rest of the run budget spent on the
+        commit could neither settle it (P(crashing) beyond the confidence
+        either way) nor name a culprit, at any crash rate its runs so far
+        allow (a Wilson interval, ``futility_z``). Once a commit's rate is
+        known, and sits where both a clean commit's background and a low rate
+        of the bug fit it, more runs only measure that rate again: the
+        posterior wanders with each run and the budget goes (bg-jitter:
+        2,000-2,700 runs on the commit before the culprit, P = 0.3
+        throughout). Judged again after the session's runs grew by
+        :data:`RECHECK`."""
         commit = self.g.commits[i].hash
         e = self.s.ev(commit)
         n = e.target_crashes + e.oks

@@ -88,7 +88,7 @@ class AdaptivePolicy:
     the runs, and the rest of the budget spent on that commit could not
     settle it (nor name a culprit) at any crash rate within ``futility_z``
     standard errors of the rate its runs show (a Wilson interval; see
-    :meth:`~kvmlab.bisect.adaptive.AdaptiveBisection.settles`). Such a
+    :meth:`~kvmlab.bisect.adaptive.AdaptiveBisection.worth_testing`). Such a
     commit's rate is known and fits both a clean commit's own background and
     the bug at a low rate: more runs only measure it again while the
     posterior wanders (bg-jitter at 2%, p = 0.3: 2,000-2,700 of the 3,000
