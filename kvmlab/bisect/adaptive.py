@@ -235,8 +235,8 @@ class AdaptiveBisection:
         e = self.s.ev(commit)
         n = e.target_crashes + e.oks
         left = self.pol.max_runs - self.s.runs
-        if (self.pol.futility_z <= 0.0 or n < self.pol.futility_runs or self.s.runs < self.pol.futility_after
-                or left <= 0 or self._progressing()):
+        early = n < max(1, self.pol.futility_runs) or self.s.runs < self.pol.futility_after
+        if self.pol.futility_z <= 0.0 or early or left <= 0 or self._progressing():
             return True
         seen = self.checked.get(commit)
         if seen is not None and self.s.runs < seen[0] * (1.0 + RECHECK):
