@@ -93,8 +93,8 @@ class AdaptiveBisection:
     said each must show (said again only when that number grows)."""
     checked: dict[str, tuple[int, bool]] = field(default_factory=dict)
     """Commits judged by :meth:`worth_testing`: (the session's runs then, the answer)."""
-    highs: list[tuple[int, float]] = field(default_factory=list)
-    """(the session's runs, the best culprit's posterior) each time it rose to a new high."""
+    high: tuple[int, float] = (0, 0.0)
+    """(the session's runs then, the best culprit's posterior) when that posterior was last at a new high."""
 
     # -- what do we believe now ------------------------------------------
 
@@ -174,8 +174,8 @@ class AdaptiveBisection:
             b = self.belief()
             self._raise_goal(b)
             idx, conf = b.best()
-            if not self.highs or conf > self.highs[-1][1]:
-                self.highs.append((self.s.runs, conf))
+            if conf > self.high[1]:
+                self.high = (self.s.runs, conf)
             budget = self.s.runs < self.pol.max_runs and self.s.builds <= self.pol.max_builds
             again = None
             if conf >= self.goal:
@@ -242,7 +242,8 @@ class AdaptiveBisection:
         if seen is not None and self.s.runs < seen[0] * (1.0 + RECHECK):
             return seen[1]
         band = _rate_band(e.target_crashes, n, self.pol.futility_z)
-        ok = any(self._settled_at(i, rate, left) for rate in band)
+        obs = self.observations()
+        ok = any(self._settled_at(obs, i, rate, left) for rate in band)
         self.checked[commit] = (self.s.runs, ok)
         return ok
 
@@ -254,16 +255,18 @@ class AdaptiveBisection:
         too short: bg at 2%, p = 0.1, a culprit at 19 crashes in 285 runs,
         the posterior's high at 789 runs and the next at 1,600, named right
         at 2,475.)"""
-        return bool(self.highs) and self.highs[-1][0] > self.s.runs / 3
+        return self.high[0] > self.s.runs / 3
 
-    def _settled_at(self, i: int, rate: float, more: int) -> bool:
-        """Whether ``more`` runs of commit ``i`` crashing at ``rate`` would settle it or name a culprit."""
+    def _settled_at(self, obs: list[Observation], i: int, rate: float, more: int) -> bool:
+        """Whether ``more`` runs of commit ``i`` crashing at ``rate``, on top
+        of the observations ``obs``, would settle it or name a culprit."""
         e = self.s.ev(self.g.commits[i].hash)
         crashes = e.target_crashes + round(rate * more)
         oks = e.oks + more - round(rate * more)
         clo = self.g.closure[i]
-        obs = [o if o.closure != clo else Observation(clo, crashes, oks, o.near) for o in self.observations()]
-        after = Belief(self.pol.model, self.g.all_mask, obs, fix=self.s.fix)
+        after = Belief(self.pol.model, self.g.all_mask,
+                       [o if o.closure != clo else Observation(clo, crashes, oks, o.near) for o in obs],
+                       fix=self.s.fix)
         q = after.crash_probability(clo)
         c = self.pol.confidence
         return q <= 1.0 - c or q >= c or after.best()[1] >= self.goal
