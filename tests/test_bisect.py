@@ -236,6 +236,8 @@ class Case:
     candidates: tuple[str, ...] = ()
     """For INCONCLUSIVE: titles that must be among the candidates."""
     log_has: tuple[str, ...] = ()
+    verify: bool = True
+    """Confirm the culprit by reverting it, and test likely culprits reverted during the bisection."""
 
 
 CASES = [
@@ -246,11 +248,16 @@ CASES = [
     Case("merge-in-range-mainline", branch=(5, 4, 10), culprit="7", want="7"),
     Case("culprit-is-merge", branch=(5, 4, 10), culprit="10", want="10",
          log_has=("warning: the culprit is a merge commit",)),
-    Case("broken-range-culprit-inside", culprit="9", broken=("8", "9", "10"),
+    Case("broken-range-culprit-inside", culprit="9", broken=("8", "9", "10"), verify=False,
          outcome=Outcome.INCONCLUSIVE, candidates=("8", "9", "10", "11"), log_has=("kernel build failed",)),
+    # Reverted on the bad commit, the commits that do not build are told apart.
+    Case("broken-range-culprit-reverted", culprit="9", broken=("8", "9", "10"), want="9",
+         policies=("adaptive",), log_has=("kernel build failed", "reverted on top of", "is the culprit")),
     Case("broken-range-culprit-after", culprit="14", broken=("8", "9", "10"), want="14"),
-    Case("boot-failure-is-skip", culprit="14", boot_broken=("13",),
+    Case("boot-failure-is-skip", culprit="14", boot_broken=("13",), verify=False,
          outcome=Outcome.INCONCLUSIVE, candidates=("13", "14"), log_has=("boot failed",)),
+    Case("boot-failure-culprit-reverted", culprit="14", boot_broken=("13",), want="14",
+         policies=("adaptive",), log_has=("boot failed", "reverted on top of")),
     Case("infra-retried", culprit="6", infra_every=7, want="6",
          log_has=("infrastructure error, not counted",)),
     Case("flaky", culprit="13", p=0.4, want="13", policies=("adaptive",)),
@@ -276,6 +283,7 @@ def _run(tmp_path: Path, case: Case, policy: str, **kw: object) -> tuple[BisectR
                         boot_broken=case.boot_broken, other_rate=case.other_rate,
                         infra_every=case.infra_every)
     lines: list[str] = []
+    kw.setdefault("verify", case.verify)
     res = bisect(hist.repo, tester, bad=hist.h[case.bad], good=hist.h[case.good] if case.good else None,
                  fix=case.fix, policy=policy, log=LogWriter(lines.append), **kw)  # type: ignore[arg-type]
     return res, lines, hist
@@ -515,11 +523,17 @@ def test_transient_boot_failures_are_retried_not_verdicts(tmp_path: Path) -> Non
 
 def test_consistent_boot_failures_make_a_commit_untestable(tmp_path: Path) -> None:
     """Every boot of 11 fails: the log says so with the count and the title, and
-    the answer is an honest inconclusive {11, 12}."""
+    the answer is an honest inconclusive {11, 12}. With reverts (the
+    default), 11 reverted on the bad commit still crashes: the culprit is 12."""
     hist = make_history(tmp_path / "repo", 20)
     tester = FakeTester(hist, culprit="12", boot_broken=("11",),
                         boot_title="BUG: unable to handle page fault")
     res, text = _lines(hist, tester)
+    assert res.culprit == hist.h["12"], text
+    assert f"kvmlab: testing {hist.h['11'][:12]} reverted on top of {hist.h['20'][:12]}" in text
+    tester = FakeTester(hist, culprit="12", boot_broken=("11",),
+                        boot_title="BUG: unable to handle page fault")
+    res, text = _lines(hist, tester, verify=False)
     assert res.outcome is Outcome.INCONCLUSIVE, text
     assert set(res.candidates) >= {hist.h["11"], hist.h["12"]}
     assert (f"kvmlab: {hist.h['11'][:12]} is untestable: 3 of 3 boots failed "
@@ -590,7 +604,7 @@ def test_log_says_why_a_commit_is_tested_again(tmp_path: Path) -> None:
     retests = [x for x in text.splitlines() if x.startswith("re-testing ")]
     assert retests, text
     assert all(("clean run" in x and "estimated rate" in x) or "the bad commits crash in" in x
-               for x in retests)
+               or ("reverted on top of" in x and "is the culprit) = " in x) for x in retests)
     # Good only when the engine really treats the commit as good.
     for st in res.steps:
         if st.verdict == "good":
@@ -760,6 +774,52 @@ def test_a_commit_more_runs_cannot_settle_ends_the_bisection(tmp_path: Path) -> 
     assert re.fullmatch(want, res.message), res.message
     assert res.message in text
     assert {hist.h["17"], hist.h["18"]} <= set(res.candidates)
+
+
+def test_the_likely_culprit_reverted_on_the_bad_commit_settles_what_runs_next_to_it_cannot(
+        tmp_path: Path) -> None:
+    """Issue 22: the course of the test above, with reverts (the default).
+    Runs on 17 must tell its own background (10%) from the bug at a low rate;
+    18 reverted on the bad commit has the bug unless 18 is the culprit, and
+    then crashes at the bad commit's rate: a few clean runs there name 18.
+    The log says why the revert is tested and what it showed; the
+    confirmation re-uses the revert's runs (no second build of it)."""
+    hist = make_history(tmp_path / "repo", 30)
+    background = {str(i): 0.02 for i in range(17)} | {"17": 0.1}
+    tester = FakeTester(hist, culprit="18", p=0.8, seed=10, background=background)
+    res, text = _lines(hist, tester, is_target=lambda r: r.title == TITLE)
+    assert res.culprit == hist.h["18"] and res.confidence is not None and res.confidence >= 0.95, text
+    assert res.vm_runs < 300, text
+    short, bad = hist.h["18"][:12], hist.h["30"][:12]
+    probe = re.search(rf"kvmlab: testing {short} reverted on top of {bad} \(commit ([0-9a-f]{{12}})\): "
+                      r"P\(it is the culprit\) = 0\.\d\d; if it is, the crash is gone there, if not it "
+                      rf"stays at {bad}'s rate", text)
+    assert probe, text
+    assert re.search(rf"kvmlab: {short} reverted on top of {bad}: 0 crashes in \d+ runs: "
+                     rf"P\({short} is the culprit\) 0\.\d\d -> 0\.9\d", text), text
+    made = [c for c in tester.built if c.startswith(probe[1])]
+    assert len(made) == 1, tester.built  # built once: the confirmation takes the same commit
+    assert res.confirmations[0].commit == made[0] and not res.doubtful
+
+
+def test_a_resumed_bisection_replays_its_reverts(tmp_path: Path) -> None:
+    """A revert tested during the bisection is made again, with the same
+    hash, by a resumed one: its runs come from the journal, nothing is built
+    or run again, and the answer is the same."""
+    hist = make_history(tmp_path / "repo", 30)
+    background = {str(i): 0.02 for i in range(17)} | {"17": 0.1}
+    journal = tmp_path / "bisect.journal"
+
+    def tester(**kw: object) -> FakeTester:
+        return FakeTester(hist, culprit="18", p=0.8, seed=10, background=background, **kw)  # type: ignore[arg-type]
+
+    args = {"is_target": lambda r: r.title == TITLE, "journal": journal}
+    first, _ = _lines(hist, tester(), **args)
+    assert any(c not in hist.h.values() for c in first.evidence)
+    again = tester(kill_after_builds=0)
+    res, _ = _lines(hist, again, **args)
+    assert res.culprit == first.culprit == hist.h["18"] and again.calls == 0
+    assert res.vm_runs == first.vm_runs
 
 
 # ------------------------------------------------------------ confirm by revert (issue 14)

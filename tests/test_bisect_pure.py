@@ -304,10 +304,10 @@ def test_the_bugs_rate_for_the_revert_check_pools_only_commits_with_the_bug() ->
           "c4": SimpleNamespace(target_crashes=3, oks=7),
           "bad": SimpleNamespace(target_crashes=6, oks=14),
           "c1": SimpleNamespace(target_crashes=0, oks=30)}
-    s = SimpleNamespace(evidence=ev, fix=False)
+    s = SimpleNamespace(evidence=ev, fix=False, made=set())
     assert _bug_rate(Repo(), s, "culprit") == (9, 21)  # type: ignore[arg-type]
     # A fix bisection: the commits without the fix have the bug.
-    s = SimpleNamespace(evidence=ev, fix=True)
+    s = SimpleNamespace(evidence=ev, fix=True, made=set())
     assert _bug_rate(Repo(), s, "c4") == (1, 199)  # type: ignore[arg-type]
 
 

@@ -3,7 +3,8 @@
 :class:`AdaptiveBisection` answers two questions at any point of a bisection —
 *what do we believe now* (:meth:`~AdaptiveBisection.belief`, a
 :class:`~kvmlab.bisect.model.Belief`) and *what would we test next*
-(:meth:`~AdaptiveBisection.options`, ranked by expected information per cost) —
+(:meth:`~AdaptiveBisection.options`, ranked by expected information per cost;
+or a likely culprit reverted on the bad commit, :meth:`~AdaptiveBisection.probe`) —
 and :meth:`~AdaptiveBisection.run` loops over them until one commit holds the
 asked-for confidence, or no test can help, or the budget is spent.
 
@@ -22,10 +23,10 @@ from dataclasses import dataclass, field
 from kvmlab.bisect import log as fmt
 from kvmlab.bisect.graph import CommitGraph
 from kvmlab.bisect.model import Belief, Observation, near_mask
-from kvmlab.bisect.planner import Option, near_probability, rank, survival_curve
+from kvmlab.bisect.planner import Option, horizon, near_probability, plan_value, rank, survival_curve
 from kvmlab.bisect.policy import AdaptivePolicy
 from kvmlab.bisect.result import CommitEvidence, Outcome, Verdict
-from kvmlab.bisect.seams import Prebuilds
+from kvmlab.bisect.seams import Prebuilds, Reverts
 from kvmlab.bisect.state import Session
 from kvmlab.outcome import BuildStatus
 from kvmlab.text import counted
@@ -67,6 +68,24 @@ class Decision:
     on the commit it was testing could not settle that commit."""
 
 
+@dataclass(frozen=True)
+class Probe:
+    """A likely culprit tested reverted on the bad commit (for a fix
+    bisection: applied on it): the tree has the bug unless ``change`` is
+    the culprit."""
+
+    change: str
+    closure: int
+    """Candidates the tree contains (the bad commit's, less ``change``; a fix: plus it)."""
+    near: int
+    """Candidates for which the tree crashes near the culprit (:func:`near_mask`)."""
+    runs: int
+    value: float
+    """Expected bits about the culprit per unit of cost, as :class:`Option`'s."""
+    q_change: float
+    """P(``change`` is the culprit)."""
+
+
 @dataclass
 class _Visit:
     commit: str
@@ -95,6 +114,13 @@ class AdaptiveBisection:
     """Commits judged by :meth:`worth_testing`: (the session's runs then, the answer)."""
     high: tuple[int, float] = (0, 0.0)
     """(the session's runs then, the best culprit's posterior) when that posterior was last at a new high."""
+    reverts: Reverts | None = None
+    """The repository, when likely culprits may be tested reverted on ``bad`` (:meth:`probe`)."""
+    bad: str = ""
+    probes: dict[str, Probe] = field(default_factory=dict)
+    """The commits made for probes (a change reverted on ``bad``), by hash."""
+    probe_of: dict[str, str] = field(default_factory=dict)
+    """The commit made for each change probed (or "" when its revert does not apply or build)."""
 
     # -- what do we believe now ------------------------------------------
 
@@ -103,6 +129,14 @@ class AdaptiveBisection:
         n, distance = len(self.g), self.pol.model.near
         for c, e in self.s.evidence.items():
             if not (e.target_crashes or e.oks):
+                continue
+            probe = self.probes.get(c)
+            if probe is not None:
+                base = self.s.ev(self.bad)
+                out.append(Observation(probe.closure, e.target_crashes, e.oks, probe.near,
+                                       tied=(base.target_crashes, base.oks)))
+                continue
+            if c in self.s.made:  # a confirmation's commit of an earlier attempt: not this range's
                 continue
             i = self.g.index.get(c)
             clo = self.g.closure_of(c)
@@ -186,9 +220,18 @@ class AdaptiveBisection:
                                     background=b.background_rate(), goal=self.goal)
                 again = culprit
             opts = self.options(b, visit.commit if visit else None) if budget and again is None else []
+            unsettled = None
             if opts and opts[0].built and not self.worth_testing(opts[0].index):
+                unsettled, opts = self.g.commits[opts[0].index].hash, []
+            probe = self.probe(b, opts[0].value if opts else 0.0) if budget and again is None else None
+            if probe is not None:
                 self._close(visit, b)
-                return self._inconclusive(b, budget_spent=False, unsettled=self.g.commits[opts[0].index].hash)
+                visit = None
+                self._test_probe(probe)
+                continue
+            if unsettled is not None:
+                self._close(visit, b)
+                return self._inconclusive(b, budget_spent=False, unsettled=unsettled)
             if not opts and again is None:
                 self._close(visit, b)
                 return self._inconclusive(b, budget_spent=not budget)
@@ -216,6 +259,89 @@ class AdaptiveBisection:
             if isinstance(self.s.tester, Prebuilds) and opts:
                 self.s.tester.prebuild(self.likely_next(b, opts[0]))
             self.s.run_until_crash(pick, runs, self.pol.chunk)
+
+    def probe(self, b: Belief, best: float) -> Probe | None:
+        """The revert test worth :attr:`~AdaptivePolicy.probe_edge` times
+        ``best`` (the best commit of the range's value) or more, if any.
+
+        A candidate ``x`` reverted on the bad commit gives a tree that has the
+        bug unless ``x`` is the culprit, and that crashes, if it has it, at
+        the rate of the commits far from the culprit. Runs on the commit next
+        to ``x`` must tell its own background from the bug at a low rate;
+        here a few runs tell the bad commits' rate from the background. Only
+        candidates with P(culprit) of at least ``probe_min`` are tried, never
+        a merge (its revert takes a whole branch away) nor the bad commit
+        itself (its parent is a commit of the range)."""
+        if self.reverts is None or not self.pol.revert_probes:
+            return None
+        g, n = self.g, len(self.g)
+        base = g.closure_of(self.bad)
+        at = g.index.get(self.bad)
+        tied = self.s.ev(self.bad)
+        batch = self.pol.chunk if self.pol.plan_in_batches else 1
+        h = horizon(batch)
+        out: Probe | None = None
+        for bits, w in b.ranked():
+            if w < self.pol.probe_min:
+                break
+            for x in g.members(bits):
+                if x == self.bad or g.is_merge(x) or self.probe_of.get(x) == "":
+                    continue
+                i = g.index[x]
+                clo = base | (1 << i) if self.s.fix else base & ~(1 << i)
+                near = 0 if self.s.fix or at is None else near_mask(clo, at, n, b.model.near, fix=False)
+                made = self.probe_of.get(x)
+                if made is None and self.s.builds >= self.pol.max_builds:
+                    continue
+                e = self.s.ev(made) if made else None
+                crashes, oks = (e.target_crashes, e.oks) if e else (0, 0)
+                if e is not None and e.untestable:
+                    continue
+                q = b.crash_probability(clo)
+                # With the bug, the tree crashes at the bad commit's rate.
+                surv = b.survival(crashes + tied.target_crashes, oks + tied.oks, h,
+                                  b.near_probability(clo, near, n) if near else 0.0)
+                value, runs = plan_value(q, surv, b.clean_survival(h, crashes, oks),
+                                         self.pol.switch_cost if made else self.pol.build_cost, batch)
+                if value > max(self.pol.probe_edge * best, MIN_VALUE) and (out is None or value > out.value):
+                    out = Probe(x, clo, near, runs, value, w)
+        return out
+
+    def _test_probe(self, p: Probe) -> None:
+        """Make (once), build and run the tree of ``p``; a revert that does not
+        apply whole, or does not build, is not tried again."""
+        what = "applied on" if self.s.fix else "reverted on top of"
+        made = self.probe_of.get(p.change)
+        if made is None:
+            assert self.reverts is not None
+            syn = self.reverts.revert_onto(self.bad, p.change, pick=self.s.fix)
+            if syn.commit is None or syn.failed:
+                self.probe_of[p.change] = ""
+                self.s.out(f"kvmlab: {p.change[:12]} cannot be tested {what} {self.bad[:12]}: "
+                           f"{', '.join(syn.failed)} do not apply")
+                return
+            made = self.probe_of[p.change] = syn.commit
+            self.s.made.add(made)
+            self.probes[made] = p
+            self.s.out(probe_line(p.change[:12], what, self.bad[:12], made[:12], p.q_change, fix=self.s.fix))
+        else:
+            self.s.out(f"re-testing {made[:12]} ({p.change[:12]} {what} {self.bad[:12]}): "
+                       f"P({p.change[:12]} is the {'fix' if self.s.fix else 'culprit'}) = {p.q_change:.2f}")
+        if self.s.build(made).status is BuildStatus.FAILED:
+            self.probe_of[p.change] = ""
+            return
+        e = self.s.ev(made)
+        since = len(e.runs)
+        self.s.run_until_crash(made, min(p.runs, max(1, self.pol.max_runs - self.s.runs)), self.pol.chunk)
+        self.s.show_runs(made, since, counted_all=False)
+        if e.untestable:
+            self.s.out(self.s.untestable_line(made))
+            return
+        after = self.belief().changed_probability(1 << self.g.index[p.change])
+        role = "fix" if self.s.fix else "culprit"
+        self.s.out(f"kvmlab: {p.change[:12]} {what} {self.bad[:12]}: "
+                   f"{fmt.crashes_in_runs(e.target_crashes, e.target_crashes + e.oks)}: "
+                   f"P({p.change[:12]} is the {role}) {p.q_change:.2f} -> {after:.2f}")
 
     def worth_testing(self, i: int) -> bool:
         """Whether the bisection should go on testing commit ``i``, which it
@@ -412,6 +538,13 @@ def unsettled_line(short: str, crashes: int, runs: int, q: float, bad_rate: floa
             f"({crashes / runs:.1%}) fit both a background on a clean commit (typically {background:.1%}) "
             f"and the bug at a low rate (the bad commits crash in {bad_rate:.0%}); "
             f"P(it has the bug) = {q:.2f}")
+
+
+def probe_line(short: str, what: str, bad: str, made: str, q: float, *, fix: bool) -> str:
+    """Why a likely culprit is tested reverted on the bad commit (a fix: applied)."""
+    role = "fix" if fix else "culprit"
+    return (f"kvmlab: testing {short} {what} {bad} (commit {made}): P(it is the {role}) = {q:.2f}; "
+            f"if it is, the crash is gone there, if not it stays at {bad}'s rate")
 
 
 def background_goal_line(short: str, crashes: int, runs: int, background: float, confidence: float,

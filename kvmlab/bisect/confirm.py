@@ -99,8 +99,11 @@ def confirm(repo: Repository, s: Session, *, culprit: str, bad: str, chunk: int,
 
 def crashed_with_the_bug(repo: Repository, s: Session, culprit: str) -> list[str]:
     """Tested commits that showed the target crash and, by ``culprit``, have the
-    bug (for a fix bisection: do not have the fix)."""
-    return [c for c, e in s.evidence.items() if e.target_crashes and repo.is_ancestor(culprit, c) != s.fix]
+    bug (for a fix bisection: do not have the fix). Commits kvmlab made (a
+    revert) are not counted: the one that reverts the culprit has it as an
+    ancestor and not its code."""
+    return [c for c, e in s.evidence.items()
+            if e.target_crashes and c not in s.made and repo.is_ancestor(culprit, c) != s.fix]
 
 
 def rate_steps(s: Session, g: CommitGraph, culprit: str) -> list[str]:
@@ -235,8 +238,8 @@ def _bug_rate(repo: Repository, s: Session, culprit: str) -> tuple[int, int]:
 def _nearer_bad(repo: Repository, s: Session, culprit: str, skip: list[str]) -> list[str]:
     """Tested commits that crashed with the bug and contain ``culprit``,
     nearest to it first (the one most of the others descend from)."""
-    found = [c for c, e in s.evidence.items()
-             if e.target_crashes and c != culprit and c not in skip and repo.is_ancestor(culprit, c)]
+    found = [c for c, e in s.evidence.items() if e.target_crashes and c != culprit and c not in skip
+             and c not in s.made and repo.is_ancestor(culprit, c)]
     below = {c: sum(1 for o in found if o != c and repo.is_ancestor(c, o)) for c in found}
     return sorted(found, key=lambda c: -below[c])
 
@@ -252,6 +255,7 @@ def _check(repo: Reverts, s: Session, culprit: str, base: str, runs: int, chunk:
         return Confirmation(ConfirmStatus.DOES_NOT_APPLY, base, None, failed=syn.failed, message=msg)
     s.out(f"kvmlab: confirming: {culprit[:12]} {what} on top of {base[:12]}: commit {syn.commit[:12]}"
           + (f" (only {', '.join(syn.applied)}; {', '.join(syn.failed)} do not apply)" if syn.failed else ""))
+    s.made.add(syn.commit)
     build = s.build(syn.commit)
     if build.status is BuildStatus.FAILED:
         msg = f"the commit with {culprit[:12]} {what} does not build: {build.error}"
@@ -259,8 +263,8 @@ def _check(repo: Reverts, s: Session, culprit: str, base: str, runs: int, chunk:
         return _result(ConfirmStatus.UNTESTABLE, syn, 0, 0, msg)
     e = s.ev(syn.commit)
     since = len(e.runs)
-    done = 0
-    limit = runs
+    done = e.target_crashes + e.oks  # a revert the bisection tested already (a probe) keeps its runs
+    limit = max(runs, done)
     while done < limit and not e.untestable:
         crashes = e.target_crashes
         ratio = still_crashes_ratio(crashes, done, *rate, background) if crashes else 0.0

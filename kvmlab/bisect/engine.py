@@ -23,7 +23,7 @@ from kvmlab.bisect.graph import CommitGraph
 from kvmlab.bisect.journal import Journal
 from kvmlab.bisect.policy import POLICIES, AdaptivePolicy, Policy, SyzbotPolicy
 from kvmlab.bisect.result import BisectResult, Outcome, StepRecord, Verdict
-from kvmlab.bisect.seams import IsTarget, Maintainers, Repository, Tag, Tester
+from kvmlab.bisect.seams import IsTarget, Maintainers, Repository, Reverts, Tag, Tester
 from kvmlab.bisect.state import BisectInfraError, BisectUsageError, ReproFailedError, Session
 from kvmlab.bisect.timing import Stopwatch
 from kvmlab.outcome import BuildStatus
@@ -153,7 +153,8 @@ def _bisect(repo: Repository, s: Session, pol: Policy, bad: str, good: str | Non
             res = _result(s, pol, outcome, bad, good, culprit=culprit,
                           candidates=cands or ([culprit] if culprit else []))
             break
-        d = AdaptiveBisection(s, pol, g).run()
+        probes = repo if verify and isinstance(repo, Reverts) else None
+        d = AdaptiveBisection(s, pol, g, reverts=probes, bad=bad).run()
         tag = next((t for t in ladder if t.commit == good), None)
         still_good = tag is None or not unsettled or _release_still_good(repo, s, pol, tag, d.culprit)
         if not still_good and tag is not None:

@@ -43,6 +43,14 @@ is then judged by the rates seen near the culprit, not by the tip's. The near
 mean's prior is uniform on [0, 1] (not in log rate): low rates near the
 culprit stay possible, not a third of the prior whatever the range shows.
 
+Reverts. A tree kvmlab made — a likely culprit reverted on the bad commit —
+is one more observation: its ancestor bitset is the bad commit's less that
+commit (a fix bisection: the candidate fix applied, its own bit), so it has
+the bug unless that commit is the culprit. When it has the bug it crashes at
+the bad commit's own rate (one commit less is the same race), so its runs are
+weighed *tied* to the bad commit's: given those, not as a commit of its own
+(:attr:`Observation.tied`).
+
 Only runs that answered count: a target crash (a boot crash with the target's
 title included) or an OK run. Other crashes, boot failures and infrastructure
 errors carry no information about this bug.
@@ -438,6 +446,20 @@ class Observation:
     near: int = 0
     """Candidates for which this commit crashes *and* is near the culprit
     (see :func:`near_mask`)."""
+    tied: tuple[int, int] | None = None
+    """(target crashes, OK runs) of the commit this tree was made on (a
+    revert on the bad commit), whose crash rate it shares when it has the
+    bug: one commit less is the same race. That commit's runs must be among
+    the observations too (they count once, under every hypothesis)."""
+
+    def loglik(self, model: RateModel, near: bool) -> Array:
+        """log P(these runs | the tree crashes), (L x H) far or (L x S) near;
+        for a tied tree, given its base's runs."""
+        own = model.near_loglik if near else model.crashing_loglik
+        if self.tied is None:
+            return own(self.crashes, self.oks)
+        c, o = self.tied
+        return np.asarray(own(self.crashes + c, self.oks + o) - own(c, o))
 
 
 def near_mask(closure: int, index: int, n: int, distance: int, *, fix: bool) -> int:
@@ -519,8 +541,8 @@ class Belief:
         h = len(model.log_hyper_prior)
         s = len(model.log_near_prior) - 1
         n_l = len(model.levels)
-        far_ll = np.array([model.crashing_loglik(o.crashes, o.oks) for o in obs]).reshape(n_o, n_l * h)
-        near_ll = np.array([model.near_loglik(o.crashes, o.oks) for o in obs]).reshape(n_o, n_l * s)
+        far_ll = np.array([o.loglik(model, False) for o in obs]).reshape(n_o, n_l * h)
+        near_ll = np.array([o.loglik(model, True) for o in obs]).reshape(n_o, n_l * s)
         k = len(model.b)
         clean_ll = np.array([model.clean_loglik(o.crashes, o.oks) for o in obs]).reshape(n_o, k)
         self.size = np.array([bits.bit_count() for bits in self.classes], dtype=np.float64)

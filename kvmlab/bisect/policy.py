@@ -106,6 +106,22 @@ class AdaptivePolicy:
     wide (bg-rates at 2%, p = 0.1: a high of 0.944 at 161 runs, then a
     stop at 580 runs of a bisection named right at 1,705 before)."""
     max_builds: int = 200
+    revert_probes: bool = True
+    """When the repository can revert (and the bisection confirms its
+    culprit), a likely culprit may be tested *reverted on the bad commit*
+    while the bisection runs, not only once it is named: that tree has the
+    bug unless the reverted commit is the culprit, so it tells a culprit
+    from the commit next to it at the rate of the commits far from the
+    culprit, where runs on the commit before it would have to tell a clean
+    commit's own background from the bug at a low rate (see
+    :meth:`~kvmlab.bisect.adaptive.AdaptiveBisection.probe`). A fix
+    bisection applies the candidate fix on the commit that still crashes."""
+    probe_min: float = 0.2
+    """A commit is tested reverted only when P(it is the culprit) is at least this."""
+    probe_edge: float = 2.0
+    """A revert is tested instead of the best commit of the range only when
+    its test is worth this many times as much (expected bits per cost): in a
+    tie the range's commit goes first, its test needs no revert to apply."""
     repro_runs: int = 40
     """Runs on the bad commit waiting for the first target crash before giving up."""
     rate_batch: bool = True

@@ -61,6 +61,9 @@ class Session:
     guests that stopped themselves are not counted)."""
     observer: Callable[[StepRecord], None] | None = None
     steps: list[StepRecord] = field(default_factory=list)
+    made: set[str] = field(default_factory=set)
+    """Commits kvmlab made on top of others (a culprit reverted, a fix
+    applied): tested like the range's, never part of it."""
     stopwatch: Stopwatch = field(default_factory=Stopwatch)
     """The job's wall time and where it went (the closing block's totals)."""
     same_kernel: bool = False
