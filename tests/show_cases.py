@@ -38,7 +38,8 @@ CASES = {
                                                    boot_broken=["19"])),
     # The culprit on the mainline while a branch was open: tested commits on both.
     "merged-branch": Case("merged-branch", Outcome.FOUND, {}, dict(culprit="18")),
-    "inconclusive": Case("inconclusive", Outcome.INCONCLUSIVE, {},
+    # Without reverts: with them, the culprit among commits that do not build is found.
+    "inconclusive": Case("inconclusive", Outcome.INCONCLUSIVE, {"verify": False},
                          dict(culprit="9", broken=["8", "9", "10"])),
     "no-repro": Case("no-repro", Outcome.NO_REPRO, {}, dict(culprit="30", p=0.0)),
     "fix": Case("fix", Outcome.FOUND, {}, dict(fixed_by="24"), bad="3", good="30", fix=True),

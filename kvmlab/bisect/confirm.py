@@ -263,7 +263,7 @@ def _check(repo: Reverts, s: Session, culprit: str, base: str, runs: int, chunk:
         return _result(ConfirmStatus.UNTESTABLE, syn, 0, 0, msg)
     e = s.ev(syn.commit)
     since = len(e.runs)
-    done = e.target_crashes + e.oks  # a revert the bisection tested already (a probe) keeps its runs
+    reused = done = e.target_crashes + e.oks  # a revert the bisection tested already (a probe) keeps its runs
     limit = max(runs, done)
     while done < limit and not e.untestable:
         crashes = e.target_crashes
@@ -303,11 +303,12 @@ def _check(repo: Reverts, s: Session, culprit: str, base: str, runs: int, chunk:
         msg = (f"{'the fix' if s.fix else 'the revert'} does not apply cleanly: {what} only "
                f"{', '.join(syn.applied)} ({', '.join(syn.failed)} do not apply); {msg}")
     s.out(f"kvmlab: {msg}")
-    return _result(status, syn, done, crashes, msg)
+    return _result(status, syn, done, crashes, msg, reused)
 
 
-def _result(status: ConfirmStatus, syn: SyntheticCommit, runs: int, crashes: int, msg: str) -> Confirmation:
-    return Confirmation(status, syn.base, syn.commit, runs, crashes, syn.applied, syn.failed, msg)
+def _result(status: ConfirmStatus, syn: SyntheticCommit, runs: int, crashes: int, msg: str,
+            reused: int = 0) -> Confirmation:
+    return Confirmation(status, syn.base, syn.commit, runs, crashes, syn.applied, syn.failed, msg, reused)
 
 
 def summary_lines(checks: list[Confirmation]) -> list[str]:

@@ -179,6 +179,9 @@ class Confirmation:
     applied: tuple[str, ...] = ()
     failed: tuple[str, ...] = ()
     message: str = ""
+    reused: int = 0
+    """Of ``runs``, those the bisection had already made on the same commit
+    (the culprit reverted there while bisecting: a revert probe)."""
 
     @property
     def doubtful(self) -> bool:
@@ -187,7 +190,7 @@ class Confirmation:
     def to_json(self) -> dict[str, Any]:
         return {"status": self.status.value, "base": self.base, "commit": self.commit, "runs": self.runs,
                 "crashes": self.crashes, "applied": list(self.applied), "failed": list(self.failed),
-                "message": self.message}
+                "message": self.message, "reused": self.reused}
 
 
 @dataclass(frozen=True)
