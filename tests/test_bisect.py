@@ -912,6 +912,31 @@ def test_revert_that_does_not_apply(tmp_path: Path) -> None:
     assert c.status.value == "not-confirmed"
 
 
+def test_a_probe_whose_revert_does_not_apply_is_not_tried_again(tmp_path: Path) -> None:
+    """12 does not boot, so runs cannot tell 12 from the culprit 13, and
+    neither revert applies on the bad commit (14 rewrote f8 and f12): the
+    log says so once for each, and the answer is an honest inconclusive."""
+    hist = make_history(tmp_path / "repo", 12)
+    (hist.path / "g8").write_text("g8")
+    (hist.path / "f8").write_text("8 changed")  # the culprit is commit 13, touching f8 and g8
+    git(hist.path, "add", "-A")
+    git(hist.path, "commit", "-q", "-m", "13")
+    hist.h["13"] = git(hist.path, "rev-parse", "HEAD")
+    (hist.path / "f8").write_text("8 changed again")
+    (hist.path / "f12").write_text("12 changed")
+    git(hist.path, "commit", "-q", "-am", "14")
+    hist.h["14"] = git(hist.path, "rev-parse", "HEAD")
+    tester = FakeTester(hist, culprit="13", bug_file="f8", boot_broken=("12",))
+    lines: list[str] = []
+    res = bisect(hist.repo, tester, bad=hist.h["14"], good=hist.h["0"], log=LogWriter(lines.append))
+    text = "\n".join(lines)
+    for title in ("12", "13"):
+        no = (f"kvmlab: {hist.h[title][:12]} cannot be tested reverted on top of {hist.h['14'][:12]}: "
+              "its change does not apply whole")
+        assert text.count(no) == 1, text
+    assert res.outcome is Outcome.INCONCLUSIVE and {hist.h["12"], hist.h["13"]} <= set(res.candidates), text
+
+
 def test_revert_checked_nearer_the_culprit_when_later_commits_rewrote_it(tmp_path: Path) -> None:
     """The culprit's only file is rewritten later (as the demo's second bug
     does): the revert applies neither on the bad commit nor on HEAD, so it is

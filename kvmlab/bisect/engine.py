@@ -63,7 +63,9 @@ def bisect(
     ``observer`` is called with a :class:`StepRecord` after every tested commit
     of the range (the same records are journaled and kept in the result).
     ``verify``: once a culprit is named, revert it on the bad commit (apply a
-    fix) and test that (:mod:`kvmlab.bisect.confirm`), when the repository can.
+    fix) and test that (:mod:`kvmlab.bisect.confirm`), when the repository can;
+    and while bisecting, test a likely culprit so
+    (:attr:`~kvmlab.bisect.policy.AdaptivePolicy.revert_probes`).
     ``stopwatch``: the job's, started when the job did (default: started
     now); the closing block's ``total time`` is its wall time, split into
     build, test, VM idle and waiting (:mod:`kvmlab.bisect.timing`).

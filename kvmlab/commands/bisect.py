@@ -44,7 +44,8 @@ def add_bisect_arguments(p: argparse.ArgumentParser, *, bug_dir: bool = True) ->
     p.add_argument("--release-floor", help="oldest release tag to try when no --good (e.g. v4.18)")
     p.add_argument("--expect", help="title of the bug (default: the first crash on the bad commit)")
     p.add_argument("--no-verify", action="store_true", default=None,
-                   help="do not confirm the culprit by reverting it on the bad commit (a fix: applying it)")
+                   help="do not revert commits on the bad commit (a fix: apply them): neither to confirm the "
+                        "culprit nor to test a likely culprit while bisecting")
     p.add_argument("--no-relevance", action="store_true", default=None,
                    help="test every commit of the range, also those that change no file the kernel build "
                         "reads, and commits that build the same kernel binary separately")

@@ -148,7 +148,8 @@ class BisectJob:
     expect: str | None = None
     """Title of the bug (default: the first crash on the bad commit)."""
     verify: bool = True
-    """Confirm the culprit by reverting it (a fix: applying it)."""
+    """Confirm the culprit by reverting it (a fix: applying it), and test
+    likely culprits reverted while bisecting (revert probes)."""
     relevance: bool = True
     """Bisect only over the commits that change a file the build reads (the
     others build their parent's kernel), and take two commits that build the
