@@ -349,10 +349,10 @@ def run_trial(args: tuple[str, float, int, int, float, bool, bool]) -> Trial:
         secs[pname] = time.perf_counter() - t0
         exact[pname] = res.culprit == h.culprit
         named[pname] = res.culprit is not None
-        # The confirmation's own runs and builds (a revert the bisection tested
-        # already, a probe, keeps its runs and build: those are the bisection's).
-        confirm_runs = sum(c.runs - c.reused for c in res.confirmations)
-        confirm_builds = sum(1 for c in res.confirmations if c.commit and not c.reused)
+        # The confirmation's own runs and builds (a revert the bisection
+        # tested already, a probe, was built by the bisection).
+        confirm_runs = sum(c.runs for c in res.confirmations)
+        confirm_builds = sum(1 for c in res.confirmations if c.commit and not c.probed)
         runs[pname], builds[pname] = res.vm_runs - confirm_runs, res.builds - confirm_builds
         if pname == "adaptive":
             conf = res.confidence if res.culprit is not None else None

@@ -785,7 +785,8 @@ def test_the_likely_culprit_reverted_on_the_bad_commit_settles_what_runs_next_to
     18 reverted on the bad commit has the bug unless 18 is the culprit, and
     then crashes at the bad commit's rate: a few clean runs there name 18.
     The log says why the revert is tested and what it showed; the
-    confirmation re-uses the revert's runs (no second build of it)."""
+    confirmation takes the same commit (no second build) and makes runs of
+    its own: a check, not the bisection's evidence said again."""
     hist = make_history(tmp_path / "repo", 30)
     background = {str(i): 0.02 for i in range(17)} | {"17": 0.1}
     tester = FakeTester(hist, culprit="18", p=0.8, seed=10, background=background)
@@ -801,7 +802,10 @@ def test_the_likely_culprit_reverted_on_the_bad_commit_settles_what_runs_next_to
                      rf"P\({short} is the culprit\) 0\.\d\d -> 0\.9\d", text), text
     made = [c for c in tester.built if c.startswith(probe[1])]
     assert len(made) == 1, tester.built  # built once: the confirmation takes the same commit
-    assert res.confirmations[0].commit == made[0] and not res.doubtful
+    check = res.confirmations[0]
+    assert check.commit == made[0] and check.probed and not res.doubtful
+    probe_runs = res.evidence[made[0]].oks + res.evidence[made[0]].target_crashes
+    assert 3 <= check.runs < probe_runs, (check, probe_runs)  # its own runs, fewer than all of that commit's
 
 
 def test_a_resumed_bisection_replays_its_reverts(tmp_path: Path) -> None:
@@ -854,13 +858,16 @@ def test_one_crash_of_the_right_culprits_revert_is_weighed_with_more_runs(tmp_pa
     title (a mis-titled report, another path to the same frame) and never
     again. One crash in the planned runs fits the bug's rate better than the
     near-zero background: the check runs on until the runs tell the two
-    apart, and then confirms instead of calling the culprit doubtful."""
+    apart, and then confirms instead of calling the culprit doubtful. (No
+    revert probes: the scripted crash is the first run of the revert, which a
+    probe would take while bisecting.)"""
     hist = make_history(tmp_path / "repo", 20)
     lines: list[str] = []
     clean = {str(i): 0.01 for i in range(12)}
     res = bisect(hist.repo, FakeTester(hist, culprit="12", p=0.5, seed=1, first_runs={"16": "x"},
                                        background=clean),
-                 bad=hist.h["16"], good=hist.h["0"], log=LogWriter(lines.append))
+                 bad=hist.h["16"], good=hist.h["0"], log=LogWriter(lines.append),
+                 policy=AdaptivePolicy(revert_probes=False))
     text = "\n".join(lines)
     assert res.culprit == hist.h["12"], text
     first = res.confirmations[0]

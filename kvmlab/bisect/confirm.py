@@ -256,6 +256,7 @@ def _check(repo: Reverts, s: Session, culprit: str, base: str, runs: int, chunk:
     s.out(f"kvmlab: confirming: {culprit[:12]} {what} on top of {base[:12]}: commit {syn.commit[:12]}"
           + (f" (only {', '.join(syn.applied)}; {', '.join(syn.failed)} do not apply)" if syn.failed else ""))
     s.made.add(syn.commit)
+    probed = syn.commit in s.evidence and s.evidence[syn.commit].build is not None
     build = s.build(syn.commit)
     if build.status is BuildStatus.FAILED:
         msg = f"the commit with {culprit[:12]} {what} does not build: {build.error}"
@@ -263,29 +264,32 @@ def _check(repo: Reverts, s: Session, culprit: str, base: str, runs: int, chunk:
         return _result(ConfirmStatus.UNTESTABLE, syn, 0, 0, msg)
     e = s.ev(syn.commit)
     since = len(e.runs)
-    reused = done = e.target_crashes + e.oks  # a revert the bisection tested already (a probe) keeps its runs
-    limit = max(runs, done)
+    # A revert the bisection tested already (a probe) built this commit; its
+    # runs are in the bisection's answer, so the check makes its own.
+    before = e.target_crashes
+    done = 0
+    limit = runs
     while done < limit and not e.untestable:
-        crashes = e.target_crashes
+        crashes = e.target_crashes - before
         ratio = still_crashes_ratio(crashes, done, *rate, background) if crashes else 0.0
         if ratio >= STILL_CRASHES and done >= MIN_RUNS and crashes >= 2:
             break  # one crash alone settles nothing before the planned runs end
         if done >= runs and ratio <= 1.0 / STILL_CRASHES:
             break
         done += len(s.run(syn.commit, min(chunk, limit - done)))
-        if done >= limit and limit < MAX_RUNS and e.target_crashes and not e.untestable:
+        if done >= limit and limit < MAX_RUNS and e.target_crashes > before and not e.untestable:
             # A crash or two that could be the background as well as the
             # bug: more runs settle which (the bug, if still there, keeps
             # crashing at its rate; the background stays rare).
-            mid = still_crashes_ratio(e.target_crashes, done, *rate, background)
+            mid = still_crashes_ratio(e.target_crashes - before, done, *rate, background)
             if 1.0 / STILL_CRASHES < mid < STILL_CRASHES:
                 limit = min(MAX_RUNS, limit + runs)
-                n = e.target_crashes
+                n = e.target_crashes - before
                 what_fits = f"{n} crashes in {done} runs fit" if n > 1 else f"1 crash in {done} runs fits"
                 s.out(f"kvmlab: confirming: {what_fits} the bug's rate and the background's alike: "
                       f"up to {limit - done} more runs")
     s.show_runs(syn.commit, since, counted_all=False)
-    crashes = e.target_crashes
+    crashes = e.target_crashes - before
     if e.untestable:
         msg = s.untestable_line(syn.commit).removeprefix("kvmlab: ")
         status = ConfirmStatus.UNTESTABLE
@@ -303,12 +307,12 @@ def _check(repo: Reverts, s: Session, culprit: str, base: str, runs: int, chunk:
         msg = (f"{'the fix' if s.fix else 'the revert'} does not apply cleanly: {what} only "
                f"{', '.join(syn.applied)} ({', '.join(syn.failed)} do not apply); {msg}")
     s.out(f"kvmlab: {msg}")
-    return _result(status, syn, done, crashes, msg, reused)
+    return _result(status, syn, done, crashes, msg, probed)
 
 
 def _result(status: ConfirmStatus, syn: SyntheticCommit, runs: int, crashes: int, msg: str,
-            reused: int = 0) -> Confirmation:
-    return Confirmation(status, syn.base, syn.commit, runs, crashes, syn.applied, syn.failed, msg, reused)
+            probed: bool = False) -> Confirmation:
+    return Confirmation(status, syn.base, syn.commit, runs, crashes, syn.applied, syn.failed, msg, probed)
 
 
 def summary_lines(checks: list[Confirmation]) -> list[str]:

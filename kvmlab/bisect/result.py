@@ -179,9 +179,10 @@ class Confirmation:
     applied: tuple[str, ...] = ()
     failed: tuple[str, ...] = ()
     message: str = ""
-    reused: int = 0
-    """Of ``runs``, those the bisection had already made on the same commit
-    (the culprit reverted there while bisecting: a revert probe)."""
+    probed: bool = False
+    """The bisection had built and tested the same commit (the culprit
+    reverted there while bisecting: a revert probe); ``runs`` are the
+    check's own, made after those."""
 
     @property
     def doubtful(self) -> bool:
@@ -190,7 +191,7 @@ class Confirmation:
     def to_json(self) -> dict[str, Any]:
         return {"status": self.status.value, "base": self.base, "commit": self.commit, "runs": self.runs,
                 "crashes": self.crashes, "applied": list(self.applied), "failed": list(self.failed),
-                "message": self.message, "reused": self.reused}
+                "message": self.message, "probed": self.probed}
 
 
 @dataclass(frozen=True)
