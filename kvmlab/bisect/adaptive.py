@@ -270,7 +270,7 @@ class AdaptiveBisection:
         commit next to ``x`` must tell its own background from the bug at a
         low rate; here a few runs tell the bad commit's rate from the
         background (bg-jitter at 2%, p = 0.3, 100 paired: 84% -> 98% exact,
-        3 -> 0 named wrong, 853 -> 499 VM runs; benchmarks/flaky_bisect.py
+        3 -> 0 named wrong; at 500, 460 VM runs against 951; benchmarks/flaky_bisect.py
         --revert-check). Only
         candidates with P(culprit) of at least ``probe_min`` are tried, never
         a merge (its revert takes a whole branch away) nor the bad commit

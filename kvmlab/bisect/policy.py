@@ -118,8 +118,8 @@ class AdaptivePolicy:
     bisection applies the candidate fix on the commit that still crashes.
     Measured against False (benchmarks/flaky_bisect.py --revert-check, the
     same histories): bg-jitter at 2%, p = 0.3, 100: 84.0 -> 98.0% exact, 3
-    -> 0 named wrong, 853 -> 499 VM runs; constant, drift, jitter, merges
-    (40 each): p = 0.3 the same answers, -4% to -19% runs; p = 0.1 -11% to
+    -> 0 named wrong (at 500: 98.4% exact, 460 VM runs against 951); constant, drift, jitter, merges
+    (40 each): p = 0.3 the same answers, -4% to -19% runs; p = 0.1 -9% to
     -35% runs, constant 1 -> 0 named wrong, jitter 1 -> 2 (of 40)."""
     probe_min: float = 0.2
     """A commit is tested reverted only when P(it is the culprit) is at least this."""
