@@ -896,18 +896,27 @@ def test_not_confirmed_makes_the_culprit_doubtful(tmp_path: Path) -> None:
     assert res.doubtful and res.to_json()["doubtful"] is True
 
 
-def test_revert_that_does_not_apply(tmp_path: Path) -> None:
-    """A later commit rewrote one of the culprit's two files: the revert does not
-    apply; the file that does is reverted alone and both files are named."""
+def _rewritten_later(tmp_path: Path, *files: str) -> History:
+    """Commits 0..12, then 13 (the culprit: it changes f8 and adds g8), then
+    14, which rewrites ``files``: a revert of a commit that changed one of
+    them does not apply whole on 14."""
     hist = make_history(tmp_path / "repo", 12)
     (hist.path / "g8").write_text("g8")
-    (hist.path / "f8").write_text("8 changed")  # the culprit is commit 13, touching f8 and g8
+    (hist.path / "f8").write_text("8 changed")
     git(hist.path, "add", "-A")
     git(hist.path, "commit", "-q", "-m", "13")
     hist.h["13"] = git(hist.path, "rev-parse", "HEAD")
-    (hist.path / "f8").write_text("8 changed again")
+    for f in files:
+        (hist.path / f).write_text(f"{f} rewritten")
     git(hist.path, "commit", "-q", "-am", "14")
     hist.h["14"] = git(hist.path, "rev-parse", "HEAD")
+    return hist
+
+
+def test_revert_that_does_not_apply(tmp_path: Path) -> None:
+    """A later commit rewrote one of the culprit's two files: the revert does not
+    apply; the file that does is reverted alone and both files are named."""
+    hist = _rewritten_later(tmp_path, "f8")
     tester = FakeTester(hist, culprit="13", bug_file="f8")
     lines: list[str] = []
     res = bisect(hist.repo, tester, bad=hist.h["14"], good=hist.h["0"], log=LogWriter(lines.append))
@@ -923,16 +932,7 @@ def test_a_probe_whose_revert_does_not_apply_is_not_tried_again(tmp_path: Path) 
     """12 does not boot, so runs cannot tell 12 from the culprit 13, and
     neither revert applies on the bad commit (14 rewrote f8 and f12): the
     log says so once for each, and the answer is an honest inconclusive."""
-    hist = make_history(tmp_path / "repo", 12)
-    (hist.path / "g8").write_text("g8")
-    (hist.path / "f8").write_text("8 changed")  # the culprit is commit 13, touching f8 and g8
-    git(hist.path, "add", "-A")
-    git(hist.path, "commit", "-q", "-m", "13")
-    hist.h["13"] = git(hist.path, "rev-parse", "HEAD")
-    (hist.path / "f8").write_text("8 changed again")
-    (hist.path / "f12").write_text("12 changed")
-    git(hist.path, "commit", "-q", "-am", "14")
-    hist.h["14"] = git(hist.path, "rev-parse", "HEAD")
+    hist = _rewritten_later(tmp_path, "f8", "f12")
     tester = FakeTester(hist, culprit="13", bug_file="f8", boot_broken=("12",))
     lines: list[str] = []
     res = bisect(hist.repo, tester, bad=hist.h["14"], good=hist.h["0"], log=LogWriter(lines.append))

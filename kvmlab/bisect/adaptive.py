@@ -314,6 +314,7 @@ class AdaptiveBisection:
         """Make (once), build and run the tree of ``p``; a revert that does not
         apply whole, or does not build, is not tried again."""
         what = "applied on" if self.s.fix else "reverted on top of"
+        role = "fix" if self.s.fix else "culprit"
         made = self.probe_of.get(p.change)
         if made is None:
             assert self.reverts is not None
@@ -329,7 +330,7 @@ class AdaptiveBisection:
             self.s.out(probe_line(p.change[:12], what, self.bad[:12], made[:12], p.q_change, fix=self.s.fix))
         else:
             self.s.out(f"re-testing {made[:12]} ({p.change[:12]} {what} {self.bad[:12]}): "
-                       f"P({p.change[:12]} is the {'fix' if self.s.fix else 'culprit'}) = {p.q_change:.2f}")
+                       f"P({p.change[:12]} is the {role}) = {p.q_change:.2f}")
         if self.s.build(made).status is BuildStatus.FAILED:
             self.probe_of[p.change] = ""
             return
@@ -341,7 +342,6 @@ class AdaptiveBisection:
             self.s.out(self.s.untestable_line(made))
             return
         after = self.belief().changed_probability(1 << self.g.index[p.change])
-        role = "fix" if self.s.fix else "culprit"
         self.s.out(f"kvmlab: {p.change[:12]} {what} {self.bad[:12]}: "
                    f"{fmt.crashes_in_runs(e.target_crashes, e.target_crashes + e.oks)}: "
                    f"P({p.change[:12]} is the {role}) {p.q_change:.2f} -> {after:.2f}")
